@@ -1,0 +1,90 @@
+"""Client for the native cluster API: ECS-shaped JSON bodies over gRPC.
+
+The CLI, the lab, tests and `dockyard verify` use it; ApiError comes back with ECS's
+exception name, exactly as the service layer raised it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+
+from dockyard.errors import ApiError
+from dockyard.v1 import api_pb2, api_pb2_grpc
+
+DEFAULT_CONTROLLER = "127.0.0.1:7070"
+ERROR_TYPE_KEY = "dockyard-error-type"
+
+
+def controller_address(explicit: str | None = None) -> str:
+    return explicit or os.environ.get("DOCKYARD_CONTROLLER") or DEFAULT_CONTROLLER
+
+
+def _error_from_rpc(err: grpc.RpcError) -> ApiError:
+    name = "ServerException"
+    for key, value in (err.trailing_metadata() or ()):  # type: ignore[attr-defined]
+        if key == ERROR_TYPE_KEY:
+            name = str(value)
+    code = err.code()  # type: ignore[attr-defined]
+    if code == grpc.StatusCode.UNAVAILABLE and name == "ServerException":
+        return ApiError("ConnectionError", f"controller unreachable: {err.details()}", 503)  # type: ignore[attr-defined]
+    return ApiError(name, err.details() or str(code), 400)  # type: ignore[attr-defined]
+
+
+class Client:
+    """Synchronous client (the CLI is synchronous; daemons use the async stubs)."""
+
+    def __init__(self, address: str | None = None, timeout: float = 30.0) -> None:
+        self.address = controller_address(address)
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(self.address)
+        self._stub = api_pb2_grpc.ClusterApiStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def call(self, operation: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Invoke an ECS-named operation, e.g. call("RunTask", {"taskDefinition": "web"})."""
+        method = getattr(self._stub, operation, None)
+        if method is None:
+            raise ApiError("UnknownOperationException", f"unknown operation {operation}")
+        try:
+            reply = method(
+                api_pb2.JsonRequest(body=json.dumps(body or {})), timeout=self.timeout
+            )
+        except grpc.RpcError as err:
+            raise _error_from_rpc(err) from None
+        return json.loads(reply.body) if reply.body else {}
+
+    def watch_events(
+        self, cluster: str = "", task: str = "", follow: bool = False
+    ) -> Iterator[api_pb2.Event]:
+        req = api_pb2.WatchEventsRequest(cluster=cluster, task=task, follow=follow)
+        try:
+            yield from self._stub.WatchEvents(req)
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
+                raise _error_from_rpc(err) from None
+
+    def logs(
+        self, task: str, cluster: str = "", container: str = "", follow: bool = False,
+        tail: int = 0,
+    ) -> Iterator[api_pb2.LogLine]:
+        req = api_pb2.LogsRequest(
+            cluster=cluster, task=task, container=container, follow=follow, tail=tail
+        )
+        try:
+            yield from self._stub.Logs(req, timeout=None if follow else self.timeout)
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
+                raise _error_from_rpc(err) from None

@@ -1,0 +1,364 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class AgentMessage(_message.Message):
+    __slots__ = ("register", "heartbeat", "status", "resync", "log_chunk")
+    REGISTER_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    RESYNC_FIELD_NUMBER: _ClassVar[int]
+    LOG_CHUNK_FIELD_NUMBER: _ClassVar[int]
+    register: Register
+    heartbeat: Heartbeat
+    status: StatusBatch
+    resync: ResyncRequest
+    log_chunk: LogChunk
+    def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., status: _Optional[_Union[StatusBatch, _Mapping]] = ..., resync: _Optional[_Union[ResyncRequest, _Mapping]] = ..., log_chunk: _Optional[_Union[LogChunk, _Mapping]] = ...) -> None: ...
+
+class Resources(_message.Message):
+    __slots__ = ("cpu", "memory_mib", "reserved_tcp_ports", "reserved_udp_ports")
+    CPU_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MIB_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_TCP_PORTS_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_UDP_PORTS_FIELD_NUMBER: _ClassVar[int]
+    cpu: int
+    memory_mib: int
+    reserved_tcp_ports: _containers.RepeatedScalarFieldContainer[int]
+    reserved_udp_ports: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, cpu: _Optional[int] = ..., memory_mib: _Optional[int] = ..., reserved_tcp_ports: _Optional[_Iterable[int]] = ..., reserved_udp_ports: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Register(_message.Message):
+    __slots__ = ("instance_id", "cluster", "hostname", "agent_version", "total", "attributes", "tasks", "join_token", "address")
+    class AttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    JOIN_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    instance_id: str
+    cluster: str
+    hostname: str
+    agent_version: str
+    total: Resources
+    attributes: _containers.ScalarMap[str, str]
+    tasks: _containers.RepeatedCompositeFieldContainer[TaskStatus]
+    join_token: str
+    address: str
+    def __init__(self, instance_id: _Optional[str] = ..., cluster: _Optional[str] = ..., hostname: _Optional[str] = ..., agent_version: _Optional[str] = ..., total: _Optional[_Union[Resources, _Mapping]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., tasks: _Optional[_Iterable[_Union[TaskStatus, _Mapping]]] = ..., join_token: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
+
+class Heartbeat(_message.Message):
+    __slots__ = ("seq", "desired_version", "docker_healthy")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DOCKER_HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    desired_version: int
+    docker_healthy: bool
+    def __init__(self, seq: _Optional[int] = ..., desired_version: _Optional[int] = ..., docker_healthy: _Optional[bool] = ...) -> None: ...
+
+class StatusBatch(_message.Message):
+    __slots__ = ("tasks",)
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedCompositeFieldContainer[TaskStatus]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[TaskStatus, _Mapping]]] = ...) -> None: ...
+
+class ResyncRequest(_message.Message):
+    __slots__ = ("have_version",)
+    HAVE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    have_version: int
+    def __init__(self, have_version: _Optional[int] = ...) -> None: ...
+
+class ContainerStatus(_message.Message):
+    __slots__ = ("name", "docker_id", "last_status", "has_exit_code", "exit_code", "reason", "health", "bindings")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DOCKER_ID_FIELD_NUMBER: _ClassVar[int]
+    LAST_STATUS_FIELD_NUMBER: _ClassVar[int]
+    HAS_EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    BINDINGS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    docker_id: str
+    last_status: str
+    has_exit_code: bool
+    exit_code: int
+    reason: str
+    health: str
+    bindings: _containers.RepeatedCompositeFieldContainer[PortBinding]
+    def __init__(self, name: _Optional[str] = ..., docker_id: _Optional[str] = ..., last_status: _Optional[str] = ..., has_exit_code: _Optional[bool] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., health: _Optional[str] = ..., bindings: _Optional[_Iterable[_Union[PortBinding, _Mapping]]] = ...) -> None: ...
+
+class PortBinding(_message.Message):
+    __slots__ = ("container_port", "host_port", "protocol", "bind_ip")
+    CONTAINER_PORT_FIELD_NUMBER: _ClassVar[int]
+    HOST_PORT_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    BIND_IP_FIELD_NUMBER: _ClassVar[int]
+    container_port: int
+    host_port: int
+    protocol: str
+    bind_ip: str
+    def __init__(self, container_port: _Optional[int] = ..., host_port: _Optional[int] = ..., protocol: _Optional[str] = ..., bind_ip: _Optional[str] = ...) -> None: ...
+
+class TaskStatus(_message.Message):
+    __slots__ = ("task_arn", "last_status", "containers", "stop_code", "stopped_reason", "updated_at", "pull_started_at", "pull_stopped_at", "started_at", "event")
+    TASK_ARN_FIELD_NUMBER: _ClassVar[int]
+    LAST_STATUS_FIELD_NUMBER: _ClassVar[int]
+    CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    STOP_CODE_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_REASON_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    PULL_STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    PULL_STOPPED_AT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    task_arn: str
+    last_status: str
+    containers: _containers.RepeatedCompositeFieldContainer[ContainerStatus]
+    stop_code: str
+    stopped_reason: str
+    updated_at: float
+    pull_started_at: float
+    pull_stopped_at: float
+    started_at: float
+    event: str
+    def __init__(self, task_arn: _Optional[str] = ..., last_status: _Optional[str] = ..., containers: _Optional[_Iterable[_Union[ContainerStatus, _Mapping]]] = ..., stop_code: _Optional[str] = ..., stopped_reason: _Optional[str] = ..., updated_at: _Optional[float] = ..., pull_started_at: _Optional[float] = ..., pull_stopped_at: _Optional[float] = ..., started_at: _Optional[float] = ..., event: _Optional[str] = ...) -> None: ...
+
+class LogChunk(_message.Message):
+    __slots__ = ("request_id", "container", "data", "eof", "error")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    EOF_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    container: str
+    data: bytes
+    eof: bool
+    error: str
+    def __init__(self, request_id: _Optional[int] = ..., container: _Optional[str] = ..., data: _Optional[bytes] = ..., eof: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+
+class ControllerMessage(_message.Message):
+    __slots__ = ("registered", "desired", "heartbeat_ack", "log_request", "log_cancel", "refusal")
+    REGISTERED_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_ACK_FIELD_NUMBER: _ClassVar[int]
+    LOG_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    LOG_CANCEL_FIELD_NUMBER: _ClassVar[int]
+    REFUSAL_FIELD_NUMBER: _ClassVar[int]
+    registered: Registered
+    desired: DesiredState
+    heartbeat_ack: HeartbeatAck
+    log_request: LogRequest
+    log_cancel: LogCancel
+    refusal: Refusal
+    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., desired: _Optional[_Union[DesiredState, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ..., log_request: _Optional[_Union[LogRequest, _Mapping]] = ..., log_cancel: _Optional[_Union[LogCancel, _Mapping]] = ..., refusal: _Optional[_Union[Refusal, _Mapping]] = ...) -> None: ...
+
+class Registered(_message.Message):
+    __slots__ = ("instance_arn", "epoch", "heartbeat_period_ms")
+    INSTANCE_ARN_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_PERIOD_MS_FIELD_NUMBER: _ClassVar[int]
+    instance_arn: str
+    epoch: int
+    heartbeat_period_ms: int
+    def __init__(self, instance_arn: _Optional[str] = ..., epoch: _Optional[int] = ..., heartbeat_period_ms: _Optional[int] = ...) -> None: ...
+
+class HeartbeatAck(_message.Message):
+    __slots__ = ("seq", "heartbeat_period_ms")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_PERIOD_MS_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    heartbeat_period_ms: int
+    def __init__(self, seq: _Optional[int] = ..., heartbeat_period_ms: _Optional[int] = ...) -> None: ...
+
+class Refusal(_message.Message):
+    __slots__ = ("code", "message", "fatal")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    FATAL_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    fatal: bool
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., fatal: _Optional[bool] = ...) -> None: ...
+
+class DesiredState(_message.Message):
+    __slots__ = ("version", "base_version", "full", "tasks", "forget")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FULL_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    FORGET_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    base_version: int
+    full: bool
+    tasks: _containers.RepeatedCompositeFieldContainer[DesiredTask]
+    forget: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, version: _Optional[int] = ..., base_version: _Optional[int] = ..., full: _Optional[bool] = ..., tasks: _Optional[_Iterable[_Union[DesiredTask, _Mapping]]] = ..., forget: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DesiredTask(_message.Message):
+    __slots__ = ("task_arn", "cluster", "family", "revision", "desired_status", "containers", "network_mode", "stop_code", "stopped_reason", "task_role_arn", "credentials", "group", "service")
+    TASK_ARN_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_STATUS_FIELD_NUMBER: _ClassVar[int]
+    CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_MODE_FIELD_NUMBER: _ClassVar[int]
+    STOP_CODE_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_REASON_FIELD_NUMBER: _ClassVar[int]
+    TASK_ROLE_ARN_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIALS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    task_arn: str
+    cluster: str
+    family: str
+    revision: int
+    desired_status: str
+    containers: _containers.RepeatedCompositeFieldContainer[ContainerSpec]
+    network_mode: str
+    stop_code: str
+    stopped_reason: str
+    task_role_arn: str
+    credentials: Credentials
+    group: str
+    service: str
+    def __init__(self, task_arn: _Optional[str] = ..., cluster: _Optional[str] = ..., family: _Optional[str] = ..., revision: _Optional[int] = ..., desired_status: _Optional[str] = ..., containers: _Optional[_Iterable[_Union[ContainerSpec, _Mapping]]] = ..., network_mode: _Optional[str] = ..., stop_code: _Optional[str] = ..., stopped_reason: _Optional[str] = ..., task_role_arn: _Optional[str] = ..., credentials: _Optional[_Union[Credentials, _Mapping]] = ..., group: _Optional[str] = ..., service: _Optional[str] = ...) -> None: ...
+
+class Credentials(_message.Message):
+    __slots__ = ("id", "role_arn", "access_key_id", "secret_access_key", "session_token", "expiration")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_ARN_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SECRET_ACCESS_KEY_FIELD_NUMBER: _ClassVar[int]
+    SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRATION_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    role_arn: str
+    access_key_id: str
+    secret_access_key: str
+    session_token: str
+    expiration: float
+    def __init__(self, id: _Optional[str] = ..., role_arn: _Optional[str] = ..., access_key_id: _Optional[str] = ..., secret_access_key: _Optional[str] = ..., session_token: _Optional[str] = ..., expiration: _Optional[float] = ...) -> None: ...
+
+class KeyValue(_message.Message):
+    __slots__ = ("name", "value")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value: str
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class PortMapping(_message.Message):
+    __slots__ = ("container_port", "host_port", "protocol")
+    CONTAINER_PORT_FIELD_NUMBER: _ClassVar[int]
+    HOST_PORT_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    container_port: int
+    host_port: int
+    protocol: str
+    def __init__(self, container_port: _Optional[int] = ..., host_port: _Optional[int] = ..., protocol: _Optional[str] = ...) -> None: ...
+
+class HealthCheck(_message.Message):
+    __slots__ = ("command", "interval_s", "timeout_s", "retries", "start_period_s")
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    RETRIES_FIELD_NUMBER: _ClassVar[int]
+    START_PERIOD_S_FIELD_NUMBER: _ClassVar[int]
+    command: _containers.RepeatedScalarFieldContainer[str]
+    interval_s: int
+    timeout_s: int
+    retries: int
+    start_period_s: int
+    def __init__(self, command: _Optional[_Iterable[str]] = ..., interval_s: _Optional[int] = ..., timeout_s: _Optional[int] = ..., retries: _Optional[int] = ..., start_period_s: _Optional[int] = ...) -> None: ...
+
+class ContainerSpec(_message.Message):
+    __slots__ = ("name", "image", "command", "entry_point", "environment", "port_mappings", "memory_mib", "memory_reservation_mib", "cpu", "essential", "stop_timeout_s", "docker_labels", "health_check", "working_directory", "user", "links", "hostname", "secrets")
+    class DockerLabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class SecretsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_POINT_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    PORT_MAPPINGS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MIB_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_RESERVATION_MIB_FIELD_NUMBER: _ClassVar[int]
+    CPU_FIELD_NUMBER: _ClassVar[int]
+    ESSENTIAL_FIELD_NUMBER: _ClassVar[int]
+    STOP_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    DOCKER_LABELS_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_CHECK_FIELD_NUMBER: _ClassVar[int]
+    WORKING_DIRECTORY_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    LINKS_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    SECRETS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    image: str
+    command: _containers.RepeatedScalarFieldContainer[str]
+    entry_point: _containers.RepeatedScalarFieldContainer[str]
+    environment: _containers.RepeatedCompositeFieldContainer[KeyValue]
+    port_mappings: _containers.RepeatedCompositeFieldContainer[PortMapping]
+    memory_mib: int
+    memory_reservation_mib: int
+    cpu: int
+    essential: bool
+    stop_timeout_s: int
+    docker_labels: _containers.ScalarMap[str, str]
+    health_check: HealthCheck
+    working_directory: str
+    user: str
+    links: _containers.RepeatedScalarFieldContainer[str]
+    hostname: str
+    secrets: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., entry_point: _Optional[_Iterable[str]] = ..., environment: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ..., port_mappings: _Optional[_Iterable[_Union[PortMapping, _Mapping]]] = ..., memory_mib: _Optional[int] = ..., memory_reservation_mib: _Optional[int] = ..., cpu: _Optional[int] = ..., essential: _Optional[bool] = ..., stop_timeout_s: _Optional[int] = ..., docker_labels: _Optional[_Mapping[str, str]] = ..., health_check: _Optional[_Union[HealthCheck, _Mapping]] = ..., working_directory: _Optional[str] = ..., user: _Optional[str] = ..., links: _Optional[_Iterable[str]] = ..., hostname: _Optional[str] = ..., secrets: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class LogRequest(_message.Message):
+    __slots__ = ("request_id", "task_arn", "container", "follow", "tail")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ARN_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    task_arn: str
+    container: str
+    follow: bool
+    tail: int
+    def __init__(self, request_id: _Optional[int] = ..., task_arn: _Optional[str] = ..., container: _Optional[str] = ..., follow: _Optional[bool] = ..., tail: _Optional[int] = ...) -> None: ...
+
+class LogCancel(_message.Message):
+    __slots__ = ("request_id",)
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    def __init__(self, request_id: _Optional[int] = ...) -> None: ...
