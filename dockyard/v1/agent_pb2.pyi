@@ -212,7 +212,7 @@ class DesiredState(_message.Message):
     def __init__(self, version: _Optional[int] = ..., base_version: _Optional[int] = ..., full: _Optional[bool] = ..., tasks: _Optional[_Iterable[_Union[DesiredTask, _Mapping]]] = ..., forget: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DesiredTask(_message.Message):
-    __slots__ = ("task_arn", "cluster", "family", "revision", "desired_status", "containers", "network_mode", "stop_code", "stopped_reason", "task_role_arn", "credentials", "group", "service")
+    __slots__ = ("task_arn", "cluster", "family", "revision", "desired_status", "containers", "network_mode", "stop_code", "stopped_reason", "task_role_arn", "credentials", "group", "service", "known_status", "stop_timeout_s")
     TASK_ARN_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     FAMILY_FIELD_NUMBER: _ClassVar[int]
@@ -226,6 +226,8 @@ class DesiredTask(_message.Message):
     CREDENTIALS_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_STATUS_FIELD_NUMBER: _ClassVar[int]
+    STOP_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     task_arn: str
     cluster: str
     family: str
@@ -239,7 +241,9 @@ class DesiredTask(_message.Message):
     credentials: Credentials
     group: str
     service: str
-    def __init__(self, task_arn: _Optional[str] = ..., cluster: _Optional[str] = ..., family: _Optional[str] = ..., revision: _Optional[int] = ..., desired_status: _Optional[str] = ..., containers: _Optional[_Iterable[_Union[ContainerSpec, _Mapping]]] = ..., network_mode: _Optional[str] = ..., stop_code: _Optional[str] = ..., stopped_reason: _Optional[str] = ..., task_role_arn: _Optional[str] = ..., credentials: _Optional[_Union[Credentials, _Mapping]] = ..., group: _Optional[str] = ..., service: _Optional[str] = ...) -> None: ...
+    known_status: str
+    stop_timeout_s: int
+    def __init__(self, task_arn: _Optional[str] = ..., cluster: _Optional[str] = ..., family: _Optional[str] = ..., revision: _Optional[int] = ..., desired_status: _Optional[str] = ..., containers: _Optional[_Iterable[_Union[ContainerSpec, _Mapping]]] = ..., network_mode: _Optional[str] = ..., stop_code: _Optional[str] = ..., stopped_reason: _Optional[str] = ..., task_role_arn: _Optional[str] = ..., credentials: _Optional[_Union[Credentials, _Mapping]] = ..., group: _Optional[str] = ..., service: _Optional[str] = ..., known_status: _Optional[str] = ..., stop_timeout_s: _Optional[int] = ...) -> None: ...
 
 class Credentials(_message.Message):
     __slots__ = ("id", "role_arn", "access_key_id", "secret_access_key", "session_token", "expiration")

@@ -1,0 +1,1 @@
+"""The Dockyard controller: cluster state, placement, the agent dispatcher and the APIs."""
