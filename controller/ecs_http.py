@@ -1,0 +1,224 @@
+"""The ECS-compatible HTTP endpoint: ECS's JSON 1.1 protocol in front of the service layer.
+
+boto3 and `aws ecs` talk to it unchanged: `POST /` with
+`X-Amz-Target: AmazonEC2ContainerServiceV20141113.<Operation>`, ECS JSON both ways, errors
+as `{"__type": "<ExceptionName>", "message": ...}`. This layer only translates: every
+request is checked against botocore's ECS model before the service sees it, so the service
+gets well-typed bodies, and nothing a client sends can crash the handler.
+SigV4 signatures are accepted but not yet verified.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+
+from controller.ecs_shapes import (
+    TARGET_PREFIX,
+    ResponseShapeError,
+    check_response,
+    dump_json,
+    json_type,
+    operation_model,
+    strip_nulls,
+    validate_request,
+)
+from dockyard.errors import ApiError
+
+__all__ = ["EcsMetrics", "check_response", "make_app", "metrics_handler_for"]
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE = "application/x-amz-json-1.1"
+_ACCEPTED_TYPES = ("application/x-amz-json-1.1", "application/x-amz-json-1.0", "application/json")
+UNKNOWN = "unknown"  # metrics label for requests naming no ECS operation (keeps labels bounded)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ClusterService(Protocol):
+    """What the endpoint needs from the service layer."""
+
+    async def call(self, operation: str, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def operations(self) -> set[str]: ...
+
+
+class EcsMetrics:
+    """Requests, errors and latency per operation, in a registry the controller exports."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.requests = Counter(
+            "dockyard_ecs_requests",
+            "ECS API requests by operation",
+            ["operation"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "dockyard_ecs_errors",
+            "ECS API error responses by operation and exception name",
+            ["operation", "exception"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "dockyard_ecs_request_duration_seconds",
+            "ECS API request latency by operation",
+            ["operation"],
+            registry=self.registry,
+        )
+
+    def observe(self, operation: str, seconds: float, error: str | None) -> None:
+        self.requests.labels(operation).inc()
+        self.latency.labels(operation).observe(seconds)
+        if error is not None:
+            self.errors.labels(operation, error).inc()
+
+
+METRICS_KEY = web.AppKey("ecs_metrics", EcsMetrics)
+SERVICE_KEY = web.AppKey("ecs_service", object)
+
+
+def metrics_handler_for(registry: CollectorRegistry) -> Handler:
+    """A `GET /metrics` handler exporting `registry` in Prometheus' text format."""
+
+    async def handler(request: web.Request) -> web.Response:
+        body = generate_latest(registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return handler
+
+
+def make_app(
+    service: ClusterService,
+    *,
+    metrics_handler: Handler | None = None,
+    health_handler: Handler | None = None,
+    registry: CollectorRegistry | None = None,
+    check_responses: bool = False,
+) -> web.Application:
+    """The aiohttp application serving the ECS API over `service`.
+
+    `registry`: where request metrics go (a fresh one if None; see app[METRICS_KEY]).
+    `check_responses`: validate every response against the model and answer 500 on a
+    mismatch - for tests, so a service bug shows as a failure instead of a client surprise.
+    """
+    app = web.Application()
+    metrics = EcsMetrics(registry)
+    app[SERVICE_KEY] = service
+    app[METRICS_KEY] = metrics
+    endpoint = _Endpoint(service, metrics, check_responses)
+    app.router.add_post("/", endpoint.handle)
+    if health_handler is not None:
+        app.router.add_get("/healthz", health_handler)
+    if metrics_handler is not None:
+        app.router.add_get("/metrics", metrics_handler)
+    return app
+
+
+class _Endpoint:
+    def __init__(self, service: ClusterService, metrics: EcsMetrics, check: bool) -> None:
+        self.service = service
+        self.metrics = metrics
+        self.check = check
+
+    async def handle(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        request_id = str(uuid.uuid4())
+        label = UNKNOWN
+        error: str | None = None
+        try:
+            operation = _operation(request.headers.get("X-Amz-Target", ""))
+            label = operation
+            body = await _read_body(request)
+            payload = await self._dispatch(operation, body)
+            response = _reply(200, payload, request_id)
+        except ApiError as exc:
+            error = exc.name
+            response = _error_reply(exc, request_id)
+        except Exception:
+            error = "ServerException"
+            log.exception("ECS %s request %s failed", label, request_id)
+            crash = ApiError("ServerException", f"internal error (request {request_id})", 500)
+            response = _error_reply(crash, request_id)
+        self.metrics.observe(label, time.perf_counter() - started, error)
+        return response
+
+    async def _dispatch(self, operation: str, body: dict[str, Any]) -> bytes:
+        if operation not in self.service.operations():
+            raise ApiError("ClientException", f"operation {operation} is not supported by Dockyard")
+        validate_request(operation, body)
+        result = await self.service.call(operation, body)
+        if result is None:
+            result = {}
+        if not isinstance(result, dict):
+            raise TypeError(f"{operation} returned {type(result).__name__}, not a dict")
+        payload = dump_json(result)
+        if self.check:
+            try:
+                check_response(operation, payload)
+            except ResponseShapeError as exc:
+                log.error("%s", exc)
+                raise ApiError("ServerException", str(exc), 500) from None
+        return payload
+
+
+def _operation(target: str) -> str:
+    """The ECS operation an `X-Amz-Target` header names."""
+    prefix, _, name = target.partition(".")
+    if prefix != TARGET_PREFIX or operation_model(name) is None:
+        shown = target[:100] if target else "(missing)"
+        raise ApiError(
+            "UnknownOperationException",
+            f"X-Amz-Target {shown} is not {TARGET_PREFIX}.<an ECS operation>",
+        )
+    return name
+
+
+async def _read_body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object, nulls dropped; SerializationException if it is not one."""
+    mime = request.content_type if request.headers.get("Content-Type") else ""
+    if mime and mime not in _ACCEPTED_TYPES:
+        raise ApiError("SerializationException", f"Content-Type must be {CONTENT_TYPE}, not {mime}")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError("ClientException", "request body is too large", 413) from None
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError("SerializationException", f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(
+            "SerializationException", f"request body must be a JSON object, not {json_type(body)}"
+        )
+    return strip_nulls(body)
+
+
+def _reply(status: int, payload: bytes, request_id: str) -> web.Response:
+    return web.Response(
+        status=status,
+        body=payload,
+        headers={"Content-Type": CONTENT_TYPE, "x-amzn-RequestId": request_id},
+    )
+
+
+def _error_reply(exc: ApiError, request_id: str) -> web.Response:
+    status = exc.status if 400 <= exc.status <= 599 else 400
+    payload = json.dumps({"__type": exc.name, "message": exc.message}).encode()
+    return _reply(status, payload, request_id)
