@@ -1,0 +1,580 @@
+"""The agent's only door to Docker: every engine call goes through `DockerDriver`.
+
+The reconciliation planner stays pure; this module turns its decisions into aiodocker
+calls and turns Docker's answers (and failures) back into small typed values, so the
+agent never sees an aiodocker stack trace. The ContainerSpec -> Docker mapping is the
+pure `container_config`, testable without an engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import struct
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import aiodocker
+import aiohttp
+from aiodocker.exceptions import DockerError
+
+from dockyard import labels
+from dockyard.v1 import agent_pb2
+
+MIB = 1024 * 1024
+NS = 1_000_000_000
+NETWORK_MODES = ("bridge", "host", "none")
+PULL_BEHAVIORS = ("default", "always", "once", "prefer-cached")
+WATCHED_EVENTS = ("start", "die", "oom", "health_status", "destroy", "kill")
+HOST_SCHEMES = ("unix://", "tcp://", "http://", "https://", "ssh://")
+_ARCH = {"amd64": "x86_64", "x86-64": "x86_64", "arm64": "aarch64", "armhf": "armv7l"}
+_HEALTH = {"healthy": "HEALTHY", "unhealthy": "UNHEALTHY"}
+# ECS defaults for a health check whose fields are left at 0.
+_HC_DEFAULTS = {"interval_s": 30, "timeout_s": 5, "retries": 3}
+
+
+class DriverError(Exception):
+    """Base of every error the driver raises; str() is a message fit for an operator."""
+
+
+class DockerUnavailable(DriverError):
+    """The engine cannot be reached (socket gone, daemon down, connection dropped)."""
+
+
+class PullError(DriverError):
+    """An image could not be made available; message starts with CannotPullContainerError."""
+
+
+class ContainerError(DriverError):
+    """Docker refused a container operation (create, start, bad spec, missing container)."""
+
+
+@dataclass
+class EngineInfo:
+    cpus: int
+    memory_mib: int
+    server_version: str
+    os: str
+    arch: str
+    name: str
+
+
+@dataclass
+class ObservedContainer:
+    """What Docker says about one Dockyard-managed container."""
+
+    docker_id: str
+    docker_name: str
+    task_arn: str
+    container_name: str
+    cluster: str
+    family: str
+    revision: int
+    state: str
+    exit_code: int | None
+    started_at: float | None
+    finished_at: float | None
+    health: str
+    oom_killed: bool
+    error: str
+    bindings: list[tuple[int, int, str, str]] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- pure mapping
+
+
+def task_id(task_arn: str) -> str:
+    """The last path part of a task ARN (ECS's task id)."""
+    return task_arn.rsplit("/", 1)[-1]
+
+
+def docker_name(task: agent_pb2.DesiredTask, spec: agent_pb2.ContainerSpec) -> str:
+    """Deterministic Docker name: the key that makes create_and_start idempotent."""
+    raw = f"dockyard-{task.family}-{task.revision}-{spec.name}-{task_id(task.task_arn)}"
+    return re.sub(r"[^a-zA-Z0-9_.-]", "-", raw)
+
+
+def task_docker_names(task: agent_pb2.DesiredTask) -> dict[str, str]:
+    """Container name -> Docker name for every container of the task (for links)."""
+    return {c.name: docker_name(task, c) for c in task.containers}
+
+
+def container_config(
+    task: agent_pb2.DesiredTask,
+    spec: agent_pb2.ContainerSpec,
+    instance_id: str,
+    docker_names: dict[str, str],
+) -> dict[str, Any]:
+    """The Docker create body for one container of a task. Raises ContainerError on bad input."""
+    mode = task.network_mode or "bridge"
+    if mode not in NETWORK_MODES:
+        raise ContainerError(f"networkMode: {mode!r} is not supported (use bridge, host or none)")
+    host: dict[str, Any] = {"NetworkMode": mode}
+    host.update(_limits(spec))
+    config: dict[str, Any] = {"Image": spec.image, "HostConfig": host}
+    if spec.command:
+        config["Cmd"] = list(spec.command)
+    if spec.entry_point:
+        config["Entrypoint"] = list(spec.entry_point)
+    config["Env"] = _env(task, spec)
+    exposed, bindings = _ports(spec)
+    if exposed:
+        config["ExposedPorts"] = exposed
+        if mode == "bridge":
+            host["PortBindings"] = bindings
+    ours = labels.container_labels(
+        task.cluster, task.task_arn, spec.name, task.family, task.revision, instance_id
+    )
+    config["Labels"] = dict(spec.docker_labels) | ours
+    if spec.HasField("health_check") and spec.health_check.command:
+        config["Healthcheck"] = _healthcheck(spec.health_check)
+    for key, value in (
+        ("WorkingDir", spec.working_directory),
+        ("User", spec.user),
+        ("Hostname", spec.hostname),
+    ):
+        if value:
+            config[key] = value
+    stop_timeout = spec.stop_timeout_s or task.stop_timeout_s
+    if stop_timeout:
+        config["StopTimeout"] = stop_timeout
+    if spec.links and mode == "bridge":
+        host["Links"] = _links(spec, docker_names)
+    return config
+
+
+def _limits(spec: agent_pb2.ContainerSpec) -> dict[str, int]:
+    out: dict[str, int] = {}
+    if spec.memory_mib < 0 or spec.memory_reservation_mib < 0 or spec.cpu < 0:
+        raise ContainerError(f"container {spec.name!r}: memory and cpu must not be negative")
+    if spec.memory_mib:
+        out["Memory"] = spec.memory_mib * MIB
+    if spec.memory_reservation_mib:
+        out["MemoryReservation"] = spec.memory_reservation_mib * MIB
+    if spec.cpu:
+        out["CpuShares"] = max(spec.cpu, 2)  # Docker rejects 1; ECS maps it to 2 too
+    return out
+
+
+def _env(task: agent_pb2.DesiredTask, spec: agent_pb2.ContainerSpec) -> list[str]:
+    env = {kv.name: kv.value for kv in spec.environment}
+    env.update(spec.secrets)
+    if task.HasField("credentials") and task.credentials.id:
+        # ECS's contract: SDKs read credentials from 169.254.170.2 + this relative URI.
+        env["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"] = f"/v2/credentials/{task.credentials.id}"
+    return [f"{k}={v}" for k, v in env.items()]
+
+
+def _ports(spec: agent_pb2.ContainerSpec) -> tuple[dict[str, dict], dict[str, list]]:
+    exposed: dict[str, dict] = {}
+    bindings: dict[str, list] = {}
+    for i, pm in enumerate(spec.port_mappings):
+        proto = (pm.protocol or "tcp").lower()
+        if proto not in ("tcp", "udp"):
+            raise ContainerError(f"portMappings[{i}].protocol: must be tcp or udp, got {proto!r}")
+        if not 0 < pm.container_port < 65536 or pm.host_port > 65535:
+            raise ContainerError(f"portMappings[{i}]: ports must be in 1-65535")
+        key = f"{pm.container_port}/{proto}"
+        exposed[key] = {}
+        host_port = str(pm.host_port) if pm.host_port else ""  # "" = Docker picks
+        bindings.setdefault(key, []).append({"HostIp": "", "HostPort": host_port})
+    return exposed, bindings
+
+
+def _healthcheck(hc: agent_pb2.HealthCheck) -> dict[str, Any]:
+    cmd = list(hc.command)
+    if cmd[0] not in ("CMD", "CMD-SHELL", "NONE"):
+        cmd = ["CMD-SHELL", " ".join(cmd)]  # ECS requires the keyword; be lenient
+    out: dict[str, Any] = {
+        "Test": cmd,
+        "Interval": (hc.interval_s or _HC_DEFAULTS["interval_s"]) * NS,
+        "Timeout": (hc.timeout_s or _HC_DEFAULTS["timeout_s"]) * NS,
+        "Retries": hc.retries or _HC_DEFAULTS["retries"],
+    }
+    if hc.start_period_s:
+        out["StartPeriod"] = hc.start_period_s * NS
+    return out
+
+
+def _links(spec: agent_pb2.ContainerSpec, docker_names: dict[str, str]) -> list[str]:
+    out = []
+    for link in spec.links:
+        name, _, alias = link.partition(":")
+        if name not in docker_names:
+            raise ContainerError(f"links: {name!r} is not a container of this task")
+        out.append(f"{docker_names[name]}:{alias or name}")
+    return out
+
+
+# ---------------------------------------------------------------- pure parsing
+
+
+def _epoch(ts: str | None) -> float | None:
+    """Docker's RFC 3339 (nanosecond) time -> epoch seconds; its zero time -> None."""
+    if not ts or ts.startswith("0001-01-01"):
+        return None
+    m = re.match(r"^(.*?T\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", ts)
+    if not m:
+        return None
+    frac = (m.group(2) or ".0")[:7]
+    zone = "+00:00" if m.group(3) == "Z" else m.group(3)
+    return datetime.fromisoformat(f"{m.group(1)}{frac}{zone}").timestamp()
+
+
+def _bindings(data: dict[str, Any]) -> list[tuple[int, int, str, str]]:
+    ports = (data.get("NetworkSettings") or {}).get("Ports") or {}
+    if not any(ports.values()):  # not running: fall back to what was asked for
+        ports = (data.get("HostConfig") or {}).get("PortBindings") or {}
+    out = []
+    for key, binds in ports.items():
+        cport, _, proto = key.partition("/")
+        for b in binds or []:
+            if b.get("HostPort"):
+                out.append((int(cport), int(b["HostPort"]), proto or "tcp", b.get("HostIp", "")))
+    return out
+
+
+def observed_from_inspect(data: dict[str, Any]) -> ObservedContainer | None:
+    """Docker's inspect JSON -> ObservedContainer; None if Dockyard does not manage it."""
+    lab = (data.get("Config") or {}).get("Labels") or {}
+    if labels.TASK_ARN not in lab:
+        return None
+    st = data.get("State") or {}
+    status = st.get("Status", "")
+    health = _HEALTH.get(((st.get("Health") or {}).get("Status")) or "", "UNKNOWN")
+    try:
+        revision = int(lab.get(labels.REVISION, "0"))
+    except ValueError:
+        revision = 0
+    return ObservedContainer(
+        docker_id=data["Id"],
+        docker_name=data.get("Name", "").lstrip("/"),
+        task_arn=lab[labels.TASK_ARN],
+        container_name=lab.get(labels.CONTAINER_NAME, ""),
+        cluster=lab.get(labels.CLUSTER, ""),
+        family=lab.get(labels.FAMILY, ""),
+        revision=revision,
+        state=status,
+        exit_code=st.get("ExitCode") if status in ("exited", "dead") else None,
+        started_at=_epoch(st.get("StartedAt")),
+        finished_at=_epoch(st.get("FinishedAt")),
+        health=health,
+        oom_killed=bool(st.get("OOMKilled")),
+        error=st.get("Error") or "",
+        bindings=_bindings(data),
+    )
+
+
+def normalize_image(image: str) -> str:
+    """`name` -> `name:latest` so concurrent pulls of one image share one key."""
+    last = image.rsplit("/", 1)[-1]
+    return image if ":" in last or "@" in last else f"{image}:latest"
+
+
+def normalize_arch(arch: str) -> str:
+    return _ARCH.get(arch.lower(), arch.lower())
+
+
+# ---------------------------------------------------------------- errors
+
+
+def _unavailable(host: str, exc: object) -> DockerUnavailable:
+    return DockerUnavailable(f"Docker engine at {host} is unreachable: {exc}")
+
+
+@contextlib.contextmanager
+def _translate(host: str, what: str, kind: type[DriverError] = ContainerError) -> Iterator[None]:
+    """aiodocker/aiohttp failures -> DriverError subclasses with one-line messages."""
+    try:
+        yield
+    except DockerError as e:
+        if e.status == 900:  # aiodocker's code for "could not connect"
+            raise _unavailable(host, e.message) from None
+        raise kind(f"{what}: {e.message.strip()}") from None
+    except (aiohttp.ClientConnectionError, ConnectionError) as e:
+        raise _unavailable(host, e) from None
+
+
+# ---------------------------------------------------------------- the driver
+
+
+class DockerDriver:
+    """Async Docker I/O for the agent. Create and use it inside a running event loop."""
+
+    def __init__(self, docker_host: str = "unix:///var/run/docker.sock") -> None:
+        if docker_host.startswith("/"):
+            docker_host = "unix://" + docker_host
+        if not docker_host.startswith(HOST_SCHEMES):
+            raise ValueError(
+                f"docker_host: {docker_host!r} must start with unix://, tcp://, http(s):// or ssh://"
+            )
+        self.docker_host = docker_host
+        self.pull_count = 0  # pulls actually sent to the engine (merged ones count once)
+        self._client: aiodocker.Docker | None = None
+        self._pulls: dict[str, asyncio.Task[None]] = {}
+        self._pulled: set[str] = set()
+        self._name_locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def _docker(self) -> aiodocker.Docker:
+        if self._client is None:
+            timeout = aiohttp.ClientTimeout(total=300, connect=10, sock_connect=10)
+            self._client = aiodocker.Docker(url=self.docker_host, timeout=timeout)
+        return self._client
+
+    def _errors(self, what: str, kind: type[DriverError] = ContainerError) -> Any:
+        return _translate(self.docker_host, what, kind)
+
+    async def close(self) -> None:
+        for task in self._pulls.values():
+            task.cancel()
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    # ------------------------------------------------------------ engine
+
+    async def info(self) -> EngineInfo:
+        with self._errors("docker info", DockerUnavailable):
+            data = await self._docker.system.info()
+        return EngineInfo(
+            cpus=int(data.get("NCPU", 0)),
+            memory_mib=int(data.get("MemTotal", 0)) // MIB,
+            server_version=data.get("ServerVersion", ""),
+            os=(data.get("OSType") or "linux").lower(),
+            arch=normalize_arch(data.get("Architecture", "")),
+            name=data.get("Name", ""),
+        )
+
+    async def ping(self) -> bool:
+        """True when the engine answers /_ping within 5 s; never raises for a dead engine."""
+        try:
+            async with asyncio.timeout(5):
+                async with self._docker._query("_ping", versioned_api=False) as resp:
+                    return resp.status == 200
+        except (DockerError, aiohttp.ClientError, OSError, TimeoutError):
+            return False
+
+    # ------------------------------------------------------------ images
+
+    async def _image_present(self, image: str) -> bool:
+        with self._errors(f"inspect image {image}", PullError):
+            try:
+                await self._docker.images.inspect(image)
+                return True
+            except DockerError as e:
+                if e.status == 404:
+                    return False
+                raise
+
+    async def ensure_image(
+        self,
+        image: str,
+        behavior: str,
+        auth: dict | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        """Make `image` available locally following ECS's image pull behaviours."""
+        if behavior not in PULL_BEHAVIORS:
+            raise PullError(f"imagePullBehavior: {behavior!r} is not one of {PULL_BEHAVIORS}")
+        key = normalize_image(image)
+        if behavior == "prefer-cached" or (behavior == "once" and key in self._pulled):
+            if await self._image_present(key):
+                return
+        say = progress or (lambda _line: None)
+        say(f"pulling {image}")
+        try:
+            await self._shared_pull(key, auth)
+        except PullError as e:
+            if behavior == "default" and await self._image_present(key):
+                say(f"pulling {image}: failed, using the local copy ({e})")
+                return
+            say(f"pulling {image}: failed")
+            raise
+        say(f"pulling {image}: done")
+
+    async def _shared_pull(self, key: str, auth: dict | None) -> None:
+        """One engine pull per image at a time; a cancelled waiter does not cancel it."""
+        task = self._pulls.get(key)
+        if task is None:
+            task = asyncio.create_task(self._pull(key, auth))
+            self._pulls[key] = task
+            task.add_done_callback(lambda t: self._pull_done(key, t))
+        await asyncio.shield(task)
+
+    def _pull_done(self, key: str, task: asyncio.Task[None]) -> None:
+        if self._pulls.get(key) is task:
+            del self._pulls[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: waiters re-raise it; none may be left
+
+    async def _pull(self, key: str, auth: dict | None) -> None:
+        self.pull_count += 1
+        try:
+            with self._errors("CannotPullContainerError", PullError):
+                async for _chunk in self._docker.images.pull(key, auth=auth, stream=True):
+                    pass
+        except ValueError as e:  # aiodocker: auth given for an image without registry host
+            raise PullError(f"CannotPullContainerError: {e}") from None
+        self._pulled.add(key)
+
+    # ------------------------------------------------------------ containers
+
+    async def create_and_start(
+        self, task: agent_pb2.DesiredTask, spec: agent_pb2.ContainerSpec, instance_id: str
+    ) -> str:
+        """Create (once) and start (once) the container; returns its Docker id.
+
+        The deterministic name makes a second call, a concurrent call or a call after an
+        agent restart find the existing container instead of making another one.
+        """
+        names = task_docker_names(task)
+        names[spec.name] = docker_name(task, spec)
+        name = names[spec.name]
+        config = container_config(task, spec, instance_id, names)
+        lock = self._name_locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            state = await self._state_of(name)
+            if state is None:
+                state = await self._create(name, config)
+            docker_id, status = state
+            if status == "created":
+                with self._errors(f"CannotStartContainerError: {name}"):
+                    await self._docker.containers.container(docker_id).start()
+            return docker_id
+
+    async def _state_of(self, ref: str) -> tuple[str, str] | None:
+        """(id, status) of a container by name or id, None if it does not exist."""
+        data = await self._get(ref)
+        return None if data is None else (data["Id"], data["State"]["Status"])
+
+    async def _get(self, ref: str) -> dict[str, Any] | None:
+        """Docker's inspect JSON by name or id; None if there is no such container."""
+        with self._errors(f"inspect {ref}"):
+            try:
+                return (await self._docker.containers.get(ref))._container
+            except DockerError as e:
+                if e.status == 404:
+                    return None
+                raise
+
+    async def _create(self, name: str, config: dict[str, Any]) -> tuple[str, str]:
+        with self._errors(f"CannotCreateContainerError: {name}"):
+            try:
+                container = await self._docker.containers.create(config, name=name)
+                return container.id, "created"
+            except DockerError as e:
+                if e.status != 409:  # 409: created concurrently by someone else: adopt it
+                    raise
+        state = await self._state_of(name)
+        if state is None:
+            raise ContainerError(f"CannotCreateContainerError: {name}: name conflict, then gone")
+        return state
+
+    async def stop(self, docker_id: str, timeout_s: int) -> None:
+        """SIGTERM (or the image's stop signal), SIGKILL after timeout_s; missing is fine."""
+        with self._errors(f"stop {docker_id}"):
+            try:
+                await self._docker.containers.container(docker_id).stop(t=max(0, timeout_s))
+            except DockerError as e:
+                if e.status != 404:
+                    raise
+
+    async def remove(self, docker_id: str) -> None:
+        """Force-remove with anonymous volumes; missing or already being removed is fine."""
+        with self._errors(f"remove {docker_id}"):
+            try:
+                await self._docker.containers.container(docker_id).delete(force=True, v=True)
+            except DockerError as e:
+                if e.status != 404 and "already in progress" not in e.message:
+                    raise
+
+    async def list_managed(self, cluster: str | None = None) -> list[ObservedContainer]:
+        """Every Dockyard container, running or not (optionally only one cluster's)."""
+        wanted = [labels.TASK_ARN] + ([f"{labels.CLUSTER}={cluster}"] if cluster else [])
+        filters = json.dumps({"label": wanted})
+        with self._errors("list containers", DockerUnavailable):
+            found = await self._docker.containers.list(all=True, filters=filters)
+        seen = await asyncio.gather(*(self.inspect(c.id) for c in found))
+        return [o for o in seen if o is not None]
+
+    async def inspect(self, docker_id: str) -> ObservedContainer | None:
+        """None when the container is gone or is not Dockyard's."""
+        data = await self._get(docker_id)
+        return None if data is None else observed_from_inspect(data)
+
+    async def host_ports_in_use(self) -> tuple[set[int], set[int]]:
+        """(tcp, udp) host ports published by any running container on this engine."""
+        with self._errors("list containers", DockerUnavailable):
+            running = await self._docker.containers.list()
+        tcp: set[int] = set()
+        udp: set[int] = set()
+        for c in running:
+            for p in c._container.get("Ports") or []:
+                if p.get("PublicPort"):
+                    (udp if p.get("Type") == "udp" else tcp).add(int(p["PublicPort"]))
+        return tcp, udp
+
+    # ------------------------------------------------------------ streams
+
+    def _stream_timeout(self) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(total=None, sock_read=None, connect=10, sock_connect=10)
+
+    async def events(self) -> AsyncIterator[tuple[str, str]]:
+        """(docker_id, action) for Dockyard containers; ends when the engine goes away.
+
+        `health_status: healthy` is reported as `health_status`: inspect for the value.
+        """
+        filters = {"type": ["container"], "label": [labels.TASK_ARN], "event": WATCHED_EVENTS}
+        params = {"filters": json.dumps(filters)}
+        with self._errors("docker events", DockerUnavailable):
+            async with self._docker._query(
+                "events", params=params, timeout=self._stream_timeout()
+            ) as resp:
+                async for line in resp.content:
+                    if not line.strip():
+                        continue
+                    ev = json.loads(line)
+                    action = ev.get("Action") or ev.get("status") or ""
+                    yield ev.get("id") or ev["Actor"]["ID"], action.split(":", 1)[0]
+
+    async def logs(self, docker_id: str, follow: bool, tail: int) -> AsyncIterator[bytes]:
+        """stdout+stderr chunks, in order; tail 0 = everything. Missing -> ContainerError."""
+        info = await self._get(docker_id)
+        if info is None:
+            raise ContainerError(f"logs {docker_id}: no such container")
+        tty = bool(info["Config"].get("Tty"))
+        with self._errors(f"logs {docker_id}"):
+            params: dict[str, Any] = {
+                "stdout": True,
+                "stderr": True,
+                "follow": follow,
+                "tail": str(tail) if tail > 0 else "all",
+            }
+            async with self._docker._query(
+                f"containers/{info['Id']}/logs", params=params, timeout=self._stream_timeout()
+            ) as resp:
+                chunks = resp.content.iter_any() if tty else _demux(resp.content)
+                async for chunk in chunks:
+                    yield chunk
+
+
+async def _demux(stream: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """Docker's multiplexed log stream: 8-byte header (stream, size) then the payload."""
+    while True:
+        try:
+            header = await stream.readexactly(8)
+        except asyncio.IncompleteReadError:
+            return
+        (size,) = struct.unpack(">4xL", header)
+        if size:
+            try:
+                yield await stream.readexactly(size)
+            except asyncio.IncompleteReadError as e:
+                if e.partial:
+                    yield e.partial
+                return
