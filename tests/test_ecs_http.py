@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import http.client
 import json
 import logging
 import os
@@ -26,6 +27,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from controller.ecs_http import make_app, metrics_handler_for
@@ -395,3 +398,40 @@ def test_aws_cli_reports_ecs_errors(endpoint: Endpoint) -> None:
     done = _aws(endpoint.url, "run-task", "--cluster", "nope", "--task-definition", "web")
     assert done.returncode == 255  # awscli v1's exit code for a service error
     assert "(ClusterNotFoundException)" in done.stderr and "Cluster not found: nope" in done.stderr
+
+
+# ---------------------------------------------------------------- robustness
+
+_TARGETS = st.sampled_from(["ListClusters", "DescribeClusters", "RunTask", "ListServices"]).map(
+    lambda op: TARGET + op
+) | st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=20)
+_BODIES = st.binary(max_size=64) | st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["cluster", "clusters", "taskDefinition", "count", "maxResults", "x"]),
+            inner,
+            max_size=3,
+        )
+    ),
+    max_leaves=6,
+).map(lambda doc: json.dumps(doc).encode())
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(target=_TARGETS, data=_BODIES)
+def test_no_request_crashes_the_endpoint(endpoint: Endpoint, target: str, data: bytes) -> None:
+    host, port = endpoint.url.removeprefix("http://").rstrip("/").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        headers = {"X-Amz-Target": target, "Content-Type": "application/x-amz-json-1.1"}
+        conn.request("POST", "/", body=data, headers=headers)
+        resp = conn.getresponse()
+        body = json.loads(resp.read())
+    finally:
+        conn.close()
+    assert resp.status in (200, 400), body
+    assert resp.status == 200 or (body["__type"] and body["message"])
