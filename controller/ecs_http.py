@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Histogram,
@@ -38,7 +39,7 @@ from controller.ecs_shapes import (
 )
 from dockyard.errors import ApiError
 
-__all__ = ["EcsMetrics", "check_response", "make_app", "metrics_handler_for"]
+__all__ = ["EcsMetrics", "check_response", "make_app", "metrics_for", "metrics_handler_for"]
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,8 @@ class ClusterService(Protocol):
 class EcsMetrics:
     """Requests, errors and latency per operation, in a registry the controller exports."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
         self.requests = Counter(
             "dockyard_ecs_requests",
             "ECS API requests by operation",
@@ -89,6 +90,16 @@ class EcsMetrics:
 
 
 METRICS_KEY = web.AppKey("ecs_metrics", EcsMetrics)
+_METRICS: dict[int, EcsMetrics] = {}  # one set per registry: apps sharing one share counters
+
+
+def metrics_for(registry: CollectorRegistry) -> EcsMetrics:
+    """The endpoint's metrics in `registry`, registered once however many apps use it."""
+    if id(registry) not in _METRICS:
+        _METRICS[id(registry)] = EcsMetrics(registry)
+    return _METRICS[id(registry)]
+
+
 SERVICE_KEY = web.AppKey("ecs_service", object)
 
 
@@ -112,12 +123,12 @@ def make_app(
 ) -> web.Application:
     """The aiohttp application serving the ECS API over `service`.
 
-    `registry`: where request metrics go (a fresh one if None; see app[METRICS_KEY]).
+    `registry`: where request metrics go (prometheus_client's global REGISTRY if None).
     `check_responses`: validate every response against the model and answer 500 on a
     mismatch - for tests, so a service bug shows as a failure instead of a client surprise.
     """
     app = web.Application()
-    metrics = EcsMetrics(registry)
+    metrics = metrics_for(registry if registry is not None else REGISTRY)
     app[SERVICE_KEY] = service
     app[METRICS_KEY] = metrics
     endpoint = _Endpoint(service, metrics, check_responses)

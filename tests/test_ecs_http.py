@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from controller.ecs_http import make_app, metrics_handler_for
+from controller.ecs_http import METRICS_KEY, make_app, metrics_handler_for
 from controller.ecs_paging import paginate
 from dockyard.arns import ArnFactory
 from dockyard.errors import ApiError
@@ -435,3 +435,12 @@ def test_no_request_crashes_the_endpoint(endpoint: Endpoint, target: str, data: 
         conn.close()
     assert resp.status in (200, 400), body
     assert resp.status == 200 or (body["__type"] and body["message"])
+
+
+def test_apps_sharing_a_registry_share_counters() -> None:
+    registry = CollectorRegistry()
+    first, second = (
+        make_app(FakeService(), registry=registry),
+        make_app(FakeService(), registry=registry),
+    )
+    assert first[METRICS_KEY] is second[METRICS_KEY]  # no "Duplicated timeseries" error
