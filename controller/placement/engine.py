@@ -1,0 +1,552 @@
+"""One placement decision: filters (Nomad's feasibility chain), then a ranking tree.
+
+`place` runs ECS's order for every demand of a call against one consistent view:
+
+1. candidates: status ACTIVE (else DRAINING / INACTIVE) and agent connected (else AGENT);
+2. resources: cpu, memory, static tcp/udp host ports, enough free ephemeral ports for the
+   `hostPort: 0` mappings (RESOURCE:CPU / RESOURCE:MEMORY / RESOURCE:PORTS / RESOURCE:PORTS_UDP);
+3. constraints: memberOf (ATTRIBUTE, or MissingAttribute when the expression names an attribute
+   the instance lacks), then distinctInstance (DistinctInstance);
+4. strategies, chained: the best instance is the lexicographic minimum of
+   (strategy 1 score, strategy 2 score, ..., random). binpack scores the remaining cpu/memory;
+   spread scores the number of tasks of the demand's group in the instance's bucket (instanceId
+   and host: the instance; attribute:NAME: all instances with that value, instances without the
+   attribute sharing one bucket of their own, so they stay usable - strategies are best effort).
+
+Identical demands are grouped (SwarmKit) so the filters run once per group; each commit updates
+private deltas (never the caller's views) so later demands see the resources, ports and group
+counts taken by earlier ones. Ranking is a tree: leading spread(attribute) strategies become
+bucket levels (a heap of buckets keyed by count), the rest a heap of instances, with lazy
+revalidation - a pick only raises other entries' scores, so a stale entry is an underestimate
+and is refreshed when it reaches the top. Each pick costs O(log n), not a scan.
+
+Failure reasons are counted only when a demand cannot be placed: one diagnostic pass classifies
+every instance by the first filter it fails; Failure.reason is the furthest filter reached (the
+"closest match", as ECS reports it) and Failure.detail lists all counts.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+
+from . import model
+from .constraints import Rules, compile_rules, validate_constraints
+from .model import Constraint, Failure, InstanceView, Placement, Strategy, TaskDemand
+from .strategies import (
+    ATTRIBUTE_PREFIX,
+    BINPACK,
+    DEFAULT_TASK_STRATEGIES,
+    RANDOM,
+    validate_strategies,
+)
+
+DEFAULT_EPHEMERAL_RANGE = (49153, 65535)
+FILTER_ORDER = (
+    model.MISSING,
+    model.INACTIVE,
+    model.DRAINING,
+    model.AGENT,
+    model.CPU,
+    model.MEMORY,
+    model.PORTS,
+    model.PORTS_UDP,
+    model.MISSING_ATTRIBUTE,
+    model.ATTRIBUTE,
+    model.DISTINCT_INSTANCE,
+)
+_EMPTY: frozenset[int] = frozenset()
+_RANK = {reason: n for n, reason in enumerate(FILTER_ORDER)}
+
+Result = Placement | Failure
+
+
+def validate(
+    constraints: Sequence[Constraint],
+    strategies: Sequence[Strategy],
+    constraints_field: str = "placementConstraints",
+    strategies_field: str = "placementStrategy",
+) -> None:
+    """Raise InvalidParameterException (field path, and offset for a bad expression)."""
+    validate_constraints(constraints, constraints_field)
+    validate_strategies(strategies, strategies_field)
+
+
+def place(
+    demands: Sequence[TaskDemand],
+    instances: Sequence[InstanceView],
+    constraints: Sequence[Constraint],
+    strategies: Sequence[Strategy],
+    rng: random.Random,
+    ephemeral_range: tuple[int, int] = DEFAULT_EPHEMERAL_RANGE,
+) -> list[Result]:
+    """Place all demands as one decision; result i is demand i's Placement or Failure."""
+    rules = compile_rules(constraints)
+    chain = validate_strategies(strategies) if strategies else list(DEFAULT_TASK_STRATEGIES)
+    call = _Call(instances, rules, rng, ephemeral_range)
+    results: list[Result | None] = [None] * len(demands)
+    groups: dict[tuple[object, ...], list[int]] = {}
+    for n, demand in enumerate(demands):
+        groups.setdefault(demand.shape(), []).append(n)
+    for positions in groups.values():
+        outcome = _place_group(call, demands[positions[0]], len(positions), chain)
+        for pos, res in zip(positions, outcome, strict=True):
+            results[pos] = res
+    return [r for r in results if r is not None]
+
+
+def _place_group(
+    call: _Call, demand: TaskDemand, count: int, chain: list[Strategy]
+) -> list[Result]:
+    members = call.feasible(demand)
+    root = _build_tree(call, demand, members, chain) if members else None
+    out: list[Result] = []
+    while len(out) < count:
+        if root is None or root.key() is None:
+            failure = call.failure(demand)
+            out.extend([failure] * (count - len(out)))
+            break
+        i = root.pick()
+        out.append(call.commit(i, demand))
+        root.update(i, call.reject(i, demand) is None)
+    return out
+
+
+# ----------------------------------------------------------------------------- call state
+
+
+class _Delta:
+    """What this call has taken from one instance so far."""
+
+    __slots__ = ("cpu", "groups", "memory", "tasks", "tcp", "udp")
+
+    def __init__(self) -> None:
+        self.cpu = 0
+        self.memory = 0
+        self.tasks = 0
+        self.tcp: set[int] = set()
+        self.udp: set[int] = set()
+        self.groups: dict[str, int] = defaultdict(int)
+
+
+class _Overlay:
+    """An instance as a query sees it once this call's tasks are added (dynamic memberOf)."""
+
+    __slots__ = (
+        "agent_version",
+        "attributes",
+        "connected",
+        "instance_id",
+        "registered_at",
+        "running_tasks_count",
+        "task_groups",
+    )
+
+    def __init__(self, view: InstanceView, delta: _Delta) -> None:
+        self.instance_id = view.instance_id
+        self.connected = view.connected
+        self.attributes = view.attributes
+        self.agent_version = view.agent_version
+        self.registered_at = view.registered_at
+        self.running_tasks_count = view.running_tasks_count + delta.tasks
+        groups = dict(view.task_groups)
+        for g, c in delta.groups.items():
+            groups[g] = groups.get(g, 0) + c
+        self.task_groups = groups
+
+
+class _Call:
+    """The consistent view of one place() call: snapshots plus private deltas."""
+
+    def __init__(
+        self,
+        views: Sequence[InstanceView],
+        rules: Rules,
+        rng: random.Random,
+        ephemeral: tuple[int, int],
+    ) -> None:
+        self.views = views
+        self.rules = rules
+        self.rng = rng
+        self.lo, self.hi = ephemeral
+        self.deltas: dict[int, _Delta] = {}
+        self.member_ok: dict[int, bool] = {}  # memberOf per untouched instance, once per call
+        self.spread_counts: dict[tuple[str, str], dict[str | None, int]] = {}
+        self.random_score: dict[int, float] = {}
+
+    # -- filters
+
+    def feasible(self, demand: TaskDemand) -> list[int]:
+        """Indices passing every filter: bulk passes for untouched instances, full checks else."""
+        cpu, mem = demand.cpu, demand.memory
+        views = self.views
+        idx = [
+            i
+            for i, v in enumerate(views)
+            if v.memory_free >= mem and v.cpu_free >= cpu and v.connected and v.status == "ACTIVE"
+        ]
+        if demand.tcp_ports or demand.udp_ports or demand.dynamic_tcp or demand.dynamic_udp:
+            idx = [i for i in idx if self._ports_reason(i, demand) is None]
+        deltas = self.deltas
+        touched = [i for i in deltas if self.reject(i, demand) is None]
+        if deltas:
+            idx = [i for i in idx if i not in deltas]
+        if self.rules.member_of:
+            idx = self._member_filter(idx)
+        group = demand.group
+        if self.rules.distinct and group:
+            idx = [i for i in idx if not views[i].task_groups.get(group)]
+        return idx + touched
+
+    def _member_filter(self, idx: list[int]) -> list[int]:
+        memo, views, pred = self.member_ok, self.views, self.rules.predicate
+        keep = []
+        for i in idx:
+            ok = memo.get(i)
+            if ok is None:
+                ok = memo[i] = pred(views[i])
+            if ok:
+                keep.append(i)
+        return keep
+
+    def reject(self, i: int, demand: TaskDemand) -> str | None:
+        """The first filter instance i fails for this demand, or None."""
+        v = self.views[i]
+        if v.status != "ACTIVE":
+            return model.DRAINING if v.status == "DRAINING" else model.INACTIVE
+        if not v.connected:
+            return model.AGENT
+        d = self.deltas.get(i)
+        if v.cpu_free - (d.cpu if d else 0) < demand.cpu:
+            return model.CPU
+        if v.memory_free - (d.memory if d else 0) < demand.memory:
+            return model.MEMORY
+        reason = self._ports_reason(i, demand)
+        if reason:
+            return reason
+        if self.rules.member_of:
+            reason = self._member_reason(i)
+            if reason:
+                return reason
+        if self.rules.distinct and self.group_count(i, demand.group, distinct=True) > 0:
+            return model.DISTINCT_INSTANCE
+        return None
+
+    def _member_reason(self, i: int) -> str | None:
+        d = self.deltas.get(i)
+        view = self.views[i]
+        if d is not None and self.rules.dynamic:
+            return self.rules.member_reason(_Overlay(view, d))
+        ok = self.member_ok.get(i)
+        if ok is None:
+            ok = self.member_ok[i] = self.rules.predicate(view)
+        return None if ok else self.rules.member_reason(view)
+
+    def _ports_reason(self, i: int, demand: TaskDemand) -> str | None:
+        v, d = self.views[i], self.deltas.get(i)
+        tcp_taken, udp_taken = (d.tcp, d.udp) if d else (_EMPTY, _EMPTY)
+        if not self._ports_fit(v.tcp_ports_used, tcp_taken, demand.tcp_ports, demand.dynamic_tcp):
+            return model.PORTS
+        if not self._ports_fit(v.udp_ports_used, udp_taken, demand.udp_ports, demand.dynamic_udp):
+            return model.PORTS_UDP
+        return None
+
+    def _ports_fit(
+        self, used: set[int], taken: set[int] | frozenset[int], static: list[int], dynamic: int
+    ) -> bool:
+        for p in static:
+            if p in used or p in taken:
+                return False
+        if not dynamic:
+            return True
+        size = self.hi - self.lo + 1
+        if size - len(used) - len(taken) - len(static) >= dynamic:
+            return True  # fast path: even if every used port were in the range
+        lo, hi = self.lo, self.hi
+        busy = {p for p in used if lo <= p <= hi} | {p for p in taken if lo <= p <= hi}
+        busy.update(p for p in static if lo <= p <= hi)
+        return size - len(busy) >= dynamic
+
+    # -- counts the strategies read
+
+    def group_count(self, i: int, group: str, distinct: bool = False) -> int:
+        """Tasks of `group` on instance i (all tasks when the group is empty, for spread)."""
+        v, d = self.views[i], self.deltas.get(i)
+        if group:
+            return v.task_groups.get(group, 0) + (d.groups.get(group, 0) if d else 0)
+        if distinct:  # ungrouped distinctInstance: only this call's ungrouped tasks
+            return d.groups.get("", 0) if d else 0
+        return v.running_tasks_count + (d.tasks if d else 0)
+
+    def bucket_counts(self, group: str, attr: str) -> dict[str | None, int]:
+        """Tasks of `group` per value of `attr` over the whole cluster, kept current by commit."""
+        key = (group, attr)
+        counts = self.spread_counts.get(key)
+        if counts is None:
+            counts = self.spread_counts[key] = defaultdict(int)
+            views = self.views
+            if group:
+                for v in [v for v in views if group in v.task_groups]:
+                    counts[v.attributes.get(attr)] += v.task_groups[group]
+            else:
+                for v in views:
+                    counts[v.attributes.get(attr)] += v.running_tasks_count
+            for i, d in self.deltas.items():
+                n = d.groups.get(group, 0) if group else d.tasks
+                counts[views[i].attributes.get(attr)] += n
+        return counts
+
+    def random_of(self, i: int) -> float:
+        score = self.random_score.get(i)
+        if score is None:
+            score = self.random_score[i] = self.rng.random()
+        return score
+
+    # -- commit and explain
+
+    def commit(self, i: int, demand: TaskDemand) -> Placement:
+        """Take the demand's resources on instance i and choose its dynamic ports."""
+        v = self.views[i]
+        d = self.deltas.get(i)
+        if d is None:
+            d = self.deltas[i] = _Delta()
+        d.cpu += demand.cpu
+        d.memory += demand.memory
+        d.tasks += 1
+        d.groups[demand.group] += 1
+        d.tcp.update(demand.tcp_ports)
+        d.udp.update(demand.udp_ports)
+        tcp = self._allocate(v.tcp_ports_used, d.tcp, demand.dynamic_tcp)
+        udp = self._allocate(v.udp_ports_used, d.udp, demand.dynamic_udp)
+        for (group, attr), counts in self.spread_counts.items():
+            if group == demand.group:
+                counts[v.attributes.get(attr)] += 1
+        self.random_score.pop(i, None)
+        return Placement(v.arn, tcp, udp)
+
+    def _allocate(self, used: set[int], taken: set[int], count: int) -> list[int]:
+        """The lowest free ports of the ephemeral range (feasibility guaranteed enough)."""
+        ports: list[int] = []
+        port = self.lo
+        while len(ports) < count and port <= self.hi:
+            if port not in used and port not in taken:
+                ports.append(port)
+                taken.add(port)
+            port += 1
+        return ports
+
+    def failure(self, demand: TaskDemand) -> Failure:
+        """Why no instance can take this demand now: counts per first failing filter."""
+        if not self.views:
+            return Failure(model.MISSING, "no container instances in the cluster", {})
+        counts: dict[str, int] = defaultdict(int)
+        for i in range(len(self.views)):
+            counts[self.reject(i, demand) or "FITS"] += 1
+        counts.pop("FITS", None)  # cannot happen when called after the tree emptied
+        ordered = sorted(counts, key=_RANK.__getitem__)
+        parts = ", ".join(f"{counts[r]} {r}" for r in ordered)
+        total = len(self.views)
+        detail = f"no container instance meets all requirements: {parts} ({total} instances)"
+        return Failure(ordered[-1], detail, dict(counts))
+
+
+# ----------------------------------------------------------------------------- ranking tree
+
+
+class _Node:
+    def key(self) -> tuple[object, ...] | None:
+        """The best member's score (None when empty); entries are refreshed lazily."""
+        raise NotImplementedError
+
+    def pick(self) -> int:
+        """The best member; call key() first."""
+        raise NotImplementedError
+
+    def update(self, i: int, still_feasible: bool) -> None:
+        """Instance i (a member) was just given a task."""
+        raise NotImplementedError
+
+
+class _RandomLeaf(_Node):
+    """Members all tie on the chain: pick uniformly at random."""
+
+    def __init__(self, members: list[int], rng: random.Random) -> None:
+        self.members = members
+        self.pos = {i: n for n, i in enumerate(members)}
+        self.rng = rng
+
+    def key(self) -> tuple[object, ...] | None:
+        return () if self.members else None
+
+    def pick(self) -> int:
+        return self.members[self.rng.randrange(len(self.members))]
+
+    def update(self, i: int, still_feasible: bool) -> None:
+        if still_feasible:
+            return
+        n = self.pos.pop(i)
+        last = self.members.pop()
+        if last != i:
+            self.members[n] = last
+            self.pos[last] = n
+
+
+class _Leaf(_Node):
+    """A heap of (score, random tie-break, index) with lazy revalidation."""
+
+    def __init__(
+        self,
+        members: list[int],
+        score: Callable[[int], tuple[object, ...]],
+        rng: random.Random,
+        volatile: bool,
+    ) -> None:
+        self.score = score
+        self.rnd = rng.random
+        self.volatile = volatile  # scores of unpicked members can rise (later attribute spread)
+        rnd = self.rnd
+        heap = [(score(i), rnd(), i) for i in members]
+        heapq.heapify(heap)
+        self.heap = heap
+        self.live = {e[2]: e for e in heap}
+
+    def key(self) -> tuple[object, ...] | None:
+        heap, live = self.heap, self.live
+        while heap:
+            entry = heap[0]
+            main, tb, i = entry
+            if live.get(i) is not entry:
+                heapq.heappop(heap)
+                continue
+            if self.volatile:
+                current = self.score(i)
+                if current != main:
+                    fresh = (current, tb, i)
+                    live[i] = fresh
+                    heapq.heapreplace(heap, fresh)
+                    continue
+            return main
+        return None
+
+    def pick(self) -> int:
+        return self.heap[0][2]
+
+    def update(self, i: int, still_feasible: bool) -> None:
+        if still_feasible:
+            entry = (self.score(i), self.rnd(), i)
+            self.live[i] = entry
+            heapq.heappush(self.heap, entry)
+        else:
+            self.live.pop(i, None)
+
+
+class _Buckets(_Node):
+    """spread(attribute:NAME) as a level: a heap of buckets keyed by (tasks, best child score)."""
+
+    def __init__(
+        self,
+        attr: str,
+        children: dict[str | None, _Node],
+        counts: dict[str | None, int],
+        views: Sequence[InstanceView],
+        rng: random.Random,
+    ) -> None:
+        self.attr = attr
+        self.children = children
+        self.counts = counts
+        self.views = views
+        heap = []
+        for seq, (value, child) in enumerate(children.items()):
+            ck = child.key()
+            if ck is not None:
+                heap.append((counts.get(value, 0), ck, rng.random(), seq, value))
+        heapq.heapify(heap)
+        self.heap = heap
+
+    def key(self) -> tuple[object, ...] | None:
+        heap = self.heap
+        while heap:
+            count, ck, tb, seq, value = heap[0]
+            current_ck = self.children[value].key()
+            if current_ck is None:
+                heapq.heappop(heap)
+                continue
+            current = self.counts.get(value, 0)
+            if current != count or current_ck != ck:
+                heapq.heapreplace(heap, (current, current_ck, tb, seq, value))
+                continue
+            return (count, *ck)
+        return None
+
+    def pick(self) -> int:
+        return self.children[self.heap[0][4]].pick()
+
+    def update(self, i: int, still_feasible: bool) -> None:
+        self.children[self.views[i].attributes.get(self.attr)].update(i, still_feasible)
+
+
+def _build_tree(
+    call: _Call, demand: TaskDemand, members: list[int], chain: list[Strategy]
+) -> _Node:
+    levels: list[str] = []
+    for s in chain:
+        if s.type != "spread" or not s.field.startswith(ATTRIBUTE_PREFIX):
+            break
+        levels.append(s.field[len(ATTRIBUTE_PREFIX) :])
+    rest = chain[len(levels) :]
+    while rest and rest[-1].type == RANDOM and all(s.type == RANDOM for s in rest):
+        rest = rest[:-1]  # trailing random adds nothing to the random tie-break
+    scorers = [_scorer(call, demand, s) for s in rest]
+    volatile = any(s.type == "spread" and s.field.startswith(ATTRIBUTE_PREFIX) for s in rest)
+    return _build_level(call, demand, members, levels, scorers, volatile)
+
+
+def _build_level(
+    call: _Call,
+    demand: TaskDemand,
+    members: list[int],
+    levels: list[str],
+    scorers: list[Callable[[int], object]],
+    volatile: bool,
+) -> _Node:
+    if not levels:
+        if not scorers:
+            return _RandomLeaf(members, call.rng)
+        return _Leaf(members, _combine(scorers), call.rng, volatile)
+    attr = levels[0]
+    parts: dict[str | None, list[int]] = defaultdict(list)
+    views = call.views
+    for i in members:
+        parts[views[i].attributes.get(attr)].append(i)
+    children = {
+        value: _build_level(call, demand, part, levels[1:], scorers, volatile)
+        for value, part in parts.items()
+    }
+    counts = call.bucket_counts(demand.group, attr)
+    return _Buckets(attr, children, counts, views, call.rng)
+
+
+def _combine(scorers: list[Callable[[int], object]]) -> Callable[[int], tuple[object, ...]]:
+    if len(scorers) == 1:
+        only = scorers[0]
+        return lambda i: (only(i),)
+    return lambda i: tuple(s(i) for s in scorers)
+
+
+def _scorer(call: _Call, demand: TaskDemand, s: Strategy) -> Callable[[int], object]:
+    """A per-instance score for one strategy: lower is better."""
+    views, deltas = call.views, call.deltas
+    if s.type == BINPACK and s.field == "cpu":
+        return lambda i: views[i].cpu_free - (deltas[i].cpu if i in deltas else 0)
+    if s.type == BINPACK:
+        return lambda i: views[i].memory_free - (deltas[i].memory if i in deltas else 0)
+    if s.type == RANDOM:
+        return call.random_of
+    group = demand.group
+    if s.field in ("instanceId", "host"):
+        return lambda i: call.group_count(i, group)
+    attr = s.field[len(ATTRIBUTE_PREFIX) :]
+    counts = call.bucket_counts(group, attr)
+    return lambda i: counts.get(views[i].attributes.get(attr), 0)

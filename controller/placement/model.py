@@ -1,0 +1,102 @@
+"""What placement sees and what it answers: plain snapshots, no I/O.
+
+The controller builds an `InstanceView` per container instance and a `TaskDemand` per task,
+calls `engine.place`, and commits the `Placement`s it gets back; `Failure`s carry an ECS-style
+reason and the instance counts behind it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Failure reasons, in the order the filters run (see engine.FILTER_ORDER). The "closest" reason -
+# the filter furthest along the chain that still eliminated an instance - becomes Failure.reason.
+MISSING = "MISSING"  # no container instance in the cluster at all
+INACTIVE = "INACTIVE"  # instance status is neither ACTIVE nor DRAINING (e.g. INACTIVE, REGISTERING)
+DRAINING = "DRAINING"  # instance is DRAINING: ECS places nothing new on it
+AGENT = "AGENT"  # ACTIVE instance whose agent is not connected (ECS's AGENT reason)
+CPU = "RESOURCE:CPU"
+MEMORY = "RESOURCE:MEMORY"
+PORTS = "RESOURCE:PORTS"  # a static tcp host port is taken, or too few free ephemeral tcp ports
+PORTS_UDP = "RESOURCE:PORTS_UDP"  # the same for udp
+MISSING_ATTRIBUTE = "MissingAttribute"  # memberOf is false and names an attribute the host lacks
+ATTRIBUTE = "ATTRIBUTE"  # memberOf is false on this instance's attributes / fields
+DISTINCT_INSTANCE = "DistinctInstance"  # distinctInstance: a task of the group is already there
+
+
+@dataclass(slots=True)
+class InstanceView:
+    """One container instance as placement sees it: a snapshot the engine never mutates."""
+
+    arn: str
+    instance_id: str
+    status: str
+    connected: bool
+    attributes: dict[str, str]
+    agent_version: str
+    registered_at: float
+    cpu_free: int
+    memory_free: int
+    tcp_ports_used: set[int]
+    udp_ports_used: set[int]
+    running_tasks_count: int
+    task_groups: dict[str, int]
+    cpu_total: int = 0
+    memory_total: int = 0
+
+
+@dataclass(slots=True)
+class TaskDemand:
+    """One task to place; identical demands in one call are placed as a group."""
+
+    cpu: int
+    memory: int
+    tcp_ports: list[int] = field(default_factory=list)
+    udp_ports: list[int] = field(default_factory=list)
+    dynamic_tcp: int = 0
+    dynamic_udp: int = 0
+    group: str = ""
+
+    def shape(self) -> tuple[object, ...]:
+        """A hashable key: demands with equal shapes are interchangeable."""
+        return (
+            self.cpu,
+            self.memory,
+            tuple(self.tcp_ports),
+            tuple(self.udp_ports),
+            self.dynamic_tcp,
+            self.dynamic_udp,
+            self.group,
+        )
+
+
+@dataclass(slots=True)
+class Constraint:
+    """ECS placementConstraint: `distinctInstance` or `memberOf` with a query expression."""
+
+    type: str
+    expression: str = ""
+
+
+@dataclass(slots=True)
+class Strategy:
+    """ECS placementStrategy: binpack(cpu|memory), spread(instanceId|host|attribute:X), random."""
+
+    type: str
+    field: str = ""
+
+
+@dataclass(slots=True)
+class Placement:
+    instance_arn: str
+    tcp_host_ports: list[int]
+    udp_host_ports: list[int]
+
+
+@dataclass(slots=True)
+class Failure:
+    """Why a task could not be placed: the closest reason and a sentence with all counts."""
+
+    reason: str
+    detail: str
+    counts: dict[str, int] = field(default_factory=dict)
