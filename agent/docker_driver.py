@@ -463,17 +463,24 @@ class DockerDriver:
                 raise
 
     async def _create(self, name: str, config: dict[str, Any]) -> tuple[str, str]:
-        with self._errors(f"CannotCreateContainerError: {name}"):
-            try:
-                container = await self._docker.containers.create(config, name=name)
-                return container.id, "created"
-            except DockerError as e:
-                if e.status != 409:  # 409: created concurrently by someone else: adopt it
-                    raise
-        state = await self._state_of(name)
-        if state is None:
-            raise ContainerError(f"CannotCreateContainerError: {name}: name conflict, then gone")
-        return state
+        """Create, or adopt a container of that name made concurrently by someone else.
+
+        Docker reserves the name before the racing container is inspectable, so a 409
+        can precede a 404 for a moment: retry until one of the two wins.
+        """
+        for attempt in range(50):
+            with self._errors(f"CannotCreateContainerError: {name}"):
+                try:
+                    container = await self._docker.containers.create(config, name=name)
+                    return container.id, "created"
+                except DockerError as e:
+                    if e.status != 409:
+                        raise
+            state = await self._state_of(name)
+            if state is not None:
+                return state
+            await asyncio.sleep(min(0.01 * 2**attempt, 0.2))
+        raise ContainerError(f"CannotCreateContainerError: {name}: name stays in conflict")
 
     async def stop(self, docker_id: str, timeout_s: int) -> None:
         """SIGTERM (or the image's stop signal), SIGKILL after timeout_s; missing is fine."""
@@ -524,13 +531,16 @@ class DockerDriver:
     def _stream_timeout(self) -> aiohttp.ClientTimeout:
         return aiohttp.ClientTimeout(total=None, sock_read=None, connect=10, sock_connect=10)
 
-    async def events(self) -> AsyncIterator[tuple[str, str]]:
+    async def events(self, since: float | None = None) -> AsyncIterator[tuple[str, str]]:
         """(docker_id, action) for Dockyard containers; ends when the engine goes away.
 
         `health_status: healthy` is reported as `health_status`: inspect for the value.
+        `since` (epoch seconds) replays older events, so a reconnecting caller misses none.
         """
         filters = {"type": ["container"], "label": [labels.TASK_ARN], "event": WATCHED_EVENTS}
         params = {"filters": json.dumps(filters)}
+        if since is not None:
+            params["since"] = f"{since:.9f}"
         with self._errors("docker events", DockerUnavailable):
             async with self._docker._query(
                 "events", params=params, timeout=self._stream_timeout()
