@@ -1,0 +1,272 @@
+"""`dockyard lab ...` (up, down, status, env, chaos verbs) and `dockyard verify`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from dockyard.client import controller_address
+from dockyard.errors import ApiError
+from dockyard.lab import verify
+from dockyard.lab.lab import Lab
+from dockyard.lab.state import DEFAULT_DIR, STATE_FILE, LabError
+
+HOST_VERBS: dict[str, tuple[str, str]] = {
+    "kill-agent": ("kill_agent", "SIGKILL the host's agent (its containers keep running)"),
+    "start-agent": ("start_agent", "start the host's agent again (same instance identity)"),
+    "stop-docker": ("stop_docker", "stop the host's dockerd (it stops its containers)"),
+    "start-docker": ("start_docker", "start the host's dockerd again"),
+    "partition": (
+        "partition",
+        "cut the host off from the controller and the other hosts; it keeps running",
+    ),
+    "heal": ("heal", "reconnect a partitioned host"),
+}
+LAB_VERBS: dict[str, tuple[str, str]] = {
+    "kill-controller": ("kill_controller", "SIGKILL the controller"),
+    "start-controller": ("start_controller", "start the controller again (same data dir)"),
+}
+
+
+def _lab_dir() -> str:
+    return os.environ.get("DOCKYARD_LAB_DIR", DEFAULT_DIR)
+
+
+def _add_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dir",
+        default=_lab_dir(),
+        help="lab directory: state, daemons' data and logs "
+        "(default $DOCKYARD_LAB_DIR or %(default)s)",
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    lab = sub.add_parser(
+        "lab",
+        help="a multi-host lab on this machine, and chaos verbs",
+        description="Turn this Linux machine into several Docker hosts "
+        "(a network namespace and a dockerd each) with a registry, the "
+        "controller and one agent per host. Needs root.",
+    )
+    verbs = lab.add_subparsers(dest="lab_command", metavar="VERB")
+    lab.set_defaults(handler=lambda _a: (lab.print_help(), 2)[1])
+
+    up = verbs.add_parser("up", help="bring a lab up from nothing")
+    up.add_argument("--hosts", type=int, default=3, help="number of hosts (default 3)")
+    _add_dir(up)
+    up.add_argument(
+        "--index",
+        type=int,
+        default=0,
+        help="lab number for side-by-side labs: subnet 10.77.INDEX.0/24, "
+        "bridge dykINDEX (default 0)",
+    )
+    up.add_argument("--cluster", default="default", help="cluster the agents join")
+    up.add_argument("--heartbeat-period", type=float, help="passed to the controller")
+    up.add_argument("--disconnect-grace", type=float, help="passed to the controller")
+    up.add_argument(
+        "--no-control-plane",
+        action="store_true",
+        help="only hosts, registry and images: no controller, no agents",
+    )
+    up.add_argument("--output", choices=["table", "json"], default="table")
+    up.set_defaults(handler=_up)
+
+    down = verbs.add_parser("down", help="remove everything the lab made (idempotent)")
+    _add_dir(down)
+    down.add_argument(
+        "--index", type=int, default=0, help="lab number, used only when DIR has no state file"
+    )
+    down.set_defaults(handler=_down)
+
+    status = verbs.add_parser("status", help="hosts, daemons and endpoints")
+    _add_dir(status)
+    status.add_argument("--output", choices=["table", "json"], default="table")
+    status.set_defaults(handler=_status)
+
+    env = verbs.add_parser("env", help="print `export DOCKYARD_CONTROLLER=...` for a shell")
+    _add_dir(env)
+    env.set_defaults(handler=_env)
+
+    for verb, (method, text) in HOST_VERBS.items():
+        p = verbs.add_parser(verb, help=text)
+        p.add_argument("host", metavar="HOST", help="host name, e.g. h1")
+        _add_dir(p)
+        p.set_defaults(handler=_verb(method, with_host=True))
+    for verb, (method, text) in LAB_VERBS.items():
+        p = verbs.add_parser(verb, help=text)
+        _add_dir(p)
+        p.set_defaults(handler=_verb(method, with_host=False))
+
+    v = sub.add_parser(
+        "verify",
+        help="audit a cluster: controller's view vs. Docker's",
+        description="Compare the tasks the controller knows with the "
+        "containers each host's Docker runs: orphans, missing tasks and "
+        "services with too many copies. Exit 0 clean, 1 on violations, 2 "
+        "when some host or check could not be done.",
+    )
+    v.add_argument("--cluster", default="default")
+    v.add_argument(
+        "--controller",
+        help="gRPC address (default: the lab's, else $DOCKYARD_CONTROLLER or 127.0.0.1:7070)",
+    )
+    v.add_argument(
+        "--docker",
+        action="append",
+        default=[],
+        metavar="HOST=URL",
+        help="a Docker engine to audit, e.g. web1=tcp://10.0.0.5:2375 "
+        "(repeatable; default: the lab's hosts)",
+    )
+    v.add_argument("--lab-dir", default=_lab_dir(), help="lab whose hosts to audit")
+    v.add_argument("--output", choices=["table", "json"], default="table")
+    v.set_defaults(handler=_verify)
+
+
+def _fail(err: Exception, code: int = 1) -> int:
+    print(f"lab: {err}", file=sys.stderr)
+    return code
+
+
+def _up(args: argparse.Namespace) -> int:
+    try:
+        lab = Lab.up(
+            hosts=args.hosts,
+            lab_dir=args.dir,
+            index=args.index,
+            cluster=args.cluster,
+            control_plane=not args.no_control_plane,
+            heartbeat_period=args.heartbeat_period,
+            disconnect_grace=args.disconnect_grace,
+        )
+    except LabError as err:
+        if os.path.exists(
+            os.path.join(os.path.abspath(args.dir), STATE_FILE)
+        ) and "already exists" not in str(err):
+            err = LabError(
+                f"{err}\nlogs: {args.dir}/logs; clean up with `dockyard lab down --dir {args.dir}`"
+            )
+        return _fail(err)
+    return _print_status(lab.status(), args.output)
+
+
+def _down(args: argparse.Namespace) -> int:
+    left = Lab.down(args.dir, args.index)
+    if left:
+        print("lab: could not remove: " + ", ".join(left), file=sys.stderr)
+        return 1
+    print(f"lab in {os.path.abspath(args.dir)} removed")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    try:
+        return _print_status(Lab.open(args.dir).status(), args.output)
+    except LabError as err:
+        return _fail(err)
+
+
+def _env(args: argparse.Namespace) -> int:
+    try:
+        lab = Lab.open(args.dir)
+    except LabError as err:
+        return _fail(err)
+    print(f"export DOCKYARD_CONTROLLER={lab.controller_address}")
+    print(f"export DOCKYARD_LAB_DIR={lab.dir}")
+    return 0
+
+
+def _verb(method: str, with_host: bool) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        try:
+            lab = Lab.open(args.dir)
+            getattr(lab, method)(*([args.host] if with_host else []))
+        except LabError as err:
+            return _fail(err)
+        return 0
+
+    return handler
+
+
+def _print_status(status: dict[str, Any], output: str) -> int:
+    if output == "json":
+        print(json.dumps(status, indent=2))
+        return 0
+    ctl = status["controller"]
+    print(
+        f"lab {status['dir']} ({status['phase']}): bridge {status['bridge']} "
+        f"{status['subnet']}, registry {status['registry']}"
+    )
+    print(f"controller: grpc {ctl['grpc']}  http {ctl['http']}  {ctl['state']}")
+    head = (
+        "HOST",
+        "ADDRESS",
+        "ZONE",
+        "NETNS",
+        "DOCKER",
+        "AGENT",
+        "CONNECTED",
+        "NETWORK",
+        "DOCKER_HOST",
+    )
+    rows = [head] + [
+        (
+            h["name"],
+            h["address"],
+            h["zone"],
+            h["netns"],
+            h["docker"],
+            h["agent"],
+            {True: "yes", False: "no", None: "-"}[h["connected"]],
+            "partitioned" if h["partitioned"] else "ok",
+            h["dockerHost"],
+        )
+        for h in status["hosts"]
+    ]
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
+    for r in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    if status.get("timings"):
+        print(
+            "up timings (s since start): "
+            + ", ".join(f"{k} {v}" for k, v in status["timings"].items())
+        )
+    return 0
+
+
+def _docker_hosts(args: argparse.Namespace) -> tuple[dict[str, str], str | None]:
+    hosts, lab_ctl = {}, None
+    for item in args.docker:
+        name, sep, url = item.partition("=")
+        if not sep or not name or not url:
+            raise LabError(f"--docker: want HOST=URL, got {item!r}")
+        hosts[name] = url
+    if not hosts:
+        lab = Lab.open(args.lab_dir)
+        hosts = {h.name: h.docker_host for h in lab.hosts}
+        lab_ctl = lab.controller_address
+    return hosts, lab_ctl
+
+
+def _verify(args: argparse.Namespace) -> int:
+    try:
+        hosts, lab_ctl = _docker_hosts(args)
+        address = args.controller or lab_ctl or controller_address()
+        report = verify.collect(address, args.cluster, hosts)
+    except LabError as err:
+        print(f"verify: {err}", file=sys.stderr)
+        return 2
+    except ApiError as err:
+        print(f"verify: {err.name}: {err.message}", file=sys.stderr)
+        return 2
+    if args.output == "json":
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.render())
+    return report.exit_code

@@ -1,0 +1,178 @@
+"""The lab's control plane: the controller in the root namespace, an agent per host namespace.
+
+Both run from this same install (`python -m dockyard.cli.main ...`). The controller
+listens on the bridge address, reachable from the root namespace and every host; each
+agent runs inside its host's namespace, talks to that host's dockerd and advertises the
+host's lab address for published ports.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from dockyard.client import Client
+from dockyard.errors import ApiError
+from dockyard.lab import netns, procs
+from dockyard.lab.registry import wait_tcp
+from dockyard.lab.state import Host, LabError, LabState, ProcRef
+
+
+def available() -> bool:
+    """True once the controller and agent daemons are importable in this install."""
+    try:
+        return all(
+            importlib.util.find_spec(m) is not None for m in ("controller.server", "agent.main")
+        )
+    except ModuleNotFoundError:
+        return False
+
+
+def _dockyard() -> list[str]:
+    return [sys.executable, "-m", "dockyard.cli.main"]
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, PYTHONUNBUFFERED="1")
+
+
+def controller_cmd(state: LabState) -> list[str]:
+    cmd = [
+        *_dockyard(),
+        "controller",
+        "--data-dir",
+        str(state.path("controller")),
+        "--listen",
+        state.controller_address,
+        "--http",
+        state.controller_http.removeprefix("http://"),
+    ]
+    if state.heartbeat_period is not None:
+        cmd += ["--heartbeat-period", str(state.heartbeat_period)]
+    if state.disconnect_grace is not None:
+        cmd += ["--disconnect-grace", str(state.disconnect_grace)]
+    return cmd
+
+
+def start_controller(state: LabState, timeout: float = 30.0) -> ProcRef:
+    log = state.path("logs", "controller.log")
+    ref = procs.spawn(controller_cmd(state), log, env=_env())
+    try:
+        wait_tcp(state.controller_address, ref, timeout, "controller")
+        _wait_healthz(state, ref, timeout)
+    except LabError as err:
+        procs.kill(ref)
+        raise LabError(f"{err}; {log}:\n    {procs.log_tail(log)}") from None
+    return ref
+
+
+def _wait_healthz(state: LabState, ref: ProcRef, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and procs.alive(ref):
+        try:
+            with urllib.request.urlopen(f"{state.controller_http}/healthz", timeout=1):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers HTTP: good enough, the gRPC port already listens
+        except OSError:
+            time.sleep(0.05)
+    if not procs.alive(ref):
+        raise LabError("controller exited")
+
+
+def agent_cmd(state: LabState, host: Host) -> list[str]:
+    return [
+        *netns.enter(host),
+        *_dockyard(),
+        "agent",
+        "--controller",
+        state.controller_address,
+        "--state-dir",
+        str(state.path(host.name, "agent")),
+        "--docker-host",
+        host.docker_host,
+        "--cluster",
+        state.cluster,
+        "--attribute",
+        f"zone={host.zone}",
+        "--address",
+        host.address,
+        "--hostname",
+        host.name,
+    ]
+
+
+def start_agent(state: LabState, host: Host) -> ProcRef:
+    log = state.path("logs", f"{host.name}-agent.log")
+    return procs.spawn(agent_cmd(state, host), log, env=_env())
+
+
+def instances(state: LabState, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """The controller's container instances (ECS shapes); raises ApiError."""
+    with Client(state.controller_address, timeout=timeout) as client:
+        arns: list[str] = []
+        token: str | None = None
+        while True:
+            body: dict[str, Any] = {"cluster": state.cluster}
+            if token:
+                body["nextToken"] = token
+            page = client.call("ListContainerInstances", body)
+            arns += page.get("containerInstanceArns", [])
+            token = page.get("nextToken")
+            if not token:
+                break
+        found: list[dict[str, Any]] = []
+        for i in range(0, len(arns), 100):
+            found += client.call(
+                "DescribeContainerInstances",
+                {
+                    "cluster": state.cluster,
+                    "containerInstances": arns[i : i + 100],
+                },
+            ).get("containerInstances", [])
+        return found
+
+
+def instance_host(instance: dict[str, Any], hosts: list[Host]) -> Host | None:
+    """Which lab host an instance is, by hostname or address wherever the controller puts it."""
+    values = {str(v) for k, v in instance.items() if isinstance(v, str | int)}
+    values |= {str(a.get("value")) for a in instance.get("attributes", []) or []}
+    for host in hosts:
+        if host.name in values or host.address in values:
+            return host
+    return None
+
+
+def wait_registered(state: LabState, timeout: float = 30.0) -> str:
+    """Wait until every host's agent is connected; returns a note if that cannot be told."""
+    deadline, connected = time.monotonic() + timeout, 0
+    while time.monotonic() < deadline:
+        try:
+            found = instances(state)
+        except ApiError as err:
+            if err.name not in ("ConnectionError", "ClusterNotFoundException"):
+                return f"could not list instances ({err.name}: {err.message})"
+            found = []
+        up = {
+            h.name
+            for i in found
+            if i.get("agentConnected", True)
+            if (h := instance_host(i, state.hosts))
+        }
+        connected = len(up)
+        if connected >= len(state.hosts):
+            return ""
+        for host in state.hosts:
+            if not procs.alive(host.agent):
+                log = state.path("logs", f"{host.name}-agent.log")
+                raise LabError(f"agent of {host.name} exited; {log}:\n    {procs.log_tail(log)}")
+        time.sleep(0.2)
+    raise LabError(
+        f"only {connected} of {len(state.hosts)} agents registered within "
+        f"{timeout:.0f} s; see {state.path('logs')}"
+    )

@@ -1,0 +1,405 @@
+"""The multi-host lab as a library: `Lab.up(...)`, the chaos verbs, `status()`, `down()`.
+
+The CLI (`dockyard lab ...`) and the pytest fixture both drive this class. Every method
+re-reads nothing it does not need: the state lives in `DIR/lab.json`, so a verb works
+from a fresh process while the lab's daemons run detached.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from dockyard.client import Client
+from dockyard.errors import ApiError
+from dockyard.lab import control, engines, netns, procs, registry
+from dockyard.lab import state as st
+from dockyard.lab.state import Host, LabError, LabState
+
+# binary -> Debian package that provides it
+REQUIRED = {
+    "dockerd": "docker.io",
+    "containerd": "containerd",
+    "docker": "docker.io",
+    "docker-registry": "docker-registry",
+    "nsenter": "util-linux",
+    "iptables": "iptables",
+    "ip": "iproute2",
+}
+
+
+def preflight(euid: int | None = None, which: Any = shutil.which) -> list[str]:
+    """What keeps `lab up` from working here, phrased as what to do about it."""
+    problems = []
+    if (os.geteuid() if euid is None else euid) != 0:
+        problems.append(
+            "the lab needs root (namespaces, bridge, iptables, dockerd): run it with sudo"
+        )
+    missing = sorted({pkg for binary, pkg in REQUIRED.items() if not which(binary)})
+    if missing:
+        problems.append(f"missing packages: apt-get install -y {' '.join(missing)}")
+    return problems
+
+
+class Lab:
+    def __init__(self, state: LabState) -> None:
+        self.state = state
+
+    # ---- the fixture's view ---------------------------------------------------------
+    @property
+    def dir(self) -> str:
+        return self.state.dir
+
+    @property
+    def hosts(self) -> list[Host]:
+        return self.state.hosts
+
+    @property
+    def controller_address(self) -> str:
+        return self.state.controller_address
+
+    @property
+    def controller_http(self) -> str:
+        return self.state.controller_http
+
+    @property
+    def registry(self) -> str:
+        return self.state.registry
+
+    @property
+    def cluster(self) -> str:
+        return self.state.cluster
+
+    @property
+    def has_control_plane(self) -> bool:
+        return self.state.control_plane
+
+    def host(self, name: str) -> Host:
+        return self.state.host(name)
+
+    def image(self, name: str) -> str:
+        return registry.image_ref(self.state, name)
+
+    def client(self, timeout: float = 30.0) -> Client:
+        return Client(self.controller_address, timeout=timeout)
+
+    def docker(self, host: str, *args: str, timeout: float = 60.0) -> str:
+        return engines.docker(self.host(host), *args, timeout=timeout)
+
+    def enter(self, host: str) -> list[str]:
+        """Command prefix that runs something inside the host's network namespace."""
+        return netns.enter(self.host(host))
+
+    # ---- lifecycle ------------------------------------------------------------------
+    @classmethod
+    def open(cls, lab_dir: str) -> Lab:
+        return cls(st.load(os.path.abspath(lab_dir)))
+
+    @classmethod
+    def up(
+        cls,
+        hosts: int = 3,
+        lab_dir: str = st.DEFAULT_DIR,
+        index: int = 0,
+        cluster: str = "default",
+        control_plane: bool = True,
+        heartbeat_period: float | None = None,
+        disconnect_grace: float | None = None,
+    ) -> Lab:
+        """Bring a lab up from nothing; on failure the lab is left for `down` (and its logs)."""
+        problems = preflight()
+        if problems:
+            raise LabError("; ".join(problems))
+        lab_dir = os.path.abspath(lab_dir)
+        state = st.new_state(
+            lab_dir, index, hosts, cluster, control_plane, heartbeat_period, disconnect_grace
+        )
+        if Path(lab_dir, st.STATE_FILE).exists():
+            raise LabError(
+                f"a lab already exists in {lab_dir}: `dockyard lab down --dir {lab_dir}` first"
+            )
+        lab = cls(state)
+        with st.locked(lab_dir):
+            st.save(state)
+            try:
+                lab._bring_up()
+                state.phase = "up"
+            except Exception:
+                state.phase = "failed"
+                raise
+            finally:
+                st.save(state)
+        return lab
+
+    def _bring_up(self) -> None:
+        s, t0 = self.state, time.monotonic()
+        netns.create_bridge(s)
+        for host in s.hosts:
+            netns.create_host(s, host)
+        with ThreadPoolExecutor(max_workers=2 * len(s.hosts) + 4) as pool:
+            reg = pool.submit(registry.start, s)
+            ctl = pool.submit(control.start_controller, s) if s.control_plane else None
+            engines_up = {h.name: pool.submit(engines.start, s, h) for h in s.hosts}
+            img = pool.submit(self._images, reg, engines_up[s.hosts[0].name], t0)
+            agents = (
+                [pool.submit(self._agent, h, engines_up[h.name], ctl) for h in s.hosts]
+                if ctl
+                else []
+            )
+            self._collect(reg, ctl, engines_up)
+            s.timings["daemons"] = round(time.monotonic() - t0, 2)
+            for fut in agents:
+                fut.result()
+            if s.control_plane:
+                note = control.wait_registered(s)
+                if note:
+                    s.timings["agents_note"] = note  # type: ignore[assignment]
+                s.timings["agents"] = round(time.monotonic() - t0, 2)
+            s.images = img.result()
+        s.timings["total"] = round(time.monotonic() - t0, 2)
+
+    def _collect(
+        self, reg: Future[Any], ctl: Future[Any] | None, engines_up: dict[str, Future[Any]]
+    ) -> None:
+        """Record every started daemon's ProcRef (even if another one failed), then raise."""
+        s, errors = self.state, []
+        for name, fut in engines_up.items():
+            try:
+                s.host(name).dockerd = fut.result()
+            except Exception as err:
+                errors.append(str(err))
+        try:
+            s.registry_proc = reg.result()
+        except Exception as err:
+            errors.append(str(err))
+        if ctl is not None:
+            try:
+                s.controller = ctl.result()
+            except Exception as err:
+                errors.append(str(err))
+        if errors:
+            raise LabError("; ".join(errors))
+
+    def _images(self, reg: Future[Any], builder: Future[Any], t0: float) -> list[str]:
+        reg.result()
+        builder.result()
+        pushed = registry.publish_images(self.state, self.state.hosts[0])
+        self.state.timings["images"] = round(time.monotonic() - t0, 2)
+        return pushed
+
+    def _agent(self, host: Host, engine: Future[Any], ctl: Future[Any] | None) -> None:
+        engine.result()
+        if ctl is not None:
+            ctl.result()
+        host.agent = control.start_agent(self.state, host)
+
+    # ---- chaos verbs ----------------------------------------------------------------
+    def _save(self) -> None:
+        st.save(self.state)
+
+    def _need_control_plane(self) -> None:
+        if not self.state.control_plane:
+            raise LabError(
+                "this lab was started with --no-control-plane: no controller or agents to act on"
+            )
+
+    def kill_agent(self, name: str) -> None:
+        """SIGKILL the agent: its stream drops, its containers keep running."""
+        self._need_control_plane()
+        procs.kill(self.host(name).agent)
+
+    def start_agent(self, name: str) -> None:
+        self._need_control_plane()
+        host = self.host(name)
+        if not procs.alive(host.agent):
+            with st.locked(self.dir):
+                host.agent = control.start_agent(self.state, host)
+                self._save()
+
+    def stop_docker(self, name: str) -> None:
+        """Stop the host's dockerd gracefully (it stops its containers, like systemctl would)."""
+        engines.stop(self.host(name))
+
+    def start_docker(self, name: str) -> None:
+        host = self.host(name)
+        if not procs.alive(host.dockerd):
+            with st.locked(self.dir):
+                host.dockerd = engines.start(self.state, host)
+                self._save()
+
+    def partition(self, name: str) -> None:
+        """Cut the host off from the controller, the registry and the other hosts."""
+        netns.partition(self.host(name))
+
+    def heal(self, name: str) -> None:
+        netns.heal(self.host(name))
+
+    def kill_controller(self) -> None:
+        self._need_control_plane()
+        procs.kill(self.state.controller)
+
+    def start_controller(self) -> None:
+        self._need_control_plane()
+        if not procs.alive(self.state.controller):
+            with st.locked(self.dir):
+                self.state.controller = control.start_controller(self.state)
+                self._save()
+
+    # ---- status ---------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        s = self.state
+        connected = self._connected()
+        hosts = []
+        for h in s.hosts:
+            hosts.append(
+                {
+                    "name": h.name,
+                    "address": h.address,
+                    "netns": h.netns,
+                    "zone": h.zone,
+                    "dockerHost": h.docker_host,
+                    "docker": "running"
+                    if engines.DockerApi(h.docker_host, 2).ping()
+                    else ("unresponsive" if procs.alive(h.dockerd) else "stopped"),
+                    "agent": ("running" if procs.alive(h.agent) else "dead")
+                    if s.control_plane
+                    else "none",
+                    "connected": connected.get(h.name),
+                    "partitioned": not netns.link_up(h.veth),
+                }
+            )
+        return {
+            "dir": s.dir,
+            "phase": s.phase,
+            "cluster": s.cluster,
+            "bridge": s.bridge,
+            "subnet": s.subnet,
+            "registry": s.registry,
+            "controller": {
+                "grpc": s.controller_address,
+                "http": s.controller_http,
+                "state": ("running" if procs.alive(s.controller) else "dead")
+                if s.control_plane
+                else "none",
+            },
+            "hosts": hosts,
+            "timings": s.timings,
+        }
+
+    def _connected(self) -> dict[str, bool]:
+        if not (self.state.control_plane and procs.alive(self.state.controller)):
+            return {}
+        try:
+            found = control.instances(self.state, timeout=3)
+        except ApiError:
+            return {}
+        out = {}
+        for inst in found:
+            host = control.instance_host(inst, self.state.hosts)
+            if host:
+                out[host.name] = bool(inst.get("agentConnected", False))
+        return out
+
+    # ---- teardown -------------------------------------------------------------------
+    @staticmethod
+    def down(lab_dir: str = st.DEFAULT_DIR, index: int | None = None) -> list[str]:
+        """Remove everything a lab in `lab_dir` made, whatever state it is in. Idempotent.
+
+        Returns what could not be removed (empty when clean)."""
+        lab_dir = os.path.abspath(lab_dir)
+        try:
+            state = st.load(lab_dir)
+        except LabError:
+            state = st.LabState(dir=lab_dir, index=index or 0)
+        return _teardown(state)
+
+
+def _teardown(s: LabState) -> list[str]:
+    names = netns.lab_netns(s)
+    for ref in [s.controller, s.registry_proc, *(h.agent for h in s.hosts)]:
+        procs.kill(ref)
+    _kill_everything(s, names)
+    _unmount_under(s.dir)
+    netns.destroy(s, names)
+    for name in names:
+        procs.remove_cgroups(name)
+    _remove_files(s)
+    return _leftovers(s, names)
+
+
+def _lab_pids(s: LabState, names: list[str]) -> set[int]:
+    pids = set(procs.pids_of_lab_daemons(s.dir))
+    for name in names:
+        pids |= set(procs.pids_in_netns(f"/run/netns/{name}"))
+        pids |= set(procs.pids_in_cgroups(name))
+    return pids
+
+
+def _kill_everything(s: LabState, names: list[str], timeout: float = 15.0) -> None:
+    """SIGKILL daemons, shims and container processes until none is left."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = _lab_pids(s, names) - {os.getpid()}
+        if not pids:
+            return
+        procs.kill_pids(pids)
+        time.sleep(0.1)
+
+
+def _mounts_under(path: str) -> list[str]:
+    prefix, found = path.rstrip("/") + "/", []
+    with open("/proc/self/mountinfo") as fh:
+        for line in fh:
+            point = line.split()[4].encode().decode("unicode_escape")
+            if point == path or point.startswith(prefix):
+                found.append(point)
+    return found
+
+
+def _unmount_under(path: str) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    for _ in range(5):  # stacked mounts need several rounds
+        mounts = _mounts_under(path)
+        if not mounts:
+            return
+        for point in sorted(mounts, key=lambda p: -p.count("/")):
+            libc.umount2(point.encode(), 2)  # MNT_DETACH
+
+
+def _remove_files(s: LabState) -> None:
+    """Remove what the lab made under its dir (never the rest: --dir might be shared)."""
+    root = Path(s.dir)
+    made = [
+        *(f"h{n}" for n in range(1, 201)),
+        "registry",
+        "controller",
+        "logs",
+        st.STATE_FILE,
+        st.LOCK_FILE,
+        "lab.tmp",
+    ]
+    for name in made:
+        path = root / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists() or path.is_symlink():
+            path.unlink(missing_ok=True)
+    try:
+        root.rmdir()
+    except OSError:
+        pass
+
+
+def _leftovers(s: LabState, names: list[str]) -> list[str]:
+    left = [f"namespace {n}" for n in names if netns.netns_exists(n)]
+    left += [f"link {h.veth}" for h in s.hosts if netns.link_exists(h.veth)]
+    if netns.link_exists(s.bridge):
+        left.append(f"bridge {s.bridge}")
+    left += [f"mount {m}" for m in _mounts_under(s.dir)]
+    left += [f"process {p}" for p in sorted(_lab_pids(s, names) - {os.getpid()})]
+    return left
