@@ -546,3 +546,93 @@ async def test_pulls_from_a_local_registry_are_merged_and_remembered(
         assert fresh.pull_count == 1
     finally:
         await fresh.close()
+
+
+@docker
+async def test_health_check_runs_in_docker_and_reports_healthy(
+    driver: DockerDriver, cluster: str
+) -> None:
+    hc = agent_pb2.HealthCheck(
+        command=["CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1:8080/"],
+        interval_s=1,
+        timeout_s=2,
+        retries=2,
+    )
+    s = spec(image="dockyard/httpd:latest", health_check=hc)
+    since = time.time() - 1
+    docker_id = await driver.create_and_start(make_task(cluster, s), s, "i")
+
+    async def healthy() -> bool:
+        o = await driver.inspect(docker_id)
+        return o is not None and o.health == "HEALTHY"
+
+    await wait_for(healthy, what="health check to pass")
+
+    async def health_event() -> None:
+        async for ev_id, action in driver.events(since=since):
+            if ev_id == docker_id and action == "health_status":
+                return
+
+    await asyncio.wait_for(health_event(), timeout=30)
+
+
+@docker
+async def test_docker_refusals_become_clear_container_errors(
+    driver: DockerDriver, cluster: str
+) -> None:
+    port = free_port()
+    pm = [agent_pb2.PortMapping(container_port=8080, host_port=port)]
+    a, b = (
+        spec("a", "dockyard/httpd:latest", port_mappings=pm),
+        spec("b", "dockyard/httpd:latest", port_mappings=pm),
+    )
+    task = make_task(cluster, a, b)
+    await driver.create_and_start(task, a, "i")
+    with pytest.raises(ContainerError, match=r"^CannotStartContainerError: .*already allocated"):
+        await driver.create_and_start(task, b, "i")
+    missing = spec("m", "dockyard/not-built-anywhere:latest")
+    with pytest.raises(ContainerError, match=r"^CannotCreateContainerError: .*No such image"):
+        await driver.create_and_start(make_task(cluster, missing), missing, "i")
+
+
+async def test_events_on_a_missing_socket_raise_docker_unavailable(tmp_path: Path) -> None:
+    d = DockerDriver(f"unix://{tmp_path}/no.sock")
+    try:
+        with pytest.raises(DockerUnavailable):
+            async for _ in d.events():
+                pass
+        with pytest.raises(DockerUnavailable):
+            await d.list_managed()
+    finally:
+        await d.close()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+
+@docker
+async def test_tcp_docker_host_is_respected() -> None:
+    """A tcp:// engine address works: a loopback TCP proxy in front of the unix socket."""
+
+    async def forward(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        ur, uw = await asyncio.open_unix_connection("/var/run/docker.sock")
+        await asyncio.gather(_pipe(r, uw), _pipe(ur, w))
+
+    server = await asyncio.start_server(forward, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    d = DockerDriver(f"tcp://127.0.0.1:{port}")
+    try:
+        assert await d.ping() is True
+        assert (await d.info()).os == "linux"
+    finally:
+        await d.close()
+        server.close()
+        await server.wait_closed()
