@@ -297,6 +297,8 @@ def _translate(host: str, what: str, kind: type[DriverError] = ContainerError) -
         raise kind(f"{what}: {e.message.strip()}") from None
     except (aiohttp.ClientConnectionError, ConnectionError) as e:
         raise _unavailable(host, e) from None
+    except TimeoutError:
+        raise DockerUnavailable(f"{what}: Docker engine at {host} did not answer in time") from None
 
 
 # ---------------------------------------------------------------- the driver
@@ -317,7 +319,7 @@ class DockerDriver:
         self._client: aiodocker.Docker | None = None
         self._pulls: dict[str, asyncio.Task[None]] = {}
         self._pulled: set[str] = set()
-        self._name_locks: dict[str, asyncio.Lock] = {}
+        self._name_locks: dict[str, tuple[asyncio.Lock, int]] = {}  # name -> (lock, users)
 
     @property
     def _docker(self) -> aiodocker.Docker:
@@ -436,8 +438,7 @@ class DockerDriver:
         names[spec.name] = docker_name(task, spec)
         name = names[spec.name]
         config = container_config(task, spec, instance_id, names)
-        lock = self._name_locks.setdefault(name, asyncio.Lock())
-        async with lock:
+        async with self._exclusive(name):
             state = await self._state_of(name)
             if state is None:
                 state = await self._create(name, config)
@@ -446,6 +447,21 @@ class DockerDriver:
                 with self._errors(f"CannotStartContainerError: {name}"):
                     await self._docker.containers.container(docker_id).start()
             return docker_id
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self, name: str) -> AsyncIterator[None]:
+        """Serialise this process's calls for one container name; the lock lives while used."""
+        lock, users = self._name_locks.get(name, (asyncio.Lock(), 0))
+        self._name_locks[name] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._name_locks[name]
+            if users == 1:
+                del self._name_locks[name]
+            else:
+                self._name_locks[name] = (lock, users - 1)
 
     async def _state_of(self, ref: str) -> tuple[str, str] | None:
         """(id, status) of a container by name or id, None if it does not exist."""
