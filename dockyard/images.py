@@ -7,6 +7,7 @@ returns the local tags; `push_all` re-tags and pushes them to a registry.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import shutil
@@ -23,12 +24,11 @@ SAMPLES: dict[str, str] = {
     # An HTTP server on :8080 that answers with its hostname.
     "dockyard/httpd:latest": (
         "RUN mkdir -p /www && echo ok > /www/index.html\n"
-        'CMD ["sh", "-c", "hostname > /www/host; exec httpd -f -v -p 8080 -h /www"]\n'
+        'CMD ["sh", "-c", "hostname > /www/host; trap \'exit 0\' TERM; '
+        'httpd -f -v -p 8080 -h /www & wait"]\n'
     ),
     # Sleeps until told to stop; exits 0 on SIGTERM.
-    "dockyard/sleeper:latest": (
-        'CMD ["sh", "-c", "trap \'exit 0\' TERM; sleep 86400 & wait"]\n'
-    ),
+    "dockyard/sleeper:latest": ('CMD ["sh", "-c", "trap \'exit 0\' TERM; sleep 86400 & wait"]\n'),
     # Exits with $EXIT_CODE (default 3) after $DELAY seconds (default 2).
     "dockyard/crasher:latest": (
         'CMD ["sh", "-c", "sleep ${DELAY:-2}; echo crashing; exit ${EXIT_CODE:-3}"]\n'
@@ -44,20 +44,26 @@ def _docker(docker_host: str | None, *args: str, stdin: bytes | None = None) -> 
     env = dict(os.environ)
     if docker_host:
         env["DOCKER_HOST"] = docker_host
-    out = subprocess.run(
-        ["docker", *args], input=stdin, capture_output=True, env=env, check=False
-    )
+    out = subprocess.run(["docker", *args], input=stdin, capture_output=True, env=env, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"docker {' '.join(args)}: {out.stderr.decode().strip()}")
     return out.stdout.decode()
 
 
-def image_exists(tag: str, docker_host: str | None = None) -> bool:
+def image_exists(tag: str, docker_host: str | None = None, digest: str = "") -> bool:
+    """True if `tag` exists (and, given `digest`, was built from that Dockerfile)."""
     try:
-        _docker(docker_host, "image", "inspect", tag)
-        return True
+        out = _docker(
+            docker_host,
+            "image",
+            "inspect",
+            "--format",
+            '{{index .Config.Labels "dockyard.sample-digest"}}',
+            tag,
+        )
     except RuntimeError:
         return False
+    return not digest or out.strip() == digest
 
 
 def busybox_rootfs_tar() -> bytes:
@@ -80,8 +86,10 @@ def busybox_rootfs_tar() -> bytes:
             link = tarfile.TarInfo(f"bin/{name}")
             link.type, link.linkname = tarfile.SYMTYPE, "busybox"
             tar.addfile(link)
-        for name, body in (("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n"),
-                           ("etc/group", b"root:x:0:\n")):
+        for name, body in (
+            ("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n"),
+            ("etc/group", b"root:x:0:\n"),
+        ):
             info = tarfile.TarInfo(name)
             info.size = len(body)
             tar.addfile(info, io.BytesIO(body))
@@ -90,8 +98,17 @@ def busybox_rootfs_tar() -> bytes:
 
 def build_base(docker_host: str | None = None) -> str:
     if not image_exists(BASE, docker_host):
-        _docker(docker_host, "import", "--change", 'CMD ["sh"]',
-                "--change", "ENV PATH=/bin", "-", BASE, stdin=busybox_rootfs_tar())
+        _docker(
+            docker_host,
+            "import",
+            "--change",
+            'CMD ["sh"]',
+            "--change",
+            "ENV PATH=/bin",
+            "-",
+            BASE,
+            stdin=busybox_rootfs_tar(),
+        )
     return BASE
 
 
@@ -100,9 +117,12 @@ def build_all(docker_host: str | None = None) -> list[str]:
     build_base(docker_host)
     tags = [BASE]
     for tag, body in SAMPLES.items():
-        if not image_exists(tag, docker_host):
+        digest = hashlib.sha256(body.encode()).hexdigest()[:16]
+        if not image_exists(tag, docker_host, digest):
             with tempfile.TemporaryDirectory() as ctx:
-                Path(ctx, "Dockerfile").write_text(f"FROM {BASE}\n{body}")
+                Path(ctx, "Dockerfile").write_text(
+                    f"FROM {BASE}\n{body}LABEL dockyard.sample-digest={digest}\n"
+                )
                 _docker(docker_host, "build", "-q", "-t", tag, ctx)
         tags.append(tag)
     return tags

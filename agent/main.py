@@ -1,0 +1,49 @@
+"""`dockyard agent`: configuration from flags, then the agent runtime on uvloop."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+
+from agent.runtime import Agent, AgentConfig
+
+
+def config_from_args(args: argparse.Namespace) -> AgentConfig:
+    return AgentConfig(
+        controller=args.controller,
+        state_dir=Path(args.state_dir),
+        docker_host=args.docker_host,
+        cluster=args.cluster,
+        attributes=dict(args.attribute),
+        address=args.address,
+        hostname=args.hostname,
+        pull_behavior=args.pull_behavior,
+        reserved_memory=args.reserved_memory,
+        join_token=args.join_token,
+    )
+
+
+async def serve(config: AgentConfig) -> None:
+    agent = Agent(config)
+    runner = asyncio.create_task(agent.run())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, runner.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await runner
+    logging.getLogger("dockyard.agent").info("agent stopped; containers keep running")
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvloop
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvloop.run(serve(config_from_args(args)))
+    return 0

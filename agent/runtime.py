@@ -1,0 +1,330 @@
+"""The agent process: keeps the desired state, runs the reconcile loop, reports status.
+
+Three loops share one event loop: the controller session (agent.session), the reconcile loop
+(woken by new desired state, Docker events, finished actions, or a periodic tick) and the
+Docker event watcher. The plan itself is pure (agent.reconcile); this module executes it.
+Containers outlive the agent: a restart rebuilds its view from Docker labels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent import __version__, host, identity, reconcile
+from agent.docker_driver import DockerDriver, DockerUnavailable, DriverError, PullError
+from agent.reconcile import LocalTask, Remove, Start, Stop
+from agent.session import Handlers, Session
+from dockyard.v1 import agent_pb2
+
+log = logging.getLogger("dockyard.agent")
+
+
+@dataclass
+class AgentConfig:
+    controller: str
+    state_dir: Path
+    docker_host: str = "unix:///var/run/docker.sock"
+    cluster: str = "default"
+    attributes: dict[str, str] = field(default_factory=dict)
+    address: str = ""
+    hostname: str = field(default_factory=platform.node)
+    pull_behavior: str = "default"
+    reserved_memory: int = 0
+    join_token: str = ""
+    retention_s: float = 3600.0
+    tick_s: float = 2.0
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.identity = identity.load_or_create(config.state_dir)
+        self.driver = DockerDriver(config.docker_host)
+        self.session = Session(
+            config.controller,
+            Handlers(
+                register=self._register,
+                registered=self._registered,
+                desired=self._desired,
+                log_request=self._log_request,
+                log_cancel=self._log_cancel,
+                heartbeat=self._heartbeat,
+            ),
+        )
+        self.desired: dict[str, agent_pb2.DesiredTask] = {}
+        self.version = 0
+        self.have_full = False
+        self.local: dict[str, LocalTask] = {}
+        self.reported: dict[str, bytes] = {}
+        self.docker_healthy = True
+        self.wake = asyncio.Event()
+        self._inflight: dict[tuple[str, str, str], asyncio.Task[None]] = {}
+        self._log_tasks: dict[int, asyncio.Task[None]] = {}
+        self._loops: list[asyncio.Task[None]] = []
+
+    async def run(self) -> None:
+        self._loops = [
+            asyncio.create_task(self.session.run_forever(), name="session"),
+            asyncio.create_task(self._reconcile_loop(), name="reconcile"),
+            asyncio.create_task(self._docker_events(), name="docker-events"),
+        ]
+        try:
+            await asyncio.gather(*self._loops)
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        for t in [*self._loops, *self._inflight.values(), *self._log_tasks.values()]:
+            t.cancel()
+        await asyncio.gather(*self._loops, *self._inflight.values(), return_exceptions=True)
+        await self.driver.close()
+
+    # ------------------------------------------------------------------ session handlers
+
+    async def _register(self) -> agent_pb2.Register:
+        """Identity, resources, attributes and a snapshot of what runs (from Docker)."""
+        info = None
+        while info is None:
+            try:
+                info = await self.driver.info()
+            except DockerUnavailable as err:
+                log.warning("Docker engine unreachable (%s); retrying", err)
+                await asyncio.sleep(2)
+        observed = await self.driver.list_managed(self.config.cluster)
+        reserved_tcp, reserved_udp = await self._reserved_ports(observed)
+        attrs = {
+            "ecs.os-type": info.os,
+            "ecs.cpu-architecture": info.arch,
+            "ecs.docker-version": info.server_version,
+            "ecs.capability.network.bridge": "true",
+            "ecs.capability.network.host": "true",
+            "dockyard.hostname": self.config.hostname,
+            **self.config.attributes,
+        }
+        return agent_pb2.Register(
+            instance_id=self.identity.instance_id,
+            cluster=self.config.cluster,
+            hostname=self.config.hostname,
+            agent_version=__version__,
+            total=agent_pb2.Resources(
+                cpu=info.cpus * 1024,
+                memory_mib=max(0, info.memory_mib - self.config.reserved_memory),
+                reserved_tcp_ports=reserved_tcp,
+                reserved_udp_ports=reserved_udp,
+            ),
+            attributes=attrs,
+            tasks=reconcile.snapshot(observed),
+            join_token=self.config.join_token,
+            address=self.config.address,
+        )
+
+    async def _reserved_ports(self, observed: list) -> tuple[list[int], list[int]]:
+        docker_tcp, docker_udp = await self.driver.host_ports_in_use()
+        ours_tcp = {b[1] for o in observed for b in o.bindings if b[2] == "tcp"}
+        ours_udp = {b[1] for o in observed for b in o.bindings if b[2] == "udp"}
+        # a task's port is "ours" even before its container publishes it
+        for t in self.desired.values():
+            for c in t.containers:
+                for p in c.port_mappings:
+                    (ours_udp if p.protocol == "udp" else ours_tcp).add(p.host_port)
+        return host.reserved_ports(docker_tcp, docker_udp, ours_tcp, ours_udp)
+
+    async def _registered(self, msg: agent_pb2.Registered) -> None:
+        log.info("registered as %s (epoch %d)", msg.instance_arn, msg.epoch)
+        if msg.instance_arn != self.identity.instance_arn:
+            self.identity.instance_arn = msg.instance_arn
+            identity.save(self.config.state_dir, self.identity)
+        self.have_full = False
+        self.reported.clear()
+
+    async def _desired(self, msg: agent_pb2.DesiredState) -> bool:
+        if msg.full:
+            self.desired = {t.task_arn: t for t in msg.tasks}
+            self.have_full = True
+        elif not self.have_full or msg.base_version != self.version:
+            log.info(
+                "desired-state gap (have %d, delta on %d): resync", self.version, msg.base_version
+            )
+            return False
+        else:
+            for t in msg.tasks:
+                self.desired[t.task_arn] = t
+            for arn in msg.forget:
+                self.desired.pop(arn, None)
+                self.local.pop(arn, None)
+                self.reported.pop(arn, None)
+        self.version = msg.version
+        self.wake.set()
+        return True
+
+    def _heartbeat(self) -> agent_pb2.Heartbeat:
+        return agent_pb2.Heartbeat(desired_version=self.version, docker_healthy=self.docker_healthy)
+
+    # ------------------------------------------------------------------ reconcile
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.config.tick_s)
+            self.wake.clear()
+            if not self.have_full:
+                continue
+            try:
+                await self.reconcile_once()
+            except DockerUnavailable as err:
+                if self.docker_healthy:
+                    log.warning("Docker engine unreachable: %s", err)
+                self.docker_healthy = False
+            except Exception:
+                log.exception("reconcile pass failed")
+
+    async def reconcile_once(self) -> None:
+        observed = await self.driver.list_managed(self.config.cluster)
+        self.docker_healthy = True
+        plan = reconcile.plan(
+            self.desired, observed, self.local, time.time(), self.config.retention_s
+        )
+        for arn, (code, reason) in plan.local_stops.items():
+            loc = self.local.setdefault(arn, LocalTask())
+            loc.stop_code, loc.stopped_reason = code, reason
+            log.info("stopping %s: %s", arn, reason)
+        for action in plan.actions:
+            self._launch(action)
+        self._report(plan.statuses)
+
+    def _launch(self, action: reconcile.Action) -> None:
+        if isinstance(action, Start):
+            key, coro = ("start", action.task_arn, action.container), self._start(action)
+        elif isinstance(action, Stop):
+            key, coro = ("stop", action.docker_id, ""), self._stop(action)
+        else:
+            key, coro = ("remove", action.docker_id, ""), self._remove(action)
+        if key in self._inflight:
+            coro.close()
+            return
+        task = asyncio.create_task(coro)
+        self._inflight[key] = task
+        def done(_: asyncio.Task[None]) -> None:
+            self._inflight.pop(key, None)
+            self.wake.set()
+
+        task.add_done_callback(done)
+
+    async def _start(self, action: Start) -> None:
+        task = self.desired.get(action.task_arn)
+        if task is None or task.desired_status != "RUNNING":
+            return
+        spec = next(c for c in task.containers if c.name == action.container)
+        loc = self.local.setdefault(action.task_arn, LocalTask())
+        try:
+            loc.pull_started_at = loc.pull_started_at or time.time()
+            await self.driver.ensure_image(
+                spec.image, self.config.pull_behavior, progress=loc.events.append
+            )
+            loc.pull_stopped_at = loc.pull_stopped_at or time.time()
+            await self.driver.create_and_start(task, spec, self.identity.instance_id)
+        except PullError as err:
+            self._fail(loc, action, f"CannotPullContainerError: {err}")
+        except DockerUnavailable:
+            self.docker_healthy = False  # not the task's fault: retried on the next pass
+        except DriverError as err:
+            self._fail(loc, action, f"CannotStartContainerError: {err}")
+
+    @staticmethod
+    def _fail(loc: LocalTask, action: Start, reason: str) -> None:
+        log.warning(
+            "task %s container %s failed to start: %s", action.task_arn, action.container, reason
+        )
+        loc.stop_code, loc.stopped_reason = "TaskFailedToStart", reason
+
+    async def _stop(self, action: Stop) -> None:
+        with contextlib.suppress(DriverError):
+            await self.driver.stop(action.docker_id, action.timeout_s)
+
+    async def _remove(self, action: Remove) -> None:
+        with contextlib.suppress(DriverError):
+            await self.driver.remove(action.docker_id)
+
+    def _report(self, statuses: dict[str, agent_pb2.TaskStatus]) -> None:
+        """Send statuses that changed since last sent (all of them after a reconnect)."""
+        batch, keys = [], {}
+        for arn, status in statuses.items():
+            key = status.SerializeToString(deterministic=True)
+            loc = self.local.get(arn)
+            if loc is not None and loc.events:
+                status.event = "; ".join(loc.events[-5:])
+            if self.reported.get(arn) != key or status.event:
+                batch.append(status)
+                keys[arn] = key
+        if not batch:
+            return
+        for status in batch:
+            status.updated_at = time.time()
+        msg = agent_pb2.AgentMessage(status=agent_pb2.StatusBatch(tasks=batch))
+        if self.session.send(msg):
+            self.reported.update(keys)
+            for arn in keys:
+                if arn in self.local:
+                    self.local[arn].events.clear()
+
+    async def _docker_events(self) -> None:
+        while True:
+            try:
+                async for _ in self.driver.events():
+                    self.docker_healthy = True
+                    self.wake.set()
+            except DriverError as err:
+                log.debug("Docker events ended: %s", err)
+            self.docker_healthy = await self.driver.ping()
+            await asyncio.sleep(1)
+
+    # ------------------------------------------------------------------ logs
+
+    def _log_request(self, req: agent_pb2.LogRequest) -> None:
+        self._log_tasks[req.request_id] = asyncio.create_task(self._stream_logs(req))
+
+    def _log_cancel(self, request_id: int) -> None:
+        task = self._log_tasks.pop(request_id, None)
+        if task:
+            task.cancel()
+
+    async def _stream_logs(self, req: agent_pb2.LogRequest) -> None:
+        def chunk(**kw: Any) -> agent_pb2.AgentMessage:
+            return agent_pb2.AgentMessage(
+                log_chunk=agent_pb2.LogChunk(request_id=req.request_id, **kw)
+            )
+
+        try:
+            observed = [
+                o
+                for o in await self.driver.list_managed(self.config.cluster)
+                if o.task_arn == req.task_arn
+                and (not req.container or o.container_name == req.container)
+            ]
+            if not observed:
+                self.session.send(
+                    chunk(
+                        eof=True,
+                        error="no containers of that task on "
+                        "this host (not started yet, or removed)",
+                    )
+                )
+                return
+
+            async def one(o: reconcile.ObservedContainer) -> None:
+                async for data in self.driver.logs(o.docker_id, req.follow, req.tail):
+                    self.session.send(chunk(container=o.container_name, data=data))
+
+            await asyncio.gather(*(one(o) for o in observed))
+            self.session.send(chunk(eof=True))
+        except DriverError as err:
+            self.session.send(chunk(eof=True, error=str(err)))
+        finally:
+            self._log_tasks.pop(req.request_id, None)

@@ -1,0 +1,84 @@
+"""Build what an agent is told to run: a DesiredTask from a task and its definition (pure).
+
+Overrides are applied here, so the agent never sees ECS JSON, only resolved container specs
+with concrete host ports.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.model import Task, TaskDefinition
+from controller.taskdef import DEFAULT_STOP_TIMEOUT
+from dockyard.v1 import agent_pb2
+
+
+def _environment(
+    base: list[dict[str, str]], override: list[dict[str, str]] | None
+) -> list[agent_pb2.KeyValue]:
+    env = {kv["name"]: kv.get("value", "") for kv in base}
+    env.update({kv["name"]: kv.get("value", "") for kv in override or []})
+    return [agent_pb2.KeyValue(name=k, value=v) for k, v in env.items()]
+
+
+def _health(hc: dict[str, Any] | None) -> agent_pb2.HealthCheck | None:
+    if not hc:
+        return None
+    return agent_pb2.HealthCheck(
+        command=hc["command"],
+        interval_s=hc["interval"],
+        timeout_s=hc["timeout"],
+        retries=hc["retries"],
+        start_period_s=hc["startPeriod"],
+    )
+
+
+def container_spec(cdef: dict[str, Any], task: Task, index: int) -> agent_pb2.ContainerSpec:
+    state = task.containers[index]
+    spec = agent_pb2.ContainerSpec(
+        name=cdef["name"],
+        image=cdef["image"],
+        command=state.command if state.command is not None else cdef.get("command", []),
+        entry_point=cdef.get("entryPoint", []),
+        environment=_environment(cdef.get("environment", []), state.environment),
+        port_mappings=[
+            agent_pb2.PortMapping(
+                container_port=p.container_port, host_port=p.host_port, protocol=p.protocol
+            )
+            for p in state.ports
+        ],
+        memory_mib=state.memory or 0,
+        memory_reservation_mib=state.memory_reservation or 0,
+        cpu=state.cpu or 0,
+        essential=state.essential,
+        stop_timeout_s=cdef.get("stopTimeout", 0),
+        docker_labels=cdef.get("dockerLabels", {}),
+        working_directory=cdef.get("workingDirectory", ""),
+        user=cdef.get("user", ""),
+        links=cdef.get("links", []),
+        hostname=cdef.get("hostname", ""),
+    )
+    health = _health(cdef.get("healthCheck"))
+    if health is not None:
+        spec.health_check.CopyFrom(health)
+    return spec
+
+
+def desired_task(task: Task, td: TaskDefinition) -> agent_pb2.DesiredTask:
+    defs = td.doc["containerDefinitions"]
+    return agent_pb2.DesiredTask(
+        task_arn=task.arn,
+        cluster=task.cluster,
+        family=task.family,
+        revision=task.revision,
+        desired_status=task.desired_status,
+        containers=[container_spec(c, task, i) for i, c in enumerate(defs)],
+        network_mode=td.doc.get("networkMode", "bridge"),
+        stop_code=task.stop_code,
+        stopped_reason=task.stopped_reason,
+        task_role_arn=td.doc.get("taskRoleArn", ""),
+        group=task.group,
+        service=task.service,
+        known_status=task.last_status,
+        stop_timeout_s=DEFAULT_STOP_TIMEOUT,
+    )

@@ -1,0 +1,252 @@
+"""The dispatcher: one gRPC stream per agent, moving messages and nothing else.
+
+SwarmKit's shape: a session per node with an epoch (a newer session fences the older one),
+heartbeats with a period the controller sets, desired state sent as a full set on connect
+and then as sequenced deltas, coalesced per event-loop turn. Decisions live in AgentLink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+
+from controller.agent_link import AgentLink
+from controller.desired import desired_task
+from controller.model import Instance, Task
+from controller.service import ClusterService
+from dockyard.errors import ApiError
+from dockyard.v1 import agent_pb2, agent_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+MISSED_HEARTBEATS = 3
+_CLOSE = object()
+
+
+@dataclass
+class Session:
+    instance: Instance
+    epoch: int
+    last_seen: float
+    outbox: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
+    version: int = 0
+    pending: dict[str, Task] = field(default_factory=dict)
+    logs: dict[int, asyncio.Queue[agent_pb2.LogChunk]] = field(default_factory=dict)
+    closed: bool = False
+
+
+class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
+    def __init__(self, service: ClusterService, heartbeat_period: float = 1.0) -> None:
+        self.service = service
+        self.link = AgentLink(service)
+        self.period = heartbeat_period
+        self.sessions: dict[str, Session] = {}
+        self._log_ids = itertools.count(1)
+        self._flush_scheduled = False
+        service.agents = self
+
+    # ------------------------------------------------------------------ the stream
+
+    async def Connect(
+        self,
+        request_iterator: AsyncIterator[agent_pb2.AgentMessage],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[agent_pb2.ControllerMessage]:
+        try:
+            first = await asyncio.wait_for(anext(request_iterator), timeout=30)
+        except (StopAsyncIteration, TimeoutError):
+            return
+        if first.WhichOneof("body") != "register":
+            yield _refusal("BAD_MESSAGE", "the first message must be register", fatal=True)
+            return
+        try:
+            inst = await self.link.register(first.register)
+        except ApiError as err:
+            yield _refusal("REGISTRATION_REFUSED", err.message, fatal=True)
+            return
+        session = self._open(inst)
+        reader = asyncio.create_task(self._read(session, request_iterator))
+        try:
+            yield agent_pb2.ControllerMessage(
+                registered=agent_pb2.Registered(
+                    instance_arn=inst.arn,
+                    epoch=session.epoch,
+                    heartbeat_period_ms=int(self.period * 1000),
+                )
+            )
+            yield self._full(session)
+            while True:
+                msg = await session.outbox.get()
+                if msg is _CLOSE:
+                    break
+                yield msg  # type: ignore[misc]
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            await self._close(session, "stream closed")
+
+    def _open(self, inst: Instance) -> Session:
+        old = self.sessions.get(inst.arn)
+        if old is not None:  # fencing: the older stream of this instance ends now
+            old.closed = True
+            old.outbox.put_nowait(
+                _refusal("FENCED", "a newer session of this instance registered", fatal=True)
+            )
+            old.outbox.put_nowait(_CLOSE)
+        session = Session(instance=inst, epoch=inst.epoch, last_seen=time.monotonic())
+        self.sessions[inst.arn] = session
+        return session
+
+    async def _close(self, session: Session, why: str) -> None:
+        session.closed = True
+        for q in session.logs.values():
+            q.put_nowait(agent_pb2.LogChunk(eof=True, error="agent disconnected"))
+        if self.sessions.get(session.instance.arn) is session:
+            del self.sessions[session.instance.arn]
+            await self.link.disconnected(session.instance, session.epoch, why)
+
+    async def _read(
+        self, session: Session, requests: AsyncIterator[agent_pb2.AgentMessage]
+    ) -> None:
+        try:
+            async for msg in requests:
+                if session.closed:
+                    return
+                session.last_seen = time.monotonic()
+                await self._handle(session, msg)
+        except (grpc.aio.AioRpcError, asyncio.CancelledError):
+            pass
+        except Exception:
+            log.exception("agent stream of %s failed", session.instance.arn)
+        finally:
+            session.outbox.put_nowait(_CLOSE)
+
+    async def _handle(self, session: Session, msg: agent_pb2.AgentMessage) -> None:
+        kind = msg.WhichOneof("body")
+        if kind == "heartbeat":
+            session.outbox.put_nowait(
+                agent_pb2.ControllerMessage(
+                    heartbeat_ack=agent_pb2.HeartbeatAck(
+                        seq=msg.heartbeat.seq, heartbeat_period_ms=int(self.period * 1000)
+                    )
+                )
+            )
+            await self.link.docker_health(session.instance, msg.heartbeat.docker_healthy)
+        elif kind == "status":
+            refused = await self.link.apply_reports(session.instance, list(msg.status.tasks))
+            for r in refused[:10]:
+                session.outbox.put_nowait(_refusal(r.code, r.message))
+        elif kind == "resync":
+            session.outbox.put_nowait(self._full(session))
+        elif kind == "log_chunk":
+            q = session.logs.get(msg.log_chunk.request_id)
+            if q is not None:
+                q.put_nowait(msg.log_chunk)
+        else:
+            session.outbox.put_nowait(_refusal("BAD_MESSAGE", f"unexpected message {kind}"))
+
+    # ------------------------------------------------------------------ desired state
+
+    def _full(self, session: Session) -> agent_pb2.ControllerMessage:
+        session.version += 1
+        session.pending.clear()
+        state = self.service.state
+        tasks = [self._desired(t) for t in state.instance_tasks(session.instance.arn)]
+        return agent_pb2.ControllerMessage(
+            desired=agent_pb2.DesiredState(
+                version=session.version, base_version=0, full=True, tasks=tasks
+            )
+        )
+
+    def _desired(self, task: Task) -> agent_pb2.DesiredTask:
+        td = self.service.state.taskdefs[task.family][task.revision]
+        return desired_task(task, td)
+
+    def tasks_changed(self, instance_arn: str, tasks: list[Task]) -> None:
+        """Queue a delta for the instance's session; deltas coalesce per loop turn."""
+        session = self.sessions.get(instance_arn)
+        if session is None:
+            return  # it gets the full set when it reconnects
+        for t in tasks:
+            session.pending[t.arn] = t
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        for session in self.sessions.values():
+            if not session.pending:
+                continue
+            on_instance = self.service.state.tasks_on.get(session.instance.arn, set())
+            delta = agent_pb2.DesiredState(base_version=session.version, full=False)
+            for arn, task in session.pending.items():
+                if arn in on_instance:
+                    delta.tasks.append(self._desired(task))
+                else:
+                    delta.forget.append(arn)
+            session.pending.clear()
+            session.version += 1
+            delta.version = session.version
+            session.outbox.put_nowait(agent_pb2.ControllerMessage(desired=delta))
+
+    # ------------------------------------------------------------------ liveness
+
+    async def watch_heartbeats(self) -> None:
+        """Close sessions silent for MISSED_HEARTBEATS periods (a vanished host)."""
+        while True:
+            await asyncio.sleep(self.period / 2)
+            deadline = time.monotonic() - MISSED_HEARTBEATS * self.period
+            for session in list(self.sessions.values()):
+                if session.last_seen < deadline and not session.closed:
+                    log.warning("%s missed %d heartbeats", session.instance.arn, MISSED_HEARTBEATS)
+                    session.outbox.put_nowait(_CLOSE)
+                    await self._close(session, f"missed {MISSED_HEARTBEATS} heartbeats")
+
+    # ------------------------------------------------------------------ logs
+
+    async def logs(
+        self, task: Task, container: str, follow: bool, tail: int
+    ) -> AsyncIterator[agent_pb2.LogChunk]:
+        session = self.sessions.get(task.instance_arn)
+        if session is None:
+            raise ApiError("ClientException", "the task's instance is not connected")
+        rid = next(self._log_ids)
+        q: asyncio.Queue[agent_pb2.LogChunk] = asyncio.Queue()
+        session.logs[rid] = q
+        session.outbox.put_nowait(
+            agent_pb2.ControllerMessage(
+                log_request=agent_pb2.LogRequest(
+                    request_id=rid, task_arn=task.arn, container=container, follow=follow, tail=tail
+                )
+            )
+        )
+        try:
+            while True:
+                chunk = await q.get()
+                if chunk.error:
+                    raise ApiError("ClientException", chunk.error)
+                if chunk.data:
+                    yield chunk
+                if chunk.eof:
+                    return
+        finally:
+            session.logs.pop(rid, None)
+            if not session.closed:
+                with contextlib.suppress(Exception):
+                    session.outbox.put_nowait(
+                        agent_pb2.ControllerMessage(log_cancel=agent_pb2.LogCancel(request_id=rid))
+                    )
+
+
+def _refusal(code: str, message: str, fatal: bool = False) -> agent_pb2.ControllerMessage:
+    return agent_pb2.ControllerMessage(
+        refusal=agent_pb2.Refusal(code=code, message=message, fatal=fatal)
+    )

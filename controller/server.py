@@ -1,0 +1,205 @@
+"""Wiring of the controller process: store, state, service layer, dispatcher, gRPC and HTTP.
+
+`Controller` starts and stops everything in one event loop (tests run it in-process);
+`run(args)` is `dockyard controller`, on uvloop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
+
+from controller.api_grpc import ApiServicer
+from controller.dispatcher import Dispatcher
+from controller.events import EventLog
+from controller.model import from_doc
+from controller.service import ClusterService
+from controller.state import ClusterState
+from controller.store import Store
+from dockyard.arns import ArnFactory
+from dockyard.v1 import agent_pb2_grpc, api_pb2_grpc
+
+log = logging.getLogger("dockyard.controller")
+
+# Sized for registration storms: gRPC core cancels calls the app has not picked up yet
+# beyond max_pending_requests (1000 by default was seen to drop streams in a 5,000 burst).
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", 8 << 20),
+    ("grpc.max_send_message_length", 64 << 20),
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.max_concurrent_streams", 100_000),
+    ("grpc.server.max_pending_requests", 20_000),
+]
+
+
+@dataclass
+class ControllerConfig:
+    data_dir: Path
+    listen: str = "127.0.0.1:7070"
+    http: str = "127.0.0.1:7080"
+    heartbeat_period: float = 1.0
+    disconnect_grace: float = 10.0
+    region: str = "us-east-1"
+    account: str = "000000000000"
+
+
+class Controller:
+    def __init__(self, config: ControllerConfig) -> None:
+        self.config = config
+        self.store = Store(config.data_dir)
+        self.state = ClusterState()
+        self.arns = ArnFactory(config.region, config.account)
+        self.events = EventLog()
+        self.service: ClusterService
+        self.dispatcher: Dispatcher
+        self._grpc: grpc.aio.Server | None = None
+        self._http: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.grpc_port = 0
+        self.http_port = 0
+
+    async def start(self) -> None:
+        await self.store.open()
+        await self._load()
+        self.events.seq = await self.store.last_event_seq()
+        self.service = ClusterService(self.store, self.state, self.events, self.arns)
+        await self.service.ensure_default_cluster()
+        self.dispatcher = Dispatcher(self.service, self.config.heartbeat_period)
+        await self._start_grpc()
+        await self._start_http()
+        self._tasks.append(asyncio.create_task(self.dispatcher.watch_heartbeats()))
+        log.info(
+            "controller ready: gRPC %s, HTTP %s, data %s",
+            self.config.listen,
+            self.config.http,
+            self.config.data_dir,
+        )
+
+    async def _load(self) -> None:
+        for kind in ("cluster", "taskdef", "instance", "task"):
+            for doc in await self.store.load(kind):
+                self.state.load(kind, from_doc(kind, doc))
+        for arn in self.state.instances:
+            self.state.refresh_view(arn)
+
+    async def _start_grpc(self) -> None:
+        server = grpc.aio.server(options=GRPC_OPTIONS)
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(self.dispatcher, server)
+        api_pb2_grpc.add_ClusterApiServicer_to_server(
+            ApiServicer(self.service, self.events, self.dispatcher), server
+        )
+        self.grpc_port = server.add_insecure_port(self.config.listen)
+        if not self.grpc_port:
+            raise SystemExit(f"cannot listen on {self.config.listen} (gRPC)")
+        await server.start()
+        self._grpc = server
+
+    async def _start_http(self) -> None:
+        app = make_http_app(self)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        host, _, port = self.config.http.rpartition(":")
+        site = web.TCPSite(runner, host or "0.0.0.0", int(port))
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.http_port = sockets[0].getsockname()[1] if sockets else int(port)
+        self._http = runner
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._grpc:
+            await self._grpc.stop(grace=1)
+        if self._http:
+            await self._http.cleanup()
+        await self.store.close()
+
+
+_GAUGES: dict[str, Gauge] = {}
+
+
+def _gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+    if name not in _GAUGES:
+        _GAUGES[name] = Gauge(name, doc, labels)
+    return _GAUGES[name]
+
+
+def make_http_app(ctl: Controller) -> web.Application:
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "status": "ok",
+                "instances": len(ctl.state.instances),
+                "connected": len(ctl.dispatcher.sessions),
+            }
+        )
+
+    async def metrics(_: web.Request) -> web.Response:
+        _gauge("dockyard_agents_connected", "agent streams open").set(len(ctl.dispatcher.sessions))
+        by_status = _gauge("dockyard_tasks", "tasks by lastStatus", ("status",))
+        counts: dict[str, int] = {}
+        for t in ctl.state.tasks.values():
+            counts[t.last_status] = counts.get(t.last_status, 0) + 1
+        for status, n in counts.items():
+            by_status.labels(status).set(n)
+        return web.Response(
+            body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    try:
+        from controller.ecs_http import make_app
+    except ImportError:
+        app = web.Application()
+        app.router.add_get("/healthz", healthz)
+        app.router.add_get("/metrics", metrics)
+        return app
+    return make_app(ctl.service, metrics_handler=metrics, health_handler=healthz)
+
+
+def config_from_args(args: argparse.Namespace) -> ControllerConfig:
+    return ControllerConfig(
+        data_dir=Path(args.data_dir),
+        listen=args.listen,
+        http=args.http,
+        heartbeat_period=args.heartbeat_period,
+        disconnect_grace=args.disconnect_grace,
+        region=args.region,
+        account=args.account,
+    )
+
+
+async def serve(config: ControllerConfig) -> None:
+    ctl = Controller(config)
+    await ctl.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("controller stopping")
+    await ctl.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvloop
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvloop.run(serve(config_from_args(args)))
+    return 0

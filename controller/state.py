@@ -1,0 +1,180 @@
+"""The controller's in-memory cluster state: objects, indexes and live resource accounting.
+
+Like dask.distributed's scheduler state, it is explicit and synchronous: no I/O happens
+here, so a placement decision and the claims it makes are one atomic step on the event loop.
+The store is written by the service layer with what these methods changed.
+`validate()` checks the invariants the tests rely on.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from controller.model import Cluster, Instance, Task, TaskDefinition, to_doc
+from controller.placement.model import InstanceView
+from controller.store import Put
+
+
+def task_ports(task: Task) -> tuple[set[int], set[int]]:
+    tcp: set[int] = set()
+    udp: set[int] = set()
+    for c in task.containers:
+        for p in c.ports:
+            (udp if p.protocol == "udp" else tcp).add(p.host_port)
+    return tcp, udp
+
+
+class ClusterState:
+    def __init__(self) -> None:
+        self.clusters: dict[str, Cluster] = {}
+        self.taskdefs: dict[str, dict[int, TaskDefinition]] = defaultdict(dict)
+        self.tasks: dict[str, Task] = {}
+        self.instances: dict[str, Instance] = {}
+        self.views: dict[str, InstanceView] = {}
+        # tasks an instance's agent must know about (not yet STOPPED and reported)
+        self.tasks_on: dict[str, set[str]] = defaultdict(set)
+        self.tasks_in_cluster: dict[str, set[str]] = defaultdict(set)
+        self.client_tokens: dict[tuple[str, str], list[str]] = {}
+
+    # ------------------------------------------------------------------ objects
+
+    def put_cluster(self, cluster: Cluster) -> Put:
+        self.clusters[cluster.name] = cluster
+        return Put("cluster", cluster.key, cluster.name, to_doc(cluster))
+
+    def put_taskdef(self, td: TaskDefinition) -> Put:
+        self.taskdefs[td.family][td.revision] = td
+        return Put("taskdef", td.key, "", to_doc(td))
+
+    def put_instance(self, inst: Instance) -> Put:
+        self.instances[inst.arn] = inst
+        self.refresh_view(inst.arn)
+        return Put("instance", inst.key, inst.cluster, to_doc(inst))
+
+    def add_task(self, task: Task) -> Put:
+        """Index a new task and claim its resources on its instance."""
+        self.tasks[task.arn] = task
+        self.tasks_in_cluster[task.cluster].add(task.arn)
+        if task.token_key:
+            self.client_tokens.setdefault(task.token_key, []).append(task.arn)
+        if task.active and task.instance_arn:
+            self.tasks_on[task.instance_arn].add(task.arn)
+            self._claim(task, +1)
+        return self.save_task(task)
+
+    def save_task(self, task: Task) -> Put:
+        task.version += 1
+        return Put("task", task.key, task.cluster, to_doc(task))
+
+    def task_stopped(self, task: Task) -> None:
+        """A task reached STOPPED: release what it held on its instance."""
+        if task.instance_arn in self.views:
+            self._claim(task, -1)
+
+    def forget_on_instance(self, task: Task) -> None:
+        self.tasks_on[task.instance_arn].discard(task.arn)
+
+    # ------------------------------------------------------------------ accounting
+
+    def _claim(self, task: Task, sign: int) -> None:
+        view = self.views.get(task.instance_arn)
+        if view is None:
+            return
+        view.cpu_free -= sign * task.cpu
+        view.memory_free -= sign * task.memory
+        view.running_tasks_count += sign
+        if task.group:
+            count = view.task_groups.get(task.group, 0) + sign
+            if count > 0:
+                view.task_groups[task.group] = count
+            else:
+                view.task_groups.pop(task.group, None)
+        tcp, udp = task_ports(task)
+        if sign > 0:
+            view.tcp_ports_used |= tcp
+            view.udp_ports_used |= udp
+        else:
+            inst = self.instances[task.instance_arn]
+            view.tcp_ports_used -= tcp - set(inst.reserved_tcp)
+            view.udp_ports_used -= udp - set(inst.reserved_udp)
+
+    def refresh_view(self, instance_arn: str) -> InstanceView:
+        """Rebuild an instance's placement view from its totals and its active tasks."""
+        inst = self.instances[instance_arn]
+        view = InstanceView(
+            arn=inst.arn,
+            instance_id=inst.id,
+            status=inst.status,
+            connected=inst.connected and inst.docker_healthy,
+            attributes=inst.all_attributes,
+            agent_version=inst.agent_version,
+            registered_at=inst.registered_at,
+            cpu_free=inst.cpu_total,
+            memory_free=inst.memory_total,
+            tcp_ports_used=set(inst.reserved_tcp),
+            udp_ports_used=set(inst.reserved_udp),
+            running_tasks_count=0,
+            task_groups={},
+            cpu_total=inst.cpu_total,
+            memory_total=inst.memory_total,
+        )
+        self.views[instance_arn] = view
+        for arn in self.tasks_on.get(instance_arn, ()):
+            task = self.tasks[arn]
+            if task.active:
+                self._claim(task, +1)
+        return view
+
+    # ------------------------------------------------------------------ queries
+
+    def cluster_tasks(self, cluster: str) -> list[Task]:
+        return [self.tasks[a] for a in self.tasks_in_cluster.get(cluster, ())]
+
+    def cluster_instances(self, cluster: str) -> list[Instance]:
+        return [i for i in self.instances.values() if i.cluster == cluster]
+
+    def instance_tasks(self, instance_arn: str) -> list[Task]:
+        return [self.tasks[a] for a in self.tasks_on.get(instance_arn, ())]
+
+    def instance_by_id(self, cluster: str, instance_id: str) -> Instance | None:
+        for inst in self.instances.values():
+            if inst.cluster == cluster and inst.id == instance_id:
+                return inst
+        return None
+
+    def validate(self) -> None:
+        """Invariants: accounting matches the tasks, no instance is overcommitted."""
+        for arn, view in self.views.items():
+            expect = ClusterState._expected_usage(self, arn)
+            got = (view.cpu_free, view.memory_free, view.running_tasks_count)
+            assert got == expect, f"{arn}: accounting {got} != {expect}"
+            assert view.cpu_free >= 0 and view.memory_free >= 0, f"{arn} overcommitted"
+
+    def _expected_usage(self, arn: str) -> tuple[int, int, int]:
+        inst = self.instances[arn]
+        active = [t for t in self.instance_tasks(arn) if t.active]
+        return (
+            inst.cpu_total - sum(t.cpu for t in active),
+            inst.memory_total - sum(t.memory for t in active),
+            len(active),
+        )
+
+    def load(self, kind: str, obj: Any) -> None:
+        """Insert an object read back from the store (startup)."""
+        if kind == "cluster":
+            self.clusters[obj.name] = obj
+        elif kind == "taskdef":
+            self.taskdefs[obj.family][obj.revision] = obj
+        elif kind == "instance":
+            obj.connected = False  # nobody is connected to a controller that just started
+            self.instances[obj.arn] = obj
+        elif kind == "task":
+            self.tasks[obj.arn] = obj
+            self.tasks_in_cluster[obj.cluster].add(obj.arn)
+            if obj.token_key:
+                self.client_tokens.setdefault(obj.token_key, []).append(obj.arn)
+            if obj.instance_arn and not (
+                obj.last_status == "STOPPED" and obj.desired_status == "STOPPED"
+            ):
+                self.tasks_on[obj.instance_arn].add(obj.arn)
