@@ -1,0 +1,159 @@
+"""Test support: wait on conditions (never fixed sleeps) and run real Dockyard daemons.
+
+`LocalCluster` starts a controller and agents as real processes (the same `dockyard`
+command users run) against the machine's dockerd, on free ports and in a temp dir, and
+removes every container its agents created when it stops, even after a failed test.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dockyard.client import Client
+
+T = TypeVar("T")
+DOCKER_HOST = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+
+
+def wait_for(fn: Callable[[], T], timeout: float = 20.0, interval: float = 0.05,
+             what: str = "condition") -> T:
+    """Poll fn until it returns something truthy; fail with `what` after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+        except Exception as err:  # the thing we wait for may not answer yet
+            last = err
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def docker(*args: str) -> str:
+    out = subprocess.run(["docker", "-H", DOCKER_HOST, *args], capture_output=True,
+                         text=True, check=False)
+    return out.stdout.strip()
+
+
+@dataclass
+class Proc:
+    name: str
+    argv: list[str]
+    log: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.popen = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.popen and self.popen.poll() is None:
+            os.killpg(self.popen.pid, sig)
+            self.popen.wait(timeout=30)
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+
+@dataclass
+class LocalCluster:
+    root: Path
+    grpc_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
+    heartbeat: float = 0.5
+    grace: float = 5.0
+    controller: Proc | None = None
+    agents: dict[str, Proc] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def client(self) -> Client:
+        return Client(self.address, timeout=10)
+
+    def start_controller(self) -> None:
+        self.controller = Proc("controller", [
+            sys.executable, "-m", "dockyard.cli.main", "controller",
+            "--data-dir", str(self.root / "controller"), "--listen", self.address,
+            "--http", f"127.0.0.1:{self.http_port}",
+            "--heartbeat-period", str(self.heartbeat), "--disconnect-grace", str(self.grace),
+        ], self.root / "controller.log")
+        self.controller.start()
+        wait_for(lambda: self.client().call("ListClusters"), 20, what="controller up")
+
+    def start_agent(self, name: str = "a1", *extra: str) -> Proc:
+        proc = self.agents.get(name) or Proc(name, [
+            sys.executable, "-m", "dockyard.cli.main", "agent", "--controller", self.address,
+            "--state-dir", str(self.root / f"agent-{name}"), "--docker-host", DOCKER_HOST,
+            "--hostname", name, "--pull-behavior", "prefer-cached", *extra,
+        ], self.root / f"agent-{name}.log")
+        self.agents[name] = proc
+        proc.start()
+        return proc
+
+    def instance_id(self, name: str = "a1") -> str:
+        path = self.root / f"agent-{name}" / "identity.json"
+        wait_for(path.exists, 10, what=f"{name} identity")
+        import json
+
+        return str(json.loads(path.read_text())["instance_id"])
+
+    def wait_connected(self, name: str = "a1", connected: bool = True,
+                       timeout: float = 20) -> dict[str, Any]:
+        iid = self.instance_id(name)
+
+        def check() -> dict[str, Any] | None:
+            out = self.client().call("DescribeContainerInstances",
+                                     {"containerInstances": [iid]})["containerInstances"]
+            return out[0] if out and out[0]["agentConnected"] == connected else None
+
+        return wait_for(check, timeout, what=f"{name} connected={connected}")
+
+    def describe(self, arns: list[str]) -> list[dict[str, Any]]:
+        return self.client().call("DescribeTasks", {"tasks": arns})["tasks"]
+
+    def wait_status(self, arns: list[str], status: str, timeout: float = 30
+                    ) -> list[dict[str, Any]]:
+        return wait_for(lambda: (lambda ts: ts if ts and all(
+            t["lastStatus"] == status for t in ts) else None)(self.describe(arns)),
+            timeout, what=f"tasks {status}")
+
+    def containers(self, name: str = "a1", all_states: bool = False) -> list[str]:
+        iid = self.instance_id(name)
+        args = ["ps", "-q", "--no-trunc", "--filter", f"label=dockyard.instance-id={iid}"]
+        return docker(*args, *(["-a"] if all_states else [])).split()
+
+    def stop(self) -> None:
+        for proc in self.agents.values():
+            proc.kill(signal.SIGKILL)
+        if self.controller:
+            self.controller.kill(signal.SIGKILL)
+        for name in self.agents:
+            ids = self.containers(name, all_states=True)
+            if ids:
+                docker("rm", "-f", *ids)
