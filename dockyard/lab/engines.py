@@ -78,35 +78,27 @@ def socket_path(host: Host) -> str:
 
 def dockerd_cmd(state: LabState, host: Host) -> list[str]:
     base = state.path(host.name)
-    return [
-        *netns.enter(host),
-        "dockerd",
-        "--config-file",
-        str(base / "daemon.json"),
-        "--data-root",
-        str(base / "data"),
-        "--exec-root",
-        str(base / "run"),
-        "--pidfile",
-        str(base / "docker.pid"),
-        "-H",
-        host.docker_host,
-        "--bip",
-        host.bip,
-        "--cgroup-parent",
-        f"/{host.cgroup_parent}",
-        "--insecure-registry",
-        state.subnet,
-        "--iptables=true",
-        "--ip-forward=true",
-    ]
+    flags = {
+        "--config-file": base / "daemon.json",
+        "--data-root": base / "data",
+        "--exec-root": base / "run",
+        "--pidfile": base / "docker.pid",
+        "-H": host.docker_host,
+        "--bip": host.bip,
+        "--cgroup-parent": f"/{host.cgroup_parent}",
+        "--insecure-registry": state.subnet,
+    }
+    args = [str(x) for pair in flags.items() for x in pair]
+    return [*netns.enter(host), "dockerd", *args, "--iptables=true", "--ip-forward=true"]
 
 
 def start(state: LabState, host: Host, timeout: float = 30.0) -> ProcRef:
     """Start the host's dockerd and return once its API answers."""
     base = state.path(host.name)
     base.mkdir(parents=True, exist_ok=True)
-    (base / "daemon.json").write_text("{}\n")
+    # its own engine key, hence its own engine ID (the default /etc/docker/key.json is shared)
+    config = {"deprecated-key-path": str(base / "key.json")}
+    (base / "daemon.json").write_text(json.dumps(config) + "\n")
     Path(socket_path(host)).unlink(missing_ok=True)
     log = state.path("logs", f"{host.name}-dockerd.log")
     ref = procs.spawn(dockerd_cmd(state, host), log)

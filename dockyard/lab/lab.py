@@ -33,8 +33,9 @@ REQUIRED = {
 }
 
 
-def preflight(euid: int | None = None, which: Any = shutil.which) -> list[str]:
+def preflight(euid: int | None = None, which: Any = None) -> list[str]:
     """What keeps `lab up` from working here, phrased as what to do about it."""
+    which = which or shutil.which
     problems = []
     if (os.geteuid() if euid is None else euid) != 0:
         problems.append(

@@ -52,7 +52,16 @@ def alive(ref: ProcRef | None) -> bool:
     if ref is None:
         return False
     fields = _stat_fields(ref.pid)
-    return fields is not None and fields[0] != "Z" and int(fields[19]) == ref.start
+    if fields is None or int(fields[19]) != ref.start:
+        return False
+    return fields[0] != "Z" or _threads(ref.pid) > 1  # a zombie leader may still have threads
+
+
+def _threads(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except FileNotFoundError:
+        return 0
 
 
 def spawn(cmd: Sequence[str], log: Path, env: dict[str, str] | None = None) -> ProcRef:
