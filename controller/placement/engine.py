@@ -27,10 +27,12 @@ every instance by the first filter it fails; Failure.reason is the furthest filt
 
 from __future__ import annotations
 
+import functools
 import heapq
 import random
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from . import model
 from .constraints import Rules, compile_rules, validate_constraints
@@ -40,6 +42,7 @@ from .strategies import (
     BINPACK,
     DEFAULT_TASK_STRATEGIES,
     RANDOM,
+    SPREAD,
     validate_strategies,
 )
 
@@ -58,6 +61,12 @@ FILTER_ORDER = (
     model.DISTINCT_INSTANCE,
 )
 _EMPTY: frozenset[int] = frozenset()
+_TIE_BITS = 24  # random tie-break bits in a packed heap entry
+_INDEX_BITS = 24  # instance index bits (16M instances)
+_INDEX_MASK = (1 << _INDEX_BITS) - 1
+_SCORE_SHIFT = _TIE_BITS + _INDEX_BITS
+_LOW_MASK = (1 << _SCORE_SHIFT) - 1
+_COMPONENT_BITS = 40  # one strategy's score inside a packed chain score
 _RANK = {reason: n for n, reason in enumerate(FILTER_ORDER)}
 
 Result = Placement | Failure
@@ -101,7 +110,7 @@ def _place_group(
     call: _Call, demand: TaskDemand, count: int, chain: list[Strategy]
 ) -> list[Result]:
     members = call.feasible(demand)
-    root = _build_tree(call, demand, members, chain) if members else None
+    root = _build_tree(call, demand, members, chain, count) if members else None
     out: list[Result] = []
     while len(out) < count:
         if root is None or root.key() is None:
@@ -172,44 +181,41 @@ class _Call:
         self.rng = rng
         self.lo, self.hi = ephemeral
         self.deltas: dict[int, _Delta] = {}
-        self.member_ok: dict[int, bool] = {}  # memberOf per untouched instance, once per call
         self.spread_counts: dict[tuple[str, str], dict[str | None, int]] = {}
-        self.random_score: dict[int, float] = {}
+        self.random_score: dict[int, int] = {}
 
     # -- filters
 
     def feasible(self, demand: TaskDemand) -> list[int]:
-        """Indices passing every filter: bulk passes for untouched instances, full checks else."""
-        cpu, mem = demand.cpu, demand.memory
-        views = self.views
-        idx = [
-            i
-            for i, v in enumerate(views)
-            if v.memory_free >= mem and v.cpu_free >= cpu and v.connected and v.status == "ACTIVE"
-        ]
-        if demand.tcp_ports or demand.udp_ports or demand.dynamic_tcp or demand.dynamic_udp:
-            idx = [i for i in idx if self._ports_reason(i, demand) is None]
+        """Indices passing every filter: one generated pass over untouched instances (memberOf
+        inlined), full checks for the few instances this call has already given tasks."""
+        size = self.hi - self.lo + 1
+        scan = _scanner(
+            self.rules,
+            bool(demand.tcp_ports or demand.udp_ports),
+            bool(demand.dynamic_tcp),
+            bool(demand.dynamic_udp),
+            self.rules.distinct and bool(demand.group),
+        )
+        idx = scan(
+            self.views,
+            demand.cpu,
+            demand.memory,
+            size - demand.dynamic_tcp,
+            size - demand.dynamic_udp,
+            demand.group,
+            lambda v: self._base_ports_fit(v, demand),
+        )
         deltas = self.deltas
+        if not deltas:
+            return idx
         touched = [i for i in deltas if self.reject(i, demand) is None]
-        if deltas:
-            idx = [i for i in idx if i not in deltas]
-        if self.rules.member_of:
-            idx = self._member_filter(idx)
-        group = demand.group
-        if self.rules.distinct and group:
-            idx = [i for i in idx if not views[i].task_groups.get(group)]
-        return idx + touched
+        return [i for i in idx if i not in deltas] + touched
 
-    def _member_filter(self, idx: list[int]) -> list[int]:
-        memo, views, pred = self.member_ok, self.views, self.rules.predicate
-        keep = []
-        for i in idx:
-            ok = memo.get(i)
-            if ok is None:
-                ok = memo[i] = pred(views[i])
-            if ok:
-                keep.append(i)
-        return keep
+    def _base_ports_fit(self, v: InstanceView, demand: TaskDemand) -> bool:
+        return self._ports_fit(
+            v.tcp_ports_used, _EMPTY, demand.tcp_ports, demand.dynamic_tcp
+        ) and self._ports_fit(v.udp_ports_used, _EMPTY, demand.udp_ports, demand.dynamic_udp)
 
     def reject(self, i: int, demand: TaskDemand) -> str | None:
         """The first filter instance i fails for this demand, or None."""
@@ -239,10 +245,7 @@ class _Call:
         view = self.views[i]
         if d is not None and self.rules.dynamic:
             return self.rules.member_reason(_Overlay(view, d))
-        ok = self.member_ok.get(i)
-        if ok is None:
-            ok = self.member_ok[i] = self.rules.predicate(view)
-        return None if ok else self.rules.member_reason(view)
+        return self.rules.member_reason(view)
 
     def _ports_reason(self, i: int, demand: TaskDemand) -> str | None:
         v, d = self.views[i], self.deltas.get(i)
@@ -298,10 +301,11 @@ class _Call:
                 counts[views[i].attributes.get(attr)] += n
         return counts
 
-    def random_of(self, i: int) -> float:
+    def random_of(self, i: int) -> int:
+        """A random score for `random` inside a chain, redrawn when the instance is picked."""
         score = self.random_score.get(i)
         if score is None:
-            score = self.random_score[i] = self.rng.random()
+            score = self.random_score[i] = self.rng.getrandbits(_TIE_BITS)
         return score
 
     # -- commit and explain
@@ -352,12 +356,41 @@ class _Call:
         return Failure(ordered[-1], detail, dict(counts))
 
 
+# ----------------------------------------------------------------------------- bulk filter
+
+
+@functools.lru_cache(maxsize=256)
+def _scanner(
+    rules: Rules, static_ports: bool, dyn_tcp: bool, dyn_udp: bool, distinct: bool
+) -> Callable[..., list[int]]:
+    """Generate the bulk filter for one kind of demand: a single list comprehension, with the
+    memberOf expressions inlined, run once per group of identical demands."""
+    ns: dict[str, Any] = {}
+    conds = ["v.memory_free >= mem", "v.cpu_free >= cpu", "v.connected", "v.status == 'ACTIVE'"]
+    if static_ports:
+        conds.append("slow_ports(v)")
+    else:  # fast path: enough free ephemeral ports even if every used port were in the range
+        if dyn_tcp:
+            conds.append("(len(v.tcp_ports_used) <= tcap or slow_ports(v))")
+        if dyn_udp:
+            conds.append("(len(v.udp_ports_used) <= ucap or slow_ports(v))")
+    conds.extend(expr.source(ns) for expr in rules.member_of)
+    if distinct:
+        conds.append("not v.task_groups.get(group)")
+    src = (
+        "def scan(views, cpu, mem, tcap, ucap, group, slow_ports):\n"
+        f"    return [i for i, v in enumerate(views) if {' and '.join(conds)}]\n"
+    )
+    exec(src, ns)  # the source holds only our names and repr()'d literals
+    return ns["scan"]  # type: ignore[no-any-return]
+
+
 # ----------------------------------------------------------------------------- ranking tree
 
 
 class _Node:
-    def key(self) -> tuple[object, ...] | None:
-        """The best member's score (None when empty); entries are refreshed lazily."""
+    def key(self) -> Any:
+        """The best member's score (None when empty); stale entries are refreshed here."""
         raise NotImplementedError
 
     def pick(self) -> int:
@@ -374,72 +407,64 @@ class _RandomLeaf(_Node):
 
     def __init__(self, members: list[int], rng: random.Random) -> None:
         self.members = members
-        self.pos = {i: n for n, i in enumerate(members)}
         self.rng = rng
 
-    def key(self) -> tuple[object, ...] | None:
-        return () if self.members else None
+    def key(self) -> int | None:
+        return 0 if self.members else None
 
     def pick(self) -> int:
         return self.members[self.rng.randrange(len(self.members))]
 
     def update(self, i: int, still_feasible: bool) -> None:
-        if still_feasible:
-            return
-        n = self.pos.pop(i)
-        last = self.members.pop()
-        if last != i:
-            self.members[n] = last
-            self.pos[last] = n
+        if not still_feasible:  # rare (the instance is full): a linear remove is fine
+            members = self.members
+            n = members.index(i)
+            members[n] = members[-1]
+            members.pop()
 
 
 class _Leaf(_Node):
-    """A heap of (score, random tie-break, index) with lazy revalidation."""
+    """A heap of packed ints `score | random tie-break | index`, lazily revalidated."""
 
     def __init__(
-        self,
-        members: list[int],
-        score: Callable[[int], tuple[object, ...]],
-        rng: random.Random,
-        volatile: bool,
+        self, entries: list[int], score: Callable[[int], int], rng: random.Random, volatile: bool
     ) -> None:
+        heapq.heapify(entries)
+        self.heap = entries
         self.score = score
-        self.rnd = rng.random
-        self.volatile = volatile  # scores of unpicked members can rise (later attribute spread)
-        rnd = self.rnd
-        heap = [(score(i), rnd(), i) for i in members]
-        heapq.heapify(heap)
-        self.heap = heap
-        self.live = {e[2]: e for e in heap}
+        self.bits = rng.getrandbits
+        self.volatile = volatile  # unpicked members' scores can rise (a later attribute spread)
+        self.current: dict[int, int] = {}  # instance -> its one live entry, once re-scored
 
-    def key(self) -> tuple[object, ...] | None:
-        heap, live = self.heap, self.live
+    def key(self) -> int | None:
+        heap, current = self.heap, self.current
         while heap:
             entry = heap[0]
-            main, tb, i = entry
-            if live.get(i) is not entry:
+            i = entry & _INDEX_MASK
+            live = current.get(i)
+            if live is not None and live != entry:
                 heapq.heappop(heap)
                 continue
             if self.volatile:
-                current = self.score(i)
-                if current != main:
-                    fresh = (current, tb, i)
-                    live[i] = fresh
+                score = self.score(i)
+                if score != entry >> _SCORE_SHIFT:
+                    fresh = (score << _SCORE_SHIFT) | (entry & _LOW_MASK)
+                    current[i] = fresh
                     heapq.heapreplace(heap, fresh)
                     continue
-            return main
+            return entry >> _SCORE_SHIFT
         return None
 
     def pick(self) -> int:
-        return self.heap[0][2]
+        return self.heap[0] & _INDEX_MASK
 
     def update(self, i: int, still_feasible: bool) -> None:
         if still_feasible:
-            entry = (self.score(i), self.rnd(), i)
-            self.live[i] = entry
+            entry = _entry(self.score(i), self.bits(_TIE_BITS), i)
+            self.current[i] = entry
             heapq.heappush(self.heap, entry)
         else:
-            self.live.pop(i, None)
+            self.current[i] = -1
 
 
 class _Buckets(_Node):
@@ -465,7 +490,7 @@ class _Buckets(_Node):
         heapq.heapify(heap)
         self.heap = heap
 
-    def key(self) -> tuple[object, ...] | None:
+    def key(self) -> tuple[int, Any] | None:
         heap = self.heap
         while heap:
             count, ck, tb, seq, value = heap[0]
@@ -477,7 +502,7 @@ class _Buckets(_Node):
             if current != count or current_ck != ck:
                 heapq.heapreplace(heap, (current, current_ck, tb, seq, value))
                 continue
-            return (count, *ck)
+            return (count, ck)
         return None
 
     def pick(self) -> int:
@@ -487,20 +512,40 @@ class _Buckets(_Node):
         self.children[self.views[i].attributes.get(self.attr)].update(i, still_feasible)
 
 
+def _entry(score: int, tie: int, i: int) -> int:
+    return (score << _SCORE_SHIFT) | (tie << _INDEX_BITS) | i
+
+
+class _Scorer:
+    """One strategy's per-instance score (lower is better), singly and in bulk."""
+
+    def __init__(
+        self, one: Callable[[int], int], bulk: Callable[[list[int]], list[int]] | None
+    ) -> None:
+        self.one = one
+        self._bulk = bulk  # a faster form valid while the call has no deltas
+
+    def bulk(self, members: list[int], has_deltas: bool) -> list[int]:
+        if self._bulk is None or has_deltas:
+            one = self.one
+            return [one(i) for i in members]
+        return self._bulk(members)
+
+
 def _build_tree(
-    call: _Call, demand: TaskDemand, members: list[int], chain: list[Strategy]
+    call: _Call, demand: TaskDemand, members: list[int], chain: list[Strategy], count: int
 ) -> _Node:
     levels: list[str] = []
     for s in chain:
-        if s.type != "spread" or not s.field.startswith(ATTRIBUTE_PREFIX):
+        if s.type != SPREAD or not s.field.startswith(ATTRIBUTE_PREFIX):
             break
         levels.append(s.field[len(ATTRIBUTE_PREFIX) :])
     rest = chain[len(levels) :]
-    while rest and rest[-1].type == RANDOM and all(s.type == RANDOM for s in rest):
-        rest = rest[:-1]  # trailing random adds nothing to the random tie-break
+    while rest and rest[-1].type == RANDOM:
+        rest = rest[:-1]  # a trailing random adds nothing to the random tie-break
     scorers = [_scorer(call, demand, s) for s in rest]
-    volatile = any(s.type == "spread" and s.field.startswith(ATTRIBUTE_PREFIX) for s in rest)
-    return _build_level(call, demand, members, levels, scorers, volatile)
+    volatile = any(s.type == SPREAD and s.field.startswith(ATTRIBUTE_PREFIX) for s in rest)
+    return _build_level(call, demand, members, levels, (scorers, volatile, count))
 
 
 def _build_level(
@@ -508,45 +553,84 @@ def _build_level(
     demand: TaskDemand,
     members: list[int],
     levels: list[str],
-    scorers: list[Callable[[int], object]],
-    volatile: bool,
+    leaf_spec: tuple[list[_Scorer], bool, int],
 ) -> _Node:
     if not levels:
-        if not scorers:
-            return _RandomLeaf(members, call.rng)
-        return _Leaf(members, _combine(scorers), call.rng, volatile)
+        return _make_leaf(call, members, *leaf_spec)
     attr = levels[0]
     parts: dict[str | None, list[int]] = defaultdict(list)
     views = call.views
     for i in members:
         parts[views[i].attributes.get(attr)].append(i)
     children = {
-        value: _build_level(call, demand, part, levels[1:], scorers, volatile)
+        value: _build_level(call, demand, part, levels[1:], leaf_spec)
         for value, part in parts.items()
     }
     counts = call.bucket_counts(demand.group, attr)
     return _Buckets(attr, children, counts, views, call.rng)
 
 
-def _combine(scorers: list[Callable[[int], object]]) -> Callable[[int], tuple[object, ...]]:
-    if len(scorers) == 1:
-        only = scorers[0]
-        return lambda i: (only(i),)
-    return lambda i: tuple(s(i) for s in scorers)
+def _make_leaf(
+    call: _Call, members: list[int], scorers: list[_Scorer], volatile: bool, count: int
+) -> _Node:
+    if not scorers:
+        return _RandomLeaf(members, call.rng)
+    has_deltas = bool(call.deltas)
+    scores = scorers[0].bulk(members, has_deltas)
+    for scorer in scorers[1:]:
+        more = scorer.bulk(members, has_deltas)
+        scores = [(a << _COMPONENT_BITS) | b for a, b in zip(scores, more, strict=True)]
+    bits = call.rng.getrandbits
+    entries = [
+        (s << _SCORE_SHIFT) | (bits(_TIE_BITS) << _INDEX_BITS) | i
+        for s, i in zip(scores, members, strict=True)
+    ]
+    if not volatile and len(entries) > count:
+        # An unpicked member's score never changes and each pick takes the current best, so
+        # the group's `count` picks all come from the best `count` entries: keep only those.
+        entries = heapq.nsmallest(count, entries)
+    return _Leaf(entries, _pack([s.one for s in scorers]), call.rng, volatile)
 
 
-def _scorer(call: _Call, demand: TaskDemand, s: Strategy) -> Callable[[int], object]:
-    """A per-instance score for one strategy: lower is better."""
+def _pack(parts: list[Callable[[int], int]]) -> Callable[[int], int]:
+    if len(parts) == 1:
+        return parts[0]
+
+    def packed(i: int) -> int:
+        score = 0
+        for part in parts:
+            score = (score << _COMPONENT_BITS) | part(i)
+        return score
+
+    return packed
+
+
+def _scorer(call: _Call, demand: TaskDemand, s: Strategy) -> _Scorer:
+    """A per-instance score for one strategy: lower is better, a non-negative int."""
     views, deltas = call.views, call.deltas
     if s.type == BINPACK and s.field == "cpu":
-        return lambda i: views[i].cpu_free - (deltas[i].cpu if i in deltas else 0)
+        return _Scorer(
+            lambda i: views[i].cpu_free - (deltas[i].cpu if i in deltas else 0),
+            lambda ms: [views[i].cpu_free for i in ms],
+        )
     if s.type == BINPACK:
-        return lambda i: views[i].memory_free - (deltas[i].memory if i in deltas else 0)
+        return _Scorer(
+            lambda i: views[i].memory_free - (deltas[i].memory if i in deltas else 0),
+            lambda ms: [views[i].memory_free for i in ms],
+        )
     if s.type == RANDOM:
-        return call.random_of
+        return _Scorer(call.random_of, None)
     group = demand.group
     if s.field in ("instanceId", "host"):
-        return lambda i: call.group_count(i, group)
+        if group:
+            bulk = lambda ms: [views[i].task_groups.get(group, 0) for i in ms]  # noqa: E731
+        else:
+            bulk = lambda ms: [views[i].running_tasks_count for i in ms]  # noqa: E731
+        return _Scorer(lambda i: call.group_count(i, group), bulk)
     attr = s.field[len(ATTRIBUTE_PREFIX) :]
     counts = call.bucket_counts(group, attr)
-    return lambda i: counts.get(views[i].attributes.get(attr), 0)
+
+    def by_bucket(i: int) -> int:
+        return counts.get(views[i].attributes.get(attr), 0)
+
+    return _Scorer(by_bucket, None)

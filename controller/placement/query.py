@@ -126,8 +126,9 @@ class Expr:
 
     @functools.cached_property
     def predicate(self) -> Predicate:
-        """This expression compiled to a closure (built once per node)."""
-        return self._compile()
+        """This expression compiled once to a Python lambda (placement evaluates it a lot)."""
+        ns: dict[str, Any] = {}
+        return eval(f"lambda v: {self.source(ns)}", ns)
 
     @functools.cached_property
     def dynamic(self) -> bool:
@@ -141,7 +142,8 @@ class Expr:
     def comparisons(self) -> Iterator[Cmp]:
         raise NotImplementedError
 
-    def _compile(self) -> Predicate:
+    def source(self, ns: dict[str, Any]) -> str:
+        """A Python expression over `v`; helpers it calls are added to `ns`."""
         raise NotImplementedError
 
 
@@ -163,12 +165,14 @@ class Cmp(Expr):
     def comparisons(self) -> Iterator[Cmp]:
         yield self
 
-    def _compile(self) -> Predicate:
+    def source(self, ns: dict[str, Any]) -> str:
         positive = _NEGATIONS.get(self.op, self.op)
-        pred = _compile_cmp(self.subject, self.name, positive, self.args)
-        if positive != self.op:
-            return lambda v: not pred(v)
-        return pred
+        src = _inline_source(self.subject, self.name, positive, self.args, ns)
+        if src is None:
+            helper = f"_p{len(ns)}"
+            ns[helper] = _compile_cmp(self.subject, self.name, positive, self.args)
+            src = f"{helper}(v)"
+        return f"(not {src})" if positive != self.op else src
 
 
 @dataclass(frozen=True, eq=True)
@@ -181,9 +185,8 @@ class Not(Expr):
     def comparisons(self) -> Iterator[Cmp]:
         return self.item.comparisons()
 
-    def _compile(self) -> Predicate:
-        inner = self.item.predicate
-        return lambda v: not inner(v)
+    def source(self, ns: dict[str, Any]) -> str:
+        return f"(not {self.item.source(ns)})"
 
 
 @dataclass(frozen=True, eq=True)
@@ -197,9 +200,8 @@ class And(Expr):
         for item in self.items:
             yield from item.comparisons()
 
-    def _compile(self) -> Predicate:
-        preds = tuple(i.predicate for i in self.items)
-        return lambda v: all(p(v) for p in preds)
+    def source(self, ns: dict[str, Any]) -> str:
+        return "(" + " and ".join(i.source(ns) for i in self.items) + ")"
 
 
 @dataclass(frozen=True, eq=True)
@@ -213,9 +215,8 @@ class Or(Expr):
         for item in self.items:
             yield from item.comparisons()
 
-    def _compile(self) -> Predicate:
-        preds = tuple(i.predicate for i in self.items)
-        return lambda v: any(p(v) for p in preds)
+    def source(self, ns: dict[str, Any]) -> str:
+        return "(" + " or ".join(i.source(ns) for i in self.items) + ")"
 
 
 def quote(value: str) -> str:
@@ -542,6 +543,28 @@ def _getter(subject: str, name: str) -> Callable[[Any], Any]:
     if subject == REGISTERED_AT:
         return lambda v: v.registered_at
     return lambda v: v.task_groups
+
+
+def _inline_source(
+    subject: str, name: str, op: str, args: tuple[str, ...], ns: dict[str, Any]
+) -> str | None:
+    """Plain Python for the common comparisons (no call per evaluation); None otherwise."""
+    if subject == TASK_GROUP and op == "==":
+        return f"(v.task_groups.get({args[0]!r}, 0) > 0)"
+    if subject not in (ATTRIBUTE, INSTANCE_ID):
+        return None
+    get = f"v.attributes.get({name!r})" if subject == ATTRIBUTE else "v.instance_id"
+    if op == "exists" and subject == ATTRIBUTE:
+        return f"({name!r} in v.attributes)"
+    if any(_number(a) is not None for a in args):
+        return None  # numeric equality needs the helper
+    if op == "==":
+        return f"({get} == {args[0]!r})"
+    if op == "in":
+        helper = f"_s{len(ns)}"
+        ns[helper] = frozenset(args)
+        return f"({get} in {helper})"
+    return None
 
 
 def _compile_cmp(subject: str, name: str, op: str, args: tuple[str, ...]) -> Predicate:
