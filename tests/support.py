@@ -24,8 +24,9 @@ T = TypeVar("T")
 DOCKER_HOST = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
 
 
-def wait_for(fn: Callable[[], T], timeout: float = 20.0, interval: float = 0.05,
-             what: str = "condition") -> T:
+def wait_for(
+    fn: Callable[[], T], timeout: float = 20.0, interval: float = 0.05, what: str = "condition"
+) -> T:
     """Poll fn until it returns something truthy; fail with `what` after timeout seconds."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -48,8 +49,9 @@ def free_port() -> int:
 
 
 def docker(*args: str) -> str:
-    out = subprocess.run(["docker", "-H", DOCKER_HOST, *args], capture_output=True,
-                         text=True, check=False)
+    out = subprocess.run(
+        ["docker", "-H", DOCKER_HOST, *args], capture_output=True, text=True, check=False
+    )
     return out.stdout.strip()
 
 
@@ -62,8 +64,9 @@ class Proc:
 
     def start(self) -> None:
         with self.log.open("ab") as log:
-            self.popen = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True)
+            self.popen = subprocess.Popen(
+                self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.popen and self.popen.poll() is None:
@@ -97,21 +100,51 @@ class LocalCluster:
         return Client(self.address, timeout=10)
 
     def start_controller(self) -> None:
-        self.controller = Proc("controller", [
-            sys.executable, "-m", "dockyard.cli.main", "controller",
-            "--data-dir", str(self.root / "controller"), "--listen", self.address,
-            "--http", f"127.0.0.1:{self.http_port}",
-            "--heartbeat-period", str(self.heartbeat), "--disconnect-grace", str(self.grace),
-        ], self.root / "controller.log")
+        self.controller = Proc(
+            "controller",
+            [
+                sys.executable,
+                "-m",
+                "dockyard.cli.main",
+                "controller",
+                "--data-dir",
+                str(self.root / "controller"),
+                "--listen",
+                self.address,
+                "--http",
+                f"127.0.0.1:{self.http_port}",
+                "--heartbeat-period",
+                str(self.heartbeat),
+                "--disconnect-grace",
+                str(self.grace),
+            ],
+            self.root / "controller.log",
+        )
         self.controller.start()
         wait_for(lambda: self.client().call("ListClusters"), 20, what="controller up")
 
     def start_agent(self, name: str = "a1", *extra: str) -> Proc:
-        proc = self.agents.get(name) or Proc(name, [
-            sys.executable, "-m", "dockyard.cli.main", "agent", "--controller", self.address,
-            "--state-dir", str(self.root / f"agent-{name}"), "--docker-host", DOCKER_HOST,
-            "--hostname", name, "--pull-behavior", "prefer-cached", *extra,
-        ], self.root / f"agent-{name}.log")
+        proc = self.agents.get(name) or Proc(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "dockyard.cli.main",
+                "agent",
+                "--controller",
+                self.address,
+                "--state-dir",
+                str(self.root / f"agent-{name}"),
+                "--docker-host",
+                DOCKER_HOST,
+                "--hostname",
+                name,
+                "--pull-behavior",
+                "prefer-cached",
+                *extra,
+            ],
+            self.root / f"agent-{name}.log",
+        )
         self.agents[name] = proc
         proc.start()
         return proc
@@ -123,13 +156,15 @@ class LocalCluster:
 
         return str(json.loads(path.read_text())["instance_id"])
 
-    def wait_connected(self, name: str = "a1", connected: bool = True,
-                       timeout: float = 20) -> dict[str, Any]:
+    def wait_connected(
+        self, name: str = "a1", connected: bool = True, timeout: float = 20
+    ) -> dict[str, Any]:
         iid = self.instance_id(name)
 
         def check() -> dict[str, Any] | None:
-            out = self.client().call("DescribeContainerInstances",
-                                     {"containerInstances": [iid]})["containerInstances"]
+            out = self.client().call("DescribeContainerInstances", {"containerInstances": [iid]})[
+                "containerInstances"
+            ]
             return out[0] if out and out[0]["agentConnected"] == connected else None
 
         return wait_for(check, timeout, what=f"{name} connected={connected}")
@@ -137,11 +172,16 @@ class LocalCluster:
     def describe(self, arns: list[str]) -> list[dict[str, Any]]:
         return self.client().call("DescribeTasks", {"tasks": arns})["tasks"]
 
-    def wait_status(self, arns: list[str], status: str, timeout: float = 30
-                    ) -> list[dict[str, Any]]:
-        return wait_for(lambda: (lambda ts: ts if ts and all(
-            t["lastStatus"] == status for t in ts) else None)(self.describe(arns)),
-            timeout, what=f"tasks {status}")
+    def wait_status(
+        self, arns: list[str], status: str, timeout: float = 30
+    ) -> list[dict[str, Any]]:
+        return wait_for(
+            lambda: (lambda ts: ts if ts and all(t["lastStatus"] == status for t in ts) else None)(
+                self.describe(arns)
+            ),
+            timeout,
+            what=f"tasks {status}",
+        )
 
     def containers(self, name: str = "a1", all_states: bool = False) -> list[str]:
         iid = self.instance_id(name)
