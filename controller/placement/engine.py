@@ -27,6 +27,7 @@ every instance by the first filter it fails; Failure.reason is the furthest filt
 
 from __future__ import annotations
 
+import bisect
 import functools
 import heapq
 import random
@@ -110,8 +111,16 @@ def _place_group(
     call: _Call, demand: TaskDemand, count: int, chain: list[Strategy]
 ) -> list[Result]:
     members = call.feasible(demand)
-    root = _build_tree(call, demand, members, chain, count) if members else None
     out: list[Result] = []
+    if members and count > 1 and chain[0].type == BINPACK and not call.rules.dynamic:
+        for i in _binpack_plan(call, demand, members, count, chain):
+            if call.reject(i, demand) is not None:
+                break  # cannot happen: capacities follow the same filters; the tree takes over
+            out.append(call.commit(i, demand))
+        if len(out) == count:
+            return out
+        members = call.feasible(demand)
+    root = _build_tree(call, demand, members, chain, count - len(out)) if members else None
     while len(out) < count:
         if root is None or root.key() is None:
             failure = call.failure(demand)
@@ -121,6 +130,44 @@ def _place_group(
         out.append(call.commit(i, demand))
         root.update(i, call.reject(i, demand) is None)
     return out
+
+
+def _binpack_plan(
+    call: _Call, demand: TaskDemand, members: list[int], count: int, chain: list[Strategy]
+) -> list[int]:
+    """A group led by binpack: the fewest instances that hold it, then ECS's order.
+
+    Walk the members least-remaining first (ECS's binpack, later strategies breaking ties) and
+    fill each one, but skip a member when taking it would leave more tasks than the fewest
+    remaining instances can hold (a lookahead over the largest capacities). One task behaves
+    exactly as ECS; a batch never spreads over more instances than it must.
+    """
+    scorers = [_scorer(call, demand, s) for s in chain if s.type != RANDOM]
+    score = _pack([s.one for s in scorers])
+    bits = call.rng.getrandbits
+    order = sorted(members, key=lambda i: (score(i), bits(_TIE_BITS)))
+    caps = {i: call.capacity(i, demand, count) for i in members}
+    pool = sorted(caps.values())  # capacities of the members not considered yet
+    left = min(count, sum(pool))
+    needed, held = 0, 0
+    for c in reversed(pool):
+        if held >= left:
+            break
+        held += c
+        needed += 1
+    plan: list[int] = []
+    for i in order:
+        if not left:
+            break
+        cap = caps[i]
+        del pool[bisect.bisect_left(pool, cap)]
+        take = min(cap, left)
+        if take < left and sum(pool[len(pool) - needed + 1 :] if needed > 1 else ()) < left - take:
+            continue  # the rest could not be held by the fewest remaining instances
+        plan.extend([i] * take)
+        left -= take
+        needed -= 1
+    return plan
 
 
 # ----------------------------------------------------------------------------- call state
@@ -211,6 +258,26 @@ class _Call:
             return idx
         touched = [i for i in deltas if self.reject(i, demand) is None]
         return [i for i in idx if i not in deltas] + touched
+
+    def capacity(self, i: int, demand: TaskDemand, limit: int) -> int:
+        """How many copies of the demand instance i can still take (at most `limit`)."""
+        v, d = self.views[i], self.deltas.get(i)
+        caps = [limit]
+        if demand.cpu:
+            caps.append((v.cpu_free - (d.cpu if d else 0)) // demand.cpu)
+        if demand.memory:
+            caps.append((v.memory_free - (d.memory if d else 0)) // demand.memory)
+        if demand.tcp_ports or demand.udp_ports or self.rules.distinct:
+            caps.append(1)
+        for used, taken, need in (
+            (v.tcp_ports_used, d.tcp if d else _EMPTY, demand.dynamic_tcp),
+            (v.udp_ports_used, d.udp if d else _EMPTY, demand.dynamic_udp),
+        ):
+            if need:
+                busy = sum(1 for p in used if self.lo <= p <= self.hi)
+                busy += sum(1 for p in taken if self.lo <= p <= self.hi)
+                caps.append((self.hi - self.lo + 1 - busy) // need)
+        return max(0, min(caps))
 
     def _base_ports_fit(self, v: InstanceView, demand: TaskDemand) -> bool:
         return self._ports_fit(
