@@ -15,6 +15,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -310,9 +311,8 @@ def test_published_port_answers_at_host_address(lab: Lab, containers: list) -> N
     for host in lab.hosts:
         run_httpd(lab, host.name, 18080, containers)
     for host in lab.hosts:
-        body = wait_for(
-            lambda h=host: http_get(f"http://{h.address}:18080/"), what=f"httpd on {host.name}"
-        )
+        url = f"http://{host.address}:18080/"
+        body = wait_for(partial(http_get, url), what=f"httpd on {host.name}")
         assert body.strip() == "ok"
     first, last = lab.hosts[0], lab.hosts[-1]
     assert tcp_open_from(lab, first.name, last.address, 18080), "host-to-host traffic"
@@ -375,10 +375,8 @@ def test_a_task_on_each_host_answers_on_its_published_port(lab: Lab) -> None:
                 )
                 hosts_used.add(host.name)
                 port = t["containers"][0]["networkBindings"][0]["hostPort"]
-                body = wait_for(
-                    lambda h=host, p=port: http_get(f"http://{h.address}:{p}/"),
-                    what=f"task on {host.name}",
-                )
+                url = f"http://{host.address}:{port}/"
+                body = wait_for(partial(http_get, url), what=f"task on {host.name}")
                 assert body.strip() == "ok"
             assert len(hosts_used) == n
         finally:

@@ -153,7 +153,13 @@ def _up(args: argparse.Namespace) -> int:
                 f"{err}\nlogs: {args.dir}/logs; clean up with `dockyard lab down --dir {args.dir}`"
             )
         return _fail(err)
-    return _print_status(lab.status(), args.output)
+    _print_status(lab.status(), args.output)
+    if args.output == "table":
+        print(
+            f"\nready. For the CLI: export DOCKYARD_CONTROLLER={lab.controller_address}  "
+            f"(or: eval $(dockyard lab env --dir {lab.dir}))"
+        )
+    return 0
 
 
 def _down(args: argparse.Namespace) -> int:
