@@ -42,6 +42,12 @@ class AgentConfig:
     tick_s: float = 2.0
 
 
+def _reason(kind: str, err: Exception) -> str:
+    """ECS-style reason: the driver's messages already carry their Cannot...Error kind."""
+    text = str(err)
+    return text if text.startswith("Cannot") else f"{kind}: {text}"
+
+
 class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
@@ -211,6 +217,7 @@ class Agent:
             return
         task = asyncio.create_task(coro)
         self._inflight[key] = task
+
         def done(_: asyncio.Task[None]) -> None:
             self._inflight.pop(key, None)
             self.wake.set()
@@ -231,11 +238,11 @@ class Agent:
             loc.pull_stopped_at = loc.pull_stopped_at or time.time()
             await self.driver.create_and_start(task, spec, self.identity.instance_id)
         except PullError as err:
-            self._fail(loc, action, f"CannotPullContainerError: {err}")
+            self._fail(loc, action, _reason("CannotPullContainerError", err))
         except DockerUnavailable:
             self.docker_healthy = False  # not the task's fault: retried on the next pass
         except DriverError as err:
-            self._fail(loc, action, f"CannotStartContainerError: {err}")
+            self._fail(loc, action, _reason("CannotStartContainerError", err))
 
     @staticmethod
     def _fail(loc: LocalTask, action: Start, reason: str) -> None:

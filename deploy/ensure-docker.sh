@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install what Dockyard needs from Debian (Docker engine, registry, busybox for the sample
+# images, iproute2/iptables for the lab) and start dockerd when none is running.
+# Idempotent; needs root (or sudo).
+set -euo pipefail
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+need=()
+for pair in dockerd:docker.io docker-registry:docker-registry busybox:busybox-static \
+            ip:iproute2 iptables:iptables nsenter:util-linux; do
+  cmd=${pair%%:*}; pkg=${pair#*:}
+  command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || [ -x "/bin/$cmd" ] || need+=("$pkg")
+done
+[ -x /bin/busybox ] || need+=(busybox-static)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if ! docker info >/dev/null 2>&1; then
+  echo "starting dockerd"
+  mkdir -p /var/log
+  $SUDO sh -c 'nohup dockerd >/var/log/dockerd.log 2>&1 &'
+  for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  docker info >/dev/null 2>&1 || { echo "dockerd did not start: see /var/log/dockerd.log" >&2; exit 1; }
+fi
