@@ -287,7 +287,7 @@ class Agent:
                 async for _ in self.driver.events():
                     self.docker_healthy = True
                     self.wake.set()
-            except DriverError as err:
+            except Exception as err:  # a dying engine breaks the stream in many ways
                 log.debug("Docker events ended: %s", err)
             self.docker_healthy = await self.driver.ping()
             await asyncio.sleep(1)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from dockyard import images
+from tests.lab_fixture import lab  # noqa: F401  (the 3-host lab, one per test session)
 from tests.support import LocalCluster
 
 
