@@ -18,6 +18,7 @@ import grpc
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
 
+from controller import orchestrator
 from controller.api_grpc import ApiServicer
 from controller.dispatcher import Dispatcher
 from controller.events import EventLog
@@ -64,6 +65,7 @@ class Controller:
         self.events = EventLog()
         self.service: ClusterService
         self.dispatcher: Dispatcher
+        self.services: orchestrator.ServiceScheduler
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -76,10 +78,13 @@ class Controller:
         self.events.seq = await self.store.last_event_seq()
         self.service = ClusterService(self.store, self.state, self.events, self.arns)
         await self.service.ensure_default_cluster()
+        self.services = orchestrator.install(self.service, self.config.disconnect_grace)
+        await self.services.load()
         self.dispatcher = Dispatcher(self.service, self.config.heartbeat_period)
         await self._start_grpc()
         await self._start_http()
         self._tasks.append(asyncio.create_task(self.dispatcher.watch_heartbeats()))
+        self._tasks.append(asyncio.create_task(self.services.run()))
         log.info(
             "controller ready: gRPC %s, HTTP %s, data %s",
             self.config.listen,

@@ -98,12 +98,18 @@ class ClusterService:
         self.agents: AgentNotifier = _NoAgents()
         # called with tasks that reached STOPPED (the services' orchestrator listens)
         self.stop_listeners: list[Callable[[list[Task]], None]] = []
+        # counts a cluster's live services (the services' orchestrator sets it)
+        self.service_counter: Callable[[str], int] = lambda cluster: 0
         self._ops: dict[str, Handler] = {
             name[3:]: getattr(self, name) for name in dir(self) if name.startswith("op_")
         }
 
     def operations(self) -> set[str]:
         return set(self._ops)
+
+    def add_operations(self, handlers: dict[str, Handler]) -> None:
+        """Operations implemented elsewhere (the services' orchestrator)."""
+        self._ops.update(handlers)
 
     async def call(self, operation: str, body: dict[str, Any]) -> dict[str, Any]:
         handler = self._ops.get(operation)
@@ -206,7 +212,7 @@ class ClusterService:
         return {"clusters": clusters, "failures": failures}
 
     def active_services(self, cluster: str) -> int:
-        return 0
+        return self.service_counter(cluster)
 
     def tasks_stopped(self, tasks: list[Task]) -> None:
         for listener in self.stop_listeners:

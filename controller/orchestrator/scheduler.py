@@ -1,0 +1,268 @@
+"""The service scheduler's thin async layer: snapshot the state, run the planner, apply.
+
+One loop runs every service's planner on a tick (and at once when woken by an API write or
+a stopped task), under the same lock as the service APIs, so a pass never interleaves with
+an update. Applying a plan goes through the service layer (`_place_and_create`,
+`stop_tasks`), which commits before it tells the agents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from typing import Any
+
+from controller import placement
+from controller.model import Instance, Task, TaskDefinition, now
+from controller.orchestrator import planner
+from controller.orchestrator.model import Service, add_event, notice, service_from_doc, to_doc
+from controller.orchestrator.world import Member, Node, Plan, Start, Stop, World
+from controller.placement.constraints import Rules, compile_rules
+from controller.service import ClusterService
+from controller.store import Put
+from dockyard.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+FAILURE_CODES = ("EssentialContainerExited", "TaskFailedToStart")
+DEFAULT_ZONE_ATTRIBUTE = "ecs.availability-zone"
+SERVICE_STRATEGIES = [
+    {"type": s.type, "field": s.field} for s in placement.DEFAULT_SERVICE_STRATEGIES
+]
+
+
+def member_health(task: Task, td: TaskDefinition | None) -> str:
+    """HEALTHY when running and every essential container with a health check is healthy."""
+    if task.last_status != "RUNNING":
+        return "UNKNOWN"
+    defs = td.doc["containerDefinitions"] if td else []
+    checked = {c["name"] for c in defs if c.get("essential", True) and c.get("healthCheck")}
+    states = [c.health for c in task.containers if c.name in checked]
+    if "UNHEALTHY" in states or task.health == "UNHEALTHY":
+        return "UNHEALTHY"
+    return "HEALTHY" if all(s == "HEALTHY" for s in states) else "UNKNOWN"
+
+
+def zone_attribute(svc: Service) -> str:
+    for s in svc.strategies:
+        if s.get("type") == "spread" and s.get("field", "").startswith("attribute:"):
+            return s["field"].split(":", 1)[1]
+    return DEFAULT_ZONE_ATTRIBUTE
+
+
+class ServiceScheduler:
+    def __init__(self, cs: ClusterService, grace: float, tick: float = 0.5) -> None:
+        self.cs = cs
+        self.state = cs.state
+        self.grace = grace
+        self.tick = tick
+        self.services: dict[str, Service] = {}  # by ARN
+        self.lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._saved: dict[str, dict[str, Any]] = {}
+        self._docker_down: dict[str, float] = {}
+        self._started = now()
+        cs.stop_listeners.append(self.on_stopped)
+
+    # ------------------------------------------------------------------ lookups
+
+    def find(self, cluster: str, name: str) -> Service | None:
+        return self.services.get(self.cs.arns.service(cluster, name))
+
+    def active_count(self, cluster: str) -> int:
+        return sum(s.cluster == cluster and s.status != "INACTIVE" for s in self.services.values())
+
+    def service_tasks(self, svc: Service) -> list[Task]:
+        return [t for t in self.state.cluster_tasks(svc.cluster) if t.service == svc.name]
+
+    def taskdef(self, family_rev: str) -> TaskDefinition | None:
+        family, _, rev = family_rev.rpartition(":")
+        return self.state.taskdefs.get(family, {}).get(int(rev)) if rev.isdigit() else None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def load(self) -> None:
+        for doc in await self.cs.store.load("service"):
+            svc = service_from_doc(doc)
+            self.services[svc.arn] = svc
+            self._saved[svc.arn] = doc
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.tick)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.pass_once()
+            except Exception:
+                log.exception("service scheduler pass failed")
+
+    async def pass_once(self) -> None:
+        """Plan and apply every live service once."""
+        async with self.lock:
+            index: dict[tuple[str, str], list[Task]] = defaultdict(list)
+            for arns in self.state.tasks_on.values():
+                for arn in arns:
+                    t = self.state.tasks[arn]
+                    if t.service and t.last_status != "STOPPED":
+                        index[(t.cluster, t.service)].append(t)
+            for svc in list(self.services.values()):
+                if svc.status != "INACTIVE":
+                    await self.reconcile(svc, index.get((svc.cluster, svc.name), []))
+
+    async def reconcile(self, svc: Service, tasks: list[Task]) -> Plan:
+        p = planner.plan(svc, self.world(svc, tasks))
+        self.services[svc.arn] = p.service
+        await self.apply(p.service, p, {t.arn: t for t in tasks})
+        await self.save(self.services[svc.arn])
+        return p
+
+    async def save(self, svc: Service) -> None:
+        doc = to_doc(svc)
+        if doc != self._saved.get(svc.arn):
+            await self.cs.commit([Put("service", svc.arn, svc.cluster, doc)])
+            self._saved[svc.arn] = doc
+
+    # ------------------------------------------------------------------ the world
+
+    def world(self, svc: Service, tasks: list[Task]) -> World:
+        at = now()
+        rules = self._rules(svc) if svc.scheduling == "DAEMON" else None
+        zone = zone_attribute(svc)
+        nodes = {
+            i.arn: self._node(i, at, zone, rules)
+            for i in self.state.cluster_instances(svc.cluster)
+            if i.status != "INACTIVE"
+        }
+        members = [
+            Member(
+                t.arn,
+                t.started_by,
+                t.instance_arn,
+                t.last_status,
+                t.desired_status,
+                member_health(t, self.taskdef(f"{t.family}:{t.revision}")),
+                t.created_at,
+            )
+            for t in tasks
+        ]
+        grace = self.grace if svc.grace is None else svc.grace
+        return World(nodes, members, at, grace)
+
+    def _rules(self, svc: Service) -> Rules:
+        td = self.taskdef(svc.task_definition)
+        raw = svc.constraints + list((td.doc.get("placementConstraints") or []) if td else [])
+        return compile_rules(
+            [placement.Constraint(c.get("type", ""), c.get("expression", "")) for c in raw]
+        )
+
+    def _node(self, inst: Instance, at: float, zone: str, rules: Rules | None) -> Node:
+        if inst.connected and not inst.docker_healthy:
+            self._docker_down.setdefault(inst.arn, at)
+        else:
+            self._docker_down.pop(inst.arn, None)
+        reachable = inst.connected and inst.docker_healthy
+        since = (
+            self._docker_down.get(inst.arn, at)
+            if inst.connected
+            else (inst.disconnected_at or self._started)
+        )
+        view = self.state.views.get(inst.arn)
+        eligible = rules is None or view is None or rules.member_reason(view) is None
+        return Node(
+            inst.arn,
+            inst.id,
+            inst.status,
+            reachable,
+            0.0 if reachable else at - since,
+            inst.all_attributes.get(zone, ""),
+            eligible,
+        )
+
+    # ------------------------------------------------------------------ applying a plan
+
+    async def apply(self, svc: Service, p: Plan, tasks: dict[str, Task]) -> None:
+        await self._stop(svc, p.stops, tasks)
+        for start in p.starts:
+            await self._start(self.services[svc.arn], start)
+
+    async def _stop(self, svc: Service, stops: list[Stop], tasks: dict[str, Task]) -> None:
+        by_reason: dict[str, list[Task]] = defaultdict(list)
+        for s in stops:
+            task = tasks.get(s.task)
+            if task is None:
+                continue
+            by_reason[s.reason].append(task)
+            if s.failure:
+                planner.note_failure(svc, task.started_by, f"task {task.id}: {s.reason}", now())
+        for reason, group in by_reason.items():
+            await self.cs.stop_tasks(group, "ServiceSchedulerInitiated", reason)
+            ids = " ".join(f"(task {t.id})" for t in group)
+            add_event(
+                self.services[svc.arn],
+                f"has stopped {len(group)} running tasks: {ids}. Reason: {reason}.",
+                now(),
+            )
+
+    async def _start(self, svc: Service, start: Start) -> None:
+        dep = svc.deployment(start.deployment)
+        td = self.taskdef(dep.task_definition) if dep else None
+        cluster = self.state.clusters.get(svc.cluster)
+        if dep is None or td is None or cluster is None:
+            return
+        if start.instance:
+            views = [self.state.views[start.instance]] if start.instance in self.state.views else []
+        else:
+            views = [
+                self.state.views[i.arn]
+                for i in self.state.cluster_instances(svc.cluster)
+                if i.arn in self.state.views
+            ]
+        body = {
+            "startedBy": dep.id,
+            "group": f"service:{svc.name}",
+            "placementConstraints": svc.constraints,
+            "placementStrategy": svc.strategies or ([] if start.instance else SERVICE_STRATEGIES),
+        }
+        try:
+            out = await self.cs._place_and_create(
+                cluster, td, body, start.count, views, "", service=svc.name
+            )
+        except ApiError as err:
+            notice(svc, "start-error", f"was unable to start tasks: {err.message}", now())
+            return
+        self._report_start(self.services[svc.arn], out)
+
+    @staticmethod
+    def _report_start(svc: Service, out: dict[str, Any]) -> None:
+        started = out["tasks"]
+        if started:
+            ids = " ".join(f"(task {t['taskArn'].rsplit('/', 1)[-1]})" for t in started)
+            add_event(svc, f"has started {len(started)} tasks: {ids}.", now())
+        for f in out["failures"][:1]:
+            notice(
+                svc,
+                f"place:{f['reason']}",
+                "was unable to place a task because no container instance met all of its "
+                f"requirements. Reason: {f['reason']}. {f.get('detail', '')}".rstrip(),
+                now(),
+            )
+
+    # ------------------------------------------------------------------ listener
+
+    def on_stopped(self, tasks: list[Task]) -> None:
+        """Tasks reached STOPPED: count failures of service tasks, then plan again soon."""
+        for t in tasks:
+            svc = self.find(t.cluster, t.service) if t.service else None
+            if svc is None:
+                continue
+            if t.stop_code in FAILURE_CODES:
+                why = f"task {t.id} stopped: {t.stopped_reason or t.stop_code}"
+                planner.note_failure(svc, t.started_by, why, now())
+            self.wake()
