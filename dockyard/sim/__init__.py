@@ -1,0 +1,1 @@
+"""Simulated agents: the real agent protocol without Docker, thousands per process."""
