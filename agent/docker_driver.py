@@ -516,9 +516,14 @@ class DockerDriver:
                 if e.status != 404 and "already in progress" not in e.message:
                     raise
 
-    async def list_managed(self, cluster: str | None = None) -> list[ObservedContainer]:
-        """Every Dockyard container, running or not (optionally only one cluster's)."""
+    async def list_managed(
+        self, cluster: str | None = None, instance_id: str | None = None
+    ) -> list[ObservedContainer]:
+        """Every Dockyard container, running or not; optionally only one cluster's, and only
+        those one instance created (an agent never touches another instance's containers)."""
         wanted = [labels.TASK_ARN] + ([f"{labels.CLUSTER}={cluster}"] if cluster else [])
+        if instance_id:
+            wanted.append(f"{labels.INSTANCE}={instance_id}")
         filters = json.dumps({"label": wanted})
         with self._errors("list containers", DockerUnavailable):
             found = await self._docker.containers.list(all=True, filters=filters)

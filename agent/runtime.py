@@ -103,7 +103,7 @@ class Agent:
             except DockerUnavailable as err:
                 log.warning("Docker engine unreachable (%s); retrying", err)
                 await asyncio.sleep(2)
-        observed = await self.driver.list_managed(self.config.cluster)
+        observed = await self._observe()
         reserved_tcp, reserved_udp = await self._reserved_ports(observed)
         attrs = {
             "ecs.os-type": info.os,
@@ -170,6 +170,10 @@ class Agent:
         self.wake.set()
         return True
 
+    async def _observe(self) -> list[reconcile.ObservedContainer]:
+        """This instance's containers: the agent never touches what another instance made."""
+        return await self.driver.list_managed(self.config.cluster, self.identity.instance_id)
+
     def _heartbeat(self) -> agent_pb2.Heartbeat:
         return agent_pb2.Heartbeat(desired_version=self.version, docker_healthy=self.docker_healthy)
 
@@ -192,7 +196,7 @@ class Agent:
                 log.exception("reconcile pass failed")
 
     async def reconcile_once(self) -> None:
-        observed = await self.driver.list_managed(self.config.cluster)
+        observed = await self._observe()
         self.docker_healthy = True
         plan = reconcile.plan(
             self.desired, observed, self.local, time.time(), self.config.retention_s
@@ -311,7 +315,7 @@ class Agent:
         try:
             observed = [
                 o
-                for o in await self.driver.list_managed(self.config.cluster)
+                for o in await self._observe()
                 if o.task_arn == req.task_arn
                 and (not req.container or o.container_name == req.container)
             ]

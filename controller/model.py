@@ -6,7 +6,6 @@ response shapes. Status values are ECS's.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -173,7 +172,15 @@ class Instance:
 
 
 def to_doc(obj: Any) -> dict[str, Any]:
-    return dataclasses.asdict(obj)
+    """A JSON-ready dict of a state object. Shallow copies: json.dumps in the store writer
+    reads them on the same event loop, and dataclasses.asdict's deep copy was the store's
+    main cost at scale."""
+    doc = dict(obj.__dict__)
+    if isinstance(obj, Task):
+        doc["containers"] = [
+            {**c.__dict__, "ports": [dict(p.__dict__) for p in c.ports]} for c in obj.containers
+        ]
+    return doc
 
 
 def task_from_doc(doc: dict[str, Any]) -> Task:

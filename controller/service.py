@@ -348,11 +348,7 @@ class ClusterService:
         td = self.taskdef(body.get("taskDefinition"))
         if td.status != "ACTIVE":
             raise client_error(f"TaskDefinition {td.key} is inactive")
-        instances = [
-            self.state.views[i.arn]
-            for i in self.state.cluster_instances(cluster.name)
-            if i.arn in self.state.views
-        ]
+        instances = self.state.cluster_views(cluster.name)
         if not instances:
             raise invalid("cluster", f"No Container Instances were found in cluster {cluster.name}")
         return await self._place_and_create(cluster, td, body, count, instances, token)

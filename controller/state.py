@@ -36,6 +36,7 @@ class ClusterState:
         self.tasks_on: dict[str, set[str]] = defaultdict(set)
         self.tasks_in_cluster: dict[str, set[str]] = defaultdict(set)
         self.client_tokens: dict[tuple[str, str], list[str]] = {}
+        self._cluster_views: dict[str, list[InstanceView]] = {}  # invalidated on change
 
     # ------------------------------------------------------------------ objects
 
@@ -120,6 +121,7 @@ class ClusterState:
             memory_total=inst.memory_total,
         )
         self.views[instance_arn] = view
+        self._cluster_views.pop(inst.cluster, None)
         for arn in self.tasks_on.get(instance_arn, ()):
             task = self.tasks[arn]
             if task.active:
@@ -130,6 +132,19 @@ class ClusterState:
 
     def cluster_tasks(self, cluster: str) -> list[Task]:
         return [self.tasks[a] for a in self.tasks_in_cluster.get(cluster, ())]
+
+    def cluster_views(self, cluster: str) -> list[InstanceView]:
+        """Placement views of a cluster's instances; the list is cached (views update in
+        place as tasks claim and release resources, and are replaced by refresh_view)."""
+        views = self._cluster_views.get(cluster)
+        if views is None:
+            views = [
+                self.views[i.arn]
+                for i in self.instances.values()
+                if i.cluster == cluster and i.arn in self.views
+            ]
+            self._cluster_views[cluster] = views
+        return views
 
     def cluster_instances(self, cluster: str) -> list[Instance]:
         return [i for i in self.instances.values() if i.cluster == cluster]
