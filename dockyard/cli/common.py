@@ -8,7 +8,9 @@ controller or raised here for bad flags) is printed by dockyard.cli.main as `Nam
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ Handler = Callable[["Ctx", argparse.Namespace], int]
 SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
 TASK_ID_LEN = 32
 DESCRIBE_BATCH = 100
+BROKEN_PIPE_EXIT = 141  # 128 + SIGPIPE, as a shell reports a killed writer
 
 
 def common_flags() -> argparse.ArgumentParser:
@@ -80,6 +83,13 @@ def _unreachable(err: ApiError, address: str) -> ApiError:
     )
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
 def _bind(fn: Handler) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         address = controller_address(args.controller)
@@ -90,6 +100,9 @@ def _bind(fn: Handler) -> Callable[[argparse.Namespace], int]:
             if err.name == "ConnectionError":
                 raise _unreachable(err, address) from None
             raise
+        except BrokenPipeError:  # `dockyard events | head`: stop quietly, like other tools
+            _silence_stdout()
+            return BROKEN_PIPE_EXIT
         finally:
             client.close()
 

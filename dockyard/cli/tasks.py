@@ -46,7 +46,14 @@ def register(sub: SubParsers) -> None:
     p = command(verbs, "describe", tasks_describe, "show tasks with their containers")
     p.add_argument("tasks", metavar="TASK", nargs="+")
 
-    p = command(sub, "events", events, "show task and instance events, newest last")
+    p = command(
+        sub,
+        "events",
+        events,
+        "show task and instance events, newest last",
+        "Show the cluster's events (task lifecycle, instances, services) with local "
+        "timestamps, newest last. With --output json, one JSON object per line.",
+    )
     p.add_argument("task", metavar="TASK", nargs="?", help="only this task's events")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
 
