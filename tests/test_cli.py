@@ -457,3 +457,33 @@ def test_services_create_scale_and_delete(dy: Cli, cluster: LocalCluster, echo_f
     assert res.code == 0 and rows(res.out)[0][1] in ("DRAINING", "INACTIVE")
     res = dy("services", "update", "web")
     assert res.code == 1 and "nothing to change" in res.err
+
+
+@pytest.mark.docker
+def test_logs_of_several_containers_are_prefixed(dy: Cli, tmp_path: Path) -> None:
+    def container(name: str, script: str, essential: bool) -> dict[str, Any]:
+        return {
+            "name": name,
+            "image": "dockyard/busybox:latest",
+            "memory": 32,
+            "stopTimeout": 2,
+            "essential": essential,
+            "command": ["sh", "-c", f"{script}; sleep 30"],
+        }
+
+    path = tmp_path / "two.json"
+    path.write_text(json.dumps({"family": "two", "containerDefinitions": [
+        container("web", "echo one; echo two", True),
+        container("side", "echo side-line", False),
+    ]}))  # fmt: skip
+    assert dy("task-definitions", "register", str(path)).code == 0
+    task = dy("run", "two", "--wait", "-o", "json").json()["tasks"][0]
+    want = {"web | one", "web | two", "side | side-line"}
+
+    def all_lines() -> Result | None:
+        res = dy("logs", task["taskArn"])
+        return res if set(res.out.splitlines()) == want else None
+
+    res = wait_for(all_lines, 20, what="both containers' output")
+    assert res is not None and res.out.endswith("\n")
+    assert dy("logs", task["taskArn"], "--container", "web").out == "one\ntwo\n"

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dockyard.cli import instances, services, tasks
+from dockyard.cli import instances, services, streams, tasks
 from dockyard.cli import output as out
 from dockyard.cli.common import Ctx, SubParsers, command, group, list_all
 from dockyard.errors import invalid
@@ -33,6 +33,7 @@ def register(sub: SubParsers) -> None:
     _register_clusters(sub)
     _register_taskdefs(sub)
     tasks.register(sub)
+    streams.register(sub)
     instances.register(sub)
     services.register(sub)
 
