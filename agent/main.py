@@ -24,6 +24,8 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         pull_behavior=args.pull_behavior,
         reserved_memory=args.reserved_memory,
         join_token=args.join_token,
+        credentials_listen=args.credentials_listen,
+        credentials_mode=args.credentials_mode,
     )
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import __version__, host, identity, reconcile
+from agent.credentials import TaskEndpoint
 from agent.docker_driver import DockerDriver, DockerUnavailable, DriverError, PullError
 from agent.reconcile import LocalTask, Remove, Start, Stop
 from agent.session import Handlers, Session
@@ -40,6 +41,16 @@ class AgentConfig:
     join_token: str = ""
     retention_s: float = 3600.0
     tick_s: float = 2.0
+    credentials_listen: str = "127.0.0.1:51679"
+    credentials_mode: str = "auto"
+
+
+def _auth(spec: agent_pb2.ContainerSpec) -> dict[str, str] | None:
+    """repositoryCredentials (resolved by the controller) -> Docker's X-Registry-Auth fields."""
+    a = spec.registry_auth
+    if not spec.HasField("registry_auth") or not a.username:
+        return None
+    return {"username": a.username, "password": a.password, "serveraddress": a.server}
 
 
 def _reason(kind: str, err: Exception) -> str:
@@ -53,6 +64,13 @@ class Agent:
         self.config = config
         self.identity = identity.load_or_create(config.state_dir)
         self.driver = DockerDriver(config.docker_host)
+        self.endpoint = TaskEndpoint(  # task credentials + metadata (agent/credentials.py)
+            config.credentials_listen,
+            config.credentials_mode,
+            config.state_dir,
+            self.driver.docker_host,
+            self.driver._get,
+        )
         self.session = Session(
             config.controller,
             Handlers(
@@ -76,6 +94,7 @@ class Agent:
         self._loops: list[asyncio.Task[None]] = []
 
     async def run(self) -> None:
+        await self.endpoint.start()
         self._loops = [
             asyncio.create_task(self.session.run_forever(), name="session"),
             asyncio.create_task(self._reconcile_loop(), name="reconcile"),
@@ -83,6 +102,9 @@ class Agent:
         ]
         try:
             await asyncio.gather(*self._loops)
+        except Exception:
+            log.exception("agent loop failed; exiting so the supervisor restarts the agent")
+            raise
         finally:
             await self.close()
 
@@ -90,6 +112,7 @@ class Agent:
         for t in [*self._loops, *self._inflight.values(), *self._log_tasks.values()]:
             t.cancel()
         await asyncio.gather(*self._loops, *self._inflight.values(), return_exceptions=True)
+        await self.endpoint.stop()
         await self.driver.close()
 
     # ------------------------------------------------------------------ session handlers
@@ -112,6 +135,7 @@ class Agent:
             "ecs.capability.network.bridge": "true",
             "ecs.capability.network.host": "true",
             "dockyard.hostname": self.config.hostname,
+            "dockyard.credentials-mode": self.endpoint.mode,
             **self.config.attributes,
         }
         return agent_pb2.Register(
@@ -205,6 +229,7 @@ class Agent:
             loc = self.local.setdefault(arn, LocalTask())
             loc.stop_code, loc.stopped_reason = code, reason
             log.info("stopping %s: %s", arn, reason)
+        self.endpoint.update(self.desired, plan.statuses)
         for action in plan.actions:
             self._launch(action)
         self._report(plan.statuses)
@@ -237,10 +262,12 @@ class Agent:
         try:
             loc.pull_started_at = loc.pull_started_at or time.time()
             await self.driver.ensure_image(
-                spec.image, self.config.pull_behavior, progress=loc.events.append
+                spec.image, self.config.pull_behavior, _auth(spec), progress=loc.events.append
             )
             loc.pull_stopped_at = loc.pull_stopped_at or time.time()
-            await self.driver.create_and_start(task, spec, self.identity.instance_id)
+            spec = await self.endpoint.prepare(task, spec)
+            docker_id = await self.driver.create_and_start(task, spec, self.identity.instance_id)
+            await self.endpoint.started(task, docker_id)
         except PullError as err:
             self._fail(loc, action, _reason("CannotPullContainerError", err))
         except DockerUnavailable:

@@ -6,11 +6,14 @@ with concrete host ports.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.model import Task, TaskDefinition
 from controller.taskdef import DEFAULT_STOP_TIMEOUT
 from dockyard.v1 import agent_pb2
+
+if TYPE_CHECKING:
+    from controller.roles import TaskExtras
 
 
 def _environment(
@@ -64,9 +67,13 @@ def container_spec(cdef: dict[str, Any], task: Task, index: int) -> agent_pb2.Co
     return spec
 
 
-def desired_task(task: Task, td: TaskDefinition) -> agent_pb2.DesiredTask:
+def desired_task(
+    task: Task, td: TaskDefinition, extras: TaskExtras | None = None
+) -> agent_pb2.DesiredTask:
+    """`extras` (controller.roles) adds the task's credentials, secrets and registry logins:
+    secrets go only to the containers that declare them."""
     defs = td.doc["containerDefinitions"]
-    return agent_pb2.DesiredTask(
+    desired = agent_pb2.DesiredTask(
         task_arn=task.arn,
         cluster=task.cluster,
         family=task.family,
@@ -76,9 +83,22 @@ def desired_task(task: Task, td: TaskDefinition) -> agent_pb2.DesiredTask:
         network_mode=td.doc.get("networkMode", "bridge"),
         stop_code=task.stop_code,
         stopped_reason=task.stopped_reason,
-        task_role_arn=td.doc.get("taskRoleArn", ""),
+        task_role_arn=task.overrides.get("taskRoleArn") or td.doc.get("taskRoleArn", ""),
         group=task.group,
         service=task.service,
         known_status=task.last_status,
         stop_timeout_s=DEFAULT_STOP_TIMEOUT,
     )
+    if extras is not None:
+        _add_extras(desired, extras)
+    return desired
+
+
+def _add_extras(desired: agent_pb2.DesiredTask, extras: TaskExtras) -> None:
+    if extras.credentials is not None:
+        desired.credentials.CopyFrom(extras.credentials)
+    for spec in desired.containers:
+        spec.secrets.update(extras.secrets.get(spec.name, {}))
+        auth = extras.registry_auth.get(spec.name)
+        if auth is not None:
+            spec.registry_auth.CopyFrom(auth)

@@ -167,7 +167,7 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
 
     def _desired(self, task: Task) -> agent_pb2.DesiredTask:
         td = self.service.state.taskdefs[task.family][task.revision]
-        return desired_task(task, td)
+        return desired_task(task, td, self.service.roles.extras(task, td))
 
     def tasks_changed(self, instance_arn: str, tasks: list[Task]) -> None:
         """Queue a delta for the instance's session; deltas coalesce per loop turn."""

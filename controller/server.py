@@ -77,6 +77,7 @@ class Controller:
         await self._load()
         self.events.seq = await self.store.last_event_seq()
         self.service = ClusterService(self.store, self.state, self.events, self.arns)
+        await self.service.roles.load()
         await self.service.ensure_default_cluster()
         self.services = orchestrator.install(self.service, self.config.disconnect_grace)
         await self.services.load()
@@ -84,6 +85,7 @@ class Controller:
         await self._start_grpc()
         await self._start_http()
         self._tasks.append(asyncio.create_task(self.dispatcher.watch_heartbeats()))
+        self._tasks.append(asyncio.create_task(self.service.roles.run()))
         self._tasks.append(asyncio.create_task(self.services.run()))
         log.info(
             "controller ready: gRPC %s, HTTP %s, data %s",

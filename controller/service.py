@@ -28,6 +28,7 @@ from controller.model import (
     now,
 )
 from controller.placement.model import Constraint, Strategy, TaskDemand
+from controller.roles import RoleService
 from controller.state import ClusterState
 from controller.store import Op, Store
 from dockyard.arns import ArnFactory, last_part, resource_name
@@ -103,6 +104,8 @@ class ClusterService:
         self._ops: dict[str, Handler] = {
             name[3:]: getattr(self, name) for name in dir(self) if name.startswith("op_")
         }
+        self.roles = RoleService(self)  # roles, secrets, task credentials (issue 7)
+        self._ops.update(self.roles.operations())
 
     def operations(self) -> set[str]:
         return set(self._ops)
@@ -380,6 +383,7 @@ class ClusterService:
         service: str = "",
     ) -> dict[str, Any]:
         overrides = self._overrides(td, body.get("overrides") or {})
+        await self.roles.check_task(td, overrides)  # unknown roles/secrets fail clearly
         group = _str(body, "group") or f"family:{td.family}"
         constraints = self._constraints(body, td)
         strategies = self._strategies(body)

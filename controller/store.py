@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,13 +79,23 @@ class Store:
         self._writer: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._private_files()
         self._db = await aiosqlite.connect(self.path)
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.executescript(SCHEMA)
         await self._db.commit()
         self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
+
+    def _private_files(self) -> None:
+        """The store holds role keys and secrets: data dir 0700, database files 0600."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.path.parent, 0o700)
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        for suffix in ("", "-wal", "-shm"):  # SQLite gives -wal/-shm the db file's mode
+            path = self.path.with_name(self.path.name + suffix)
+            if path.exists():
+                os.chmod(path, 0o600)
 
     async def close(self) -> None:
         if self._writer:

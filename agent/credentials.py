@@ -1,0 +1,360 @@
+"""The agent's task endpoint: ECS's credentials API and task metadata v4, on --credentials-listen.
+
+`GET /v2/credentials/<id>` answers what botocore's ContainerProvider expects (RoleArn,
+AccessKeyId, SecretAccessKey, Token, Expiration in ISO 8601); no id, an unknown id or a
+revoked one get ECS's 400 body. The id alone authorises (as on ECS): it is >= 192 random
+bits made by the controller and only the task's containers see it. Credentials live in
+memory only, exactly while their task runs here. Requests are rate limited (a token bucket,
+ECS's 40 rps steady, 60 burst). `GET /v4/<id>` and `/v4/<id>/task` are the metadata
+documents of ECS_CONTAINER_METADATA_URI_V4. Nothing secret is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from agent import netconfig
+from agent.docker_driver import docker_name
+from dockyard.v1 import agent_pb2
+
+log = logging.getLogger("dockyard.agent.credentials")
+
+RATE_PER_S = 40.0
+BURST = 60
+ENDPOINT = f"http://{netconfig.ENDPOINT_IP}"
+Inspect = Callable[[str], Awaitable[dict[str, Any] | None]]
+
+
+class TokenBucket:
+    """`rate` tokens per second up to `burst`; take() says whether a request may pass."""
+
+    def __init__(self, rate: float = RATE_PER_S, burst: int = BURST) -> None:
+        self.rate, self.burst = rate, float(burst)
+        self.tokens, self.at = float(burst), time.monotonic()
+
+    def take(self, at: float | None = None) -> bool:
+        at = time.monotonic() if at is None else at
+        self.tokens = min(self.burst, self.tokens + (at - self.at) * self.rate)
+        self.at = at
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+def iso8601(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    """ECS's error body: {"code": ..., "message": ...}."""
+    return web.json_response({"code": code, "message": message}, status=status)
+
+
+def credentials_doc(c: agent_pb2.Credentials) -> dict[str, str]:
+    return {
+        "RoleArn": c.role_arn,
+        "AccessKeyId": c.access_key_id,
+        "SecretAccessKey": c.secret_access_key,
+        "Token": c.session_token,
+        "Expiration": iso8601(c.expiration),
+    }
+
+
+def next_credentials(
+    old: agent_pb2.Credentials | None, task: agent_pb2.DesiredTask, status: str
+) -> agent_pb2.Credentials | None:
+    """What to serve for a task after new desired state (pure).
+
+    Stopped tasks lose theirs (revocation); a running task the controller sent without
+    credentials (it is still fetching them, e.g. after its restart) keeps the old ones."""
+    if status == "STOPPED":
+        return None
+    if task.HasField("credentials") and task.credentials.id:
+        return task.credentials
+    if task.desired_status == "RUNNING" and old is not None and old.id:
+        return old
+    return None
+
+
+@dataclass
+class _Container:
+    task_arn: str
+    name: str
+
+
+def _load_key(state_dir: Path) -> bytes:
+    """A per-agent key for metadata ids: stable across restarts, unguessable."""
+    path = state_dir / "endpoint.key"
+    if path.exists():
+        return bytes.fromhex(path.read_text().strip())
+    state_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_bytes(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key.hex())
+    return key
+
+
+class TaskEndpoint:
+    """The HTTP server plus the redirect that makes 169.254.170.2 reach it."""
+
+    def __init__(
+        self, listen: str, mode: str, state_dir: Path, docker_host: str, inspect: Inspect
+    ) -> None:
+        host, _, port = listen.rpartition(":")
+        self.host, self.port = host or "127.0.0.1", int(port)
+        self.inspect = inspect
+        self.redirect = netconfig.Redirect(mode, self.host, self.port, docker_host)
+        self.mode = self.redirect.mode
+        self.serving = False
+        self.creds: dict[str, agent_pb2.Credentials] = {}  # credentials id -> credentials
+        self.by_task: dict[str, agent_pb2.Credentials] = {}
+        self.desired: dict[str, agent_pb2.DesiredTask] = {}
+        self.statuses: dict[str, agent_pb2.TaskStatus] = {}
+        self.containers: dict[str, _Container] = {}  # metadata id -> container
+        self.bucket = TokenBucket()
+        self._key = _load_key(state_dir)
+        self._runner: web.AppRunner | None = None
+        self._gateway_site: web.TCPSite | None = None
+        self._ready: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        app = web.Application(middlewares=[self._throttle])
+        app.router.add_get("/v2/credentials", self._no_id)
+        app.router.add_get("/v2/credentials/", self._no_id)
+        app.router.add_get("/v2/credentials/{id}", self._credentials)
+        app.router.add_get("/v4/{mid}", self._container_doc)
+        app.router.add_get("/v4/{mid}/task", self._task_doc)
+        app.router.add_get("/v4/{mid}/taskWithTags", self._task_doc)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, self.port).start()
+        except OSError as err:
+            await runner.cleanup()
+            log.warning(
+                "task credentials endpoint disabled: cannot listen on %s:%d (%s)",
+                self.host,
+                self.port,
+                err.strerror,
+            )
+            self.mode = "unavailable"
+            return
+        self._runner, self.serving = runner, True
+        log.info(
+            "task credentials endpoint on %s:%d, credentials mode %s",
+            self.host,
+            self.port,
+            self.mode,
+        )
+
+    async def stop(self) -> None:
+        """Clean stop: the redirect rules go, then the server."""
+        if self._ready is not None:
+            self._ready.cancel()
+            await asyncio.gather(self._ready, return_exceptions=True)
+        if self.serving:
+            with contextlib.suppress(Exception):
+                await self.redirect.remove()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self.serving = False
+
+    async def _ensure_redirect(self) -> None:
+        await self.redirect.apply()
+        if self.redirect.gateway and self._runner is not None and self._gateway_site is None:
+            # bridge mode: the forwarder container reaches us on the bridge's gateway
+            site = web.TCPSite(self._runner, self.redirect.gateway, self.port)
+            await site.start()
+            self._gateway_site = site
+
+    async def ready(self) -> None:
+        """Make 169.254.170.2 reach us (once; callers share the first attempt)."""
+        if not self.serving:
+            return
+        if self._ready is None or (self._ready.done() and self._ready.exception()):
+            self._ready = asyncio.create_task(self._ensure_redirect())
+        try:
+            await asyncio.shield(self._ready)
+        except Exception as err:  # the task still starts; its SDK will report the failure
+            log.warning("cannot route %s to the credentials endpoint: %s", ENDPOINT, err)
+
+    # ------------------------------------------------------------ state from the runtime
+
+    def update(
+        self, desired: dict[str, agent_pb2.DesiredTask], statuses: dict[str, agent_pb2.TaskStatus]
+    ) -> None:
+        """Serve exactly the credentials of tasks that are here and not stopped."""
+        by_task = {}
+        for arn, task in desired.items():
+            status = statuses[arn].last_status if arn in statuses else ""
+            creds = next_credentials(self.by_task.get(arn), task, status)
+            if creds is not None:
+                by_task[arn] = creds
+        self.by_task = by_task
+        self.creds = {c.id: c for c in by_task.values()}
+        self.desired, self.statuses = desired, statuses
+        self.containers = {
+            self.metadata_id(arn, c.name): _Container(arn, c.name)
+            for arn, t in desired.items()
+            for c in t.containers
+        }
+
+    def metadata_id(self, task_arn: str, container: str) -> str:
+        mac = hmac.new(self._key, f"{task_arn}/{container}".encode(), hashlib.sha256)
+        return mac.hexdigest()[:32]
+
+    async def prepare(
+        self, task: agent_pb2.DesiredTask, spec: agent_pb2.ContainerSpec
+    ) -> agent_pb2.ContainerSpec:
+        """The spec with ECS_CONTAINER_METADATA_URI_V4; routes 169.254.170.2 first if needed."""
+        if not self.serving:
+            return spec
+        if task.HasField("credentials") and task.credentials.id:
+            await self.ready()
+        out = agent_pb2.ContainerSpec()
+        out.CopyFrom(spec)
+        uri = f"{ENDPOINT}/v4/{self.metadata_id(task.task_arn, spec.name)}"
+        out.environment.append(agent_pb2.KeyValue(name="ECS_CONTAINER_METADATA_URI_V4", value=uri))
+        return out
+
+    async def started(self, task: agent_pb2.DesiredTask, docker_id: str) -> None:
+        """Bridge mode: put a task's bridge container on the endpoint network."""
+        if self.serving and (task.network_mode or "bridge") == "bridge":
+            await self.redirect.attach(docker_id)
+
+    # ------------------------------------------------------------ HTTP
+
+    @web.middleware
+    async def _throttle(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if not self.bucket.take():
+            return _error(429, "ThrottlingException", "Rate exceeded")
+        return await handler(request)  # type: ignore[no-any-return]
+
+    async def _no_id(self, _: web.Request) -> web.Response:
+        return _error(400, "NoIdInRequest", "CredentialsV2Request: No ID in the request")
+
+    async def _credentials(self, request: web.Request) -> web.Response:
+        creds = self.creds.get(request.match_info["id"])
+        if creds is None or creds.expiration <= time.time():
+            return _error(400, "InvalidIdInRequest", "CredentialsV2Request: Credentials not found")
+        return web.json_response(credentials_doc(creds))
+
+    def _lookup(self, request: web.Request) -> tuple[agent_pb2.DesiredTask, str] | None:
+        found = self.containers.get(request.match_info["mid"])
+        if found is None or found.task_arn not in self.desired:
+            return None
+        return self.desired[found.task_arn], found.name
+
+    async def _container_doc(self, request: web.Request) -> web.Response:
+        found = self._lookup(request)
+        if found is None:
+            return _error(400, "InvalidIdInRequest", "V4 metadata: unknown container id")
+        task, name = found
+        spec = next(c for c in task.containers if c.name == name)
+        return web.json_response(await self._container(task, spec))
+
+    async def _task_doc(self, request: web.Request) -> web.Response:
+        found = self._lookup(request)
+        if found is None:
+            return _error(400, "InvalidIdInRequest", "V4 metadata: unknown container id")
+        task = found[0]
+        status = self.statuses.get(task.task_arn)
+        doc: dict[str, Any] = {
+            "Cluster": task.cluster,
+            "TaskARN": task.task_arn,
+            "Family": task.family,
+            "Revision": str(task.revision),
+            "DesiredStatus": task.desired_status,
+            "KnownStatus": status.last_status if status else "PENDING",
+            "Limits": {
+                "CPU": sum(c.cpu for c in task.containers) / 1024,
+                "Memory": sum(c.memory_mib or c.memory_reservation_mib for c in task.containers),
+            },
+            "LaunchType": "EC2",
+            "Containers": [await self._container(task, c) for c in task.containers],
+        }
+        if status and status.pull_started_at:
+            doc["PullStartedAt"] = iso8601(status.pull_started_at)
+        if status and status.pull_stopped_at:
+            doc["PullStoppedAt"] = iso8601(status.pull_stopped_at)
+        if request.path.endswith("taskWithTags"):
+            doc["TaskTags"] = {}
+        return web.json_response(doc)
+
+    async def _container(
+        self, task: agent_pb2.DesiredTask, spec: agent_pb2.ContainerSpec
+    ) -> dict[str, Any]:
+        status = self.statuses.get(task.task_arn)
+        cstatus = (
+            next((c for c in status.containers if c.name == spec.name), None) if status else None
+        )
+        doc: dict[str, Any] = {
+            "Name": spec.name,
+            "Image": spec.image,
+            "DesiredStatus": task.desired_status,
+            "KnownStatus": cstatus.last_status if cstatus else "PENDING",
+            "Limits": {"CPU": spec.cpu, "Memory": spec.memory_mib or spec.memory_reservation_mib},
+            "Type": "NORMAL",
+        }
+        if cstatus is not None and cstatus.has_exit_code:
+            doc["ExitCode"] = cstatus.exit_code
+        if cstatus is not None and cstatus.health in ("HEALTHY", "UNHEALTHY"):
+            doc["Health"] = {"status": cstatus.health}
+        data = await self.inspect(docker_name(task, spec))
+        if data is not None:
+            doc.update(_from_inspect(data, task.network_mode or "bridge"))
+        return doc
+
+
+def _from_inspect(data: dict[str, Any], mode: str) -> dict[str, Any]:
+    """Docker's inspect JSON -> the v4 container fields Docker knows."""
+    state = data.get("State") or {}
+    config = data.get("Config") or {}
+    nets = (data.get("NetworkSettings") or {}).get("Networks") or {}
+    out: dict[str, Any] = {
+        "DockerId": data.get("Id", ""),
+        "DockerName": data.get("Name", "").lstrip("/"),
+        "ImageID": data.get("Image", ""),
+        "Labels": config.get("Labels") or {},
+        "CreatedAt": data.get("Created", ""),
+        "Networks": [
+            {"NetworkMode": mode if name == "bridge" else name, "IPv4Addresses": [n["IPAddress"]]}
+            for name, n in nets.items()
+            if n.get("IPAddress")
+        ]
+        or [{"NetworkMode": mode, "IPv4Addresses": []}],
+        "Ports": [
+            {
+                "ContainerPort": int(key.split("/")[0]),
+                "Protocol": key.partition("/")[2] or "tcp",
+                "HostPort": int(b["HostPort"]),
+                "HostIp": b.get("HostIp", ""),
+            }
+            for key, binds in ((data.get("NetworkSettings") or {}).get("Ports") or {}).items()
+            for b in binds or []
+            if b.get("HostPort")
+        ],
+    }
+    if state.get("StartedAt", "").startswith("0001") is False and state.get("StartedAt"):
+        out["StartedAt"] = state["StartedAt"]
+    if state.get("FinishedAt") and not state["FinishedAt"].startswith("0001"):
+        out["FinishedAt"] = state["FinishedAt"]
+    return out

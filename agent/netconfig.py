@@ -1,0 +1,256 @@
+"""Make 169.254.170.2:80 reach the agent's task endpoint, the two ways ECS setups do it.
+
+`iptables` (ECS agent's init): nat PREROUTING DNAT of 169.254.170.2:80 arriving on the
+agent's Docker bridge to the endpoint, an OUTPUT rule for host-network containers, and
+`route_localnet` on that bridge, plus a filter rule that drops outside traffic to the
+loopback port (what route_localnet would otherwise open). The rules live in the agent's own
+chains (`DYK-CRED-<port>`), so applying them twice changes nothing and removing them on a
+clean stop removes exactly them.
+
+`bridge` (awslabs' amazon-ecs-local-container-endpoints, for Docker Desktop where the host's
+iptables is not the containers'): a Docker network 169.254.170.0/24 on which a small busybox
+forwarder holds 169.254.170.2 and relays each connection to the agent; task containers join
+that network. `auto` picks iptables when it can be programmed, else bridge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import aiodocker
+from aiodocker.exceptions import DockerError
+
+log = logging.getLogger("dockyard.agent.netconfig")
+
+MODES = ("auto", "iptables", "bridge")
+ENDPOINT_IP = "169.254.170.2"
+NETWORK = "dockyard-task-endpoint"
+SUBNET = "169.254.170.0/24"
+GATEWAY = "169.254.170.1"
+FORWARDER = "dockyard-task-endpoint"
+FORWARDER_IMAGE = "dockyard/busybox:latest"
+MATCH = ["-d", f"{ENDPOINT_IP}/32", "-p", "tcp", "--dport", "80"]
+
+
+def iptables_usable() -> bool:
+    """True when this process may program iptables in its network namespace."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        out = subprocess.run(
+            ["iptables", "-w", "5", "-t", "nat", "-S", "OUTPUT"],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0
+
+
+def resolve_mode(requested: str) -> str:
+    if requested not in MODES:
+        raise ValueError(f"--credentials-mode: {requested!r} is not one of {', '.join(MODES)}")
+    if requested != "auto":
+        return requested
+    return "iptables" if iptables_usable() else "bridge"
+
+
+def chain_name(port: int) -> str:
+    return f"DYK-CRED-{port}"
+
+
+def nat_rules(chain: str, bridge: str, target: str, port: int) -> list[list[str]]:
+    """(table-less) rule specs, pure: the chain's DNAT and the two jumps into it."""
+    return [
+        ["-A", chain, *MATCH, "-j", "DNAT", "--to-destination", f"{target}:{port}"],
+        ["PREROUTING", "-i", bridge, *MATCH, "-j", chain],
+        ["OUTPUT", *MATCH, "-j", chain],
+    ]
+
+
+def filter_rules(chain: str, port: int) -> list[list[str]]:
+    guard = ["-d", "127.0.0.0/8", "!", "-s", "127.0.0.0/8", "-p", "tcp", "--dport", str(port)]
+    state = ["-m", "conntrack", "!", "--ctstate", "RELATED,ESTABLISHED,DNAT"]
+    return [
+        ["-A", chain, *guard, *state, "-j", "DROP"],
+        ["INPUT", "-p", "tcp", "--dport", str(port), "-j", chain],
+    ]
+
+
+async def _iptables(*args: str, check: bool = True) -> bool:
+    proc = await asyncio.create_subprocess_exec(
+        "iptables",
+        "-w",
+        "5",
+        *args,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await proc.communicate()
+    if check and proc.returncode != 0:
+        raise OSError(f"iptables {' '.join(args)}: {err.decode().strip()}")
+    return proc.returncode == 0
+
+
+def _sysctl(bridge: str, value: str) -> str:
+    """Set the bridge's route_localnet (needed to DNAT to 127.0.0.1); returns the old value."""
+    path = Path(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet")
+    old = path.read_text().strip()
+    path.write_text(value + "\n")
+    return old
+
+
+class Redirect:
+    """The routing of 169.254.170.2:80 to host:port in the chosen mode."""
+
+    def __init__(self, requested: str, host: str, port: int, docker_host: str) -> None:
+        self.mode = resolve_mode(requested)
+        self.port = port
+        self.target = "127.0.0.1" if host in ("", "0.0.0.0", "localhost") else host
+        self.docker_host = docker_host
+        self.gateway = ""  # bridge mode: the extra address the endpoint listens on
+        self.chain = chain_name(port)
+        self._bridge = ""
+        self._localnet_before: str | None = None
+        self._applied = False
+
+    def _docker(self) -> aiodocker.Docker:
+        return aiodocker.Docker(url=self.docker_host)
+
+    async def apply(self) -> None:
+        if self._applied:
+            return
+        if self.mode == "iptables":
+            await self._apply_iptables()
+        else:
+            await self._apply_bridge()
+        self._applied = True
+        log.info("169.254.170.2:80 reaches the task endpoint (%s mode)", self.mode)
+
+    async def remove(self) -> None:
+        if not self._applied:
+            return
+        if self.mode == "iptables":
+            await self._remove_iptables()
+        else:
+            await self._remove_bridge()
+        self._applied = False
+        log.info("task endpoint routing removed (%s mode)", self.mode)
+
+    async def attach(self, container_id: str) -> None:
+        if self.mode != "bridge" or not self._applied:
+            return
+        docker = self._docker()
+        try:
+            net = await docker.networks.get(NETWORK)
+            with contextlib.suppress(DockerError):  # already attached
+                await net.connect({"Container": container_id})
+        finally:
+            await docker.close()
+
+    # ------------------------------------------------------------ iptables
+
+    async def _bridge_name(self) -> str:
+        docker = self._docker()
+        try:
+            info = await (await docker.networks.get("bridge")).show()
+        except DockerError:
+            return "docker0"
+        finally:
+            await docker.close()
+        return str((info.get("Options") or {}).get("com.docker.network.bridge.name", "docker0"))
+
+    async def _apply_iptables(self) -> None:
+        self._bridge = await self._bridge_name()
+        if self.target.startswith("127."):
+            self._localnet_before = _sysctl(self._bridge, "1")
+        for table, chain, rules in (
+            ("nat", self.chain, nat_rules(self.chain, self._bridge, self.target, self.port)),
+            ("filter", self.chain, filter_rules(self.chain, self.port)),
+        ):
+            await _iptables("-t", table, "-N", chain, check=False)
+            await _iptables("-t", table, "-F", chain)
+            for rule in rules:
+                if rule[0] == "-A":
+                    await _iptables("-t", table, *rule)
+                elif not await _iptables("-t", table, "-C", *rule, check=False):
+                    await _iptables("-t", table, "-I", rule[0], "1", *rule[1:])
+
+    async def _remove_iptables(self) -> None:
+        for table, rules in (
+            ("nat", nat_rules(self.chain, self._bridge, self.target, self.port)),
+            ("filter", filter_rules(self.chain, self.port)),
+        ):
+            for rule in rules:
+                if rule[0] != "-A":
+                    while await _iptables("-t", table, "-D", *rule, check=False):
+                        pass
+            await _iptables("-t", table, "-F", self.chain, check=False)
+            await _iptables("-t", table, "-X", self.chain, check=False)
+        if self._localnet_before is not None:
+            with contextlib.suppress(OSError):
+                _sysctl(self._bridge, self._localnet_before)
+
+    # ------------------------------------------------------------ bridge network
+
+    async def _apply_bridge(self) -> None:
+        from dockyard import images
+
+        await asyncio.to_thread(images.build_base, self.docker_host)
+        docker = self._docker()
+        try:
+            await self._ensure_network(docker)
+            await self._ensure_forwarder(docker)
+        finally:
+            await docker.close()
+        self.gateway = GATEWAY
+
+    async def _ensure_network(self, docker: aiodocker.Docker) -> None:
+        try:
+            await docker.networks.get(NETWORK)
+        except DockerError:
+            await docker.networks.create(
+                {
+                    "Name": NETWORK,
+                    "Driver": "bridge",
+                    "IPAM": {"Config": [{"Subnet": SUBNET, "Gateway": GATEWAY}]},
+                    "Labels": {"dockyard.role": "task-endpoint"},
+                }
+            )
+
+    async def _ensure_forwarder(self, docker: aiodocker.Docker) -> None:
+        target = os.environ.get("DOCKYARD_ENDPOINT_FORWARD_TO", GATEWAY)
+        cmd = ["nc", "-ll", "-p", "80", "-e", "nc", target, str(self.port)]
+        with contextlib.suppress(DockerError):
+            old = await docker.containers.get(FORWARDER)
+            if old["Config"]["Cmd"] == cmd and old["State"]["Running"]:
+                return
+            await old.delete(force=True)
+        config: dict[str, Any] = {
+            "Image": FORWARDER_IMAGE,
+            "Cmd": cmd,
+            "Labels": {"dockyard.role": "task-endpoint"},
+            "HostConfig": {"NetworkMode": NETWORK, "RestartPolicy": {"Name": "unless-stopped"}},
+            "NetworkingConfig": {
+                "EndpointsConfig": {NETWORK: {"IPAMConfig": {"IPv4Address": ENDPOINT_IP}}}
+            },
+        }
+        container = await docker.containers.create(config, name=FORWARDER)
+        await container.start()
+
+    async def _remove_bridge(self) -> None:
+        docker = self._docker()
+        try:
+            with contextlib.suppress(DockerError):
+                await (await docker.containers.get(FORWARDER)).delete(force=True)
+            with contextlib.suppress(DockerError):  # still used by task containers: keep it
+                await (await docker.networks.get(NETWORK)).delete()
+        finally:
+            await docker.close()
