@@ -69,6 +69,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="MiB kept back from tasks (ECS_RESERVED_MEMORY)")
     a.add_argument("--credentials-listen", default="127.0.0.1:51679",
                    help="task credentials / metadata endpoint (default %(default)s)")
+    a.add_argument(
+        "--credentials-mode",
+        default=os.environ.get("DOCKYARD_CREDENTIALS_MODE", "auto"),
+        choices=["auto", "iptables", "bridge"],
+        help="how 169.254.170.2 reaches the endpoint: iptables DNAT, or a bridge network "
+        "with a forwarder container (Docker Desktop); auto picks iptables when it can",
+    )
     a.add_argument("--join-token", default=os.environ.get("DOCKYARD_JOIN_TOKEN", ""),
                    help="token from `dockyard tokens create`, for the first registration")
     a.add_argument("--log-level", default="INFO")
