@@ -61,6 +61,7 @@ class Session:
         self._last_heard = 0.0
         self._seq = 0
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._hung_up = False  # we cancelled the call ourselves (silence, fatal refusal)
 
     def send(self, msg: agent_pb2.AgentMessage) -> bool:
         """Queue a message for the controller; False while disconnected (caller keeps it)."""
@@ -88,6 +89,7 @@ class Session:
             stub = agent_pb2_grpc.AgentServiceStub(ch)
             self._outbox.put_nowait(agent_pb2.AgentMessage(register=await self.handlers.register()))
             call = stub.Connect(self._requests(self._outbox))
+            self._hung_up = False
             watchdog = asyncio.create_task(self._watchdog(call))
             try:
                 async for msg in call:
@@ -97,6 +99,11 @@ class Session:
                     await self._handle(msg, call)
             except grpc.aio.AioRpcError as err:
                 log.warning("controller stream ended: %s %s", err.code().name, err.details())
+            except asyncio.CancelledError:
+                # grpc.aio raises CancelledError from a call *we* cancelled: that is a
+                # disconnect to recover from; anything else is the agent shutting down
+                if not self._hung_up:
+                    raise
             finally:
                 self.connected.clear()
                 watchdog.cancel()
@@ -136,7 +143,7 @@ class Session:
             r = msg.refusal
             log.warning("controller refused: %s %s", r.code, r.message)
             if r.fatal:
-                call.cancel()
+                self._hang_up(call)
 
     async def _heartbeats(self, call: grpc.aio.Call) -> None:
         while not call.done() and self.connected.is_set():
@@ -153,6 +160,10 @@ class Session:
             await asyncio.sleep(self.period / 2)
             if time.monotonic() - self._last_heard > MISSED_PERIODS * self.period + 1:
                 log.warning("controller silent for %d periods", MISSED_PERIODS)
-                with contextlib.suppress(Exception):
-                    call.cancel()
+                self._hang_up(call)
                 return
+
+    def _hang_up(self, call: grpc.aio.Call) -> None:
+        self._hung_up = True
+        with contextlib.suppress(Exception):
+            call.cancel()
