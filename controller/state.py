@@ -36,6 +36,10 @@ class ClusterState:
         self.tasks_on: dict[str, set[str]] = defaultdict(set)
         self.tasks_in_cluster: dict[str, set[str]] = defaultdict(set)
         self.client_tokens: dict[tuple[str, str], list[str]] = {}
+        # (cluster, instance id) -> ARN and cluster -> ARNs: a registration storm of N
+        # agents was O(N^2) with scans (each register looks its instance up by id)
+        self.instance_ids: dict[tuple[str, str], str] = {}
+        self.instances_in_cluster: dict[str, dict[str, None]] = defaultdict(dict)
         self._cluster_views: dict[str, list[InstanceView]] = {}  # invalidated on change
 
     # ------------------------------------------------------------------ objects
@@ -49,9 +53,14 @@ class ClusterState:
         return Put("taskdef", td.key, "", to_doc(td))
 
     def put_instance(self, inst: Instance) -> Put:
-        self.instances[inst.arn] = inst
+        self._index_instance(inst)
         self.refresh_view(inst.arn)
         return Put("instance", inst.key, inst.cluster, to_doc(inst))
+
+    def _index_instance(self, inst: Instance) -> None:
+        self.instances[inst.arn] = inst
+        self.instance_ids[(inst.cluster, inst.id)] = inst.arn
+        self.instances_in_cluster[inst.cluster][inst.arn] = None
 
     def add_task(self, task: Task) -> Put:
         """Index a new task and claim its resources on its instance."""
@@ -147,16 +156,14 @@ class ClusterState:
         return views
 
     def cluster_instances(self, cluster: str) -> list[Instance]:
-        return [i for i in self.instances.values() if i.cluster == cluster]
+        return [self.instances[a] for a in self.instances_in_cluster.get(cluster, ())]
 
     def instance_tasks(self, instance_arn: str) -> list[Task]:
         return [self.tasks[a] for a in self.tasks_on.get(instance_arn, ())]
 
     def instance_by_id(self, cluster: str, instance_id: str) -> Instance | None:
-        for inst in self.instances.values():
-            if inst.cluster == cluster and inst.id == instance_id:
-                return inst
-        return None
+        arn = self.instance_ids.get((cluster, instance_id))
+        return self.instances.get(arn) if arn else None
 
     def validate(self) -> None:
         """Invariants: accounting matches the tasks, no instance is overcommitted."""
@@ -183,7 +190,7 @@ class ClusterState:
             self.taskdefs[obj.family][obj.revision] = obj
         elif kind == "instance":
             obj.connected = False  # nobody is connected to a controller that just started
-            self.instances[obj.arn] = obj
+            self._index_instance(obj)
         elif kind == "task":
             self.tasks[obj.arn] = obj
             self.tasks_in_cluster[obj.cluster].add(obj.arn)
