@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from controller import liveness
 from controller.agent_link import AgentLink
 from controller.desired import desired_task
 from controller.model import Instance, Task
@@ -26,7 +27,7 @@ from dockyard.v1 import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-MISSED_HEARTBEATS = 3
+MISSED_HEARTBEATS = liveness.MISSED_HEARTBEATS
 _CLOSE = object()
 
 
@@ -35,6 +36,8 @@ class Session:
     instance: Instance
     epoch: int
     last_seen: float
+    period: float = 1.0  # the heartbeat period this agent was last told
+    silence_limit: float = 3.0  # seconds without a message before the session is closed
     outbox: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
     version: int = 0
     pending: dict[str, Task] = field(default_factory=dict)
@@ -43,13 +46,22 @@ class Session:
 
 
 class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
-    def __init__(self, service: ClusterService, heartbeat_period: float = 1.0) -> None:
+    def __init__(
+        self,
+        service: ClusterService,
+        heartbeat_period: float = 1.0,
+        heartbeat_budget: float = liveness.DEFAULT_HEARTBEAT_BUDGET,
+    ) -> None:
         self.service = service
         self.link = AgentLink(service)
-        self.period = heartbeat_period
+        self.period = heartbeat_period  # the base period: small clusters use exactly this
+        self.budget = heartbeat_budget
         self.sessions: dict[str, Session] = {}
+        self.admission = liveness.Admission()
+        self._register_slots = asyncio.Semaphore(self.admission.max_inflight)
         self._log_ids = itertools.count(1)
         self._flush_scheduled = False
+        self._dirty: dict[str, Session] = {}  # sessions with pending deltas
         service.agents = self
 
     # ------------------------------------------------------------------ the stream
@@ -66,8 +78,12 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
         if first.WhichOneof("body") != "register":
             yield _refusal("BAD_MESSAGE", "the first message must be register", fatal=True)
             return
+        if not self.admission.admit():
+            hint = self.admission.retry_hint()
+            yield _refusal("BUSY", f"controller busy registering agents: retry in {hint} s", True)
+            return
         try:
-            inst = await self.link.register(first.register)
+            inst = await self._register(first.register)
         except ApiError as err:
             yield _refusal("REGISTRATION_REFUSED", err.message, fatal=True)
             return
@@ -78,7 +94,7 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
                 registered=agent_pb2.Registered(
                     instance_arn=inst.arn,
                     epoch=session.epoch,
-                    heartbeat_period_ms=int(self.period * 1000),
+                    heartbeat_period_ms=int(session.period * 1000),
                 )
             )
             yield self._full(session)
@@ -92,6 +108,23 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
             await asyncio.gather(reader, return_exceptions=True)
             await self._close(session, "stream closed")
 
+    async def _register(self, reg: agent_pb2.Register) -> Instance:
+        """Register through a bounded number of slots (admitted callers wait for one)."""
+        try:
+            await self._register_slots.acquire()
+        finally:
+            self.admission.waiting -= 1
+        self.admission.inflight += 1
+        try:
+            return await self.link.register(reg)
+        finally:
+            self.admission.inflight -= 1
+            self._register_slots.release()
+
+    def heartbeat_period(self) -> float:
+        """The period for the cluster's current size (liveness.heartbeat_period)."""
+        return liveness.heartbeat_period(len(self.sessions), self.period, self.budget)
+
     def _open(self, inst: Instance) -> Session:
         old = self.sessions.get(inst.arn)
         if old is not None:  # fencing: the older stream of this instance ends now
@@ -102,10 +135,13 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
             old.outbox.put_nowait(_CLOSE)
         session = Session(instance=inst, epoch=inst.epoch, last_seen=time.monotonic())
         self.sessions[inst.arn] = session
+        session.period = self.heartbeat_period()
+        session.silence_limit = liveness.silence_limit(session.period, session.period)
         return session
 
     async def _close(self, session: Session, why: str) -> None:
         session.closed = True
+        self._dirty.pop(session.instance.arn, None)
         for q in session.logs.values():
             q.put_nowait(agent_pb2.LogChunk(eof=True, error="agent disconnected"))
         if self.sessions.get(session.instance.arn) is session:
@@ -131,14 +167,18 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
     async def _handle(self, session: Session, msg: agent_pb2.AgentMessage) -> None:
         kind = msg.WhichOneof("body")
         if kind == "heartbeat":
+            period = self.heartbeat_period()
+            session.silence_limit = liveness.silence_limit(session.period, period)
+            session.period = period
             session.outbox.put_nowait(
                 agent_pb2.ControllerMessage(
                     heartbeat_ack=agent_pb2.HeartbeatAck(
-                        seq=msg.heartbeat.seq, heartbeat_period_ms=int(self.period * 1000)
+                        seq=msg.heartbeat.seq, heartbeat_period_ms=int(period * 1000)
                     )
                 )
             )
-            await self.link.docker_health(session.instance, msg.heartbeat.docker_healthy)
+            if session.instance.docker_healthy != msg.heartbeat.docker_healthy:
+                await self.link.docker_health(session.instance, msg.heartbeat.docker_healthy)
         elif kind == "status":
             refused = await self.link.apply_reports(session.instance, list(msg.status.tasks))
             for r in refused[:10]:
@@ -176,14 +216,16 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
             return  # it gets the full set when it reconnects
         for t in tasks:
             session.pending[t.arn] = t
+        self._dirty[instance_arn] = session
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        for session in self.sessions.values():
-            if not session.pending:
+        dirty, self._dirty = self._dirty, {}
+        for session in dirty.values():
+            if not session.pending or session.closed:
                 continue
             on_instance = self.service.state.tasks_on.get(session.instance.arn, set())
             delta = agent_pb2.DesiredState(base_version=session.version, full=False)
@@ -200,12 +242,12 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
     # ------------------------------------------------------------------ liveness
 
     async def watch_heartbeats(self) -> None:
-        """Close sessions silent for MISSED_HEARTBEATS periods (a vanished host)."""
+        """Close sessions silent for MISSED_HEARTBEATS of their periods (a vanished host)."""
         while True:
             await asyncio.sleep(self.period / 2)
-            deadline = time.monotonic() - MISSED_HEARTBEATS * self.period
+            now = time.monotonic()
             for session in list(self.sessions.values()):
-                if session.last_seen < deadline and not session.closed:
+                if now - session.last_seen > session.silence_limit and not session.closed:
                     log.warning("%s missed %d heartbeats", session.instance.arn, MISSED_HEARTBEATS)
                     session.outbox.put_nowait(_CLOSE)
                     await self._close(session, f"missed {MISSED_HEARTBEATS} heartbeats")

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from controller import orchestrator
 from controller.api_grpc import ApiServicer
 from controller.dispatcher import Dispatcher
 from controller.events import EventLog
+from controller.liveness import DEFAULT_HEARTBEAT_BUDGET
 from controller.model import from_doc
 from controller.service import ClusterService
 from controller.state import ClusterState
@@ -51,6 +53,7 @@ class ControllerConfig:
     listen: str = "127.0.0.1:7070"
     http: str = "127.0.0.1:7080"
     heartbeat_period: float = 1.0
+    heartbeat_budget: float = DEFAULT_HEARTBEAT_BUDGET  # heartbeats/s; 0: no limit
     disconnect_grace: float = 10.0
     region: str = "us-east-1"
     account: str = "000000000000"
@@ -81,7 +84,9 @@ class Controller:
         await self.service.ensure_default_cluster()
         self.services = orchestrator.install(self.service, self.config.disconnect_grace)
         await self.services.load()
-        self.dispatcher = Dispatcher(self.service, self.config.heartbeat_period)
+        self.dispatcher = Dispatcher(
+            self.service, self.config.heartbeat_period, self.config.heartbeat_budget
+        )
         await self._start_grpc()
         await self._start_http()
         self._tasks.append(asyncio.create_task(self.dispatcher.watch_heartbeats()))
@@ -152,6 +157,7 @@ def make_http_app(ctl: Controller) -> web.Application:
                 "status": "ok",
                 "instances": len(ctl.state.instances),
                 "connected": len(ctl.dispatcher.sessions),
+                "heartbeatPeriodMs": int(ctl.dispatcher.heartbeat_period() * 1000),
             }
         )
 
@@ -174,7 +180,10 @@ def make_http_app(ctl: Controller) -> web.Application:
         app.router.add_get("/healthz", healthz)
         app.router.add_get("/metrics", metrics)
         return app
-    return make_app(ctl.service, metrics_handler=metrics, health_handler=healthz)
+    check = os.environ.get("DOCKYARD_CHECK_RESPONSES") == "1"  # tests: bad bodies become 500s
+    return make_app(
+        ctl.service, metrics_handler=metrics, health_handler=healthz, check_responses=check
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> ControllerConfig:
@@ -183,6 +192,7 @@ def config_from_args(args: argparse.Namespace) -> ControllerConfig:
         listen=args.listen,
         http=args.http,
         heartbeat_period=args.heartbeat_period,
+        heartbeat_budget=getattr(args, "heartbeat_budget", DEFAULT_HEARTBEAT_BUDGET),
         disconnect_grace=args.disconnect_grace,
         region=args.region,
         account=args.account,

@@ -23,22 +23,53 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="Run the controller: gRPC for agents and the native API, HTTP for the "
         "ECS-compatible API, /metrics and /healthz; state in SQLite under --data-dir.",
     )
-    c.add_argument("--data-dir", default=os.environ.get("DOCKYARD_DATA_DIR",
-                   "/var/lib/dockyard/controller"), help="state directory (SQLite, WAL)")
-    c.add_argument("--listen", default="0.0.0.0:7070",
-                   help="gRPC address for agents and the CLI (default %(default)s)")
-    c.add_argument("--http", default="0.0.0.0:7080",
-                   help="HTTP address for the ECS API, /metrics, /healthz (default %(default)s)")
-    c.add_argument("--heartbeat-period", type=float, default=1.0,
-                   help="seconds between agent heartbeats; an agent silent for 3 periods "
-                   "is DISCONNECTED (default %(default)s)")
-    c.add_argument("--disconnect-grace", type=float, default=10.0,
-                   help="seconds a DISCONNECTED instance gets to come back before its "
-                   "service tasks are replaced (default %(default)s)")
-    c.add_argument("--region", default=os.environ.get("DOCKYARD_REGION", "us-east-1"),
-                   help="region used in ARNs (default %(default)s)")
-    c.add_argument("--account", default=os.environ.get("DOCKYARD_ACCOUNT", "000000000000"),
-                   help="account id used in ARNs (default %(default)s)")
+    c.add_argument(
+        "--data-dir",
+        default=os.environ.get("DOCKYARD_DATA_DIR", "/var/lib/dockyard/controller"),
+        help="state directory (SQLite, WAL)",
+    )
+    c.add_argument(
+        "--listen",
+        default="0.0.0.0:7070",
+        help="gRPC address for agents and the CLI (default %(default)s)",
+    )
+    c.add_argument(
+        "--http",
+        default="0.0.0.0:7080",
+        help="HTTP address for the ECS API, /metrics, /healthz (default %(default)s)",
+    )
+    c.add_argument(
+        "--heartbeat-period",
+        type=float,
+        default=1.0,
+        help="seconds between agent heartbeats; an agent silent for 3 periods "
+        "is DISCONNECTED (default %(default)s)",
+    )
+    c.add_argument(
+        "--heartbeat-budget",
+        type=float,
+        default=1000.0,
+        help="cluster-wide heartbeats per second: larger clusters get a longer period "
+        "(agents / budget), smaller ones keep --heartbeat-period; 0 for no limit "
+        "(default %(default)s)",
+    )
+    c.add_argument(
+        "--disconnect-grace",
+        type=float,
+        default=10.0,
+        help="seconds a DISCONNECTED instance gets to come back before its "
+        "service tasks are replaced (default %(default)s)",
+    )
+    c.add_argument(
+        "--region",
+        default=os.environ.get("DOCKYARD_REGION", "us-east-1"),
+        help="region used in ARNs (default %(default)s)",
+    )
+    c.add_argument(
+        "--account",
+        default=os.environ.get("DOCKYARD_ACCOUNT", "000000000000"),
+        help="account id used in ARNs (default %(default)s)",
+    )
     c.add_argument("--log-level", default="INFO")
     c.set_defaults(handler=_run_controller)
 
@@ -48,27 +79,54 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="Run the agent: registers this Docker host with the controller and "
         "converges the local engine to the tasks the controller places here.",
     )
-    a.add_argument("--controller", default=os.environ.get("DOCKYARD_CONTROLLER",
-                   DEFAULT_CONTROLLER), help="controller gRPC address (default %(default)s)")
-    a.add_argument("--state-dir", default=os.environ.get("DOCKYARD_STATE_DIR",
-                   "/var/lib/dockyard/agent"),
-                   help="keeps the instance identity: a restart is the same instance")
-    a.add_argument("--docker-host", default=os.environ.get("DOCKER_HOST",
-                   "unix:///var/run/docker.sock"), help="Docker engine (default %(default)s)")
+    a.add_argument(
+        "--controller",
+        default=os.environ.get("DOCKYARD_CONTROLLER", DEFAULT_CONTROLLER),
+        help="controller gRPC address (default %(default)s)",
+    )
+    a.add_argument(
+        "--state-dir",
+        default=os.environ.get("DOCKYARD_STATE_DIR", "/var/lib/dockyard/agent"),
+        help="keeps the instance identity: a restart is the same instance",
+    )
+    a.add_argument(
+        "--docker-host",
+        default=os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"),
+        help="Docker engine (default %(default)s)",
+    )
     a.add_argument("--cluster", default="default", help="cluster to join (default %(default)s)")
-    a.add_argument("--attribute", action="append", type=_attribute, default=[],
-                   metavar="KEY=VALUE", help="operator attribute for placement (repeatable)")
-    a.add_argument("--address", default="",
-                   help="address where this host's published ports answer (default: "
-                   "the address used to reach the controller)")
+    a.add_argument(
+        "--attribute",
+        action="append",
+        type=_attribute,
+        default=[],
+        metavar="KEY=VALUE",
+        help="operator attribute for placement (repeatable)",
+    )
+    a.add_argument(
+        "--address",
+        default="",
+        help="address where this host's published ports answer (default: "
+        "the address used to reach the controller)",
+    )
     a.add_argument("--hostname", default=socket.gethostname(), help="name shown for this host")
-    a.add_argument("--pull-behavior", default="default",
-                   choices=["default", "always", "once", "prefer-cached"],
-                   help="ECS image pull behaviour (default: pull, fall back to cache)")
-    a.add_argument("--reserved-memory", type=int, default=0,
-                   help="MiB kept back from tasks (ECS_RESERVED_MEMORY)")
-    a.add_argument("--credentials-listen", default="127.0.0.1:51679",
-                   help="task credentials / metadata endpoint (default %(default)s)")
+    a.add_argument(
+        "--pull-behavior",
+        default="default",
+        choices=["default", "always", "once", "prefer-cached"],
+        help="ECS image pull behaviour (default: pull, fall back to cache)",
+    )
+    a.add_argument(
+        "--reserved-memory",
+        type=int,
+        default=0,
+        help="MiB kept back from tasks (ECS_RESERVED_MEMORY)",
+    )
+    a.add_argument(
+        "--credentials-listen",
+        default="127.0.0.1:51679",
+        help="task credentials / metadata endpoint (default %(default)s)",
+    )
     a.add_argument(
         "--credentials-mode",
         default=os.environ.get("DOCKYARD_CREDENTIALS_MODE", "auto"),
@@ -76,8 +134,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="how 169.254.170.2 reaches the endpoint: iptables DNAT, or a bridge network "
         "with a forwarder container (Docker Desktop); auto picks iptables when it can",
     )
-    a.add_argument("--join-token", default=os.environ.get("DOCKYARD_JOIN_TOKEN", ""),
-                   help="token from `dockyard tokens create`, for the first registration")
+    a.add_argument(
+        "--join-token",
+        default=os.environ.get("DOCKYARD_JOIN_TOKEN", ""),
+        help="token from `dockyard tokens create`, for the first registration",
+    )
     a.add_argument("--log-level", default="INFO")
     a.set_defaults(handler=_run_agent)
 

@@ -18,9 +18,10 @@ from dockyard.errors import ApiError
 # Modules that contribute subcommands, in help order. Missing optional ones are skipped
 # only while they are being written; every module listed here must exist on main.
 COMMAND_MODULES = [
-    "dockyard.cli.daemons",     # controller, agent
-    "dockyard.cli.operator",    # clusters, task-definitions, run, stop, tasks, instances, ...
-    "dockyard.lab.cli",         # lab up/down/status/chaos verbs, verify
+    "dockyard.cli.daemons",  # controller, agent
+    "dockyard.cli.operator",  # clusters, task-definitions, run, stop, tasks, instances, ...
+    "dockyard.lab.cli",  # lab up/down/status/chaos verbs, verify
+    "dockyard.sim.cli",  # sim: simulated agents for scale tests
 ]
 
 

@@ -1,0 +1,62 @@
+"""Liveness at scale: the heartbeat-period policy and admission of registration storms (pure).
+
+Nomad's rule for heartbeats: the period grows with the cluster so the cluster-wide rate
+stays under a budget (one heartbeat round trip costs ~100 µs of controller CPU in grpc.aio,
+so 10,000 agents at 1 s would be a full core), while a small cluster keeps the base period
+and detects a vanished host within three periods.
+
+Admission: registrations beyond what the controller can work through soon are refused
+with a retry hint, and the agents come back with jittered backoff, instead of piling up
+in memory and timing out together.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+DEFAULT_HEARTBEAT_BUDGET = 1000.0  # heartbeats per second, cluster-wide
+MISSED_HEARTBEATS = 3
+PERIOD_STEP_S = 0.5  # periods are rounded up to this, so joins do not change it each time
+MAX_INFLIGHT_REGISTRATIONS = 256
+MAX_WAITING_REGISTRATIONS = 4096
+REGISTRATIONS_PER_S_HINT = 1000.0  # for the retry hint only
+
+
+def heartbeat_period(agents: int, base: float, budget: float) -> float:
+    """Seconds between heartbeats for a cluster of `agents`: base, or agents / budget."""
+    if budget <= 0 or agents <= 0:
+        return base
+    need = agents / budget
+    if need <= base:
+        return base
+    return max(base, math.ceil(need / PERIOD_STEP_S) * PERIOD_STEP_S)
+
+
+def silence_limit(previous: float, current: float) -> float:
+    """How long a session may stay silent: an agent asleep on the previous (longer) period
+    learns the new one only with its next heartbeat's ack."""
+    return MISSED_HEARTBEATS * max(previous, current)
+
+
+@dataclass
+class Admission:
+    """Counts registrations in flight and waiting; decides who must come back later."""
+
+    max_inflight: int = MAX_INFLIGHT_REGISTRATIONS
+    max_waiting: int = MAX_WAITING_REGISTRATIONS
+    inflight: int = 0
+    waiting: int = 0
+    refused: int = 0
+
+    def admit(self) -> bool:
+        """False: refuse this registration now (the queue is full)."""
+        if self.waiting >= self.max_waiting:
+            self.refused += 1
+            return False
+        self.waiting += 1
+        return True
+
+    def retry_hint(self) -> float:
+        """Seconds after which the queue ahead should have drained."""
+        return round(max(1.0, (self.waiting + self.inflight) / REGISTRATIONS_PER_S_HINT), 1)
