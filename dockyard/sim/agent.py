@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 import time
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ from dockyard.v1 import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger("dockyard.sim")
 MISSED_PERIODS = 3
+RETRY_HINT = re.compile(r"retry in ([0-9.]+) s")
 _END = object()
 
 
@@ -62,6 +64,7 @@ class SimAgent:
         self._beat: asyncio.TimerHandle | None = None
         self._seq = 0
         self._last_heard = 0.0
+        self._retry_after = 0.0  # the controller's hint when it refused us as BUSY
         self._call: grpc.aio.StreamStreamCall | None = None
 
     async def run_forever(self) -> None:
@@ -70,7 +73,8 @@ class SimAgent:
             established = await self._session()
             backoff = 0.0 if established else backoff
             backoff = model.next_backoff(backoff, self.cfg.backoff_cap, self.rng)
-            await asyncio.sleep(backoff)
+            hint, self._retry_after = self._retry_after, 0.0
+            await asyncio.sleep(max(backoff, hint * self.rng.uniform(1.0, 1.5)))
 
     # ------------------------------------------------------------------ the session
 
@@ -144,6 +148,9 @@ class SimAgent:
             )
         elif kind == "refusal":
             self.counters.refusals += 1
+            hint = RETRY_HINT.search(msg.refusal.message)
+            if msg.refusal.code == "BUSY" and hint:
+                self._retry_after = float(hint.group(1))
             if msg.refusal.fatal:
                 call.cancel()
         return False
