@@ -1,0 +1,264 @@
+"""Task-role credentials end to end on the machine's dockerd: real controller and agent
+processes, the agent's endpoint on a free loopback port, botocore's own ContainerProvider,
+and STS AssumeRole against a local moto server.
+
+The agent programs its DYK-CRED-<port> chains in the root namespace only for 169.254.170.2:80
+on this engine's bridge; every test stops it with SIGTERM, which removes them (checked).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dockyard.errors import ApiError
+from tests.support import LocalCluster, docker, free_port, wait_for
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def creds_cluster(tmp_path: Path, sample_images: list[str]) -> Iterator[tuple[LocalCluster, int]]:
+    lc = LocalCluster(tmp_path)
+    port = free_port()
+    try:
+        lc.start_controller()
+        lc.start_agent("a1", "--credentials-listen", f"127.0.0.1:{port}")
+        lc.wait_connected("a1")
+        yield lc, port
+    finally:
+        for proc in lc.agents.values():
+            proc.kill(signal.SIGTERM)  # a clean stop removes the agent's iptables chains
+        lc.stop()
+        _drop_chains(port)
+
+
+def _drop_chains(port: int) -> None:
+    """Belt and braces after a failed test: nothing of ours stays in the root namespace."""
+    chain = f"DYK-CRED-{port}"
+    for table, parent in (("nat", "PREROUTING"), ("nat", "OUTPUT"), ("filter", "INPUT")):
+        rules = subprocess.run(
+            ["iptables", "-w", "5", "-t", table, "-S", parent], capture_output=True, text=True
+        ).stdout.splitlines()
+        for rule in rules:
+            if rule.endswith(f"-j {chain}"):
+                subprocess.run(["iptables", "-w", "5", "-t", table, "-D", *rule.split()[1:]])
+        subprocess.run(["iptables", "-w", "5", "-t", table, "-F", chain], capture_output=True)
+        subprocess.run(["iptables", "-w", "5", "-t", table, "-X", chain], capture_output=True)
+
+
+def _chains() -> str:
+    return subprocess.run(
+        ["iptables", "-w", "5", "-t", "nat", "-S"], capture_output=True, text=True
+    ).stdout
+
+
+def _taskdef(**extra: Any) -> dict[str, Any]:
+    return {
+        "family": "creds",
+        "containerDefinitions": [
+            {"name": "main", "image": "dockyard/sleeper", "memory": 32},
+        ],
+        **extra,
+    }
+
+
+def _env(lc: LocalCluster, container: str = "main") -> dict[str, str]:
+    for cid in lc.containers("a1"):
+        data = json.loads(docker("inspect", cid))[0]
+        if data["Config"]["Labels"].get("com.amazonaws.ecs.container-name") == container:
+            return dict(e.split("=", 1) for e in data["Config"]["Env"])
+    return {}
+
+
+def _get(url: str) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def _run(lc: LocalCluster, td: dict[str, Any]) -> str:
+    c = lc.client()
+    c.call("RegisterTaskDefinition", td)
+    arn = str(c.call("RunTask", {"taskDefinition": td["family"]})["tasks"][0]["taskArn"])
+    lc.wait_status([arn], "RUNNING")
+    return arn
+
+
+def test_roles_and_secrets_are_write_only(creds_cluster: tuple[LocalCluster, int]) -> None:
+    lc, _ = creds_cluster
+    c = lc.client()
+    out = c.call(
+        "CreateRole", {"roleName": "app", "accessKeyId": "AKIDAPP", "secretAccessKey": "s3cr3t"}
+    )
+    assert out["role"]["roleArn"] == "arn:aws:iam::000000000000:role/app"
+    c.call("PutSecret", {"name": "db-pass", "value": "hunter2"})
+    listed = json.dumps([c.call("ListRoles"), c.call("ListSecrets")])
+    assert "app" in listed and "db-pass" in listed
+    assert "s3cr3t" not in listed and "hunter2" not in listed and "AKIDAPP" not in listed
+    with pytest.raises(ApiError, match="roleName: a role named app already exists"):
+        c.call("CreateRole", {"roleName": "app", "accessKeyId": "x", "secretAccessKey": "y"})
+    with pytest.raises(ApiError, match="secretAccessKey: is required"):
+        c.call("CreateRole", {"roleName": "b", "accessKeyId": "x"})
+    with pytest.raises(ApiError, match="source: must be one of"):
+        c.call("CreateRole", {"roleName": "b", "source": "magic"})
+    with pytest.raises(ApiError, match="source: cannot obtain credentials"):
+        c.call("CreateRole", {"roleName": "b", "source": "process", "command": "false"})
+    data = lc.root / "controller"
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    for f in data.glob("dockyard.db*"):
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+    c.call("DeleteSecret", {"name": "db-pass"})
+    c.call("DeleteRole", {"roleName": "app"})
+    assert c.call("ListRoles")["roles"] == [] and c.call("ListSecrets")["secrets"] == []
+
+
+def test_unknown_roles_and_secrets_fail_run_task(creds_cluster: tuple[LocalCluster, int]) -> None:
+    lc, _ = creds_cluster
+    c = lc.client()
+    c.call("RegisterTaskDefinition", _taskdef(taskRoleArn="arn:aws:iam::000000000000:role/nope"))
+    with pytest.raises(ApiError, match="InvalidParameterException: taskRoleArn: no role"):
+        c.call("RunTask", {"taskDefinition": "creds"})
+    c.call("RegisterTaskDefinition", _taskdef(executionRoleArn="ghost"))
+    with pytest.raises(ApiError, match="executionRoleArn: no role ghost"):
+        c.call("RunTask", {"taskDefinition": "creds"})
+    c.call("CreateRole", {"roleName": "exec", "accessKeyId": "a", "secretAccessKey": "b"})
+    td = _taskdef(executionRoleArn="exec")
+    td["containerDefinitions"][0]["secrets"] = [{"name": "X", "valueFrom": "missing"}]
+    c.call("RegisterTaskDefinition", td)
+    with pytest.raises(ApiError, match=r"containerDefinitions\[0\].secrets\[0\].valueFrom: no"):
+        c.call("RunTask", {"taskDefinition": "creds"})
+
+
+def test_credentials_secrets_and_revocation(creds_cluster: tuple[LocalCluster, int]) -> None:
+    lc, port = creds_cluster
+    c = lc.client()
+    c.call("CreateRole", {"roleName": "app", "accessKeyId": "AKIDAPP", "secretAccessKey": "sk"})
+    c.call("PutSecret", {"name": "db-pass", "value": "hunter2"})
+    td = _taskdef(taskRoleArn="app", executionRoleArn="app")
+    td["containerDefinitions"][0]["secrets"] = [{"name": "DB_PASS", "valueFrom": "db-pass"}]
+    td["containerDefinitions"].append(
+        {"name": "side", "image": "dockyard/sleeper", "memory": 32, "essential": False}
+    )
+    arn = _run(lc, td)
+    main, side = _env(lc, "main"), _env(lc, "side")
+    assert main["DB_PASS"] == "hunter2" and "DB_PASS" not in side  # only where declared
+    rel = main["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"]
+    assert len(rel.rsplit("/", 1)[1]) >= 22  # >= 128 bits, base64url
+    status, doc = _get(f"http://127.0.0.1:{port}{rel}")
+    assert status == 200
+    assert doc["AccessKeyId"] == "AKIDAPP" and doc["SecretAccessKey"] == "sk"
+    assert doc["RoleArn"] == "arn:aws:iam::000000000000:role/app" and doc["Expiration"]
+    meta = main["ECS_CONTAINER_METADATA_URI_V4"].replace("169.254.170.2", f"127.0.0.1:{port}")
+    status, task = _get(meta + "/task")
+    assert status == 200 and task["TaskARN"] == arn and task["Family"] == "creds"
+    assert {x["Name"] for x in task["Containers"]} == {"main", "side"}
+    status, mine = _get(meta)
+    assert mine["Name"] == "main" and mine["DockerId"] and mine["KnownStatus"] == "RUNNING"
+    assert _get(f"http://127.0.0.1:{port}/v2/credentials/{'A' * 32}")[0] == 400
+    assert _get(f"http://127.0.0.1:{port}/v2/credentials/")[1]["code"] == "NoIdInRequest"
+    assert "DYK-CRED-" in _chains()
+    c.call("StopTask", {"task": arn})
+    lc.wait_status([arn], "STOPPED")
+    status, err = wait_for(
+        lambda: (lambda r: r if r[0] == 400 else None)(_get(f"http://127.0.0.1:{port}{rel}")),
+        20,
+        what="revoked credentials",
+    )
+    assert err == {"code": "InvalidIdInRequest", "message": err["message"]}
+    lc.agents["a1"].kill(signal.SIGTERM)
+    assert f"DYK-CRED-{port}" not in _chains()  # a clean stop removes its rules
+    log = (lc.root / "agent-a1.log").read_text() + (lc.root / "controller.log").read_text()
+    assert "hunter2" not in log and "AKIDAPP" not in log and rel not in log
+
+
+def test_botocore_container_provider_loads_them(creds_cluster: tuple[LocalCluster, int]) -> None:
+    lc, port = creds_cluster
+    c = lc.client()
+    c.call("CreateRole", {"roleName": "sdk", "accessKeyId": "AKIDSDK", "secretAccessKey": "x"})
+    _run(lc, _taskdef(taskRoleArn="sdk"))
+    rel = _env(lc)["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"]
+    code = (
+        "import json, botocore.credentials as c\n"
+        "k = c.ContainerProvider().load().get_frozen_credentials()\n"
+        "print(json.dumps([k.access_key, k.secret_key]))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_CONTAINER", "AWS_ACCESS"))}
+    env["AWS_CONTAINER_CREDENTIALS_FULL_URI"] = f"http://127.0.0.1:{port}{rel}"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert json.loads(out.stdout) == ["AKIDSDK", "x"], out.stderr
+
+
+@pytest.fixture
+def moto() -> Iterator[str]:
+    port = free_port()
+    moto_bin = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen(
+        [str(moto_bin), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: urllib.request.urlopen(url + "/moto-api/", timeout=1), 30, what="moto")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_sts_assume_role_rotates(creds_cluster: tuple[LocalCluster, int], moto: str) -> None:
+    import boto3
+
+    lc, port = creds_cluster
+    c = lc.client()
+    role_arn = "arn:aws:iam::123456789012:role/reader"
+    c.call(
+        "CreateRole",
+        {
+            "roleName": "reader",
+            "roleArn": role_arn,
+            "source": "sts-assume-role",
+            "accessKeyId": "AKIDBASE",
+            "secretAccessKey": "base",
+            "endpointUrl": moto,
+            "externalId": "ext-1",
+            "durationSeconds": 20,
+        },
+    )
+    assert "base" not in json.dumps(c.call("ListRoles"))
+    _run(lc, _taskdef(taskRoleArn="reader"))
+    url = f"http://127.0.0.1:{port}" + _env(lc)["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"]
+    _, first = _get(url)
+    sts = boto3.client(
+        "sts",
+        endpoint_url=moto,
+        region_name="us-east-1",
+        aws_access_key_id=first["AccessKeyId"],
+        aws_secret_access_key=first["SecretAccessKey"],
+        aws_session_token=first["Token"],
+    )
+    who = sts.get_caller_identity()
+    assert who["Arn"].startswith("arn:aws:sts::123456789012:assumed-role/reader/"), who
+    # half-life rotation for short durations: new keys, later Expiration, same URL
+    later = wait_for(
+        lambda: (lambda d: d if d[1]["Expiration"] > first["Expiration"] else None)(_get(url)),
+        30,
+        what="rotated credentials",
+    )[1]
+    assert later["AccessKeyId"] != first["AccessKeyId"]
