@@ -1,0 +1,212 @@
+"""Task credentials from inside containers, and private pulls, in the multi-host lab.
+
+Each lab host is a network namespace with its own dockerd and agent, so the agent programs
+169.254.170.2's DNAT in that namespace exactly as on a real host. The private registry is
+the CNCF registry with htpasswd auth behind TLS; its test certificate goes to
+/etc/docker/certs.d/<addr>/ca.crt (read by every engine, scoped to that address) and is
+removed afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dockyard.lab import Lab
+from dockyard.lab.registry import wait_tcp
+from tests.support import free_port, wait_for
+
+pytestmark = [pytest.mark.docker, pytest.mark.lab]
+HOST = "h1"
+ON_H1 = [{"type": "memberOf", "expression": f"attribute:dockyard.hostname == {HOST}"}]
+
+
+def _run(lab: Lab, family: str, **extra: Any) -> dict[str, Any]:
+    containers = extra.pop("containers", None) or [
+        {"name": "main", "image": lab.image("sleeper"), "memory": 32}
+    ]
+    with lab.client() as c:
+        c.call(
+            "RegisterTaskDefinition",
+            {"family": family, "containerDefinitions": containers, **extra},
+        )
+        out = c.call("RunTask", {"taskDefinition": family, "placementConstraints": ON_H1})
+    assert out["tasks"], out
+    return dict(out["tasks"][0])
+
+
+def _wait(lab: Lab, arn: str, status: str, timeout: float = 60) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        with lab.client() as c:
+            t = c.call("DescribeTasks", {"tasks": [arn]})["tasks"][0]
+        return t if t["lastStatus"] == status else None
+
+    return wait_for(check, timeout, what=f"{arn} {status}")
+
+
+def _container(lab: Lab, arn: str) -> str:
+    out = lab.docker(HOST, "ps", "-q", "--filter", f"label=com.amazonaws.ecs.task-arn={arn}")
+    return out.split()[0]
+
+
+def _sh(lab: Lab, cid: str, script: str) -> str:
+    return lab.docker(HOST, "exec", cid, "sh", "-c", script)
+
+
+def _fetch(lab: Lab, cid: str, path: str) -> str:
+    """GET http://169.254.170.2<path> from inside the container (busybox wget)."""
+    return _sh(lab, cid, f"wget -q -O - http://169.254.170.2{path} 2>&1 || true")
+
+
+def test_containers_reach_their_credentials_at_169_254_170_2(lab: Lab) -> None:
+    if not lab.has_control_plane:
+        pytest.skip("lab without controller and agents")
+    tag = uuid.uuid4().hex[:6]
+    with lab.client() as c:
+        c.call(
+            "CreateRole",
+            {"roleName": f"lab-{tag}", "accessKeyId": f"AKID{tag}", "secretAccessKey": "s"},
+        )
+    a = _run(lab, f"cr-a-{tag}", taskRoleArn=f"lab-{tag}")
+    b = _run(lab, f"cr-b-{tag}", taskRoleArn=f"lab-{tag}")
+    h = _run(lab, f"cr-h-{tag}", taskRoleArn=f"lab-{tag}", networkMode="host")
+    tasks = [a["taskArn"], b["taskArn"], h["taskArn"]]
+    try:
+        for arn in tasks:
+            _wait(lab, arn, "RUNNING")
+        ca, cb, ch = (_container(lab, arn) for arn in tasks)
+        got = json.loads(
+            _sh(lab, ca, "wget -q -O - http://169.254.170.2$AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        )
+        assert got["AccessKeyId"] == f"AKID{tag}" and got["Token"] == "" and got["Expiration"]
+        host_got = json.loads(
+            _sh(lab, ch, "wget -q -O - http://169.254.170.2$AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        )
+        assert host_got["AccessKeyId"] == f"AKID{tag}"
+        meta = json.loads(_sh(lab, ca, "wget -q -O - $ECS_CONTAINER_METADATA_URI_V4/task"))
+        assert meta["TaskARN"] == a["taskArn"]
+        b_uri = _sh(lab, cb, "echo $AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").strip()
+        a_uri = _sh(lab, ca, "echo $AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").strip()
+        assert a_uri != b_uri
+        assert "400" in _fetch(lab, ca, "/v2/credentials/not-a-real-id-000000000000")
+        with lab.client() as c:
+            c.call("StopTask", {"task": b["taskArn"]})
+        _wait(lab, b["taskArn"], "STOPPED")
+        assert "400" in _fetch(lab, ca, b_uri)  # revoked
+        assert "AKID" in _fetch(lab, ca, a_uri)
+    finally:
+        with lab.client() as c:
+            for arn in tasks:
+                c.call("StopTask", {"task": arn})
+
+
+# ---------------------------------------------------------------- private registry
+
+
+@pytest.fixture
+def private_registry(lab: Lab, tmp_path: Path) -> Iterator[str]:
+    gw = lab.registry.rsplit(":", 1)[0]
+    addr = f"{gw}:{free_port()}"
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=dockyard-test-registry",
+         "-addext", f"subjectAltName=IP:{gw}"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    htpasswd = subprocess.run(
+        ["htpasswd", "-Bbn", "puller", "right-pass"], check=True, capture_output=True, text=True
+    ).stdout
+    (tmp_path / "htpasswd").write_text(htpasswd)
+    (tmp_path / "config.yml").write_text(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {tmp_path / 'data'}\nhttp:\n  addr: {addr}\n  tls:\n"
+        f"    certificate: {cert}\n    key: {key}\nauth:\n  htpasswd:\n    realm: test\n"
+        f"    path: {tmp_path / 'htpasswd'}\n"
+    )
+    certs_d = Path("/etc/docker/certs.d") / addr
+    certs_d.mkdir(parents=True, exist_ok=True)
+    shutil.copy(cert, certs_d / "ca.crt")
+    proc = subprocess.Popen(
+        ["docker-registry", "serve", str(tmp_path / "config.yml")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_tcp(addr, None, 20, "private registry")
+        yield addr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        shutil.rmtree(certs_d, ignore_errors=True)
+
+
+def _host_docker(lab: Lab, config_dir: Path, *args: str) -> None:
+    env = dict(os.environ, DOCKER_HOST=lab.host(HOST).docker_host, DOCKER_CONFIG=str(config_dir))
+    out = subprocess.run(["docker", *args], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+
+
+def test_private_image_pulls_with_repository_credentials(
+    lab: Lab, private_registry: str, tmp_path: Path
+) -> None:
+    if not lab.has_control_plane:
+        pytest.skip("lab without controller and agents")
+    tag = uuid.uuid4().hex[:6]
+    image = f"{private_registry}/private/sleeper:{tag}"
+    cfg = tmp_path / "docker-config"
+    _host_docker(lab, cfg, "pull", lab.image("sleeper"))
+    _host_docker(lab, cfg, "tag", lab.image("sleeper"), image)
+    env = dict(os.environ, DOCKER_HOST=lab.host(HOST).docker_host, DOCKER_CONFIG=str(cfg))
+    login = subprocess.run(
+        ["docker", "login", "-u", "puller", "--password-stdin", private_registry],
+        input="right-pass", env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert login.returncode == 0, login.stderr
+    _host_docker(lab, cfg, "push", image)
+    _host_docker(lab, cfg, "rmi", image)  # the agent must pull it
+    with lab.client() as c:
+        c.call(
+            "CreateRole", {"roleName": f"exec-{tag}", "accessKeyId": "a", "secretAccessKey": "b"}
+        )
+        for name, password in (("bad", "wrong-pass"), ("good", "right-pass")):
+            c.call(
+                "PutSecret",
+                {
+                    "name": f"reg-{name}-{tag}",
+                    "value": json.dumps({"username": "puller", "password": password}),
+                },
+            )
+    results = {}
+    for name in ("bad", "good"):
+        containers = [
+            {
+                "name": "main",
+                "image": image,
+                "memory": 32,
+                "repositoryCredentials": {"credentialsParameter": f"reg-{name}-{tag}"},
+            }
+        ]
+        task = _run(lab, f"pr-{name}-{tag}", containers=containers, executionRoleArn=f"exec-{tag}")
+        results[name] = _wait(lab, task["taskArn"], "STOPPED" if name == "bad" else "RUNNING", 90)
+    assert "CannotPullContainerError" in json.dumps(results["bad"])
+    assert "wrong-pass" not in json.dumps(results["bad"])
+    with lab.client() as c:
+        c.call("StopTask", {"task": results["good"]["taskArn"]})
+        # the execution role is what grants the read
+        c.call(
+            "RegisterTaskDefinition",
+            {"family": f"pr-noexec-{tag}", "containerDefinitions": [
+                {"name": "main", "image": image, "memory": 32,
+                 "repositoryCredentials": {"credentialsParameter": f"reg-good-{tag}"}}]},
+        )  # fmt: skip
+        with pytest.raises(Exception, match="executionRoleArn: is required"):
+            c.call("RunTask", {"taskDefinition": f"pr-noexec-{tag}"})
