@@ -262,3 +262,29 @@ def test_sts_assume_role_rotates(creds_cluster: tuple[LocalCluster, int], moto: 
         what="rotated credentials",
     )[1]
     assert later["AccessKeyId"] != first["AccessKeyId"]
+
+
+def test_cli_roles_and_secrets_never_print_keys(
+    creds_cluster: tuple[LocalCluster, int], tmp_path: Path
+) -> None:
+    lc, _ = creds_cluster
+    keys = tmp_path / "keys.env"
+    keys.write_text("AWS_ACCESS_KEY_ID=AKIDCLI\nexport AWS_SECRET_ACCESS_KEY='cli-secret'\n")
+
+    def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "dockyard.cli.main", *args, "--controller", lc.address]
+        return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60)
+
+    made = cli("roles", "create", "cli-role", "--keys-file", str(keys))
+    assert made.returncode == 0, made.stderr
+    listed = cli("roles", "list", "--output", "json")
+    assert json.loads(listed.stdout)["roles"][0]["roleName"] == "cli-role"
+    put = cli("secrets", "put", "api-token", "--stdin", stdin="tok-123\n")
+    assert put.returncode == 0, put.stderr
+    shown = made.stdout + listed.stdout + put.stdout + cli("secrets", "list").stdout
+    assert "api-token" in shown and "cli-role" in shown
+    assert "AKIDCLI" not in shown and "cli-secret" not in shown and "tok-123" not in shown
+    bad = cli("roles", "create", "nokeys")
+    assert bad.returncode == 1 and "needs --keys-file or --keys-from-env" in bad.stderr
+    assert cli("secrets", "delete", "api-token").returncode == 0
+    assert cli("roles", "delete", "cli-role").returncode == 0
