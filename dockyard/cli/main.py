@@ -20,6 +20,7 @@ from dockyard.errors import ApiError
 COMMAND_MODULES = [
     "dockyard.cli.daemons",  # controller, agent
     "dockyard.cli.operator",  # clusters, task-definitions, run, stop, tasks, instances, ...
+    "dockyard.cli.roles",  # roles, secrets
     "dockyard.lab.cli",  # lab up/down/status/chaos verbs, verify
     "dockyard.sim.cli",  # sim: simulated agents for scale tests
 ]
