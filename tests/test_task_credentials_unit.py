@@ -1,0 +1,64 @@
+"""Pure pieces of task credentials: rate limit, refresh timing, revocation, parsing."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.credentials import TokenBucket, next_credentials
+from agent.netconfig import nat_rules
+from controller.roles import Issued, parse_role, registry_server, secret_name
+from dockyard.errors import ApiError
+from dockyard.v1 import agent_pb2
+
+
+def test_token_bucket_allows_burst_then_steady_rate() -> None:
+    b = TokenBucket(rate=40, burst=60)
+    b.at = 0.0
+    assert sum(b.take(0.0) for _ in range(100)) == 60
+    assert sum(b.take(1.0) for _ in range(100)) == 40
+
+
+def test_refresh_keeps_more_than_the_sdk_window_and_half_life_for_short_ones() -> None:
+    hour = Issued("a", "s", "t", expiration=3600, issued_at=0)
+    assert not hour.due(3600 - 21 * 60) and hour.due(3600 - 20 * 60)
+    short = Issued("a", "s", "t", expiration=20, issued_at=0)
+    assert not short.due(9) and short.due(10)
+
+
+def test_stopped_tasks_lose_credentials_running_ones_keep_them_meanwhile() -> None:
+    creds = agent_pb2.Credentials(id="x", access_key_id="A")
+    running = agent_pb2.DesiredTask(desired_status="RUNNING")
+    assert next_credentials(creds, running, "RUNNING") is creds
+    assert next_credentials(creds, running, "STOPPED") is None
+    stopping = agent_pb2.DesiredTask(desired_status="STOPPED")
+    assert next_credentials(creds, stopping, "STOPPING") is None
+    fresh = agent_pb2.DesiredTask(desired_status="RUNNING", credentials=creds)
+    assert next_credentials(None, fresh, "PENDING") == creds
+
+
+def test_parse_role_names_the_field() -> None:
+    with pytest.raises(ApiError, match="durationSeconds"):
+        parse_role(
+            {"roleName": "r", "source": "sts-assume-role", "accessKeyId": "a",
+             "secretAccessKey": "b", "durationSeconds": "long"},
+            "000000000000",
+        )  # fmt: skip
+    with pytest.raises(ApiError, match="roleArn"):
+        parse_role({"roleName": "r", "roleArn": "nope", "accessKeyId": "a"}, "000000000000")
+
+
+def test_secret_refs_and_registry_hosts() -> None:
+    assert secret_name("db") == ("db", "")
+    assert secret_name("arn:aws:secretsmanager:us-east-1:1:secret:db:password::") == (
+        "db",
+        "password",
+    )
+    assert secret_name("arn:aws:ssm:us-east-1:1:parameter/app/db") == ("app/db", "")
+    assert registry_server("10.0.0.1:5000/x/y:1") == "10.0.0.1:5000"
+    assert registry_server("library/busybox") == ""
+
+
+def test_dnat_rules_are_scoped_to_the_bridge_and_endpoint() -> None:
+    rules = nat_rules("DYK-CRED-1", "docker0", "127.0.0.1", 1)
+    assert ["PREROUTING", "-i", "docker0"] == rules[1][:3]
+    assert all("169.254.170.2/32" in r for r in rules)
