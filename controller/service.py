@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from controller import ecs_views, lifecycle, placement, taskdef
+from controller.ecs_extra import EcsExtraOps, check_tags
 from controller.ecs_paging import paginate
 from controller.events import EventLog
 from controller.model import (
@@ -82,7 +83,7 @@ def _str_list(body: dict[str, Any], field: str, limit: int = 100) -> list[str]:
     return value
 
 
-class ClusterService:
+class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ecs_extra
     def __init__(
         self,
         store: Store,
@@ -228,11 +229,8 @@ class ClusterService:
 
     async def op_DeleteCluster(self, body: dict[str, Any]) -> dict[str, Any]:
         c = self.cluster(_str(body, "cluster") or None)
-        if any(i.status != "INACTIVE" for i in self.state.cluster_instances(c.name)):
-            raise ApiError(
-                "ClusterContainsContainerInstancesException",
-                f"cluster {c.name} has registered container instances: deregister them first",
-            )
+        # tasks first: deregistering instances stops their tasks, so checking instances
+        # first would leave ClusterContainsTasksException unreachable
         if any(t.active for t in self.state.cluster_tasks(c.name)):
             raise ApiError(
                 "ClusterContainsTasksException",
@@ -242,6 +240,11 @@ class ClusterService:
             raise ApiError(
                 "ClusterContainsServicesException",
                 f"cluster {c.name} has active services: delete them first",
+            )
+        if any(i.status != "INACTIVE" for i in self.state.cluster_instances(c.name)):
+            raise ApiError(
+                "ClusterContainsContainerInstancesException",
+                f"cluster {c.name} has registered container instances: deregister them first",
             )
         c.status = "INACTIVE"
         await self.commit(
@@ -254,7 +257,8 @@ class ClusterService:
     async def op_RegisterTaskDefinition(self, body: dict[str, Any]) -> dict[str, Any]:
         doc = taskdef.validate(body)
         family = doc["family"]
-        revision = max(self.state.taskdefs.get(family, {}), default=0) + 1
+        tags = check_tags(body.get("tags"))
+        revision = await self.next_revision(family)  # no await from here to put_taskdef
         doc.update(
             taskDefinitionArn=self.arns.task_definition(family, revision),
             revision=revision,
@@ -267,14 +271,16 @@ class ClusterService:
         await self.commit(
             [
                 self.state.put_taskdef(td),
+                *self.taskdef_tag_ops(td.arn, tags),
                 self.event("", "taskdef", td.arn, "task definition registered"),
             ]
         )
-        return {"taskDefinition": ecs_views.taskdef_view(td), "tags": body.get("tags", [])}
+        return {"taskDefinition": ecs_views.taskdef_view(td), "tags": tags}
 
     async def op_DescribeTaskDefinition(self, body: dict[str, Any]) -> dict[str, Any]:
         td = self.taskdef(body.get("taskDefinition"))
-        return {"taskDefinition": ecs_views.taskdef_view(td), "tags": []}
+        tags = await self.taskdef_tags(td.arn) if "TAGS" in body.get("include", []) else []
+        return {"taskDefinition": ecs_views.taskdef_view(td), "tags": tags}
 
     async def op_ListTaskDefinitions(self, body: dict[str, Any]) -> dict[str, Any]:
         prefix = _str(body, "familyPrefix")
@@ -345,6 +351,8 @@ class ClusterService:
                 "tasks": [ecs_views.task_view(self.state.tasks[a], self.arns) for a in arns],
                 "failures": [],
             }
+        if _str(body, "launchType", "EC2") != "EC2":
+            raise invalid("launchType", "Dockyard runs the EC2 launch type only")
         count = body.get("count", 1)
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 10:
             raise invalid("count", f"must be an integer from 1 to {MAX_RUN_COUNT}")
@@ -613,6 +621,8 @@ class ClusterService:
             value = _str(body, field)
             if value:
                 tasks = [t for t in tasks if match(t, value)]
+        if _str(body, "launchType", "EC2") != "EC2":
+            tasks = []  # every Dockyard task is EC2
         if desired == "PENDING":
             tasks = [
                 t
