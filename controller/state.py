@@ -55,7 +55,7 @@ class ClusterState:
     def put_instance(self, inst: Instance) -> Put:
         self._index_instance(inst)
         self.refresh_view(inst.arn)
-        return Put("instance", inst.key, inst.cluster, to_doc(inst))
+        return Put("instance", inst.key, inst.cluster, None, obj=inst)
 
     def _index_instance(self, inst: Instance) -> None:
         self.instances[inst.arn] = inst
@@ -75,7 +75,7 @@ class ClusterState:
 
     def save_task(self, task: Task) -> Put:
         task.version += 1
-        return Put("task", task.key, task.cluster, to_doc(task))
+        return Put("task", task.key, task.cluster, None, obj=task)
 
     def task_stopped(self, task: Task) -> None:
         """A task reached STOPPED: release what it held on its instance."""
