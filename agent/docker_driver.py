@@ -424,6 +424,30 @@ class DockerDriver:
             raise PullError(f"CannotPullContainerError: {e}") from None
         self._pulled.add(key)
 
+    def was_pulled(self, image: str) -> bool:
+        """True if this driver pulled `image` (image cleanup only removes those)."""
+        return normalize_image(image) in self._pulled
+
+    async def images_in_use(self) -> set[str]:
+        """Images referenced by any container on the engine, running or not (normalised
+        names and image ids): cleanup never removes these."""
+        with self._errors("list containers", DockerUnavailable):
+            found = await self._docker.containers.list(all=True)
+        used: set[str] = set()
+        for c in found:
+            used.add(normalize_image(str(c["Image"])))
+            used.add(str(c["ImageID"]))
+        return used
+
+    async def remove_image(self, image: str) -> bool:
+        """Remove an image by name; False (no error) if it is in use or already gone."""
+        try:
+            await self._docker.images.delete(normalize_image(image))
+        except aiodocker.DockerError:
+            return False
+        self._pulled.discard(normalize_image(image))
+        return True
+
     # ------------------------------------------------------------ containers
 
     async def create_and_start(

@@ -9,6 +9,7 @@ import logging
 import signal
 from pathlib import Path
 
+from agent.image_cleanup import CleanupPolicy
 from agent.runtime import Agent, AgentConfig
 
 
@@ -26,6 +27,9 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         join_token=args.join_token,
         credentials_listen=args.credentials_listen,
         credentials_mode=args.credentials_mode,
+        image_cleanup=CleanupPolicy(
+            args.image_cleanup_interval, args.image_min_age, args.images_per_cycle
+        ),
     )
 
 

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent import __version__, host, identity, reconcile
+from agent import __version__, host, identity, image_cleanup, reconcile
 from agent.credentials import TaskEndpoint
 from agent.docker_driver import DockerDriver, DockerUnavailable, DriverError, PullError
+from agent.image_cleanup import CleanupPolicy
 from agent.reconcile import LocalTask, Remove, Start, Stop
 from agent.session import Handlers, Session
 from dockyard.v1 import agent_pb2
@@ -43,6 +44,7 @@ class AgentConfig:
     tick_s: float = 2.0
     credentials_listen: str = "127.0.0.1:51679"
     credentials_mode: str = "auto"
+    image_cleanup: CleanupPolicy = field(default_factory=CleanupPolicy)
 
 
 def _auth(spec: agent_pb2.ContainerSpec) -> dict[str, str] | None:
@@ -64,6 +66,7 @@ class Agent:
         self.config = config
         self.identity = identity.load_or_create(config.state_dir)
         self.driver = DockerDriver(config.docker_host)
+        self.images = image_cleanup.ImageLedger(config.state_dir)
         self.endpoint = TaskEndpoint(  # task credentials + metadata (agent/credentials.py)
             config.credentials_listen,
             config.credentials_mode,
@@ -99,6 +102,7 @@ class Agent:
             asyncio.create_task(self.session.run_forever(), name="session"),
             asyncio.create_task(self._reconcile_loop(), name="reconcile"),
             asyncio.create_task(self._docker_events(), name="docker-events"),
+            asyncio.create_task(self._image_cleanup(), name="image-cleanup"),
         ]
         try:
             await asyncio.gather(*self._loops)
@@ -265,6 +269,8 @@ class Agent:
                 spec.image, self.config.pull_behavior, _auth(spec), progress=loc.events.append
             )
             loc.pull_stopped_at = loc.pull_stopped_at or time.time()
+            if self.driver.was_pulled(spec.image):
+                self.images.used(spec.image)
             spec = await self.endpoint.prepare(task, spec)
             docker_id = await self.driver.create_and_start(task, spec, self.identity.instance_id)
             await self.endpoint.started(task, docker_id)
@@ -311,6 +317,14 @@ class Agent:
             for arn in keys:
                 if arn in self.local:
                     self.local[arn].events.clear()
+
+    async def _image_cleanup(self) -> None:
+        policy = self.config.image_cleanup
+        if policy.interval_s <= 0:
+            return
+        while True:
+            await asyncio.sleep(policy.interval_s)
+            await image_cleanup.cleanup_once(self.driver, self.images, policy)
 
     async def _docker_events(self) -> None:
         while True:

@@ -135,6 +135,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "with a forwarder container (Docker Desktop); auto picks iptables when it can",
     )
     a.add_argument(
+        "--image-cleanup-interval",
+        type=float,
+        default=1800.0,
+        help="seconds between image cleanups; 0 disables (ECS_IMAGE_CLEANUP_INTERVAL)",
+    )
+    a.add_argument(
+        "--image-min-age",
+        type=float,
+        default=3600.0,
+        help="an image unused this long may be removed (ECS_IMAGE_MINIMUM_CLEANUP_AGE)",
+    )
+    a.add_argument(
+        "--images-per-cycle",
+        type=int,
+        default=5,
+        help="images removed per cleanup at most (ECS_NUM_IMAGES_DELETE_PER_CYCLE)",
+    )
+    a.add_argument(
         "--join-token",
         default=os.environ.get("DOCKYARD_JOIN_TOKEN", ""),
         help="token from `dockyard tokens create`, for the first registration",
