@@ -39,6 +39,11 @@ class AgentServiceStub:
                 request_serializer=dockyard_dot_v1_dot_agent__pb2.AgentMessage.SerializeToString,
                 response_deserializer=dockyard_dot_v1_dot_agent__pb2.ControllerMessage.FromString,
                 _registered_method=True)
+        self.Enroll = channel.unary_unary(
+                '/dockyard.v1.AgentService/Enroll',
+                request_serializer=dockyard_dot_v1_dot_agent__pb2.EnrollRequest.SerializeToString,
+                response_deserializer=dockyard_dot_v1_dot_agent__pb2.EnrollReply.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -51,6 +56,14 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Enroll(self, request, context):
+        """Admission off loopback: a join token and a CSR buy a client certificate bound to the
+        instance id; with it the agent opens Connect over mutual TLS (and renews it here).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -58,6 +71,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.Connect,
                     request_deserializer=dockyard_dot_v1_dot_agent__pb2.AgentMessage.FromString,
                     response_serializer=dockyard_dot_v1_dot_agent__pb2.ControllerMessage.SerializeToString,
+            ),
+            'Enroll': grpc.unary_unary_rpc_method_handler(
+                    servicer.Enroll,
+                    request_deserializer=dockyard_dot_v1_dot_agent__pb2.EnrollRequest.FromString,
+                    response_serializer=dockyard_dot_v1_dot_agent__pb2.EnrollReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,6 +105,33 @@ class AgentService:
             '/dockyard.v1.AgentService/Connect',
             dockyard_dot_v1_dot_agent__pb2.AgentMessage.SerializeToString,
             dockyard_dot_v1_dot_agent__pb2.ControllerMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Enroll(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dockyard.v1.AgentService/Enroll',
+            dockyard_dot_v1_dot_agent__pb2.EnrollRequest.SerializeToString,
+            dockyard_dot_v1_dot_agent__pb2.EnrollReply.FromString,
             options,
             channel_credentials,
             insecure,
