@@ -12,6 +12,7 @@ nothing. Usage: python -m bench.bench_failures [--trials 5] [--grace 5]
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import threading
 import time
@@ -22,6 +23,7 @@ from dockyard.lab.verify import collect
 from tests.support import wait_for
 
 LAB_DIR, LAB_INDEX = "/tmp/dyk-bench-failures", 150
+KEPT_LOGS = "/tmp/dyk-bench-failures-logs"
 
 
 class EventWatch:
@@ -168,6 +170,11 @@ def main() -> None:
             (f"partition -> DISCONNECTED (period {args.heartbeat:g} s)", parts, "<= 3 s"),
         ]
         rows += _replace_rows(lab, watch, args)
+    except BaseException:
+        shutil.rmtree(KEPT_LOGS, ignore_errors=True)
+        shutil.copytree(f"{LAB_DIR}/logs", KEPT_LOGS)
+        print(f"failed: the lab's logs are kept in {KEPT_LOGS}")
+        raise
     finally:
         Lab.down(LAB_DIR, LAB_INDEX)
     print(f"{'measure':48}{'median':>10}{'max':>10}  goal")
@@ -176,7 +183,7 @@ def main() -> None:
 
 
 def _replace_rows(
-    lab: Lab, watch: EventWatch, host: str, iid: str, args: argparse.Namespace
+    lab: Lab, watch: EventWatch, args: argparse.Namespace
 ) -> list[tuple[str, list[float], str]]:
     client = lab.client()
     try:

@@ -244,7 +244,7 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
     async def watch_heartbeats(self) -> None:
         """Close sessions silent for MISSED_HEARTBEATS of their periods (a vanished host)."""
         while True:
-            await asyncio.sleep(self.period / 2)
+            await asyncio.sleep(self.period / liveness.CHECKS_PER_PERIOD)
             now = time.monotonic()
             for session in list(self.sessions.values()):
                 if now - session.last_seen > session.silence_limit and not session.closed:

@@ -35,8 +35,15 @@ def heartbeat_period(agents: int, base: float, budget: float) -> float:
 
 def silence_limit(previous: float, current: float) -> float:
     """How long a session may stay silent: an agent asleep on the previous (longer) period
-    learns the new one only with its next heartbeat's ack."""
-    return MISSED_HEARTBEATS * max(previous, current)
+    learns the new one only with its next heartbeat's ack.
+
+    Half a period short of MISSED_HEARTBEATS, and checked every quarter period
+    (CHECKS_PER_PERIOD), so a host that vanishes right after a heartbeat is caught within
+    three periods of it (1 s period: 1.5-2.75 s after the partition, median ~2.1 s)."""
+    return (MISSED_HEARTBEATS - 0.5) * max(previous, current)
+
+
+CHECKS_PER_PERIOD = 4
 
 
 @dataclass

@@ -46,8 +46,8 @@ def test_budget_zero_means_no_limit() -> None:
 
 
 def test_silence_limit_covers_an_agent_asleep_on_the_old_period() -> None:
-    assert liveness.silence_limit(10.0, 1.0) == 30.0
-    assert liveness.silence_limit(1.0, 5.0) == 15.0
+    assert liveness.silence_limit(10.0, 1.0) == 25.0
+    assert liveness.silence_limit(1.0, 5.0) == 12.5
 
 
 def test_admission_refuses_beyond_the_queue_with_a_hint() -> None:
