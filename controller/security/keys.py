@@ -1,0 +1,108 @@
+"""Access keys for API callers (ECS SigV4 and the native API): id, secret, role.
+
+The controller needs each secret to recompute HMAC signatures (as AWS does), so secrets are
+kept in the store, which is 0600 in a 0700 data dir; no operation returns a secret except
+the CreateAccessKey call that made it. On first start an admin key is written to
+`<data-dir>/admin-credentials` (0600) so the operator can bootstrap.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from controller.model import now
+from controller.store import Delete, Put
+from dockyard.auth import Credentials, write_credentials
+from dockyard.errors import ApiError, invalid
+
+if TYPE_CHECKING:
+    from controller.service import ClusterService
+
+KIND = "accesskey"
+ROLES = ("admin", "readonly")
+KEY_ID_RE = re.compile(r"^DYAK[A-Z0-9]{16}$")
+MAX_KEYS = 1000
+ADMIN_FILE = "admin-credentials"
+_ALPHABET = string.ascii_uppercase + string.digits
+
+
+@dataclass
+class AccessKey:
+    access_key_id: str
+    secret_access_key: str
+    role: str
+    description: str = ""
+    created_at: float = 0.0
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "accessKeyId": self.access_key_id,
+            "role": self.role,
+            "description": self.description,
+            "createdAt": self.created_at,
+        }
+
+
+class AccessKeys:
+    def __init__(self, service: ClusterService) -> None:
+        self.service = service
+        self.keys: dict[str, AccessKey] = {}
+
+    async def load(self, data_dir: Path | None) -> None:
+        """Load keys; on first start create an admin key and write it to admin-credentials."""
+        for doc in await self.service.store.load(KIND):
+            self.keys[doc["access_key_id"]] = AccessKey(**doc)
+        if not self.keys:
+            key = await self.create("admin", "bootstrap admin key (admin-credentials)")
+            if data_dir is not None:
+                creds = Credentials(key.access_key_id, key.secret_access_key)
+                write_credentials(Path(data_dir) / ADMIN_FILE, creds)
+
+    def get(self, key_id: str) -> AccessKey | None:
+        return self.keys.get(key_id)
+
+    async def create(self, role: str, description: str = "") -> AccessKey:
+        if len(self.keys) >= MAX_KEYS:
+            raise ApiError("LimitExceededException", f"at most {MAX_KEYS} access keys")
+        key_id = "DYAK" + "".join(secrets.choice(_ALPHABET) for _ in range(16))
+        key = AccessKey(key_id, secrets.token_urlsafe(30), role, description, now())
+        self.keys[key_id] = key
+        await self.service.commit([Put(KIND, key_id, "", asdict(key))])
+        return key
+
+    # ------------------------------------------------------------ API operations
+
+    async def op_CreateAccessKey(self, body: dict[str, Any]) -> dict[str, Any]:
+        role = body.get("role", "")
+        if role not in ROLES:
+            raise invalid("role", f"one of {', '.join(ROLES)}")
+        description = body.get("description", "")
+        if not isinstance(description, str) or len(description) > 256:
+            raise invalid("description", "a string of at most 256 characters")
+        key = await self.create(role, description)
+        return {"accessKey": {**key.view(), "secretAccessKey": key.secret_access_key}}
+
+    async def op_ListAccessKeys(self, body: dict[str, Any]) -> dict[str, Any]:
+        keys = sorted(self.keys.values(), key=lambda k: k.created_at)
+        return {"accessKeys": [k.view() for k in keys]}
+
+    async def op_DeleteAccessKey(self, body: dict[str, Any]) -> dict[str, Any]:
+        key_id = body.get("accessKeyId")
+        if not isinstance(key_id, str) or not KEY_ID_RE.match(key_id):
+            raise invalid("accessKeyId", "required: DYAK followed by 16 letters or digits")
+        key = self.keys.get(key_id)
+        if key is None:
+            raise ApiError("ClientException", f"no access key {key_id}")
+        admins = [k for k in self.keys.values() if k.role == "admin"]
+        if key.role == "admin" and len(admins) == 1:
+            raise ApiError(
+                "ClientException", "refusing to delete the last admin key: create another first"
+            )
+        del self.keys[key_id]
+        await self.service.commit([Delete(KIND, key_id)])
+        return {"accessKey": key.view()}

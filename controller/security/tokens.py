@@ -1,0 +1,146 @@
+"""Join tokens (Swarm's model): an agent presents one to join; stored hashed, shown once.
+
+A token is `DYJ1.<id>.<secret>`: the id names it in lists and revocations, the secret is
+only ever kept as its SHA-256. Tokens may expire (`ttlSeconds`) and are revoked by id; a
+revoked token stays listed as REVOKED so a refused agent's error can say so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from controller.model import now
+from controller.store import Put
+from dockyard.errors import ApiError, invalid
+
+if TYPE_CHECKING:
+    from controller.service import ClusterService
+
+KIND = "jointoken"
+PREFIX = "DYJ1"
+TOKEN_RE = re.compile(r"^DYJ1\.([0-9a-f]{12})\.([0-9a-f]{40})$")
+MAX_TOKENS = 1000
+MAX_DESCRIPTION = 256
+MAX_TTL_S = 10 * 365 * 86400
+
+
+@dataclass
+class JoinToken:
+    id: str
+    digest: str  # SHA-256 of the secret, hex
+    description: str = ""
+    created_at: float = 0.0
+    expires_at: float = 0.0  # 0: never
+    revoked_at: float = 0.0
+    uses: int = 0
+
+    def status(self, at: float) -> str:
+        if self.revoked_at:
+            return "REVOKED"
+        if self.expires_at and at >= self.expires_at:
+            return "EXPIRED"
+        return "ACTIVE"
+
+    def view(self, at: float) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "tokenId": self.id,
+            "status": self.status(at),
+            "description": self.description,
+            "createdAt": self.created_at,
+            "uses": self.uses,
+        }
+        if self.expires_at:
+            out["expiresAt"] = self.expires_at
+        if self.revoked_at:
+            out["revokedAt"] = self.revoked_at
+        return out
+
+
+class TokenRefused(Exception):
+    """Why a presented token does not admit its agent (the agent is told this text)."""
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class JoinTokens:
+    def __init__(self, service: ClusterService) -> None:
+        self.service = service
+        self.tokens: dict[str, JoinToken] = {}
+
+    async def load(self) -> None:
+        for doc in await self.service.store.load(KIND):
+            self.tokens[doc["id"]] = JoinToken(**doc)
+
+    def _put(self, token: JoinToken) -> Put:
+        return Put(KIND, token.id, "", asdict(token))
+
+    def check(self, presented: str) -> JoinToken:
+        """The token `presented` names if it admits an agent now; TokenRefused says why not."""
+        if not presented:
+            raise TokenRefused("no join token presented")
+        match = TOKEN_RE.match(presented.strip())
+        if match is None:
+            raise TokenRefused("malformed join token (expected DYJ1.<id>.<secret>)")
+        token = self.tokens.get(match.group(1))
+        if token is None or not hmac.compare_digest(token.digest, _digest(match.group(2))):
+            raise TokenRefused("unknown join token")
+        status = token.status(now())
+        if status != "ACTIVE":
+            raise TokenRefused(f"join token {token.id} is {status.lower()}")
+        return token
+
+    async def used(self, token: JoinToken) -> None:
+        token.uses += 1
+        await self.service.commit([self._put(token)])
+
+    async def create(self, description: str = "", ttl: float = 0) -> tuple[JoinToken, str]:
+        active = [t for t in self.tokens.values() if t.status(now()) == "ACTIVE"]
+        if len(active) >= MAX_TOKENS:
+            raise ApiError("LimitExceededException", f"at most {MAX_TOKENS} active join tokens")
+        tid, secret = secrets.token_hex(6), secrets.token_hex(20)
+        at = now()
+        token = JoinToken(tid, _digest(secret), description, at, at + ttl if ttl else 0.0)
+        self.tokens[tid] = token
+        await self.service.commit([self._put(token)])
+        return token, f"{PREFIX}.{tid}.{secret}"
+
+    async def revoke(self, ref: str) -> JoinToken:
+        match = TOKEN_RE.match(ref)
+        tid = match.group(1) if match else ref
+        token = self.tokens.get(tid)
+        if token is None:
+            raise ApiError("ClientException", f"no join token {tid[:64]!r}")
+        if not token.revoked_at:
+            token.revoked_at = now()
+            await self.service.commit([self._put(token)])
+        return token
+
+    # ------------------------------------------------------------ API operations
+
+    async def op_CreateJoinToken(self, body: dict[str, Any]) -> dict[str, Any]:
+        description = body.get("description", "")
+        if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
+            raise invalid("description", f"a string of at most {MAX_DESCRIPTION} characters")
+        ttl = body.get("ttlSeconds", 0)
+        if not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or not 0 <= ttl <= MAX_TTL_S:
+            raise invalid("ttlSeconds", f"a number of seconds from 0 (never) to {MAX_TTL_S}")
+        token, text = await self.create(description, float(ttl))
+        return {"joinToken": {**token.view(now()), "token": text}}
+
+    async def op_ListJoinTokens(self, body: dict[str, Any]) -> dict[str, Any]:
+        at = now()
+        views = [t.view(at) for t in sorted(self.tokens.values(), key=lambda t: t.created_at)]
+        return {"joinTokens": views}
+
+    async def op_RevokeJoinToken(self, body: dict[str, Any]) -> dict[str, Any]:
+        ref = body.get("tokenId")
+        if not isinstance(ref, str) or not ref or len(ref) > 128:
+            raise invalid("tokenId", "required: the id `dockyard tokens list` shows")
+        return {"joinToken": (await self.revoke(ref)).view(now())}

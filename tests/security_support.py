@@ -1,0 +1,153 @@
+"""An in-process controller with security on, run on its own event loop in a thread.
+
+Tests drive it over real gRPC/HTTP from the test thread, and check invariants inside it
+(`ClusterState.validate()`) through `on_loop`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import requests
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials as BotoCredentials
+
+from controller.server import Controller, ControllerConfig
+from dockyard import auth
+from dockyard.client import Client
+from dockyard.v1 import agent_pb2, agent_pb2_grpc
+
+T = TypeVar("T")
+TARGET = "AmazonEC2ContainerServiceV20141113."
+
+
+@dataclass
+class SecureController:
+    data_dir: Path
+    open_loopback: bool = False
+    ctl: Controller | None = None
+    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
+    thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        config = ControllerConfig(
+            self.data_dir,
+            listen="127.0.0.1:0",
+            http="127.0.0.1:0",
+            heartbeat_period=30,  # raw test agents do not heartbeat
+            auth=True,
+            open_loopback_agents=self.open_loopback,
+        )
+        self.ctl = Controller(config)
+        self.on_loop(self.ctl.start)
+
+    def stop(self) -> None:
+        if self.ctl is not None:
+            self.on_loop(self.ctl.stop)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        if self.thread:
+            self.thread.join(10)
+        self.loop.close()
+
+    def on_loop(self, fn: Callable[[], Coroutine[Any, Any, T]], timeout: float = 30) -> T:
+        return asyncio.run_coroutine_threadsafe(fn(), self.loop).result(timeout)
+
+    def validate(self) -> None:
+        async def check() -> None:
+            assert self.ctl is not None
+            self.ctl.state.validate()
+
+        self.on_loop(check)
+
+    @property
+    def address(self) -> str:
+        assert self.ctl is not None
+        return f"127.0.0.1:{self.ctl.grpc_port}"
+
+    @property
+    def http(self) -> str:
+        assert self.ctl is not None
+        return f"http://127.0.0.1:{self.ctl.http_port}/"
+
+    def admin(self) -> auth.Credentials:
+        creds = auth.parse_credentials((self.data_dir / "admin-credentials").read_text())
+        assert creds is not None
+        return creds
+
+    def client(self, creds: auth.Credentials | None = None) -> Client:
+        return Client(self.address, timeout=10, credentials=creds or self.admin())
+
+    def ecs(
+        self, operation: str, body: Any, creds: auth.Credentials | None = None, sign: bool = True
+    ) -> requests.Response:
+        """POST one ECS JSON 1.1 request, SigV4-signed as botocore signs it."""
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers = {
+            "X-Amz-Target": TARGET + operation,
+            "Content-Type": "application/x-amz-json-1.1",
+        }
+        req = AWSRequest(method="POST", url=self.http, data=data, headers=headers)
+        if sign:
+            c = creds or self.admin()
+            key = BotoCredentials(c.access_key_id, c.secret_access_key)
+            SigV4Auth(key, "ecs", "us-east-1").add_auth(req)
+        return requests.post(self.http, data=data, headers=dict(req.headers.items()), timeout=10)
+
+
+def register_msg(instance_id: str, token: str = "", **kw: Any) -> agent_pb2.AgentMessage:
+    total = agent_pb2.Resources(cpu=4096, memory_mib=8192)
+    reg = agent_pb2.Register(
+        instance_id=instance_id, hostname=instance_id, join_token=token, total=total, **kw
+    )
+    return agent_pb2.AgentMessage(register=reg)
+
+
+class RawAgent:
+    """The agent protocol spoken by hand: send messages, read what the controller says."""
+
+    def __init__(self, address: str) -> None:
+        self.channel = grpc.insecure_channel(address)
+        self.outbox: list[agent_pb2.AgentMessage | None] = []
+        self._cv = threading.Condition()
+        self.replies: Iterator[agent_pb2.ControllerMessage] = iter(())
+
+    def _requests(self) -> Iterator[agent_pb2.AgentMessage]:
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: bool(self.outbox))
+                msg = self.outbox.pop(0)
+            if msg is None:
+                return
+            yield msg
+
+    def connect(self, first: agent_pb2.AgentMessage) -> RawAgent:
+        self.send(first)
+        stub = agent_pb2_grpc.AgentServiceStub(self.channel)
+        self.replies = stub.Connect(self._requests(), timeout=30)
+        return self
+
+    def send(self, msg: agent_pb2.AgentMessage | None) -> None:
+        with self._cv:
+            self.outbox.append(msg)
+            self._cv.notify()
+
+    def next(self, kind: str | None = None) -> agent_pb2.ControllerMessage:
+        """The next reply (of `kind`, skipping heartbeat acks and others)."""
+        for msg in self.replies:
+            if kind is None or msg.WhichOneof("body") == kind:
+                return msg
+        raise AssertionError(f"stream ended before a {kind or 'reply'}")
+
+    def close(self) -> None:
+        self.send(None)
+        self.channel.close()
