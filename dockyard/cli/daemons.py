@@ -70,6 +70,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default=os.environ.get("DOCKYARD_ACCOUNT", "000000000000"),
         help="account id used in ARNs (default %(default)s)",
     )
+    c.add_argument(
+        "--auth",
+        choices=["on", "off"],
+        default=os.environ.get("DOCKYARD_AUTH", "on"),
+        help="on: API calls must be signed with an access key and agents must present a "
+        "join token; off: anyone may call and join (development only) (default %(default)s)",
+    )
+    c.add_argument(
+        "--open-loopback-agents",
+        action="store_true",
+        help="agents connecting over loopback may join without a join token (simulators, "
+        "single-user development hosts)",
+    )
     c.add_argument("--log-level", default="INFO")
     c.set_defaults(handler=_run_controller)
 
