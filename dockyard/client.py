@@ -13,10 +13,12 @@ from typing import Any
 
 import grpc
 
+from dockyard import auth
 from dockyard.errors import ApiError
 from dockyard.v1 import api_pb2, api_pb2_grpc
 
 DEFAULT_CONTROLLER = "127.0.0.1:7070"
+API_METHOD = "/dockyard.v1.ClusterApi/"
 ERROR_TYPE_KEY = "dockyard-error-type"
 
 
@@ -26,7 +28,7 @@ def controller_address(explicit: str | None = None) -> str:
 
 def _error_from_rpc(err: grpc.RpcError) -> ApiError:
     name = "ServerException"
-    for key, value in (err.trailing_metadata() or ()):  # type: ignore[attr-defined]
+    for key, value in err.trailing_metadata() or ():  # type: ignore[attr-defined]
         if key == ERROR_TYPE_KEY:
             name = str(value)
     code = err.code()  # type: ignore[attr-defined]
@@ -38,11 +40,25 @@ def _error_from_rpc(err: grpc.RpcError) -> ApiError:
 class Client:
     """Synchronous client (the CLI is synchronous; daemons use the async stubs)."""
 
-    def __init__(self, address: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        timeout: float = 30.0,
+        credentials: auth.Credentials | None = None,
+        sign: bool = True,
+    ) -> None:
+        """`credentials`: default dockyard.auth.load_credentials(); sign=False sends none."""
         self.address = controller_address(address)
         self.timeout = timeout
+        self.credentials = (credentials or auth.load_credentials()) if sign else None
         self._channel = grpc.insecure_channel(self.address)
         self._stub = api_pb2_grpc.ClusterApiStub(self._channel)
+
+    def _metadata(self, name: str, request: Any) -> tuple[tuple[str, str], ...] | None:
+        if self.credentials is None:
+            return None
+        body = request.SerializeToString()
+        return auth.signed_metadata(self.credentials, API_METHOD + name, body)
 
     def close(self) -> None:
         self._channel.close()
@@ -59,9 +75,9 @@ class Client:
         if method is None:
             raise ApiError("UnknownOperationException", f"unknown operation {operation}")
         try:
-            reply = method(
-                api_pb2.JsonRequest(body=json.dumps(body or {})), timeout=self.timeout
-            )
+            request = api_pb2.JsonRequest(body=json.dumps(body or {}))
+            metadata = self._metadata(operation, request)
+            reply = method(request, timeout=self.timeout, metadata=metadata)
         except grpc.RpcError as err:
             raise _error_from_rpc(err) from None
         return json.loads(reply.body) if reply.body else {}
@@ -71,20 +87,26 @@ class Client:
     ) -> Iterator[api_pb2.Event]:
         req = api_pb2.WatchEventsRequest(cluster=cluster, task=task, follow=follow)
         try:
-            yield from self._stub.WatchEvents(req)
+            yield from self._stub.WatchEvents(req, metadata=self._metadata("WatchEvents", req))
         except grpc.RpcError as err:
             if err.code() != grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
                 raise _error_from_rpc(err) from None
 
     def logs(
-        self, task: str, cluster: str = "", container: str = "", follow: bool = False,
+        self,
+        task: str,
+        cluster: str = "",
+        container: str = "",
+        follow: bool = False,
         tail: int = 0,
     ) -> Iterator[api_pb2.LogLine]:
         req = api_pb2.LogsRequest(
             cluster=cluster, task=task, container=container, follow=follow, tail=tail
         )
         try:
-            yield from self._stub.Logs(req, timeout=None if follow else self.timeout)
+            yield from self._stub.Logs(
+                req, timeout=None if follow else self.timeout, metadata=self._metadata("Logs", req)
+            )
         except grpc.RpcError as err:
             if err.code() != grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
                 raise _error_from_rpc(err) from None

@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "dockyard.cli.daemons",  # controller, agent
     "dockyard.cli.operator",  # clusters, task-definitions, run, stop, tasks, instances, ...
     "dockyard.cli.roles",  # roles, secrets
+    "dockyard.cli.security",  # tokens, keys, revoke instance
     "dockyard.lab.cli",  # lab up/down/status/chaos verbs, verify
     "dockyard.sim.cli",  # sim: simulated agents for scale tests
 ]
