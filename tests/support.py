@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from dockyard import auth
 from dockyard.client import Client
 
 T = TypeVar("T")
@@ -87,6 +88,7 @@ class LocalCluster:
     grace: float = 5.0
     controller: Proc | None = None
     agents: dict[str, Proc] = field(default_factory=dict)
+    saved_env: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def address(self) -> str:
@@ -96,8 +98,24 @@ class LocalCluster:
     def http(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
+    def credentials(self) -> auth.Credentials | None:
+        """The admin key the controller wrote on first start (security: API keys)."""
+        path = self.root / "controller" / "admin-credentials"
+        return auth.parse_credentials(path.read_text()) if path.exists() else None
+
     def client(self) -> Client:
-        return Client(self.address, timeout=10)
+        return Client(self.address, timeout=10, credentials=self.credentials())
+
+    def _export_credentials(self) -> None:
+        """Let in-process CLI calls and child processes sign with the admin key."""
+        creds = self.credentials()
+        assert creds is not None, "the controller wrote no admin-credentials"
+        for name, value in (
+            (auth.ACCESS_KEY_ENV, creds.access_key_id),
+            (auth.SECRET_KEY_ENV, creds.secret_access_key),
+        ):
+            self.saved_env.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
 
     def start_controller(self) -> None:
         self.controller = Proc(
@@ -117,11 +135,13 @@ class LocalCluster:
                 str(self.heartbeat),
                 "--disconnect-grace",
                 str(self.grace),
+                "--open-loopback-agents",  # agents and simulators here are on loopback
             ],
             self.root / "controller.log",
         )
         self.controller.start()
         wait_for(lambda: self.client().call("ListClusters"), 20, what="controller up")
+        self._export_credentials()
 
     def start_agent(self, name: str = "a1", *extra: str) -> Proc:
         proc = self.agents.get(name) or Proc(
@@ -197,3 +217,9 @@ class LocalCluster:
             ids = self.containers(name, all_states=True)
             if ids:
                 docker("rm", "-f", *ids)
+        for key, old in self.saved_env.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+        self.saved_env.clear()
