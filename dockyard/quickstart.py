@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from dockyard import images
+from dockyard import auth, images
 from dockyard.client import Client
 from dockyard.errors import ApiError
 
@@ -74,6 +74,29 @@ def _running(client: Client, arns: list[str]) -> list[dict]:
     return [t for t in tasks if t["lastStatus"] == "RUNNING"]
 
 
+def _local_user_credentials() -> auth.Credentials:
+    """Copy the controller's admin key to ~/.dockyard/credentials, where the CLI looks."""
+    creds = auth.parse_credentials((DATA / "controller" / "admin-credentials").read_text())
+    if creds is None:
+        raise SystemExit(f"{DATA / 'controller' / 'admin-credentials'} is unreadable")
+    target = auth.default_credentials_file()
+    if auth.load_credentials(env={}, path=target) != creds:
+        auth.write_credentials(target, creds)
+        print(f"admin key {creds.access_key_id} written to {target} (0600)")
+    return creds
+
+
+def _join_token(client: Client) -> str:
+    """The local agent's join token: created once, kept 0600 next to the data."""
+    path = DATA / "join-token"
+    if not path.exists():
+        token = client.call("CreateJoinToken", {"description": "make up"})["joinToken"]["token"]
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token)
+    return path.read_text().strip()
+
+
 def up() -> int:
     DATA.mkdir(parents=True, exist_ok=True)
     print("building sample images:", ", ".join(images.build_all()))
@@ -89,8 +112,10 @@ def up() -> int:
             "127.0.0.1:7080",
         ],
     )
-    client = Client(CONTROLLER, timeout=5)
+    _wait("the controller's admin key", (DATA / "controller" / "admin-credentials").exists)
+    client = Client(CONTROLLER, timeout=5, credentials=_local_user_credentials())
     _wait("the controller", lambda: client.call("ListClusters"))
+    token = _join_token(client)
     _spawn(
         "agent",
         [
@@ -103,6 +128,8 @@ def up() -> int:
             "prefer-cached",
             "--attribute",
             "zone=local",
+            "--join-token",
+            token,
         ],
     )
     _wait("the agent", lambda: client.call("ListContainerInstances")["containerInstanceArns"])
@@ -127,7 +154,7 @@ def up() -> int:
 
 
 def down() -> int:
-    client = Client(CONTROLLER, timeout=5)
+    client = Client(CONTROLLER, timeout=5)  # ~/.dockyard/credentials, written by `up`
     try:
         arns = client.call("ListTasks", {"startedBy": STARTED_BY})["taskArns"]
         for arn in arns:
