@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from controller import dispatcher as dispatch
 from controller.model import now
@@ -76,6 +77,10 @@ class AgentGate(agent_pb2_grpc.AgentServiceServicer):
         try:
             first = await asyncio.wait_for(anext(request_iterator), FIRST_MESSAGE_TIMEOUT_S)
         except (StopAsyncIteration, TimeoutError):
+            return
+        except DecodeError as err:  # not an AgentMessage at all: say so, log the peer
+            log.warning("malformed first message from %s: %s", context.peer(), err)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed AgentMessage: {err}")
             return
         if first.WhichOneof("body") == "register":
             refused = await self.admit(first.register, context.peer() or "")
