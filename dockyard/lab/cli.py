@@ -11,7 +11,7 @@ from typing import Any
 
 from dockyard.client import controller_address
 from dockyard.errors import ApiError
-from dockyard.lab import verify
+from dockyard.lab import control, verify
 from dockyard.lab.lab import Lab
 from dockyard.lab.state import DEFAULT_DIR, STATE_FILE, LabError
 
@@ -264,7 +264,10 @@ def _verify(args: argparse.Namespace) -> int:
     try:
         hosts, lab_ctl = _docker_hosts(args)
         address = args.controller or lab_ctl or controller_address()
-        report = verify.collect(address, args.cluster, hosts)
+        creds = None
+        if lab_ctl and address == lab_ctl:  # the lab's own controller: its admin key
+            creds = control.admin_credentials(Lab.open(args.lab_dir).state)
+        report = verify.collect(address, args.cluster, hosts, credentials=creds)
     except LabError as err:
         print(f"verify: {err}", file=sys.stderr)
         return 2

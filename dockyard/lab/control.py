@@ -11,11 +11,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from typing import Any
 
+from dockyard import auth
 from dockyard.client import Client
 from dockyard.errors import ApiError
 from dockyard.lab import netns, procs
@@ -85,6 +87,33 @@ def _wait_healthz(state: LabState, ref: ProcRef, timeout: float) -> None:
         raise LabError("controller exited")
 
 
+_TOKEN_LOCK = threading.Lock()
+
+
+def admin_credentials(state: LabState) -> auth.Credentials | None:
+    """The admin key the controller wrote on first start (None before, or with --auth off)."""
+    path = state.path("controller", "admin-credentials")
+    return auth.parse_credentials(path.read_text()) if path.exists() else None
+
+
+def client(state: LabState, timeout: float = 30.0) -> Client:
+    return Client(state.controller_address, timeout=timeout, credentials=admin_credentials(state))
+
+
+def join_token(state: LabState) -> str:
+    """The lab's join token for its agents (created once, kept 0600 in the state dir)."""
+    path = state.path("controller", "lab-join-token")  # goes with the controller data
+    with _TOKEN_LOCK:  # agents start in parallel threads
+        if path.exists():
+            return path.read_text().strip()
+        with client(state) as c:
+            token = c.call("CreateJoinToken", {"description": "lab agents"})["joinToken"]
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token["token"])
+        return str(token["token"])
+
+
 def agent_cmd(state: LabState, host: Host) -> list[str]:
     return [
         *netns.enter(host),
@@ -104,6 +133,8 @@ def agent_cmd(state: LabState, host: Host) -> list[str]:
         host.address,
         "--hostname",
         host.name,
+        "--join-token",
+        join_token(state),
     ]
 
 
@@ -114,21 +145,21 @@ def start_agent(state: LabState, host: Host) -> ProcRef:
 
 def instances(state: LabState, timeout: float = 5.0) -> list[dict[str, Any]]:
     """The controller's container instances (ECS shapes); raises ApiError."""
-    with Client(state.controller_address, timeout=timeout) as client:
+    with client(state, timeout=timeout) as api:
         arns: list[str] = []
         token: str | None = None
         while True:
             body: dict[str, Any] = {"cluster": state.cluster}
             if token:
                 body["nextToken"] = token
-            page = client.call("ListContainerInstances", body)
+            page = api.call("ListContainerInstances", body)
             arns += page.get("containerInstanceArns", [])
             token = page.get("nextToken")
             if not token:
                 break
         found: list[dict[str, Any]] = []
         for i in range(0, len(arns), 100):
-            found += client.call(
+            found += api.call(
                 "DescribeContainerInstances",
                 {
                     "cluster": state.cluster,

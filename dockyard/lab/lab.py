@@ -87,7 +87,7 @@ class Lab:
         return registry.image_ref(self.state, name)
 
     def client(self, timeout: float = 30.0) -> Client:
-        return Client(self.controller_address, timeout=timeout)
+        return control.client(self.state, timeout=timeout)
 
     def docker(self, host: str, *args: str, timeout: float = 60.0) -> str:
         return engines.docker(self.host(host), *args, timeout=timeout)

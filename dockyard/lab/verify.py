@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from dockyard import labels
+from dockyard import auth, labels
 from dockyard.arns import last_part, resource_name
 from dockyard.client import Client
 from dockyard.errors import ApiError
@@ -335,10 +335,15 @@ def docker_view(docker_hosts: dict[str, str]) -> tuple[list[SeenContainer], list
     return seen, unreachable
 
 
-def collect(controller: str, cluster: str, docker_hosts: dict[str, str]) -> Report:
+def collect(
+    controller: str,
+    cluster: str,
+    docker_hosts: dict[str, str],
+    credentials: auth.Credentials | None = None,
+) -> Report:
     """Ask the controller and every host, then audit; raises ApiError if the controller is
     unreachable."""
-    with Client(controller, timeout=15) as client:
+    with Client(controller, timeout=15, credentials=credentials) as client:
         tasks = controller_view(client, cluster)
         services, note = services_view(client, cluster)
     seen, unreachable = docker_view(docker_hosts)
