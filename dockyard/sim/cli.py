@@ -72,6 +72,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default=250,
         help="agent streams sharing one HTTP/2 connection (default %(default)s)",
     )
+    p.add_argument(
+        "--join-token",
+        default=os.environ.get("DOCKYARD_JOIN_TOKEN", ""),
+        help="join token from `dockyard tokens create` (a controller may let loopback "
+        "agents join without one: --open-loopback-agents)",
+    )
     p.add_argument("--seed", default="sim", help="identity seed (default %(default)s)")
     p.add_argument(
         "--first-index", type=int, default=0, help="index of the first agent (default 0)"
@@ -101,6 +107,7 @@ def config_from_args(args: argparse.Namespace, agents: int, first: int) -> SimCo
         exit_code=args.exit_code,
         heartbeat_period=args.heartbeat_period,
         streams_per_channel=args.streams_per_channel,
+        join_token=args.join_token,
     )
 
 
@@ -148,7 +155,7 @@ async def _serve(cfg: SimConfig, report_every: float, duration: float) -> None:
 def _run_children(args: argparse.Namespace) -> int:
     """Re-run this command once per part; forward SIGTERM/SIGINT; wait for all."""
     base = [sys.executable, "-m", "dockyard.cli.main", "sim"]
-    skip = {"--agents", "--first-index", "--processes"}
+    skip = {"--agents", "--first-index", "--processes", "--join-token"}  # token: by env
     rest: list[str] = []
     for key, value in vars(args).items():
         flag = "--" + key.replace("_", "-")
@@ -159,7 +166,8 @@ def _run_children(args: argparse.Namespace) -> int:
         rest += [flag, str(value)]
     children = [
         subprocess.Popen(
-            [*base, "--agents", str(n), "--first-index", str(args.first_index + off), *rest]
+            [*base, "--agents", str(n), "--first-index", str(args.first_index + off), *rest],
+            env={**os.environ, "DOCKYARD_JOIN_TOKEN": args.join_token},
         )
         for n, off in split(args.agents, args.processes)
     ]

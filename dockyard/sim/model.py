@@ -40,6 +40,7 @@ class SimConfig:
     status_interval: float = 0.1  # status reports of one agent are batched this long
     streams_per_channel: int = 250
     backoff_cap: float = 5.0
+    join_token: str = ""  # from `dockyard tokens create`; loopback may need none
 
     def check(self) -> None:
         """Raise ValueError naming the bad knob."""
@@ -94,6 +95,7 @@ def register_message(cfg: SimConfig, index: int) -> agent_pb2.Register:
             "zone": zone(index),
         },
         address="127.0.0.1",
+        join_token=cfg.join_token,
     )
 
 

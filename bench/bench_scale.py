@@ -1,0 +1,232 @@
+"""Scale benchmarks: one controller process, simulated agents (`dockyard sim`) in others.
+
+  storm       N agents connect at once -> all connected; controller CPU and peak RSS
+  steady      N agents connected, default heartbeat policy: controller CPU cores and RSS
+  throughput  services scaling 0 -> T tasks across N agents: tasks reaching RUNNING per s
+  failure     10 % of N agents vanish (their simulator SIGKILLed): time until DISCONNECTED
+              and until their service tasks are running elsewhere
+
+Small defaults for a quick check; the full runs (bench/README-scale.md):
+  python -m bench.bench_scale storm --agents 5000 --repeat 3
+  python -m bench.bench_scale steady --agents 1000 5000 10000 --window 30
+  python -m bench.bench_scale throughput --agents 5000 --tasks 50000 --repeat 3
+  python -m bench.bench_scale failure --agents 5000 --tasks 10000 --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from bench.scale_support import CpuMeter, ScaleRig, rss_mib
+from dockyard.client import Client
+from tests.support import wait_for
+
+SERVICE_MAX = 5000  # ECS's tasks per service: bigger targets use several services
+TASKDEF = {
+    "family": "scale",
+    "containerDefinitions": [
+        {"name": "app", "image": "dockyard/sleeper", "cpu": 128, "memory": 128, "essential": True}
+    ],
+}
+
+
+def sim_processes(agents: int) -> int:
+    return max(1, min(10, agents // 1000 or 1))
+
+
+def storm(args: argparse.Namespace) -> dict[str, Any]:
+    rig = ScaleRig()
+    try:
+        rig.start_controller()
+        cpu = CpuMeter(rig.pid).start()
+        rig.start_sims(args.agents, sim_processes(args.agents))
+        secs = rig.wait_connected(args.agents, args.timeout)
+        h = rig.health()
+        return {
+            "agents": args.agents,
+            "all_connected_s": round(secs, 2),
+            "instances": h["instances"],
+            "cpu_cores_during": round(cpu.read(), 2),
+            "rss_mib": round(rss_mib(rig.pid)),
+        }
+    finally:
+        rig.stop()
+
+
+def steady(args: argparse.Namespace, agents: int) -> dict[str, Any]:
+    rig = ScaleRig()
+    try:
+        rig.start_controller()
+        rig.start_sims(agents, sim_processes(agents))
+        rig.wait_connected(agents, args.timeout)
+        period = rig.health().get("heartbeatPeriodMs", 1000) / 1000
+        time.sleep(3 * period + 2)  # every agent has taken up the period
+        cpu = CpuMeter(rig.pid).start()
+        time.sleep(args.window)
+        h = rig.health()
+        return {
+            "agents": agents,
+            "connected": h["connected"],
+            "heartbeat_period_s": period,
+            "cpu_cores": round(cpu.read(), 3),
+            "rss_mib": round(rss_mib(rig.pid)),
+        }
+    finally:
+        rig.stop()
+
+
+def _services(client: Client, tasks: int) -> list[tuple[str, int]]:
+    client.call("RegisterTaskDefinition", TASKDEF)
+    out = []
+    for i in range(0, tasks, SERVICE_MAX):
+        name = f"scale-{i // SERVICE_MAX}"
+        client.call(
+            "CreateService", {"serviceName": name, "taskDefinition": "scale", "desiredCount": 0}
+        )
+        out.append((name, min(SERVICE_MAX, tasks - i)))
+    return out
+
+
+def _run_tasks(rig: ScaleRig, tasks: int, use_services: bool) -> None:
+    client = rig.client()
+    if use_services:
+        for name, n in _services(client, tasks):
+            client.call("UpdateService", {"service": name, "desiredCount": n})
+        return
+    client.call("RegisterTaskDefinition", TASKDEF)
+    body = {"taskDefinition": "scale", "count": 10}
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda _: client.call("RunTask", body), range(tasks // 10)))
+
+
+def throughput(args: argparse.Namespace) -> dict[str, Any]:
+    rig = ScaleRig()
+    try:
+        rig.start_controller()
+        rig.start_sims(args.agents, sim_processes(args.agents), "--start-latency-ms", "500")
+        rig.wait_connected(args.agents, args.timeout)
+        cpu = CpuMeter(rig.pid).start()
+        t0 = time.monotonic()
+        _run_tasks(rig, args.tasks, not args.run_task)
+        api_s = time.monotonic() - t0
+        wait_for(
+            lambda: rig.task_counts().get("RUNNING", 0) >= args.tasks,
+            args.timeout,
+            0.25,
+            f"{args.tasks} RUNNING",
+        )
+        secs = time.monotonic() - t0
+        return {
+            "agents": args.agents,
+            "tasks": args.tasks,
+            "via": "RunTask x10" if args.run_task else "services",
+            "api_s": round(api_s, 1),
+            "all_running_s": round(secs, 1),
+            "running_per_s": round(args.tasks / secs),
+            "cpu_cores": round(cpu.read(), 2),
+            "rss_mib": round(rss_mib(rig.pid)),
+        }
+    finally:
+        rig.stop()
+
+
+def failure(args: argparse.Namespace) -> dict[str, Any]:
+    rig = ScaleRig(grace=args.grace)
+    try:
+        rig.start_controller()
+        procs = rig.start_sims(args.agents, 10)
+        rig.wait_connected(args.agents, args.timeout)
+        client = rig.client()
+        _run_tasks(rig, args.tasks, True)
+        wait_for(lambda: rig.task_counts().get("RUNNING", 0) >= args.tasks, args.timeout, 0.25)
+        victim = procs[0]
+        lost = args.agents // 10
+        t0 = time.monotonic()
+        victim.kill()
+        wait_for(lambda: rig.health()["connected"] <= args.agents - lost, args.timeout, 0.05)
+        disconnected_s = time.monotonic() - t0
+        wait_for(lambda: _replaced(client, args.tasks), args.grace + args.timeout, 0.25)
+        return {
+            "agents": args.agents,
+            "vanished": lost,
+            "tasks": args.tasks,
+            "grace_s": args.grace,
+            "all_disconnected_s": round(disconnected_s, 2),
+            "replaced_s": round(time.monotonic() - t0, 1),
+            "rss_mib": round(rss_mib(rig.pid)),
+        }
+    finally:
+        rig.stop()
+
+
+def _replaced(client: Client, tasks: int) -> bool:
+    """Every service back at its desired count, counting only tasks on connected hosts."""
+    names = [f"scale-{i}" for i in range((tasks + SERVICE_MAX - 1) // SERVICE_MAX)]
+    svcs = client.call("DescribeServices", {"services": names})["services"]
+    return sum(s["runningCount"] for s in svcs) >= tasks and _none_disconnected(client)
+
+
+def _none_disconnected(client: Client) -> bool:
+    arns: list[str] = []
+    token = None
+    while True:
+        body: dict[str, Any] = {"desiredStatus": "RUNNING", "maxResults": 100}
+        if token:
+            body["nextToken"] = token
+        out = client.call("ListTasks", body)
+        arns += out["taskArns"]
+        token = out.get("nextToken")
+        if not token:
+            break
+    for i in range(0, len(arns), 100):
+        for t in client.call("DescribeTasks", {"tasks": arns[i : i + 100]})["tasks"]:
+            if t["lastStatus"] == "RUNNING" and t.get("connectivity") == "DISCONNECTED":
+                return False
+    return True
+
+
+def repeat(n: int, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run n times; numeric fields become medians, each run printed as it ends."""
+    runs = []
+    for i in range(n):
+        r = fn()
+        print(f"  run {i + 1}/{n}: {json.dumps(r)}", flush=True)
+        runs.append(r)
+    out = dict(runs[0])
+    for k, v in out.items():
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            out[k] = statistics.median(r[k] for r in runs)
+    out["runs"] = n
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("bench", choices=["storm", "steady", "throughput", "failure"])
+    p.add_argument("--agents", type=int, nargs="+", default=[500])
+    p.add_argument("--tasks", type=int, default=2000)
+    p.add_argument("--window", type=float, default=10.0, help="steady: measuring window (s)")
+    p.add_argument("--grace", type=float, default=10.0, help="failure: disconnect grace (s)")
+    p.add_argument("--run-task", action="store_true", help="throughput via RunTask x10 calls")
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--timeout", type=float, default=300.0)
+    args = p.parse_args()
+    for n in args.agents:
+        a = argparse.Namespace(**{**vars(args), "agents": n})
+        fn: Callable[[], dict[str, Any]] = {
+            "storm": lambda a=a: storm(a),
+            "steady": lambda a=a: steady(a, a.agents),
+            "throughput": lambda a=a: throughput(a),
+            "failure": lambda a=a: failure(a),
+        }[args.bench]
+        print(json.dumps({"bench": args.bench, **repeat(args.repeat, fn)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
