@@ -84,20 +84,56 @@ async def measure(n: int, tasks: int, concurrency: int) -> tuple[float, int]:
             await ctl.stop()
 
 
+async def measure_service(n: int, tasks: int) -> float:
+    """One service created at `tasks` desired: placements/s until every task is placed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ctl = Controller(
+            ControllerConfig(data_dir=Path(tmp), listen="127.0.0.1:0", http="127.0.0.1:0")
+        )
+        await ctl.start()
+        try:
+            await add_instances(ctl, n)
+            await ctl.service.call("RegisterTaskDefinition", TASKDEF)
+            t0 = time.perf_counter()
+            await ctl.service.call(
+                "CreateService",
+                {
+                    "serviceName": "bench",
+                    "taskDefinition": "bench",
+                    "desiredCount": tasks,
+                    "placementStrategy": STRATEGY,
+                    "placementConstraints": CONSTRAINT,
+                },
+            )
+            while sum(1 for t in ctl.state.tasks.values() if t.service == "bench") < tasks:
+                await asyncio.sleep(0.005)
+            elapsed = time.perf_counter() - t0
+            ctl.state.validate()
+            return tasks / elapsed
+        finally:
+            await ctl.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sizes", default="100,1000,10000")
     ap.add_argument("--tasks", type=int, default=3000)
     ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--service-tasks", type=int, default=5000)
     args = ap.parse_args()
     print(
         f"RunTask count=10, spread(zone)+binpack(memory)+memberOf, {args.tasks} tasks, "
         f"{args.concurrency} concurrent callers, SQLite commits included"
     )
-    print(f"{'instances':>10}{'placed':>8}{'placements/s':>14}")
+    print(f"{'instances':>10}{'placed':>8}{'RunTask/s':>12}{'service/s':>12}")
     for n in (int(s) for s in args.sizes.split(",")):
         rate, placed = asyncio.run(measure(n, args.tasks, args.concurrency))
-        print(f"{n:>10}{placed:>8}{rate:>14.0f}")
+        service_rate = asyncio.run(measure_service(n, args.service_tasks))
+        print(f"{n:>10}{placed:>8}{rate:>12.0f}{service_rate:>12.0f}")
+    print(
+        f"service/s: one service created with desiredCount={args.service_tasks}, "
+        "until every task is placed and committed"
+    )
 
 
 if __name__ == "__main__":

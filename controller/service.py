@@ -29,6 +29,7 @@ from controller.model import (
     now,
 )
 from controller.placement.model import Constraint, Strategy, TaskDemand
+from controller.placement_batch import PlacementBatcher
 from controller.roles import RoleService
 from controller.state import ClusterState
 from controller.store import Op, Store
@@ -97,6 +98,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         self.events = events
         self.arns = arns or ArnFactory()
         self.rng = rng or random.Random()
+        self.placer = PlacementBatcher(self.rng)
         self.agents: AgentNotifier = _NoAgents()
         # called with tasks that reached STOPPED (the services' orchestrator listens)
         self.stop_listeners: list[Callable[[list[Task]], None]] = []
@@ -396,7 +398,34 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         constraints = self._constraints(body, td)
         strategies = self._strategies(body)
         demand = self._demand(td, overrides, group)
-        results = placement.place([demand] * count, instances, constraints, strategies, self.rng)
+
+        def claim(results: list[Any]) -> tuple[list[Task], list[dict[str, str]], list[Op]]:
+            return self._create_placed(cluster, td, overrides, body, group, results, token, service)
+
+        tasks, failures, ops = await self.placer.submit(
+            demand, count, instances, constraints, strategies, claim
+        )
+        await self.commit(ops)
+        by_instance: dict[str, list[Task]] = {}
+        for t in tasks:
+            by_instance.setdefault(t.instance_arn, []).append(t)
+        for arn, ts in by_instance.items():
+            self.agents.tasks_changed(arn, ts)
+        return {"tasks": [ecs_views.task_view(t, self.arns) for t in tasks], "failures": failures}
+
+    def _create_placed(
+        self,
+        cluster: Cluster,
+        td: TaskDefinition,
+        overrides: dict[str, Any],
+        body: dict[str, Any],
+        group: str,
+        results: list[Any],
+        token: str,
+        service: str,
+    ) -> tuple[list[Task], list[dict[str, str]], list[Op]]:
+        """Tasks for a decision's placements (claiming their resources now), its failures,
+        and the store ops; runs synchronously inside the placement batch."""
         tasks: list[Task] = []
         failures: list[dict[str, str]] = []
         ops: list[Op] = []
@@ -416,13 +445,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
                 )
             )
             tasks.append(task)
-        await self.commit(ops)
-        by_instance: dict[str, list[Task]] = {}
-        for t in tasks:
-            by_instance.setdefault(t.instance_arn, []).append(t)
-        for arn, ts in by_instance.items():
-            self.agents.tasks_changed(arn, ts)
-        return {"tasks": [ecs_views.task_view(t, self.arns) for t in tasks], "failures": failures}
+        return tasks, failures, ops
 
     def _overrides(self, td: TaskDefinition, ov: Any) -> dict[str, Any]:
         if not isinstance(ov, dict):
