@@ -25,6 +25,8 @@ ALGORITHM = "DOCKYARD-HMAC-SHA256"
 KEY_ID_MD = "dockyard-access-key-id"
 TIMESTAMP_MD = "dockyard-timestamp"
 SIGNATURE_MD = "dockyard-signature"
+CA_CERT_ENV = "DOCKYARD_CA_CERT"  # path of the controller's ca.crt: the client speaks TLS
+SERVER_NAME = "dockyard-controller"  # the name the controller's certificate is issued for
 MAX_SKEW_S = 300  # a signed call is valid this long either side of the controller's clock
 
 
@@ -100,3 +102,9 @@ def signed_metadata(
     ts = f"{time.time() if at is None else at:.3f}"
     sig = signature(creds.secret_access_key, method, ts, body)
     return ((KEY_ID_MD, creds.access_key_id), (TIMESTAMP_MD, ts), (SIGNATURE_MD, sig))
+
+
+def load_ca_cert(env: Mapping[str, str] | None = None) -> bytes | None:
+    """The controller's CA certificate if $DOCKYARD_CA_CERT names one (TLS), else None."""
+    path = (os.environ if env is None else env).get(CA_CERT_ENV, "")
+    return Path(path).read_bytes() if path else None

@@ -33,6 +33,7 @@ TARGET = "AmazonEC2ContainerServiceV20141113."
 class SecureController:
     data_dir: Path
     open_loopback: bool = False
+    tls: bool = False
     ctl: Controller | None = None
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
     thread: threading.Thread | None = None
@@ -47,6 +48,7 @@ class SecureController:
             heartbeat_period=30,  # raw test agents do not heartbeat
             auth=True,
             open_loopback_agents=self.open_loopback,
+            tls=self.tls,
         )
         self.ctl = Controller(config)
         self.on_loop(self.ctl.start)
@@ -85,7 +87,8 @@ class SecureController:
         return creds
 
     def client(self, creds: auth.Credentials | None = None) -> Client:
-        return Client(self.address, timeout=10, credentials=creds or self.admin())
+        ca = (self.data_dir / "ca.crt").read_bytes() if self.tls else None
+        return Client(self.address, timeout=10, credentials=creds or self.admin(), ca_cert=ca)
 
     def ecs(
         self, operation: str, body: Any, creds: auth.Credentials | None = None, sign: bool = True
@@ -115,8 +118,13 @@ def register_msg(instance_id: str, token: str = "", **kw: Any) -> agent_pb2.Agen
 class RawAgent:
     """The agent protocol spoken by hand: send messages, read what the controller says."""
 
-    def __init__(self, address: str) -> None:
-        self.channel = grpc.insecure_channel(address)
+    def __init__(self, address: str, tls: grpc.ChannelCredentials | None = None) -> None:
+        options = [("grpc.ssl_target_name_override", "dockyard-controller")]
+        self.channel = (
+            grpc.secure_channel(address, tls, options=options)
+            if tls
+            else grpc.insecure_channel(address)
+        )
         self.outbox: list[agent_pb2.AgentMessage | None] = []
         self._cv = threading.Condition()
         self.replies: Iterator[agent_pb2.ControllerMessage] = iter(())

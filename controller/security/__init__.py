@@ -9,6 +9,7 @@ development) every caller and agent is let in, as before this module existed.
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,16 +17,25 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from aiohttp import web
 
-from controller.security.agents import AgentGate
+from controller.security.agents import AgentGate, TlsSettings
 from controller.security.apiauth import ApiKeyInterceptor, sigv4_middleware
 from controller.security.keys import AccessKeys
+from controller.security.pki import CertificateAuthority
 from controller.security.tokens import JoinTokens
 
 if TYPE_CHECKING:
     from controller.dispatcher import Dispatcher
     from controller.service import ClusterService
 
-__all__ = ["Security", "SecurityConfig"]
+__all__ = ["Security", "SecurityConfig", "tls_wanted"]
+
+
+def tls_wanted(mode: str, listen: str) -> bool:
+    """--tls always|never|auto; auto: TLS unless the listen address is loopback."""
+    if mode in ("always", "never"):
+        return mode == "always"
+    host = listen.rpartition(":")[0].strip("[]")
+    return host not in ("127.0.0.1", "::1", "localhost")
 
 
 @dataclass
@@ -33,6 +43,9 @@ class SecurityConfig:
     auth: bool = True  # API signatures and join tokens
     open_loopback_agents: bool = False  # loopback agents join without a token (simulators)
     data_dir: Path | None = None
+    tls: bool = False  # serve TLS (API + Enroll) and a mutual-TLS port for agent streams
+    agent_listen: str = ""  # the mutual-TLS port; default: the listen host, port + 1
+    cert_lifetime_s: float = 7 * 86400
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -43,6 +56,8 @@ class Security:
         self.tokens = JoinTokens(service)
         self.keys = AccessKeys(service)
         self.gate: AgentGate | None = None
+        self.ca: CertificateAuthority | None = None
+        self.agent_port = 0
 
     async def install(self, dispatcher: Dispatcher) -> None:
         """Load the security state and add its operations; call after the dispatcher exists."""
@@ -56,11 +71,39 @@ class Security:
             open_loopback=self.config.open_loopback_agents,
         )
         await self.gate.load()
+        if self.config.data_dir is not None:
+            self.ca = CertificateAuthority.load_or_create(self.config.data_dir)
+            self.tokens.ca_hash = self.ca.fingerprint
         ops: dict[str, Any] = {}
         for owner in (self.tokens, self.keys, self.gate):
             ops.update({n[3:]: getattr(owner, n) for n in dir(owner) if n.startswith("op_")})
         self.service.add_operations(ops)
         self.gate.wrap_deregister()
+
+    def add_ports(self, server: grpc.aio.Server, listen: str) -> int:
+        """Listen on `listen` (TLS or plaintext) and, with TLS, on the mutual-TLS agent port.
+
+        grpcio cannot ask for an optional client certificate, so one port cannot serve both
+        enrollment (no certificate yet) and mutual TLS: `listen` is server-authenticated
+        TLS (the API and Enroll), the agent port requires a certificate from our CA.
+        """
+        if not self.config.tls:
+            return server.add_insecure_port(listen)
+        assert self.ca is not None and self.gate is not None, "install() with a data dir first"
+        host, _, port = listen.rpartition(":")
+        key, chain = self.ca.server_pair([host.strip("[]")])
+        main = server.add_secure_port(listen, grpc.ssl_server_credentials([(key, chain)]))
+        agent_listen = self.config.agent_listen or f"{host}:{int(port) + 1 if int(port) else 0}"
+        mutual = grpc.ssl_server_credentials(
+            [(key, chain)], root_certificates=self.ca.pem, require_client_auth=True
+        )
+        self.agent_port = server.add_secure_port(agent_listen, mutual)
+        if not main or not self.agent_port:
+            raise SystemExit(f"cannot listen on {listen} / {agent_listen} (gRPC, TLS)")
+        self.gate.tls = TlsSettings(
+            self.ca, f":{self.agent_port}", datetime.timedelta(seconds=self.config.cert_lifetime_s)
+        )
+        return main
 
     def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
         return [ApiKeyInterceptor(self.keys)] if self.config.auth else []

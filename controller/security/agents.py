@@ -10,7 +10,9 @@ closes its stream at once and refuses it from then on.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,6 +22,7 @@ from google.protobuf.message import DecodeError
 
 from controller import dispatcher as dispatch
 from controller.model import now
+from controller.security.pki import CertificateAuthority, CsrRejected, cert_pem
 from controller.security.tokens import JoinTokens, TokenRefused
 from controller.store import Put
 from dockyard.errors import ApiError, invalid
@@ -31,6 +34,23 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REVOKED_KIND = "revokedinstance"
+INSTANCE_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+BAD = grpc.StatusCode.INVALID_ARGUMENT
+
+
+@dataclass
+class TlsSettings:
+    ca: CertificateAuthority
+    connect_address: str  # ":port" (the agent's controller host) or host:port, mutual TLS
+    lifetime: datetime.timedelta
+
+
+class EnrollRefused(Exception):
+    def __init__(self, message: str, code: grpc.StatusCode = grpc.StatusCode.PERMISSION_DENIED):
+        super().__init__(message)
+        self.code = code
+
+
 FIRST_MESSAGE_TIMEOUT_S = 30
 LOOPBACK_PEERS = ("ipv4:127.", "ipv6:[::1]", "unix:")
 
@@ -64,6 +84,53 @@ class AgentGate(agent_pb2_grpc.AgentServiceServicer):
         self.require_token = require_token
         self.open_loopback = open_loopback  # dev/simulators: loopback agents need no token
         self.revoked: dict[str, Revoked] = {}  # by instance id
+        self.tls: TlsSettings | None = None  # set when the controller serves TLS
+
+    # ------------------------------------------------------------ enrollment
+
+    async def Enroll(self, request: agent_pb2.EnrollRequest, context: Any) -> agent_pb2.EnrollReply:
+        """A client certificate for a CSR: with a join token, or renewing with the current cert."""
+        try:
+            return await self._enroll(request, context.peer() or "", _cert_cn(context))
+        except EnrollRefused as err:
+            await context.abort(err.code, str(err))
+            raise  # abort raises; this keeps type checkers content
+
+    async def _enroll(
+        self, req: agent_pb2.EnrollRequest, peer: str, cert_cn: str | None
+    ) -> agent_pb2.EnrollReply:
+        if self.tls is None:
+            raise EnrollRefused("this controller does not serve TLS: connect in plaintext")
+        if not INSTANCE_ID_RE.match(req.instance_id):
+            raise EnrollRefused("instance_id: 1-64 letters, digits, '.', '_' or '-'", BAD)
+        reg = agent_pb2.Register(instance_id=req.instance_id, cluster=req.cluster)
+        if req.instance_id in self.revoked:
+            await self._refused(reg, peer, "INSTANCE_REVOKED", "enrollment of a revoked instance")
+            raise EnrollRefused(f"instance {req.instance_id} was revoked")
+        if cert_cn != req.instance_id and self.require_token:
+            try:
+                self.tokens.check(req.join_token)
+            except TokenRefused as err:
+                await self._refused(reg, peer, "JOIN_TOKEN_REFUSED", str(err))
+                raise EnrollRefused(
+                    f"join token refused: {err}; create one with `dockyard tokens create`"
+                ) from None
+        try:
+            cert = self.tls.ca.sign_csr(req.csr_pem, req.instance_id, self.tls.lifetime)
+        except CsrRejected as err:
+            raise EnrollRefused(str(err), BAD) from None
+        log.info(
+            "issued a certificate to %s (%s) until %s",
+            req.instance_id,
+            peer,
+            cert.not_valid_after_utc,
+        )
+        return agent_pb2.EnrollReply(
+            certificate_pem=cert_pem(cert),
+            ca_pem=self.tls.ca.pem,
+            connect_address=self.tls.connect_address,
+            not_after=cert.not_valid_after_utc.timestamp(),
+        )
 
     async def load(self) -> None:
         for doc in await self.service.store.load(REVOKED_KIND):
@@ -83,7 +150,7 @@ class AgentGate(agent_pb2_grpc.AgentServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed AgentMessage: {err}")
             return
         if first.WhichOneof("body") == "register":
-            refused = await self.admit(first.register, context.peer() or "")
+            refused = await self.admit(first.register, context.peer() or "", _cert_cn(context))
             if refused is not None:
                 yield refused
                 return
@@ -96,7 +163,9 @@ class AgentGate(agent_pb2_grpc.AgentServiceServicer):
         async for msg in self.dispatcher.Connect(replay(), context):
             yield msg
 
-    async def admit(self, reg: agent_pb2.Register, peer: str) -> agent_pb2.ControllerMessage | None:
+    async def admit(
+        self, reg: agent_pb2.Register, peer: str, cert_cn: str | None = None
+    ) -> agent_pb2.ControllerMessage | None:
         """None if the registering agent may join; else the fatal Refusal to send it."""
         gone = self.revoked.get(reg.instance_id)
         if gone is not None:
@@ -105,6 +174,16 @@ class AgentGate(agent_pb2_grpc.AgentServiceServicer):
             return refusal(
                 "INSTANCE_REVOKED", f"{why}: remove the agent's state dir and join again"
             )
+        if cert_cn is not None:  # mutual TLS: the certificate is the identity
+            if cert_cn == reg.instance_id:
+                return None
+            why = f"certificate is for instance {cert_cn}, not {reg.instance_id[:64]}"
+            await self._refused(reg, peer, "UNAUTHORIZED", why)
+            return refusal("UNAUTHORIZED", f"{why}: an agent may register only as itself")
+        if self.tls is not None:
+            why = "connect with the client certificate from Enroll (mutual TLS)"
+            await self._refused(reg, peer, "UNAUTHORIZED", why)
+            return refusal("UNAUTHORIZED", f"no client certificate: {why}")
         if not self.require_token or (self.open_loopback and peer.startswith(LOOPBACK_PEERS)):
             return None
         try:
@@ -192,3 +271,12 @@ class AgentGate(agent_pb2_grpc.AgentServiceServicer):
 
 def peer_is_loopback(context: grpc.aio.ServicerContext) -> bool:
     return (context.peer() or "").startswith(LOOPBACK_PEERS)
+
+
+def _cert_cn(context: Any) -> str | None:
+    """The verified client certificate's CN (mutual TLS), or None without one."""
+    try:
+        values = (context.auth_context() or {}).get("x509_common_name") or []
+    except Exception:  # no transport security on this connection
+        return None
+    return values[0].decode() if values else None

@@ -73,6 +73,7 @@ class JoinTokens:
     def __init__(self, service: ClusterService) -> None:
         self.service = service
         self.tokens: dict[str, JoinToken] = {}
+        self.ca_hash = ""  # the CA agents pin (`--ca-hash`), shown with new tokens
 
     async def load(self) -> None:
         for doc in await self.service.store.load(KIND):
@@ -132,7 +133,8 @@ class JoinTokens:
         if not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or not 0 <= ttl <= MAX_TTL_S:
             raise invalid("ttlSeconds", f"a number of seconds from 0 (never) to {MAX_TTL_S}")
         token, text = await self.create(description, float(ttl))
-        return {"joinToken": {**token.view(now()), "token": text}}
+        extra = {"caHash": self.ca_hash} if self.ca_hash else {}
+        return {"joinToken": {**token.view(now()), "token": text, **extra}}
 
     async def op_ListJoinTokens(self, body: dict[str, Any]) -> dict[str, Any]:
         at = now()

@@ -1,0 +1,214 @@
+"""The agent's side of TLS: pin the controller's CA, enroll for a client certificate, renew it.
+
+Off loopback the controller serves TLS. The agent first fetches the CA from the TLS
+handshake and accepts it only if its SubjectPublicKeyInfo hash equals `--ca-hash` (from
+`dockyard tokens create`), so the join token goes to no impostor. It then sends a CSR with
+the token (Enroll) and opens its stream over mutual TLS with the certificate it got. Key,
+certificate and CA live in the state dir (key 0600); the certificate is renewed (Enroll
+over mutual TLS, no token) once less than a third of its lifetime is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import logging
+import os
+import socket
+import ssl
+from pathlib import Path
+from typing import Any
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from controller.security.pki import SERVER_NAME, key_pem, spki_hash
+from dockyard.v1 import agent_pb2, agent_pb2_grpc
+
+log = logging.getLogger("dockyard.agent.tls")
+
+RENEW_FRACTION = 1 / 3  # renew when less than this share of the lifetime is left
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+class EnrollError(Exception):
+    """Enrollment failed for a reason worth retrying (controller down, token refused)."""
+
+
+def tls_wanted(mode: str, controller: str) -> bool:
+    """--tls always|never|auto; auto: TLS unless the controller address is loopback."""
+    if mode in ("always", "never"):
+        return mode == "always"
+    return controller.rpartition(":")[0].strip("[]") not in LOOPBACK
+
+
+def fetch_ca(address: str, ca_hash: str, timeout: float = 10.0) -> bytes:
+    """The controller's CA certificate from its TLS handshake, if it matches `ca_hash`."""
+    host, _, port = address.rpartition(":")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # verified by the pin below
+    ctx.set_alpn_protocols(["h2"])
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout) as raw:
+            with ctx.wrap_socket(raw, server_hostname=SERVER_NAME) as tls:
+                chain = tls._sslobj.get_unverified_chain() or []  # type: ignore[union-attr]
+    except (OSError, ssl.SSLError) as err:
+        raise EnrollError(f"cannot fetch the controller's CA from {address}: {err}") from None
+    der = ssl._ssl.ENCODING_DER  # type: ignore[attr-defined]
+    certs = [x509.load_der_x509_certificate(c.public_bytes(der)) for c in chain]
+    for ca in certs:
+        if spki_hash(ca) == ca_hash.strip().lower():
+            try:
+                certs[0].verify_directly_issued_by(ca)
+            except Exception as err:
+                msg = f"the controller's certificate is not from the pinned CA: {err}"
+                raise SystemExit(msg) from None
+            return ca.public_bytes(serialization.Encoding.PEM)
+    seen = ", ".join(spki_hash(c) for c in certs[1:]) or "none"
+    raise SystemExit(
+        f"the controller at {address} presents a CA ({seen}) that does not match --ca-hash "
+        f"{ca_hash}: not sending the join token; check the hash `dockyard tokens create` printed"
+    )
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+class AgentTls:
+    """Builds the agent's mutual-TLS channel, enrolling or renewing first when needed."""
+
+    def __init__(
+        self,
+        controller: str,
+        state_dir: Path,
+        instance_id: str,
+        cluster: str,
+        join_token: str,
+        ca_hash: str,
+    ) -> None:
+        self.controller = controller
+        self.dir = Path(state_dir)
+        self.instance_id = instance_id
+        self.cluster = cluster
+        self.join_token = join_token
+        self.ca_hash = ca_hash
+        self.ca_path, self.key_path = self.dir / "ca.crt", self.dir / "agent.key"
+        self.cert_path, self.meta_path = self.dir / "agent.crt", self.dir / "tls.json"
+
+    # ------------------------------------------------------------ files
+
+    def _key(self) -> ec.EllipticCurvePrivateKey:
+        if self.key_path.exists():
+            key = serialization.load_pem_private_key(self.key_path.read_bytes(), None)
+            assert isinstance(key, ec.EllipticCurvePrivateKey)
+            return key
+        key = ec.generate_private_key(ec.SECP256R1())
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _write_private(self.key_path, key_pem(key))
+        return key
+
+    def _cert(self) -> x509.Certificate | None:
+        if not self.cert_path.exists():
+            return None
+        return x509.load_pem_x509_certificate(self.cert_path.read_bytes())
+
+    def connect_address(self) -> str:
+        try:
+            port = json.loads(self.meta_path.read_text())["connect_address"]
+        except (OSError, ValueError, KeyError):
+            return self.controller
+        host = self.controller.rpartition(":")[0]
+        return f"{host}{port}" if str(port).startswith(":") else str(port)
+
+    def renewal_due(self, now: datetime.datetime | None = None) -> bool:
+        cert = self._cert()
+        if cert is None:
+            return True
+        now = now or datetime.datetime.now(datetime.UTC)
+        life = cert.not_valid_after_utc - cert.not_valid_before_utc
+        return cert.not_valid_after_utc - now < life * RENEW_FRACTION
+
+    # ------------------------------------------------------------ enrollment
+
+    async def ensure(self) -> None:
+        if not self.ca_path.exists():
+            if not self.ca_hash:
+                raise SystemExit(
+                    "the controller serves TLS: start the agent with --ca-hash sha256:... "
+                    "(printed by `dockyard tokens create`) to pin its CA"
+                )
+            pem = await asyncio.to_thread(fetch_ca, self.controller, self.ca_hash)
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.ca_path.write_bytes(pem)
+        if self.renewal_due():
+            await self.enroll()
+
+    async def enroll(self) -> None:
+        key = self._key()
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.instance_id)]))
+            .sign(key, hashes.SHA256())
+        )
+        request = agent_pb2.EnrollRequest(
+            join_token=self.join_token,
+            instance_id=self.instance_id,
+            cluster=self.cluster,
+            csr_pem=csr.public_bytes(serialization.Encoding.PEM),
+        )
+        cert = self._cert()
+        valid = cert is not None and cert.not_valid_after_utc > datetime.datetime.now(datetime.UTC)
+        # renewal: over mutual TLS with the current certificate; else the token, TLS only
+        address = self.connect_address() if valid else self.controller
+        creds = (
+            self.credentials() if valid else grpc.ssl_channel_credentials(self.ca_path.read_bytes())
+        )
+        async with grpc.aio.secure_channel(address, creds, options=self.options()) as ch:
+            try:
+                reply = await agent_pb2_grpc.AgentServiceStub(ch).Enroll(request, timeout=15)
+            except grpc.aio.AioRpcError as err:
+                raise EnrollError(f"enrollment refused: {err.details()}") from None
+        _write_private(self.cert_path, reply.certificate_pem)
+        self.meta_path.write_text(json.dumps({"connect_address": reply.connect_address}))
+        log.info("certificate for %s valid until %s", self.instance_id, reply.not_after)
+
+    # ------------------------------------------------------------ channels
+
+    def options(self, extra: list[tuple[str, Any]] | None = None) -> list[tuple[str, Any]]:
+        return [*(extra or []), ("grpc.ssl_target_name_override", SERVER_NAME)]
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            self.ca_path.read_bytes(), self.key_path.read_bytes(), self.cert_path.read_bytes()
+        )
+
+    async def channel(self, options: list[tuple[str, Any]]) -> grpc.aio.Channel:
+        """A mutual-TLS channel to the agent port (enrolls/renews first)."""
+        await self.ensure()
+        return grpc.aio.secure_channel(
+            self.connect_address(), self.credentials(), options=self.options(options)
+        )
+
+
+def channel_factory(config: Any, instance_id: str) -> Any:
+    """Session.channel_factory for an AgentConfig: None (plaintext) unless TLS is wanted."""
+    if not tls_wanted(getattr(config, "tls", "auto"), config.controller):
+        return None
+    tls = AgentTls(
+        config.controller,
+        config.state_dir,
+        instance_id,
+        config.cluster,
+        config.join_token,
+        getattr(config, "ca_hash", ""),
+    )
+    return tls.channel
