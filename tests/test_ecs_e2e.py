@@ -1,6 +1,7 @@
 """boto3, the `aws ecs` CLI and raw HTTP against a real controller and a real agent.
 
 One controller process and one agent (on the machine's dockerd) serve the whole module.
+Clients sign (SigV4) with the admin key the controller wrote on its first start.
 Every response is checked against botocore's output shapes twice: the controller runs with
 DOCKYARD_CHECK_RESPONSES=1 (a body off the model becomes a ServerException), and a
 botocore hook re-checks the raw body of every boto3 call before boto3 parses it.
@@ -20,7 +21,10 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from controller.ecs_shapes import check_response
@@ -92,7 +96,7 @@ def ecs_cluster(
 @pytest.fixture
 def ecs(ecs_cluster: LocalCluster) -> Iterator[Any]:
     """A boto3 ECS client on the cluster; tasks the test left running are stopped after."""
-    client = make_client(ecs_cluster.http)
+    client = make_client(ecs_cluster)
     yield client
     for cluster_arn in client.list_clusters()["clusterArns"]:
         arns = client.list_tasks(cluster=cluster_arn)["taskArns"]
@@ -104,13 +108,20 @@ def ecs(ecs_cluster: LocalCluster) -> Iterator[Any]:
             )
 
 
-def make_client(endpoint: str) -> Any:
+def admin_key(lc: LocalCluster) -> tuple[str, str]:
+    creds = lc.credentials()
+    assert creds is not None, "the controller wrote no admin key"
+    return creds.access_key_id, creds.secret_access_key
+
+
+def make_client(lc: LocalCluster) -> Any:
+    key_id, secret = admin_key(lc)
     client = boto3.client(
         "ecs",
-        endpoint_url=endpoint,
+        endpoint_url=lc.http,
         region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="x",
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
         config=Config(retries={"mode": "standard", "max_attempts": 1}),
     )
     client.meta.events.register("before-parse.ecs.*", _check_raw)
@@ -183,7 +194,7 @@ def test_webserver_from_the_ecs_docs_runs_and_stops(ecs: Any, ecs_cluster: Local
 
 def test_run_task_overrides_group_tags_and_client_token(ecs: Any) -> None:
     ecs.register_task_definition(**sleeper("ovr", environment=[{"name": "FROM_DEF", "value": "1"}]))
-    overrides = {
+    overrides: dict[str, Any] = {
         "containerOverrides": [
             {
                 "name": "main",
@@ -196,7 +207,7 @@ def test_run_task_overrides_group_tags_and_client_token(ecs: Any) -> None:
         "cpu": "128",
         "memory": "96",
     }
-    args = dict(
+    args: dict[str, Any] = dict(
         taskDefinition="ovr",
         overrides=overrides,
         group="batch:nightly",
@@ -272,6 +283,10 @@ def test_service_create_stable_update_delete(ecs: Any) -> None:
     assert svc["runningCount"] == 2 and svc["tags"] == [{"key": "tier", "value": "front"}]
     assert len(ecs.list_tasks(serviceName="web")["taskArns"]) == 2
     assert ecs.list_services()["serviceArns"] == [created["serviceArn"]]
+    ecs.tag_resource(resourceArn=created["serviceArn"], tags=[{"key": "tier", "value": "back"}])
+    ecs.untag_resource(resourceArn=created["serviceArn"], tagKeys=["nothing"])
+    listed = ecs.list_tags_for_resource(resourceArn=created["serviceArn"])["tags"]
+    assert listed == [{"key": "tier", "value": "back"}]
 
     ecs.register_task_definition(**sleeper("svc", memory=40))
     ecs.update_service(service="web", taskDefinition="svc:2", desiredCount=1)
@@ -491,11 +506,18 @@ def test_ecs_exception_names(ecs: Any) -> None:
 # ---------------------------------------------------------------- raw HTTP
 
 
-def post(url: str, target: str | None, data: bytes) -> tuple[int, dict[str, Any]]:
+def post(
+    lc: LocalCluster, target: str | None, data: bytes, sign: bool = True
+) -> tuple[int, dict[str, Any]]:
+    """POST raw bytes to the endpoint, SigV4-signed with the admin key unless `sign` is off."""
     headers = {"Content-Type": "application/x-amz-json-1.1"}
     if target is not None:
         headers["X-Amz-Target"] = target
-    req = urllib.request.Request(url, data=data, headers=headers, method="POST")
+    if sign:
+        aws = AWSRequest(method="POST", url=lc.http + "/", data=data, headers=headers)
+        SigV4Auth(Credentials(*admin_key(lc)), "ecs", "us-east-1").add_auth(aws)
+        headers = dict(aws.headers.items())
+    req = urllib.request.Request(lc.http + "/", data=data, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read() or b"{}")
@@ -542,16 +564,17 @@ def test_bad_input_over_raw_http_changes_nothing(ecs: Any, ecs_cluster: LocalClu
         return [{k: v for k, v in a.items() if k != "ResponseMetadata"} for a in answers]
 
     before = snapshot()
-    url = ecs_cluster.http + "/"
     for op, data, expected, named in BAD_REQUESTS:
-        status, body = post(url, TARGET + op, data)
+        status, body = post(ecs_cluster, TARGET + op, data)
         assert (status, body.get("__type")) == (400, expected), (op, data, body)
         assert named in body["message"], (op, body["message"])
-    status, body = post(url, None, b"{}")
+    status, body = post(ecs_cluster, None, b"{}")
     assert (status, body["__type"]) == (400, "UnknownOperationException")
+    status, body = post(ecs_cluster, TARGET + "DeleteCluster", b'{"cluster": "x"}', sign=False)
+    assert (status, body["__type"]) == (403, "AccessDeniedException")
     assert ecs_cluster.controller is not None and ecs_cluster.controller.running
     assert snapshot() == before
-    status, body = post(url, TARGET + "ListClusters", b"")  # an empty body is {}
+    status, body = post(ecs_cluster, TARGET + "ListClusters", b"")  # an empty body is {}
     assert status == 200 and check_response("ListClusters", json.dumps(body))
 
 
@@ -561,8 +584,8 @@ def test_bad_input_over_raw_http_changes_nothing(ecs: Any, ecs_cluster: LocalClu
 def test_aws_cli_core_flow(ecs_cluster: LocalCluster, tmp_path: Path) -> None:
     env = {
         **os.environ,
-        "AWS_ACCESS_KEY_ID": "x",
-        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_ACCESS_KEY_ID": admin_key(ecs_cluster)[0],
+        "AWS_SECRET_ACCESS_KEY": admin_key(ecs_cluster)[1],
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_CONFIG_FILE": str(tmp_path / "none"),
         "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
