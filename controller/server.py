@@ -26,7 +26,7 @@ from controller.dispatcher import Dispatcher
 from controller.events import EventLog
 from controller.liveness import DEFAULT_HEARTBEAT_BUDGET
 from controller.model import from_doc
-from controller.security import Security, SecurityConfig
+from controller.security import Security, SecurityConfig, tls_wanted
 from controller.service import ClusterService
 from controller.state import ClusterState
 from controller.store import Store
@@ -66,6 +66,8 @@ class ControllerConfig:
     # in-process controllers (tests, benches) opt in.
     auth: bool = False
     open_loopback_agents: bool = False
+    tls: bool = False  # `dockyard controller --tls auto`: on unless listening on loopback
+    agent_listen: str = ""
 
 
 class Controller:
@@ -99,7 +101,11 @@ class Controller:
         self.security = Security(
             self.service,
             SecurityConfig(
-                self.config.auth, self.config.open_loopback_agents, self.config.data_dir
+                self.config.auth,
+                self.config.open_loopback_agents,
+                self.config.data_dir,
+                tls=self.config.tls,
+                agent_listen=self.config.agent_listen,
             ),
         )
         await self.security.install(self.dispatcher)
@@ -128,7 +134,7 @@ class Controller:
         api_pb2_grpc.add_ClusterApiServicer_to_server(
             ApiServicer(self.service, self.events, self.dispatcher), server
         )
-        self.grpc_port = server.add_insecure_port(self.config.listen)
+        self.grpc_port = self.security.add_ports(server, self.config.listen)
         if not self.grpc_port:
             raise SystemExit(f"cannot listen on {self.config.listen} (gRPC)")
         await server.start()
@@ -216,6 +222,8 @@ def config_from_args(args: argparse.Namespace) -> ControllerConfig:
         account=args.account,
         auth=getattr(args, "auth", "on") == "on",
         open_loopback_agents=getattr(args, "open_loopback_agents", False),
+        tls=tls_wanted(getattr(args, "tls", "never"), args.listen),
+        agent_listen=getattr(args, "agent_listen", ""),
     )
 
 

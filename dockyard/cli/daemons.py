@@ -78,6 +78,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "join token; off: anyone may call and join (development only) (default %(default)s)",
     )
     c.add_argument(
+        "--tls",
+        choices=["auto", "always", "never"],
+        default=os.environ.get("DOCKYARD_TLS", "auto"),
+        help="auto: TLS (and mutual TLS for agents) unless --listen is loopback "
+        "(default %(default)s)",
+    )
+    c.add_argument(
+        "--agent-listen",
+        default="",
+        help="mutual-TLS address for agent streams (default: the --listen host, port + 1)",
+    )
+    c.add_argument(
         "--open-loopback-agents",
         action="store_true",
         help="agents connecting over loopback may join without a join token (simulators, "
@@ -169,6 +181,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--join-token",
         default=os.environ.get("DOCKYARD_JOIN_TOKEN", ""),
         help="token from `dockyard tokens create`, for the first registration",
+    )
+    a.add_argument(
+        "--ca-hash",
+        default=os.environ.get("DOCKYARD_CA_HASH", ""),
+        help="sha256:... of the controller's CA (printed by `dockyard tokens create`): "
+        "the agent trusts only that CA",
+    )
+    a.add_argument(
+        "--tls",
+        choices=["auto", "always", "never"],
+        default=os.environ.get("DOCKYARD_AGENT_TLS", "auto"),
+        help="auto: TLS + client certificate unless the controller is on loopback "
+        "(default %(default)s)",
     )
     a.add_argument("--log-level", default="INFO")
     a.set_defaults(handler=_run_agent)
