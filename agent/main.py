@@ -25,6 +25,8 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         pull_behavior=args.pull_behavior,
         reserved_memory=args.reserved_memory,
         join_token=args.join_token,
+        tls=getattr(args, "tls", "auto"),
+        ca_hash=getattr(args, "ca_hash", ""),
         credentials_listen=args.credentials_listen,
         credentials_mode=args.credentials_mode,
         image_cleanup=CleanupPolicy(

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent import __version__, host, identity, image_cleanup, reconcile
+from agent import __version__, enroll, host, identity, image_cleanup, reconcile
 from agent.credentials import TaskEndpoint
 from agent.docker_driver import DockerDriver, DockerUnavailable, DriverError, PullError
 from agent.image_cleanup import CleanupPolicy
@@ -40,6 +40,8 @@ class AgentConfig:
     pull_behavior: str = "default"
     reserved_memory: int = 0
     join_token: str = ""
+    tls: str = "auto"  # auto | always | never (auto: TLS unless the controller is loopback)
+    ca_hash: str = ""  # sha256:... of the controller's CA, from `dockyard tokens create`
     retention_s: float = 3600.0
     tick_s: float = 2.0
     credentials_listen: str = "127.0.0.1:51679"
@@ -84,6 +86,7 @@ class Agent:
                 log_cancel=self._log_cancel,
                 heartbeat=self._heartbeat,
             ),
+            channel_factory=enroll.channel_factory(config, self.identity.instance_id),
         )
         self.desired: dict[str, agent_pb2.DesiredTask] = {}
         self.version = 0

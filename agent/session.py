@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
@@ -52,8 +53,14 @@ class Handlers:
 
 
 class Session:
-    def __init__(self, controller: str, handlers: Handlers) -> None:
+    def __init__(
+        self,
+        controller: str,
+        handlers: Handlers,
+        channel_factory: Callable[[list[Any]], Awaitable[grpc.aio.Channel]] | None = None,
+    ) -> None:
         self.controller = controller
+        self.channel_factory = channel_factory  # mutual TLS (agent.enroll); else plaintext
         self.handlers = handlers
         self.period = 1.0
         self.connected = asyncio.Event()
@@ -85,7 +92,7 @@ class Session:
     async def _run_once(self) -> None:
         established = False
         self._outbox = asyncio.Queue()
-        async with grpc.aio.insecure_channel(self.controller, options=CHANNEL_OPTIONS) as ch:
+        async with await self._channel() as ch:
             stub = agent_pb2_grpc.AgentServiceStub(ch)
             self._outbox.put_nowait(agent_pb2.AgentMessage(register=await self.handlers.register()))
             call = stub.Connect(self._requests(self._outbox))
@@ -112,6 +119,17 @@ class Session:
         if not established:
             raise SessionLost()
         log.warning("disconnected from controller %s; reconnecting", self.controller)
+
+    async def _channel(self) -> grpc.aio.Channel:
+        if self.channel_factory is None:
+            return grpc.aio.insecure_channel(self.controller, options=CHANNEL_OPTIONS)
+        try:
+            return await self.channel_factory(CHANNEL_OPTIONS)
+        except Exception as err:  # enrollment: controller down or token refused; retried
+            if isinstance(err, SystemExit):
+                raise
+            log.warning("cannot open a TLS session: %s", err)
+            raise SessionLost() from None
 
     async def _requests(
         self, outbox: asyncio.Queue[object]
