@@ -46,12 +46,20 @@ class Client:
         timeout: float = 30.0,
         credentials: auth.Credentials | None = None,
         sign: bool = True,
+        ca_cert: bytes | None = None,
     ) -> None:
-        """`credentials`: default dockyard.auth.load_credentials(); sign=False sends none."""
+        """`credentials`: default dockyard.auth.load_credentials(); sign=False sends none.
+        `ca_cert`: the controller's CA (default: the file $DOCKYARD_CA_CERT names) for TLS."""
         self.address = controller_address(address)
         self.timeout = timeout
         self.credentials = (credentials or auth.load_credentials()) if sign else None
-        self._channel = grpc.insecure_channel(self.address)
+        ca_cert = ca_cert or auth.load_ca_cert()
+        if ca_cert:
+            tls = grpc.ssl_channel_credentials(ca_cert)
+            options = [("grpc.ssl_target_name_override", auth.SERVER_NAME)]
+            self._channel = grpc.secure_channel(self.address, tls, options=options)
+        else:
+            self._channel = grpc.insecure_channel(self.address)
         self._stub = api_pb2_grpc.ClusterApiStub(self._channel)
 
     def _metadata(self, name: str, request: Any) -> tuple[tuple[str, str], ...] | None:
