@@ -264,10 +264,11 @@ def _verify(args: argparse.Namespace) -> int:
     try:
         hosts, lab_ctl = _docker_hosts(args)
         address = args.controller or lab_ctl or controller_address()
-        creds = None
-        if lab_ctl and address == lab_ctl:  # the lab's own controller: its admin key
-            creds = control.admin_credentials(Lab.open(args.lab_dir).state)
-        report = verify.collect(address, args.cluster, hosts, credentials=creds)
+        creds, ca = None, None
+        if lab_ctl and address == lab_ctl:  # the lab's own controller: its admin key and CA
+            state = Lab.open(args.lab_dir).state
+            creds, ca = control.admin_credentials(state), control.ca_cert(state)
+        report = verify.collect(address, args.cluster, hosts, credentials=creds, ca_cert=ca)
     except LabError as err:
         print(f"verify: {err}", file=sys.stderr)
         return 2

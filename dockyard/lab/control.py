@@ -96,22 +96,34 @@ def admin_credentials(state: LabState) -> auth.Credentials | None:
     return auth.parse_credentials(path.read_text()) if path.exists() else None
 
 
+def ca_cert(state: LabState) -> bytes | None:
+    """The controller's CA: the lab's controller is off loopback, so it serves TLS."""
+    path = state.path("controller", "ca.crt")
+    return path.read_bytes() if path.exists() else None
+
+
 def client(state: LabState, timeout: float = 30.0) -> Client:
-    return Client(state.controller_address, timeout=timeout, credentials=admin_credentials(state))
+    return Client(
+        state.controller_address,
+        timeout=timeout,
+        credentials=admin_credentials(state),
+        ca_cert=ca_cert(state),
+    )
 
 
-def join_token(state: LabState) -> str:
-    """The lab's join token for its agents (created once, kept 0600 in the state dir)."""
-    path = state.path("controller", "lab-join-token")  # goes with the controller data
+def join_args(state: LabState) -> list[str]:
+    """`--join-token T --ca-hash H` for the lab's agents (created once, kept 0600 with the
+    controller's data)."""
+    path = state.path("controller", "lab-join")
     with _TOKEN_LOCK:  # agents start in parallel threads
-        if path.exists():
-            return path.read_text().strip()
-        with client(state) as c:
-            token = c.call("CreateJoinToken", {"description": "lab agents"})["joinToken"]
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(token["token"])
-        return str(token["token"])
+        if not path.exists():
+            with client(state) as c:
+                token = c.call("CreateJoinToken", {"description": "lab agents"})["joinToken"]
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{token['token']} {token.get('caHash', '')}")
+        token_text, _, ca_hash = path.read_text().strip().partition(" ")
+    return ["--join-token", token_text, *(["--ca-hash", ca_hash] if ca_hash else [])]
 
 
 def agent_cmd(state: LabState, host: Host) -> list[str]:
@@ -133,8 +145,7 @@ def agent_cmd(state: LabState, host: Host) -> list[str]:
         host.address,
         "--hostname",
         host.name,
-        "--join-token",
-        join_token(state),
+        *join_args(state),
     ]
 
 

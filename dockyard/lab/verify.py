@@ -340,10 +340,11 @@ def collect(
     cluster: str,
     docker_hosts: dict[str, str],
     credentials: auth.Credentials | None = None,
+    ca_cert: bytes | None = None,
 ) -> Report:
     """Ask the controller and every host, then audit; raises ApiError if the controller is
     unreachable."""
-    with Client(controller, timeout=15, credentials=credentials) as client:
+    with Client(controller, timeout=15, credentials=credentials, ca_cert=ca_cert) as client:
         tasks = controller_view(client, cluster)
         services, note = services_view(client, cluster)
     seen, unreachable = docker_view(docker_hosts)
