@@ -167,6 +167,12 @@ class AgentGate(agent_pb2_grpc.AgentServiceServicer):
         self, reg: agent_pb2.Register, peer: str, cert_cn: str | None = None
     ) -> agent_pb2.ControllerMessage | None:
         """None if the registering agent may join; else the fatal Refusal to send it."""
+        if not INSTANCE_ID_RE.match(reg.instance_id) or len(reg.cluster) > 255:
+            return refusal(
+                "BAD_MESSAGE",
+                "register.instance_id: 1-64 letters, digits, '.', '_' or '-'; "
+                "register.cluster: at most 255 characters",
+            )
         gone = self.revoked.get(reg.instance_id)
         if gone is not None:
             why = f"instance {reg.instance_id} was revoked ({gone.reason})"
