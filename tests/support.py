@@ -26,7 +26,10 @@ DOCKER_HOST = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
 
 
 def wait_for(
-    fn: Callable[[], T], timeout: float = 20.0, interval: float = 0.05, what: str = "condition"
+    fn: Callable[[], T | None],
+    timeout: float = 20.0,
+    interval: float = 0.05,
+    what: str = "condition",
 ) -> T:
     """Poll fn until it returns something truthy; fail with `what` after timeout seconds."""
     deadline = time.monotonic() + timeout
