@@ -55,7 +55,7 @@ def fetch_ca(address: str, ca_hash: str, timeout: float = 10.0) -> bytes:
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout) as raw:
             with ctx.wrap_socket(raw, server_hostname=SERVER_NAME) as tls:
-                chain = tls._sslobj.get_unverified_chain() or []  # type: ignore[union-attr]
+                chain = tls._sslobj.get_unverified_chain() or []  # type: ignore[attr-defined]
     except (OSError, ssl.SSLError) as err:
         raise EnrollError(f"cannot fetch the controller's CA from {address}: {err}") from None
     der = ssl._ssl.ENCODING_DER  # type: ignore[attr-defined]
@@ -103,6 +103,7 @@ class AgentTls:
         self.ca_hash = ca_hash
         self.ca_path, self.key_path = self.dir / "ca.crt", self.dir / "agent.key"
         self.cert_path, self.meta_path = self.dir / "agent.crt", self.dir / "tls.json"
+        self._renewer: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ files
 
@@ -181,6 +182,19 @@ class AgentTls:
         self.meta_path.write_text(json.dumps({"connect_address": reply.connect_address}))
         log.info("certificate for %s valid until %s", self.instance_id, reply.not_after)
 
+    async def renew_forever(self, check_s: float = 60.0) -> None:
+        """Renew while a stream stays up (a handshake-time certificate is not re-checked)."""
+        while True:
+            cert = self._cert()
+            life = (cert.not_valid_after_utc - cert.not_valid_before_utc) if cert else None
+            period = min(check_s, life.total_seconds() / 10) if life else check_s
+            await asyncio.sleep(max(1.0, period))
+            if self.renewal_due():
+                try:
+                    await self.enroll()
+                except EnrollError as err:
+                    log.warning("certificate renewal failed (retrying): %s", err)
+
     # ------------------------------------------------------------ channels
 
     def options(self, extra: list[tuple[str, Any]] | None = None) -> list[tuple[str, Any]]:
@@ -194,6 +208,8 @@ class AgentTls:
     async def channel(self, options: list[tuple[str, Any]]) -> grpc.aio.Channel:
         """A mutual-TLS channel to the agent port (enrolls/renews first)."""
         await self.ensure()
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.create_task(self.renew_forever())
         return grpc.aio.secure_channel(
             self.connect_address(), self.credentials(), options=self.options(options)
         )

@@ -203,3 +203,29 @@ def test_real_agent_with_wrong_ca_hash_exits_with_advice(
         assert "does not match --ca-hash" in (tmp_path / "agent.log").read_text()
     finally:
         proc.kill()
+
+
+def test_connected_agent_renews_before_expiry(sc: SecureController, tmp_path: Path) -> None:
+    assert sc.ctl is not None and sc.ctl.security.gate is not None
+    tls_settings = sc.ctl.security.gate.tls
+    assert tls_settings is not None
+    tls_settings.lifetime = datetime.timedelta(seconds=6)  # renewal due after ~4 s
+    tls = _tls(sc, tmp_path, "i-short")
+
+    async def run() -> tuple[int, int]:
+        channel = await tls.channel([])
+        try:
+            first = x509.load_pem_x509_certificate(tls.cert_path.read_bytes()).serial_number
+            for _ in range(200):  # up to 20 s, checked every 0.1 s
+                now = x509.load_pem_x509_certificate(tls.cert_path.read_bytes()).serial_number
+                if now != first:
+                    return first, now
+                await asyncio.sleep(0.1)
+            return first, first
+        finally:
+            await channel.close()
+            assert tls._renewer is not None
+            tls._renewer.cancel()
+
+    first, renewed = asyncio.run(run())
+    assert renewed != first, "the certificate was not renewed before it expired"

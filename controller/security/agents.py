@@ -109,7 +109,7 @@ class AgentGate(agent_pb2_grpc.AgentServiceServicer):
             raise EnrollRefused(f"instance {req.instance_id} was revoked")
         if cert_cn != req.instance_id and self.require_token:
             try:
-                self.tokens.check(req.join_token)
+                await self.tokens.used(self.tokens.check(req.join_token))
             except TokenRefused as err:
                 await self._refused(reg, peer, "JOIN_TOKEN_REFUSED", str(err))
                 raise EnrollRefused(

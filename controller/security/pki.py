@@ -109,7 +109,10 @@ class CertificateAuthority:
         lifetime: datetime.timedelta,
         not_before: datetime.datetime | None = None,
     ) -> x509.Certificate:
-        start = not_before or _now() - datetime.timedelta(minutes=5)
+        if not_before is None:  # allow some clock skew, never more than a tenth of the life
+            skew = min(datetime.timedelta(minutes=5), lifetime / 10)
+            not_before, lifetime = _now() - skew, lifetime + skew
+        start = not_before
         return (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
