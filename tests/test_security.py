@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
 import sys
 from collections.abc import Iterator
@@ -102,13 +101,15 @@ def test_valid_token_joins_and_counts_a_use(sc: SecureController) -> None:
 
 @pytest.mark.docker
 def test_real_agent_logs_an_actionable_refusal(
-    sc: SecureController, tmp_path: Path, sample_images: list[str]
+    sc: SecureController,
+    tmp_path: Path,
+    sample_images: list[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     argv = [sys.executable, "-m", "dockyard.cli.main", "agent", "--controller", sc.address]
     argv += ["--state-dir", str(tmp_path / "agent"), "--hostname", "tokenless"]
     proc = Proc("agent", argv, tmp_path / "agent.log")
-    env = dict(os.environ, DOCKYARD_JOIN_TOKEN="")
-    os.environ.update(env)
+    monkeypatch.delenv("DOCKYARD_JOIN_TOKEN", raising=False)
     proc.start()
     try:
         wait_for(
