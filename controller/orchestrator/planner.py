@@ -102,11 +102,14 @@ def plan(svc: Service, world: World) -> Plan:
 
 
 def note_failure(svc: Service, deployment: str, why: str, now: float) -> None:
-    """A task of the service failed: count it for the breaker and grow the launch delay."""
+    """A task of the service failed: count it for the breaker; a PRIMARY task's failure also
+    grows the launch delay (old deployments' failures must not slow a rollback)."""
     dep = svc.deployment(deployment)
     if dep is not None:
         dep.failed_tasks += 1
         dep.updated_at = now
+    if dep is None or dep.status != "PRIMARY":
+        return
     svc.failure_streak += 1
     svc.steady = False
     delay = retry_delay(svc.failure_streak)

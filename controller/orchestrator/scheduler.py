@@ -27,13 +27,17 @@ log = logging.getLogger(__name__)
 
 FAILURE_CODES = ("EssentialContainerExited", "TaskFailedToStart")
 DEFAULT_ZONE_ATTRIBUTE = "ecs.availability-zone"
+STABLE_AFTER = 5.0  # seconds RUNNING before a task counts as healthy
 SERVICE_STRATEGIES = [
     {"type": s.type, "field": s.field} for s in placement.DEFAULT_SERVICE_STRATEGIES
 ]
 
 
-def member_health(task: Task, td: TaskDefinition | None) -> str:
-    """HEALTHY when running and every essential container with a health check is healthy."""
+def member_health(task: Task, td: TaskDefinition | None, at: float) -> str:
+    """HEALTHY when every essential container with a health check is healthy and the task
+    has been RUNNING for STABLE_AFTER seconds (SwarmKit's update monitor, Nomad's
+    min_healthy_time): a revision that crashes seconds after starting never counts as
+    healthy, so it cannot complete a rollout or replace the old tasks."""
     if task.last_status != "RUNNING":
         return "UNKNOWN"
     defs = td.doc["containerDefinitions"] if td else []
@@ -41,6 +45,8 @@ def member_health(task: Task, td: TaskDefinition | None) -> str:
     states = [c.health for c in task.containers if c.name in checked]
     if "UNHEALTHY" in states or task.health == "UNHEALTHY":
         return "UNHEALTHY"
+    if at - (task.started_at or at) < STABLE_AFTER:
+        return "UNKNOWN"
     return "HEALTHY" if all(s == "HEALTHY" for s in states) else "UNKNOWN"
 
 
@@ -92,11 +98,14 @@ class ServiceScheduler:
         self._wake.set()
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            # not asyncio.wait_for: on 3.11 it can swallow a cancel that races the wake-up
+            timer = loop.call_later(self.tick, self._wake.set)
             try:
-                await asyncio.wait_for(self._wake.wait(), self.tick)
-            except TimeoutError:
-                pass
+                await self._wake.wait()
+            finally:
+                timer.cancel()
             self._wake.clear()
             try:
                 await self.pass_once()
@@ -147,7 +156,7 @@ class ServiceScheduler:
                 t.instance_arn,
                 t.last_status,
                 t.desired_status,
-                member_health(t, self.taskdef(f"{t.family}:{t.revision}")),
+                member_health(t, self.taskdef(f"{t.family}:{t.revision}"), at),
                 t.created_at,
             )
             for t in tasks
