@@ -16,3 +16,18 @@ def test_stubs_are_up_to_date(tmp_path: Path) -> None:
         assert (committed / path.name).read_text() == path.read_text(), (
             f"dockyard/v1/{path.name} is stale: run `make proto`"
         )
+
+
+async def test_every_service_operation_has_a_native_rpc(tmp_path: Path) -> None:
+    """The CLI reaches everything the service layer does: no operation is HTTP-only."""
+    from controller.server import Controller, ControllerConfig
+    from dockyard.v1 import api_pb2
+
+    rpcs = {m.name for m in api_pb2.DESCRIPTOR.services_by_name["ClusterApi"].methods}
+    ctl = Controller(ControllerConfig(data_dir=tmp_path, listen="127.0.0.1:0", http="127.0.0.1:0"))
+    await ctl.start()
+    try:
+        missing = ctl.service.operations() - rpcs
+    finally:
+        await ctl.stop()
+    assert not missing, f"add these rpcs to proto/dockyard/v1/api.proto: {sorted(missing)}"
