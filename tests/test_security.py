@@ -256,3 +256,33 @@ def test_cli_tokens_and_keys(
     monkeypatch.setenv(auth.SECRET_KEY_ENV, "wrong")
     assert main(["tokens", "list", "--controller", sc.address]) == 1
     assert "InvalidSignatureException" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- limits
+
+
+def test_both_apis_enforce_ecs_limits(sc: SecureController) -> None:
+    """The CLI's API refuses what the ECS endpoint refuses, naming the field."""
+    client = sc.client()
+    arn = client.call("DescribeClusters", {"clusters": ["default"]})["clusters"][0]["clusterArn"]
+    many_tags = [{"key": f"k{i}", "value": ""} for i in range(51)]
+    native = [
+        ("RunTask", {"taskDefinition": "x", "count": 11}, "count"),
+        ("PutAttributes", {"attributes": [{"name": f"a{i}"} for i in range(11)]}, "attributes"),
+        ("PutAttributes", {"attributes": [{"name": "n" * 129}]}, "attributes[0].name"),
+        ("CreateCluster", {"clusterName": "bad name!"}, "clusterName"),
+    ]
+    http_only = [  # tags are ECS-endpoint operations
+        ("TagResource", {"resourceArn": arn, "tags": [{"key": "k" * 129}]}, "tags[0].key"),
+        ("TagResource", {"resourceArn": arn, "tags": [{"key": "k", "value": "v" * 257}]}, "value"),
+        ("TagResource", {"resourceArn": arn, "tags": many_tags}, "tags"),
+    ]
+    for op, body, field in native:
+        with pytest.raises(ApiError) as err:
+            client.call(op, body)
+        assert err.value.name in ("InvalidParameterException", "ClientException"), (op, err.value)
+        assert field in err.value.message, (op, err.value.message)
+    for op, body, field in native + http_only:
+        resp = sc.ecs(op, body)
+        assert resp.status_code == 400 and field in resp.json()["message"], (op, resp.text)
+    assert sc.ecs("ListTagsForResource", {"resourceArn": arn}).json()["tags"] == []

@@ -106,7 +106,7 @@ class Security:
         return main
 
     def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
-        return [ApiKeyInterceptor(self.keys)] if self.config.auth else []
+        return [ApiKeyInterceptor(self.keys, auth_on=self.config.auth)]
 
     def agent_servicer(self) -> AgentGate:
         assert self.gate is not None, "install() first"

@@ -23,6 +23,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 
 from controller.security.keys import AccessKey, AccessKeys
+from controller.security.limits import check_native
 from dockyard import auth
 from dockyard.client import ERROR_TYPE_KEY
 from dockyard.errors import ApiError
@@ -98,14 +99,17 @@ _GRPC_CODES = {
     "AccessDeniedException": grpc.StatusCode.PERMISSION_DENIED,
     "UnrecognizedClientException": grpc.StatusCode.UNAUTHENTICATED,
     "InvalidSignatureException": grpc.StatusCode.UNAUTHENTICATED,
+    "InvalidParameterException": grpc.StatusCode.INVALID_ARGUMENT,
 }
 
 
 class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
-    """Checks every ClusterApi call's signature and role; the agent service passes through."""
+    """Checks every ClusterApi call's signature and role (unless auth is off) and ECS's
+    input limits; the agent service passes through."""
 
-    def __init__(self, keys: AccessKeys) -> None:
+    def __init__(self, keys: AccessKeys, auth_on: bool = True) -> None:
         self.keys = keys
+        self.auth_on = auth_on
 
     async def intercept_service(
         self,
@@ -134,8 +138,11 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
     async def _check(self, method: str, operation: str, request: Any, context: Any) -> bool:
         metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         try:
-            key = verify_native(self.keys, method, metadata, request.SerializeToString())
-            authorize(key, operation)
+            if self.auth_on:
+                key = verify_native(self.keys, method, metadata, request.SerializeToString())
+                authorize(key, operation)
+            if isinstance(getattr(request, "body", None), str):
+                check_native(operation, request.body)
         except ApiError as err:
             log.warning(
                 "refused %s: %s %s (peer %s)", operation, err.name, err.message, context.peer()
