@@ -102,13 +102,15 @@ def ca_cert(state: LabState) -> bytes | None:
     return path.read_bytes() if path.exists() else None
 
 
+# lab controllers this process has talked to: address -> (admin key, CA), so that code
+# given only the address (verify.collect) can reach them too
+KNOWN: dict[str, tuple[auth.Credentials | None, bytes | None]] = {}
+
+
 def client(state: LabState, timeout: float = 30.0) -> Client:
-    return Client(
-        state.controller_address,
-        timeout=timeout,
-        credentials=admin_credentials(state),
-        ca_cert=ca_cert(state),
-    )
+    creds, ca = admin_credentials(state), ca_cert(state)
+    KNOWN[state.controller_address] = (creds, ca)
+    return Client(state.controller_address, timeout=timeout, credentials=creds, ca_cert=ca)
 
 
 def join_args(state: LabState) -> list[str]:

@@ -21,6 +21,7 @@ from dockyard import auth, labels
 from dockyard.arns import last_part, resource_name
 from dockyard.client import Client
 from dockyard.errors import ApiError
+from dockyard.lab import control
 from dockyard.lab.engines import DockerApi
 
 VIOLATIONS = ("orphan", "missing", "duplicate")
@@ -344,6 +345,8 @@ def collect(
 ) -> Report:
     """Ask the controller and every host, then audit; raises ApiError if the controller is
     unreachable."""
+    if credentials is None and ca_cert is None:  # a lab controller this process knows
+        credentials, ca_cert = control.KNOWN.get(controller, (None, None))
     with Client(controller, timeout=15, credentials=credentials, ca_cert=ca_cert) as client:
         tasks = controller_view(client, cluster)
         services, note = services_view(client, cluster)
