@@ -102,6 +102,7 @@ class EcsExtraOps:
         events: EventLog
         arns: ArnFactory
         service_counter: Callable[[str], int]
+        scheduler: Any
 
         async def commit(self, ops: list[Op]) -> None: ...
 
@@ -264,10 +265,8 @@ class EcsExtraOps:
         return _Target(svc.tags, save)
 
     def _scheduler(self) -> Any:
-        """The services' scheduler, if installed (it owns the live Service objects).
-        `orchestrator.install` sets `service_counter` to its bound `active_count`."""
-        owner = getattr(self.service_counter, "__self__", None)
-        return owner if hasattr(owner, "services") and hasattr(owner, "save") else None
+        """The services' scheduler, if installed (it owns the live Service objects)."""
+        return self.scheduler
 
     # ------------------------------------------------------------------ delete revisions
 

@@ -104,6 +104,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         self.stop_listeners: list[Callable[[list[Task]], None]] = []
         # counts a cluster's live services (the services' orchestrator sets it)
         self.service_counter: Callable[[str], int] = lambda cluster: 0
+        self.scheduler: Any = None  # the services' scheduler, set by orchestrator.install
         self._ops: dict[str, Handler] = {
             name[3:]: getattr(self, name) for name in dir(self) if name.startswith("op_")
         }

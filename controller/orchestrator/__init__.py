@@ -18,4 +18,5 @@ def install(service: ClusterService, grace: float, tick: float = 0.5) -> Service
     sched = ServiceScheduler(service, grace, tick)
     service.add_operations(ServiceApi(sched).handlers())
     service.service_counter = sched.active_count
+    service.scheduler = sched
     return sched

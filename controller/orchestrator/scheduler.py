@@ -228,11 +228,7 @@ class ServiceScheduler:
         if start.instance:
             views = [self.state.views[start.instance]] if start.instance in self.state.views else []
         else:
-            views = [
-                self.state.views[i.arn]
-                for i in self.state.cluster_instances(svc.cluster)
-                if i.arn in self.state.views
-            ]
+            views = self.state.cluster_views(svc.cluster)
         body = {
             "startedBy": dep.id,
             "group": f"service:{svc.name}",
