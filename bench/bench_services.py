@@ -1,121 +1,113 @@
-"""Service figures on this machine: 3 agents on the local dockerd (the multi-host lab version
-is for the lab's owner to add).
+"""Service convergence on the 3-host lab against raw `docker run -d`, in the same run.
 
-1. Convergence 0 -> N tasks of a service against N raw `docker run -d` of the same image
-   (3 parallel streams, like three engines), in the same run; the ratio.
-2. SIGKILL of an agent running service tasks: time to DISCONNECTED, then from
-   DISCONNECTED + grace to the service back at desiredCount RUNNING, and duplicates after
-   the agent returns and things settle.
+A service goes 0 -> N RUNNING (UpdateService, then DescribeServices until runningCount == N)
+against N raw `docker run -d` of the same image split over the same three engines (one
+stream per engine, as three operators would). Alternated `--repeats` times; medians.
+Disconnect and replacement figures are bench/bench_failures.py's.
 
-    .venv/bin/python bench/bench_services.py [--tasks 30] [--grace 3]
+    .venv/bin/python -m bench.bench_services [--tasks 30] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import signal
-import subprocess
-import sys
-import tempfile
+import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from dockyard.lab import Lab
+from tests.support import wait_for
 
-from dockyard import images, labels
-from tests.support import LocalCluster, docker, wait_for
-
-IMAGE = "dockyard/sleeper:latest"
+LAB_DIR, LAB_INDEX = "/tmp/dyk-bench-services", 151
 
 
-def raw_docker(n: int) -> float:
-    names = [f"bench-raw-{k}" for k in range(n)]
+def raw_docker(lab: Lab, n: int) -> float:
+    """N `docker run -d` split over the hosts' engines, one stream per engine."""
+    hosts = [h.name for h in lab.hosts]
+    share = {
+        h: [f"raw-{h}-{k}" for k in range(n) if k % len(hosts) == i] for i, h in enumerate(hosts)
+    }
+
+    def stream(host: str) -> None:
+        for name in share[host]:
+            lab.docker(host, "run", "-d", "-m", "32m", "--name", name, lab.image("sleeper"))
+
     t0 = time.monotonic()
-    with ThreadPoolExecutor(3) as pool:
-        list(pool.map(lambda nm: docker("run", "-d", "-m", "32m", "--name", nm, IMAGE), names))
+    with ThreadPoolExecutor(len(hosts)) as pool:
+        list(pool.map(stream, hosts))
     took = time.monotonic() - t0
-    subprocess.run(["docker", "rm", "-f", *names], capture_output=True, check=False)
+    for host, names in share.items():
+        lab.docker(host, "rm", "-f", *names)
     return took
 
 
-def running_count(family: str, instance: str = "") -> int:
-    args = ["ps", "-q", "--filter", f"label={labels.FAMILY}={family}"]
-    if instance:
-        args += ["--filter", f"label={labels.INSTANCE}={instance}"]
-    return len(docker(*args).split())
+def running(lab: Lab) -> int:
+    svc = lab.client().call("DescribeServices", {"cluster": lab.cluster, "services": ["bench"]})[
+        "services"
+    ][0]
+    return int(svc["runningCount"])
 
 
-def service_running(c: LocalCluster, name: str) -> int:
-    s = c.client().call("DescribeServices", {"services": [name]})["services"][0]
-    return int(s["runningCount"])
-
-
-def converge(c: LocalCluster, n: int) -> float:
+def scale(lab: Lab, n: int) -> float:
     t0 = time.monotonic()
-    c.client().call("UpdateService", {"service": "bench", "desiredCount": n})
-    wait_for(lambda: service_running(c, "bench") == n, 300, 0.05, what=f"{n} running")
+    lab.client().call(
+        "UpdateService", {"cluster": lab.cluster, "service": "bench", "desiredCount": n}
+    )
+    wait_for(lambda: running(lab) == n and _in_docker(lab) == n, 300, 0.05, what=f"{n} running")
     return time.monotonic() - t0
 
 
-def chaos(c: LocalCluster, n: int, grace: float) -> tuple[float, float, int]:
-    victim = c.instance_id("a1")
-    t0 = time.monotonic()
-    c.agents["a1"].kill(signal.SIGKILL)
-    c.wait_connected("a1", connected=False, timeout=10)
-    t_disc = time.monotonic() - t0
-    wait_for(
-        lambda: running_count("bench-svc") - running_count("bench-svc", victim) == n,
-        120,
-        0.05,
-        what="replacements",
+def _in_docker(lab: Lab) -> int:
+    return sum(
+        len(
+            lab.docker(
+                h.name, "ps", "-q", "--filter", "label=dockyard.task-definition-family=bench"
+            ).split()
+        )
+        for h in lab.hosts
     )
-    back = time.monotonic() - t0 - t_disc - grace
-    c.start_agent("a1")
-    c.wait_connected("a1")
-    wait_for(lambda: running_count("bench-svc", victim) == 0, 120, what="originals stopped")
-    wait_for(lambda: service_running(c, "bench") == n, 60, what="settled")
-    return t_disc, back, running_count("bench-svc") - n
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--tasks", type=int, default=30)
-    ap.add_argument("--grace", type=float, default=3.0)
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    images.build_all()
-    with tempfile.TemporaryDirectory() as tmp:
-        c = LocalCluster(Path(tmp), grace=args.grace)
-        try:
-            c.start_controller()
-            for name in ("a1", "a2", "a3"):
-                c.start_agent(name)
-            for name in ("a1", "a2", "a3"):
-                c.wait_connected(name)
-            td = {
-                "family": "bench-svc",
-                "containerDefinitions": [{"name": "main", "image": IMAGE, "memory": 32}],
-            }
-            c.client().call("RegisterTaskDefinition", td)
-            c.client().call(
-                "CreateService",
-                {"serviceName": "bench", "taskDefinition": "bench-svc", "desiredCount": 0},
-            )
-            raw = raw_docker(args.tasks)
-            svc = converge(c, args.tasks)
-            print(f"raw docker run -d x{args.tasks} (3 streams): {raw:.2f} s")
-            print(f"service 0 -> {args.tasks} RUNNING:            {svc:.2f} s")
-            print(f"ratio service / raw:                   {svc / raw:.2f}")
-            disc, back, dupes = chaos(c, args.tasks, args.grace)
-            print(f"SIGKILL agent -> DISCONNECTED:         {disc:.2f} s")
-            print(f"DISCONNECTED + grace -> desired count: {back:.2f} s")
-            print(f"duplicates after the agent returns:    {dupes}")
-            c.client().call("UpdateService", {"service": "bench", "desiredCount": 0})
-            wait_for(lambda: running_count("bench-svc") == 0, 120, what="scaled to 0")
-        finally:
-            c.stop()
-    return 0
+    Lab.down(LAB_DIR, LAB_INDEX)
+    lab = Lab.up(hosts=3, lab_dir=LAB_DIR, index=LAB_INDEX)
+    try:
+        client = lab.client()
+        client.call(
+            "RegisterTaskDefinition",
+            {
+                "family": "bench",
+                "containerDefinitions": [
+                    {"name": "main", "image": lab.image("sleeper"), "memory": 32}
+                ],
+            },
+        )
+        client.call(
+            "CreateService",
+            {
+                "cluster": lab.cluster,
+                "serviceName": "bench",
+                "taskDefinition": "bench",
+                "desiredCount": 0,
+            },
+        )
+        raw, svc = [], []
+        for _ in range(args.repeats):
+            raw.append(raw_docker(lab, args.tasks))
+            svc.append(scale(lab, args.tasks))
+            scale(lab, 0)
+    finally:
+        Lab.down(LAB_DIR, LAB_INDEX)
+    r, s = statistics.median(raw), statistics.median(svc)
+    print(f"{args.tasks} tasks over 3 lab hosts, medians of {args.repeats}")
+    print(f"raw docker run -d (one stream per engine): {r:6.2f} s")
+    print(f"service 0 -> {args.tasks} RUNNING:                 {s:6.2f} s")
+    print(f"ratio service / raw:                      {s / r:6.2f}")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
