@@ -243,9 +243,16 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
 
     async def watch_heartbeats(self) -> None:
         """Close sessions silent for MISSED_HEARTBEATS of their periods (a vanished host)."""
+        interval = self.period / liveness.CHECKS_PER_PERIOD
+        last = time.monotonic()
         while True:
-            await asyncio.sleep(self.period / liveness.CHECKS_PER_PERIOD)
+            await asyncio.sleep(interval)
             now = time.monotonic()
+            lag, last = now - last - interval, now
+            if lag > liveness.STALL_S:  # time the loop was not listening is not silence
+                for session in self.sessions.values():
+                    session.last_seen += lag
+                continue
             for session in list(self.sessions.values()):
                 if now - session.last_seen > session.silence_limit and not session.closed:
                     log.warning("%s missed %d heartbeats", session.instance.arn, MISSED_HEARTBEATS)

@@ -44,6 +44,9 @@ def silence_limit(previous: float, current: float) -> float:
 
 
 CHECKS_PER_PERIOD = 4
+# A watchdog tick later than this means the event loop itself was stuck (a long pass, a GC
+# pause, a starved host): heartbeats sat unread in socket buffers, not missing.
+STALL_S = 0.25
 
 
 @dataclass
