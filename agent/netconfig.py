@@ -120,28 +120,33 @@ class Redirect:
         self._bridge = ""
         self._localnet_before: str | None = None
         self._applied = False
+        self._touched = False  # an apply started: remove() cleans up even after a failed one
+        self._lock = asyncio.Lock()  # containers starting together must not race the rules
 
     def _docker(self) -> aiodocker.Docker:
         return aiodocker.Docker(url=self.docker_host)
 
     async def apply(self) -> None:
-        if self._applied:
-            return
-        if self.mode == "iptables":
-            await self._apply_iptables()
-        else:
-            await self._apply_bridge()
-        self._applied = True
+        async with self._lock:
+            if self._applied:
+                return
+            self._touched = True
+            if self.mode == "iptables":
+                await self._apply_iptables()
+            else:
+                await self._apply_bridge()
+            self._applied = True
         log.info("169.254.170.2:80 reaches the task endpoint (%s mode)", self.mode)
 
     async def remove(self) -> None:
-        if not self._applied:
-            return
-        if self.mode == "iptables":
-            await self._remove_iptables()
-        else:
-            await self._remove_bridge()
-        self._applied = False
+        async with self._lock:
+            if not self._touched:
+                return
+            if self.mode == "iptables":
+                await self._remove_iptables()
+            else:
+                await self._remove_bridge()
+            self._applied = self._touched = False
         log.info("task endpoint routing removed (%s mode)", self.mode)
 
     async def attach(self, container_id: str) -> None:
