@@ -383,7 +383,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
             failures += out["failures"]
         return {"tasks": tasks, "failures": failures}
 
-    async def _place_and_create(
+    async def place_tasks(
         self,
         cluster: Cluster,
         td: TaskDefinition,
@@ -392,7 +392,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         instances: list[Any],
         token: str,
         service: str = "",
-    ) -> dict[str, Any]:
+    ) -> tuple[list[Task], list[dict[str, str]]]:
         overrides = self._overrides(td, body.get("overrides") or {})
         await self.roles.check_task(td, overrides)  # unknown roles/secrets fail clearly
         group = _str(body, "group") or f"family:{td.family}"
@@ -412,6 +412,11 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
             by_instance.setdefault(t.instance_arn, []).append(t)
         for arn, ts in by_instance.items():
             self.agents.tasks_changed(arn, ts)
+        return tasks, failures
+
+    async def _place_and_create(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """place_tasks, rendered in ECS's RunTask response shape."""
+        tasks, failures = await self.place_tasks(*args, **kwargs)
         return {"tasks": [ecs_views.task_view(t, self.arns) for t in tasks], "failures": failures}
 
     def _create_placed(

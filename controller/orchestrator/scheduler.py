@@ -2,7 +2,7 @@
 
 One loop runs every service's planner on a tick (and at once when woken by an API write or
 a stopped task), under the same lock as the service APIs, so a pass never interleaves with
-an update. Applying a plan goes through the service layer (`_place_and_create`,
+an update. Applying a plan goes through the service layer (`place_tasks`,
 `stop_tasks`), which commits before it tells the agents.
 """
 
@@ -69,6 +69,9 @@ class ServiceScheduler:
         self._saved: dict[str, dict[str, Any]] = {}
         self._docker_down: dict[str, float] = {}
         self._started = now()
+        # one snapshot of the instances per pass and (cluster, zone attribute): services that
+        # share them share it (DAEMON services, whose eligibility differs, build their own)
+        self._pass_nodes: dict[tuple[str, str], dict[str, Node]] | None = None
         cs.stop_listeners.append(self.on_stopped)
 
     # ------------------------------------------------------------------ lookups
@@ -121,9 +124,13 @@ class ServiceScheduler:
                     t = self.state.tasks[arn]
                     if t.service and t.last_status != "STOPPED":
                         index[(t.cluster, t.service)].append(t)
-            for svc in list(self.services.values()):
-                if svc.status != "INACTIVE":
-                    await self.reconcile(svc, index.get((svc.cluster, svc.name), []))
+            self._pass_nodes = {}
+            try:
+                for svc in list(self.services.values()):
+                    if svc.status != "INACTIVE":
+                        await self.reconcile(svc, index.get((svc.cluster, svc.name), []))
+            finally:
+                self._pass_nodes = None
 
     async def reconcile(self, svc: Service, tasks: list[Task]) -> Plan:
         p = planner.plan(svc, self.world(svc, tasks))
@@ -144,11 +151,16 @@ class ServiceScheduler:
         at = now()
         rules = self._rules(svc) if svc.scheduling == "DAEMON" else None
         zone = zone_attribute(svc)
-        nodes = {
-            i.arn: self._node(i, at, zone, rules)
-            for i in self.state.cluster_instances(svc.cluster)
-            if i.status != "INACTIVE"
-        }
+        shared = self._pass_nodes if rules is None else None
+        nodes = shared.get((svc.cluster, zone)) if shared is not None else None
+        if nodes is None:
+            nodes = {
+                i.arn: self._node(i, at, zone, rules)
+                for i in self.state.cluster_instances(svc.cluster)
+                if i.status != "INACTIVE"
+            }
+            if shared is not None:
+                shared[(svc.cluster, zone)] = nodes
         members = [
             Member(
                 t.arn,
@@ -236,21 +248,20 @@ class ServiceScheduler:
             "placementStrategy": svc.strategies or ([] if start.instance else SERVICE_STRATEGIES),
         }
         try:
-            out = await self.cs._place_and_create(
+            started, failures = await self.cs.place_tasks(
                 cluster, td, body, start.count, views, "", service=svc.name
             )
         except ApiError as err:
             notice(svc, "start-error", f"was unable to start tasks: {err.message}", now())
             return
-        self._report_start(self.services[svc.arn], out)
+        self._report_start(self.services[svc.arn], started, failures)
 
     @staticmethod
-    def _report_start(svc: Service, out: dict[str, Any]) -> None:
-        started = out["tasks"]
+    def _report_start(svc: Service, started: list[Task], failures: list[dict[str, str]]) -> None:
         if started:
-            ids = " ".join(f"(task {t['taskArn'].rsplit('/', 1)[-1]})" for t in started)
+            ids = " ".join(f"(task {t.id})" for t in started)
             add_event(svc, f"has started {len(started)} tasks: {ids}.", now())
-        for f in out["failures"][:1]:
+        for f in failures[:1]:
             notice(
                 svc,
                 f"place:{f['reason']}",
