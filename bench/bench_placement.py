@@ -105,7 +105,8 @@ async def measure_service(n: int, tasks: int) -> float:
                     "placementConstraints": CONSTRAINT,
                 },
             )
-            while sum(1 for t in ctl.state.tasks.values() if t.service == "bench") < tasks:
+            # the scheduler places on its own ticks: poll the state it writes (5 ms grain)
+            while sum(1 for t in ctl.state.tasks.values() if t.service == "bench") < tasks:  # noqa: ASYNC110
                 await asyncio.sleep(0.005)
             elapsed = time.perf_counter() - t0
             ctl.state.validate()
