@@ -204,3 +204,82 @@ def test_rogue_agent_messages_are_refused(cluster: LocalCluster) -> None:
     [task] = cluster.describe([victim])
     assert task["lastStatus"] == "RUNNING" and task["desiredStatus"] == "RUNNING"
     assert cluster.client().call("ListClusters")["clusterArns"]
+
+
+class RawAgent:
+    """A hand-driven agent stream: send messages one by one, read replies as they come."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        import queue
+        import threading
+
+        self._out: queue.Queue[agent_pb2.AgentMessage | None] = queue.Queue()
+        self.replies: list[agent_pb2.ControllerMessage] = []
+        self.ended = threading.Event()  # the server closed the stream
+        stream = agent_pb2_grpc.AgentServiceStub(channel).Connect(iter(self._out.get, None))
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream: Any) -> None:
+        try:
+            for msg in stream:
+                self.replies.append(msg)
+        except grpc.RpcError:
+            pass
+        self.ended.set()
+
+    def send(self, msg: agent_pb2.AgentMessage) -> None:
+        self._out.put(msg)
+
+    def close(self) -> None:
+        self._out.put(None)
+
+    def got(self, kind: str) -> list[agent_pb2.ControllerMessage]:
+        return [m for m in self.replies if m.WhichOneof("body") == kind]
+
+
+def test_a_fenced_session_changes_nothing(cluster: LocalCluster) -> None:
+    """When an instance registers again, its older stream is fenced: what it still says
+    is ignored, and the newer session's reports count."""
+    register(cluster, "sleeper", {"name": "s", "image": "dockyard/sleeper:latest", "memory": 32})
+    hello = agent_pb2.AgentMessage(
+        register=agent_pb2.Register(
+            instance_id="i-fence",
+            hostname="fence",
+            total=agent_pb2.Resources(cpu=1024, memory_mib=1024),
+        )
+    )
+    with grpc.insecure_channel(cluster.address) as ch:
+        old = RawAgent(ch)
+        old.send(hello)
+        wait_for(lambda: old.got("registered"), 10, what="old session registered")
+        [task] = cluster.client().call(
+            "StartTask", {"taskDefinition": "sleeper", "containerInstances": ["i-fence"]}
+        )["tasks"]
+        arn = task["taskArn"]
+        wait_for(
+            lambda: any(t.task_arn == arn for m in old.got("desired") for t in m.desired.tasks),
+            10,
+            what="task delivered",
+        )
+        new = RawAgent(ch)
+        new.send(hello)
+        wait_for(lambda: new.got("registered"), 10, what="new session registered")
+        assert new.got("registered")[0].registered.epoch > old.got("registered")[0].registered.epoch
+        wait_for(
+            lambda: [r for r in old.got("refusal") if r.refusal.code == "FENCED"],
+            10,
+            what="old session fenced",
+        )
+        running = agent_pb2.TaskStatus(
+            task_arn=arn,
+            last_status="RUNNING",
+            containers=[agent_pb2.ContainerStatus(name="s", last_status="RUNNING", docker_id="d")],
+        )
+        old.send(agent_pb2.AgentMessage(status=agent_pb2.StatusBatch(tasks=[running])))
+        assert old.ended.wait(10), "the controller kept the fenced stream open"
+        old.close()
+        [seen] = cluster.describe([arn])
+        assert seen["lastStatus"] == "PROVISIONING"  # the fenced stream changed nothing
+        new.send(agent_pb2.AgentMessage(status=agent_pb2.StatusBatch(tasks=[running])))
+        cluster.wait_status([arn], "RUNNING", timeout=10)
+        new.close()
