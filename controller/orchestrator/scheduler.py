@@ -33,11 +33,13 @@ SERVICE_STRATEGIES = [
 ]
 
 
-def member_health(task: Task, td: TaskDefinition | None, at: float) -> str:
+def member_health(task: Task, td: TaskDefinition | None, at: float, stable_after: float) -> str:
     """HEALTHY when every essential container with a health check is healthy and the task
-    has been RUNNING for STABLE_AFTER seconds (SwarmKit's update monitor, Nomad's
+    has been RUNNING for `stable_after` seconds (SwarmKit's update monitor, Nomad's
     min_healthy_time): a revision that crashes seconds after starting never counts as
-    healthy, so it cannot complete a rollout or replace the old tasks."""
+    healthy, so it cannot complete a rollout or replace the old tasks. Only the PRIMARY
+    deployment's tasks must prove themselves so: older ones serving now count at once, or a
+    rollout right after a scale-up would stop them all as "not yet healthy"."""
     if task.last_status != "RUNNING":
         return "UNKNOWN"
     defs = td.doc["containerDefinitions"] if td else []
@@ -45,7 +47,7 @@ def member_health(task: Task, td: TaskDefinition | None, at: float) -> str:
     states = [c.health for c in task.containers if c.name in checked]
     if "UNHEALTHY" in states or task.health == "UNHEALTHY":
         return "UNHEALTHY"
-    if at - (task.started_at or at) < STABLE_AFTER:
+    if at - (task.started_at or at) < stable_after:
         return "UNKNOWN"
     return "HEALTHY" if all(s == "HEALTHY" for s in states) else "UNKNOWN"
 
@@ -161,6 +163,7 @@ class ServiceScheduler:
             }
             if shared is not None:
                 shared[(svc.cluster, zone)] = nodes
+        primary = svc.primary.id if svc.deployments else ""
         members = [
             Member(
                 t.arn,
@@ -168,7 +171,12 @@ class ServiceScheduler:
                 t.instance_arn,
                 t.last_status,
                 t.desired_status,
-                member_health(t, self.taskdef(f"{t.family}:{t.revision}"), at),
+                member_health(
+                    t,
+                    self.taskdef(f"{t.family}:{t.revision}"),
+                    at,
+                    STABLE_AFTER if t.started_by == primary else 0.0,
+                ),
                 t.created_at,
             )
             for t in tasks
