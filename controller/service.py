@@ -165,23 +165,33 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
             )
         return max(active, key=lambda td: td.revision)
 
-    def task(self, cluster: Cluster, ref: Any, field: str = "task") -> Task:
-        if not isinstance(ref, str) or not ref:
-            raise invalid(field, "is required: a task ARN or id")
+    def find_task(self, cluster: Cluster, ref: str) -> Task | None:
+        """A task of the cluster by ARN or id."""
         t = self.state.tasks.get(ref) or self.state.tasks.get(
             self.arns.task(cluster.name, last_part(ref))
         )
-        if t is None or t.cluster != cluster.name:
+        return t if t is not None and t.cluster == cluster.name else None
+
+    def find_instance(self, cluster: Cluster, ref: str) -> Instance | None:
+        """A container instance of the cluster by ARN or id."""
+        inst = self.state.instances.get(ref) or self.state.instance_by_id(
+            cluster.name, last_part(ref)
+        )
+        return inst if inst is not None and inst.cluster == cluster.name else None
+
+    def task(self, cluster: Cluster, ref: Any, field: str = "task") -> Task:
+        if not isinstance(ref, str) or not ref:
+            raise invalid(field, "is required: a task ARN or id")
+        t = self.find_task(cluster, ref)
+        if t is None:
             raise invalid(field, f"task {ref} was not found in cluster {cluster.name}")
         return t
 
     def instance(self, cluster: Cluster, ref: Any, field: str = "containerInstance") -> Instance:
         if not isinstance(ref, str) or not ref:
             raise invalid(field, "is required: a container instance ARN or id")
-        inst = self.state.instances.get(ref) or self.state.instance_by_id(
-            cluster.name, last_part(ref)
-        )
-        if inst is None or inst.cluster != cluster.name:
+        inst = self.find_instance(cluster, ref)
+        if inst is None:
             raise invalid(
                 field, f"container instance {ref} was not found in cluster {cluster.name}"
             )
@@ -622,10 +632,8 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
             raise invalid("tasks", "is required: 1 to 100 task ARNs or ids")
         tasks, failures = [], []
         for ref in refs:
-            t = self.state.tasks.get(ref) or self.state.tasks.get(
-                self.arns.task(cluster.name, last_part(ref))
-            )
-            if t is None or t.cluster != cluster.name:
+            t = self.find_task(cluster, ref)
+            if t is None:
                 failures.append({"arn": ref, "reason": "MISSING"})
             else:
                 tasks.append(ecs_views.task_view(t, self.arns))
@@ -703,10 +711,8 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
             raise invalid("containerInstances", "is required: 1 to 100 ARNs or ids")
         found, failures = [], []
         for ref in refs:
-            inst = self.state.instances.get(ref) or self.state.instance_by_id(
-                cluster.name, last_part(ref)
-            )
-            if inst is None or inst.cluster != cluster.name:
+            inst = self.find_instance(cluster, ref)
+            if inst is None:
                 failures.append({"arn": ref, "reason": "MISSING"})
             else:
                 found.append(ecs_views.instance_view(inst, self.state))
