@@ -578,15 +578,8 @@ class RoleService:
                 log.warning("refreshing credentials of %s failed: %s", arn, err)
                 continue
             refreshed.append(arn)
-            self._notify(tasks)
+            self.service.notify_agents(tasks)
         return refreshed
-
-    def _notify(self, tasks: list[Task]) -> None:
-        by_instance: dict[str, list[Task]] = {}
-        for t in tasks:
-            by_instance.setdefault(t.instance_arn, []).append(t)
-        for inst, ts in by_instance.items():
-            self.service.agents.tasks_changed(inst, ts)
 
     async def run(self) -> None:
         """The refresh loop (started by the controller)."""

@@ -231,6 +231,14 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
     def active_services(self, cluster: str) -> int:
         return self.service_counter(cluster)
 
+    def notify_agents(self, tasks: list[Task]) -> None:
+        """Tell each instance's agent which of its tasks changed (after they are committed)."""
+        by_instance: dict[str, list[Task]] = {}
+        for t in tasks:
+            by_instance.setdefault(t.instance_arn, []).append(t)
+        for arn, ts in by_instance.items():
+            self.agents.tasks_changed(arn, ts)
+
     def tasks_stopped(self, tasks: list[Task]) -> None:
         for listener in self.stop_listeners:
             listener(tasks)
@@ -417,11 +425,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
             demand, count, instances, constraints, strategies, claim
         )
         await self.commit(ops)
-        by_instance: dict[str, list[Task]] = {}
-        for t in tasks:
-            by_instance.setdefault(t.instance_arn, []).append(t)
-        for arn, ts in by_instance.items():
-            self.agents.tasks_changed(arn, ts)
+        self.notify_agents(tasks)
         return tasks, failures
 
     async def _place_and_create(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -619,11 +623,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
                 ),
             ]
         await self.commit(ops)
-        by_instance: dict[str, list[Task]] = {}
-        for t in changed:
-            by_instance.setdefault(t.instance_arn, []).append(t)
-        for arn, ts in by_instance.items():
-            self.agents.tasks_changed(arn, ts)
+        self.notify_agents(changed)
 
     async def op_DescribeTasks(self, body: dict[str, Any]) -> dict[str, Any]:
         cluster = self.cluster(_str(body, "cluster") or None)
