@@ -68,6 +68,20 @@ def _page(
     return [render(i) for i in page], ({"nextToken": token} if token else {})
 
 
+def _describe(
+    refs: list[str], find: Callable[[str], Any], render: Callable[[Any], dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """ECS's Describe* shape: what was found, rendered, and a MISSING failure for the rest."""
+    found, failures = [], []
+    for ref in refs:
+        obj = find(ref)
+        if obj is None:
+            failures.append({"arn": ref, "reason": "MISSING"})
+        else:
+            found.append(render(obj))
+    return found, failures
+
+
 def _str(body: dict[str, Any], field: str, default: str = "") -> str:
     value = body.get(field, default)
     if not isinstance(value, str):
@@ -630,14 +644,10 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         refs = _str_list(body, "tasks")
         if not refs:
             raise invalid("tasks", "is required: 1 to 100 task ARNs or ids")
-        tasks, failures = [], []
-        for ref in refs:
-            t = self.find_task(cluster, ref)
-            if t is None:
-                failures.append({"arn": ref, "reason": "MISSING"})
-            else:
-                tasks.append(ecs_views.task_view(t, self.arns))
-        return {"tasks": tasks, "failures": failures}
+        found, failures = _describe(
+            refs, lambda r: self.find_task(cluster, r), lambda t: ecs_views.task_view(t, self.arns)
+        )
+        return {"tasks": found, "failures": failures}
 
     async def op_ListTasks(self, body: dict[str, Any]) -> dict[str, Any]:
         cluster = self.cluster(_str(body, "cluster") or None)
@@ -709,13 +719,11 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         refs = _str_list(body, "containerInstances")
         if not refs:
             raise invalid("containerInstances", "is required: 1 to 100 ARNs or ids")
-        found, failures = [], []
-        for ref in refs:
-            inst = self.find_instance(cluster, ref)
-            if inst is None:
-                failures.append({"arn": ref, "reason": "MISSING"})
-            else:
-                found.append(ecs_views.instance_view(inst, self.state))
+        found, failures = _describe(
+            refs,
+            lambda r: self.find_instance(cluster, r),
+            lambda i: ecs_views.instance_view(i, self.state),
+        )
         return {"containerInstances": found, "failures": failures}
 
     async def op_DeregisterContainerInstance(self, body: dict[str, Any]) -> dict[str, Any]:
