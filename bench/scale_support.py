@@ -21,7 +21,7 @@ from pathlib import Path
 
 from dockyard import auth
 from dockyard.client import Client
-from tests.support import Proc, free_port, wait_for
+from tests.support import Proc, controller_argv, free_port, wait_for
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -71,25 +71,15 @@ class ScaleRig:
         return f"127.0.0.1:{self.grpc_port}"
 
     def start_controller(self) -> int:
-        argv = [
-            sys.executable,
-            "-m",
-            "dockyard.cli.main",
-            "controller",
-            "--data-dir",
-            str(self.root / "controller"),
-            "--listen",
-            self.address,
-            "--http",
-            f"127.0.0.1:{self.http_port}",
-            "--heartbeat-period",
-            str(self.heartbeat_period),
-            "--disconnect-grace",
-            str(self.grace),
+        argv = controller_argv(
+            self.root,
+            self.grpc_port,
+            self.http_port,
+            self.heartbeat_period,
+            self.grace,
             "--log-level",
             "WARNING",
-            "--open-loopback-agents",  # simulators join over loopback without join tokens
-        ]
+        )
         if self.heartbeat_budget:
             argv += ["--heartbeat-budget", str(self.heartbeat_budget)]
         self.controller = Proc("controller", argv, self.root / "controller.log")

@@ -59,6 +59,30 @@ def docker(*args: str) -> str:
     return out.stdout.strip()
 
 
+def controller_argv(
+    root: Path, grpc_port: int, http_port: int, heartbeat: float, grace: float, *extra: str
+) -> list[str]:
+    """`dockyard controller` on loopback ports with its data under root (tests, benches)."""
+    return [
+        sys.executable,
+        "-m",
+        "dockyard.cli.main",
+        "controller",
+        "--data-dir",
+        str(root / "controller"),
+        "--listen",
+        f"127.0.0.1:{grpc_port}",
+        "--http",
+        f"127.0.0.1:{http_port}",
+        "--heartbeat-period",
+        str(heartbeat),
+        "--disconnect-grace",
+        str(grace),
+        "--open-loopback-agents",  # agents and simulators here are on loopback: no join tokens
+        *extra,
+    ]
+
+
 @dataclass
 class Proc:
     name: str
@@ -123,23 +147,7 @@ class LocalCluster:
     def start_controller(self) -> None:
         self.controller = Proc(
             "controller",
-            [
-                sys.executable,
-                "-m",
-                "dockyard.cli.main",
-                "controller",
-                "--data-dir",
-                str(self.root / "controller"),
-                "--listen",
-                self.address,
-                "--http",
-                f"127.0.0.1:{self.http_port}",
-                "--heartbeat-period",
-                str(self.heartbeat),
-                "--disconnect-grace",
-                str(self.grace),
-                "--open-loopback-agents",  # agents and simulators here are on loopback
-            ],
+            controller_argv(self.root, self.grpc_port, self.http_port, self.heartbeat, self.grace),
             self.root / "controller.log",
         )
         self.controller.start()
