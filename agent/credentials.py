@@ -159,10 +159,11 @@ class TaskEndpoint:
             return
         self._runner, self.serving = runner, True
         log.info(
-            "task credentials endpoint on %s:%d, credentials mode %s",
+            "task credentials endpoint on %s:%d, credentials mode %s (%s)",
             self.host,
             self.port,
             self.mode,
+            self.redirect.why,
         )
 
     async def stop(self) -> None:
@@ -179,7 +180,8 @@ class TaskEndpoint:
 
     async def _ensure_redirect(self) -> None:
         await self.redirect.apply()
-        if self.redirect.gateway and self._runner is not None and self._gateway_site is None:
+        wildcard = self.host in ("0.0.0.0", "::")  # already listening on the gateway too
+        if self.redirect.gateway and not wildcard and self._runner and not self._gateway_site:
             # bridge mode: the forwarder container reaches us on the bridge's gateway
             site = web.TCPSite(self._runner, self.redirect.gateway, self.port)
             await site.start()
@@ -235,10 +237,9 @@ class TaskEndpoint:
         out.environment.append(agent_pb2.KeyValue(name="ECS_CONTAINER_METADATA_URI_V4", value=uri))
         return out
 
-    async def started(self, task: agent_pb2.DesiredTask, docker_id: str) -> None:
-        """Bridge mode: put a task's bridge container on the endpoint network."""
-        if self.serving and (task.network_mode or "bridge") == "bridge":
-            await self.redirect.attach(docker_id)
+    def networks(self, task: agent_pb2.DesiredTask) -> list[str]:
+        """Docker networks the task's containers join besides their own (bridge mode)."""
+        return self.redirect.networks(task.network_mode or "bridge") if self.serving else []
 
     # ------------------------------------------------------------ HTTP
 
@@ -338,7 +339,7 @@ def _from_inspect(data: dict[str, Any], mode: str) -> dict[str, Any]:
         "Networks": [
             {"NetworkMode": mode if name == "bridge" else name, "IPv4Addresses": [n["IPAddress"]]}
             for name, n in nets.items()
-            if n.get("IPAddress")
+            if n.get("IPAddress") and name != netconfig.NETWORK  # bridge mode's, not the task's
         ]
         or [{"NetworkMode": mode, "IPv4Addresses": []}],
         "Ports": [

@@ -13,7 +13,7 @@ import contextlib
 import json
 import re
 import struct
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -451,12 +451,18 @@ class DockerDriver:
     # ------------------------------------------------------------ containers
 
     async def create_and_start(
-        self, task: agent_pb2.DesiredTask, spec: agent_pb2.ContainerSpec, instance_id: str
+        self,
+        task: agent_pb2.DesiredTask,
+        spec: agent_pb2.ContainerSpec,
+        instance_id: str,
+        networks: Sequence[str] = (),
     ) -> str:
         """Create (once) and start (once) the container; returns its Docker id.
 
         The deterministic name makes a second call, a concurrent call or a call after an
-        agent restart find the existing container instead of making another one.
+        agent restart find the existing container instead of making another one. Extra
+        `networks` are joined before the start (Docker creates with one network only), so
+        the container's first action can already use them.
         """
         names = task_docker_names(task)
         names[spec.name] = docker_name(task, spec)
@@ -468,9 +474,20 @@ class DockerDriver:
                 state = await self._create(name, config)
             docker_id, status = state
             if status == "created":
+                await self._connect(docker_id, name, networks)
                 with self._errors(f"CannotStartContainerError: {name}"):
                     await self._docker.containers.container(docker_id).start()
             return docker_id
+
+    async def _connect(self, docker_id: str, name: str, networks: Sequence[str]) -> None:
+        for net in networks:
+            with self._errors(f"CannotStartContainerError: {name}: join network {net}"):
+                try:
+                    network = await self._docker.networks.get(net)
+                    await network.connect({"Container": docker_id})
+                except DockerError as e:
+                    if "already exists" not in e.message:  # joined by an earlier attempt
+                        raise
 
     @contextlib.asynccontextmanager
     async def _exclusive(self, name: str) -> AsyncIterator[None]:

@@ -38,10 +38,10 @@ FORWARDER_IMAGE = "dockyard/busybox:latest"
 MATCH = ["-d", f"{ENDPOINT_IP}/32", "-p", "tcp", "--dport", "80"]
 
 
-def iptables_usable() -> bool:
-    """True when this process may program iptables in its network namespace."""
+def iptables_problem() -> str:
+    """Why this process cannot program iptables in its network namespace ("" if it can)."""
     if os.geteuid() != 0:
-        return False
+        return "not root"
     try:
         out = subprocess.run(
             ["iptables", "-w", "5", "-t", "nat", "-S", "OUTPUT"],
@@ -49,17 +49,23 @@ def iptables_usable() -> bool:
             timeout=10,
             check=False,
         )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.returncode == 0
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"iptables: {err}"
+    if out.returncode != 0:
+        return f"iptables: {out.stderr.decode(errors='replace').strip() or 'failed'}"
+    return ""
 
 
-def resolve_mode(requested: str) -> str:
+def resolve_mode(requested: str) -> tuple[str, str]:
+    """(mode, why): the mode to use and a phrase for the log saying how it was chosen."""
     if requested not in MODES:
         raise ValueError(f"--credentials-mode: {requested!r} is not one of {', '.join(MODES)}")
     if requested != "auto":
-        return requested
-    return "iptables" if iptables_usable() else "bridge"
+        return requested, f"requested {requested}"
+    problem = iptables_problem()
+    if problem:
+        return "bridge", f"auto: cannot program iptables ({problem})"
+    return "iptables", "auto: iptables can be programmed"
 
 
 def chain_name(port: int) -> str:
@@ -111,7 +117,7 @@ class Redirect:
     """The routing of 169.254.170.2:80 to host:port in the chosen mode."""
 
     def __init__(self, requested: str, host: str, port: int, docker_host: str) -> None:
-        self.mode = resolve_mode(requested)
+        self.mode, self.why = resolve_mode(requested)
         self.port = port
         self.target = "127.0.0.1" if host in ("", "0.0.0.0", "localhost") else host
         self.docker_host = docker_host
@@ -149,16 +155,11 @@ class Redirect:
             self._applied = self._touched = False
         log.info("task endpoint routing removed (%s mode)", self.mode)
 
-    async def attach(self, container_id: str) -> None:
-        if self.mode != "bridge" or not self._applied:
-            return
-        docker = self._docker()
-        try:
-            net = await docker.networks.get(NETWORK)
-            with contextlib.suppress(DockerError):  # already attached
-                await net.connect({"Container": container_id})
-        finally:
-            await docker.close()
+    def networks(self, network_mode: str) -> list[str]:
+        """Bridge mode: the extra network a bridge-network task joins (before it starts)."""
+        if self.mode == "bridge" and self._applied and network_mode == "bridge":
+            return [NETWORK]
+        return []
 
     # ------------------------------------------------------------ iptables
 
@@ -215,7 +216,14 @@ class Redirect:
             await self._ensure_forwarder(docker)
         finally:
             await docker.close()
-        self.gateway = GATEWAY
+        # the forwarder reaches the agent on the network's gateway unless told otherwise
+        self.gateway = GATEWAY if self._forward_to() == GATEWAY else ""
+
+    @staticmethod
+    def _forward_to() -> str:
+        """Where the forwarder connects: the gateway (the agent's host), or e.g.
+        host.docker.internal where containers run in a VM (Docker Desktop)."""
+        return os.environ.get("DOCKYARD_ENDPOINT_FORWARD_TO", GATEWAY)
 
     async def _ensure_network(self, docker: aiodocker.Docker) -> None:
         try:
@@ -231,8 +239,7 @@ class Redirect:
             )
 
     async def _ensure_forwarder(self, docker: aiodocker.Docker) -> None:
-        target = os.environ.get("DOCKYARD_ENDPOINT_FORWARD_TO", GATEWAY)
-        cmd = ["nc", "-ll", "-p", "80", "-e", "nc", target, str(self.port)]
+        cmd = ["nc", "-ll", "-p", "80", "-e", "nc", self._forward_to(), str(self.port)]
         with contextlib.suppress(DockerError):
             old = await docker.containers.get(FORWARDER)
             if old["Config"]["Cmd"] == cmd and old["State"]["Running"]:

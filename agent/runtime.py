@@ -275,8 +275,9 @@ class Agent:
             if self.driver.was_pulled(spec.image):
                 self.images.used(spec.image)
             spec = await self.endpoint.prepare(task, spec)
-            docker_id = await self.driver.create_and_start(task, spec, self.identity.instance_id)
-            await self.endpoint.started(task, docker_id)
+            await self.driver.create_and_start(
+                task, spec, self.identity.instance_id, self.endpoint.networks(task)
+            )
         except PullError as err:
             self._fail(loc, action, _reason("CannotPullContainerError", err))
         except DockerUnavailable:

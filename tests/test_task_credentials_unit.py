@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from agent.credentials import TokenBucket, next_credentials
-from agent.netconfig import nat_rules
+from agent import netconfig
+from agent.netconfig import nat_rules, resolve_mode
 from controller.roles import Issued, parse_role, registry_server, secret_name
 from dockyard.errors import ApiError
 from dockyard.v1 import agent_pb2
@@ -62,3 +63,13 @@ def test_dnat_rules_are_scoped_to_the_bridge_and_endpoint() -> None:
     rules = nat_rules("DYK-CRED-1", "docker0", "127.0.0.1", 1)
     assert ["PREROUTING", "-i", "docker0"] == rules[1][:3]
     assert all("169.254.170.2/32" in r for r in rules)
+
+
+def test_mode_choice_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_mode("bridge") == ("bridge", "requested bridge")
+    monkeypatch.setattr(netconfig, "iptables_problem", lambda: "not root")
+    assert resolve_mode("auto") == ("bridge", "auto: cannot program iptables (not root)")
+    monkeypatch.setattr(netconfig, "iptables_problem", lambda: "")
+    assert resolve_mode("auto") == ("iptables", "auto: iptables can be programmed")
+    with pytest.raises(ValueError, match="--credentials-mode: 'vpn' is not one of"):
+        resolve_mode("vpn")
