@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.credentials import TokenBucket, next_credentials
 from agent import netconfig
+from agent.credentials import TokenBucket, next_credentials
 from agent.netconfig import nat_rules, resolve_mode
 from controller.roles import Issued, parse_role, registry_server, secret_name
 from dockyard.errors import ApiError
