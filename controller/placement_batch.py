@@ -4,7 +4,8 @@ Concurrent RunTask calls each used to run the whole feasibility scan. Requests t
 the same loop turn and ask for the same thing (same instance list, demand shape, constraints
 and strategies) now become one `place()` call, and each request gets its slice of the
 results. Each request's `claim` callback runs (creating its tasks, claiming resources) before
-the next group is placed, so no decision ever races another.
+the next group is placed, so no decision ever races another. Decisions over a cluster's live
+views keep their feasibility and ranking work between batches (placement/standing.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Generic, TypeVar
 
 from controller import placement
 from controller.placement.model import Constraint, InstanceView, Strategy, TaskDemand
+from controller.placement.standing import StandingPlacer
 
 T = TypeVar("T")
 Result = placement.Placement | placement.Failure
@@ -44,6 +46,7 @@ class _Request(Generic[T]):
 class PlacementBatcher:
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
+        self.placer = StandingPlacer(rng)
         self._pending: list[_Request[Any]] = []
         self.batches = 0  # decisions made (for metrics and tests)
 
@@ -78,12 +81,11 @@ class PlacementBatcher:
         first = reqs[0]
         self.batches += 1
         try:
-            results = placement.place(
+            results = self.placer.place(
                 [first.demand] * sum(r.count for r in reqs),
                 first.instances,
                 first.constraints,
                 first.strategies,
-                self.rng,
             )
         except Exception as err:
             for r in reqs:

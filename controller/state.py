@@ -12,7 +12,7 @@ from collections import defaultdict
 from typing import Any
 
 from controller.model import Cluster, Instance, Task, TaskDefinition, to_doc
-from controller.placement.model import InstanceView
+from controller.placement.model import ChangeLog, InstanceView, LiveViews
 from controller.store import Put
 
 
@@ -40,7 +40,8 @@ class ClusterState:
         # agents was O(N^2) with scans (each register looks its instance up by id)
         self.instance_ids: dict[tuple[str, str], str] = {}
         self.instances_in_cluster: dict[str, dict[str, None]] = defaultdict(dict)
-        self._cluster_views: dict[str, list[InstanceView]] = {}  # invalidated on change
+        self._cluster_views: dict[str, LiveViews] = {}  # invalidated on change
+        self.view_changes = ChangeLog()  # views changed in place by claims (placement reads it)
 
     # ------------------------------------------------------------------ objects
 
@@ -91,6 +92,7 @@ class ClusterState:
         view = self.views.get(task.instance_arn)
         if view is None:
             return
+        self.view_changes.append(view.arn)
         view.cpu_free -= sign * task.cpu
         view.memory_free -= sign * task.memory
         view.running_tasks_count += sign
@@ -142,16 +144,13 @@ class ClusterState:
     def cluster_tasks(self, cluster: str) -> list[Task]:
         return [self.tasks[a] for a in self.tasks_in_cluster.get(cluster, ())]
 
-    def cluster_views(self, cluster: str) -> list[InstanceView]:
+    def cluster_views(self, cluster: str) -> LiveViews:
         """Placement views of a cluster's instances; the list is cached (views update in
         place as tasks claim and release resources, and are replaced by refresh_view)."""
         views = self._cluster_views.get(cluster)
         if views is None:
-            views = [
-                self.views[i.arn]
-                for i in self.instances.values()
-                if i.cluster == cluster and i.arn in self.views
-            ]
+            arns = self.instances_in_cluster.get(cluster, {})
+            views = LiveViews([self.views[a] for a in arns if a in self.views], self.view_changes)
             self._cluster_views[cluster] = views
         return views
 

@@ -121,6 +121,12 @@ def _place_group(
             return out
         members = call.feasible(demand)
     root = _build_tree(call, demand, members, chain, count - len(out)) if members else None
+    return out + take(call, root, demand, count - len(out))
+
+
+def take(call: _Call, root: _Node | None, demand: TaskDemand, count: int) -> list[Result]:
+    """Pick `count` instances from the ranking tree, committing each pick to the call."""
+    out: list[Result] = []
     while len(out) < count:
         if root is None or root.key() is None:
             failure = call.failure(demand)
@@ -468,6 +474,10 @@ class _Node:
         """Instance i (a member) was just given a task."""
         raise NotImplementedError
 
+    def sync(self, i: int, feasible: bool) -> None:
+        """Instance i (a member or not) changed outside the call: re-rank or drop it."""
+        raise NotImplementedError
+
 
 class _RandomLeaf(_Node):
     """Members all tie on the chain: pick uniformly at random."""
@@ -475,6 +485,7 @@ class _RandomLeaf(_Node):
     def __init__(self, members: list[int], rng: random.Random) -> None:
         self.members = members
         self.rng = rng
+        self._pos: dict[int, int] | None = None  # member -> position, built on first sync
 
     def key(self) -> int | None:
         return 0 if self.members else None
@@ -483,11 +494,33 @@ class _RandomLeaf(_Node):
         return self.members[self.rng.randrange(len(self.members))]
 
     def update(self, i: int, still_feasible: bool) -> None:
-        if not still_feasible:  # rare (the instance is full): a linear remove is fine
-            members = self.members
-            n = members.index(i)
-            members[n] = members[-1]
-            members.pop()
+        if not still_feasible:
+            self._remove(i)
+
+    def sync(self, i: int, feasible: bool) -> None:
+        pos = self._positions()
+        if not feasible:
+            self._remove(i)
+        elif i not in pos:
+            pos[i] = len(self.members)
+            self.members.append(i)
+
+    def _positions(self) -> dict[int, int]:
+        if self._pos is None:
+            self._pos = {i: n for n, i in enumerate(self.members)}
+        return self._pos
+
+    def _remove(self, i: int) -> None:
+        """Swap-remove; the position map is built lazily (a single call rarely removes)."""
+        pos, members = self._pos, self.members
+        n = pos.pop(i, None) if pos is not None else (members.index(i) if i in members else None)
+        if n is None:
+            return
+        last = members.pop()
+        if n < len(members):
+            members[n] = last
+            if pos is not None:
+                pos[last] = n
 
 
 class _Leaf(_Node):
@@ -502,6 +535,7 @@ class _Leaf(_Node):
         self.bits = rng.getrandbits
         self.volatile = volatile  # unpicked members' scores can rise (a later attribute spread)
         self.current: dict[int, int] = {}  # instance -> its one live entry, once re-scored
+        self._compacted_size = len(entries)
 
     def key(self) -> int | None:
         heap, current = self.heap, self.current
@@ -533,6 +567,20 @@ class _Leaf(_Node):
         else:
             self.current[i] = -1
 
+    def sync(self, i: int, feasible: bool) -> None:
+        self.update(i, feasible)
+        if len(self.heap) > 2 * self._compacted_size + 64:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drop superseded entries, which a standing tree accumulates one per sync."""
+        current = self.current
+        live = [e for e in self.heap if current.get(e & _INDEX_MASK, e) == e]
+        heapq.heapify(live)
+        self.heap = live
+        self.current = {i: e for i, e in current.items() if e != -1}
+        self._compacted_size = len(live)
+
 
 class _Buckets(_Node):
     """spread(attribute:NAME) as a level: a heap of buckets keyed by (tasks, best child score)."""
@@ -544,16 +592,27 @@ class _Buckets(_Node):
         counts: dict[str | None, int],
         views: Sequence[InstanceView],
         rng: random.Random,
+        make_child: Callable[[], _Node],
     ) -> None:
         self.attr = attr
         self.children = children
         self.counts = counts
         self.views = views
+        self.rng = rng
+        self.make_child = make_child  # an empty subtree, for a value first seen by sync()
+        self.heap: list[tuple[int, Any, float, int, str | None]] = []
+        self.reheap()
+
+    def reheap(self) -> None:
+        """Rebuild this level's heap (and the levels below) from the current counts: between
+        calls counts can fall (tasks stop), which the lazy refresh in key() cannot see."""
         heap = []
-        for seq, (value, child) in enumerate(children.items()):
+        for seq, (value, child) in enumerate(self.children.items()):
+            if isinstance(child, _Buckets):
+                child.reheap()
             ck = child.key()
             if ck is not None:
-                heap.append((counts.get(value, 0), ck, rng.random(), seq, value))
+                heap.append((self.counts.get(value, 0), ck, self.rng.random(), seq, value))
         heapq.heapify(heap)
         self.heap = heap
 
@@ -578,6 +637,15 @@ class _Buckets(_Node):
     def update(self, i: int, still_feasible: bool) -> None:
         self.children[self.views[i].attributes.get(self.attr)].update(i, still_feasible)
 
+    def sync(self, i: int, feasible: bool) -> None:
+        value = self.views[i].attributes.get(self.attr)
+        child = self.children.get(value)
+        if child is None:
+            if not feasible:
+                return
+            child = self.children[value] = self.make_child()
+        child.sync(i, feasible)  # the caller reheaps once all changes are in
+
 
 def _entry(score: int, tie: int, i: int) -> int:
     return (score << _SCORE_SHIFT) | (tie << _INDEX_BITS) | i
@@ -600,8 +668,16 @@ class _Scorer:
 
 
 def _build_tree(
-    call: _Call, demand: TaskDemand, members: list[int], chain: list[Strategy], count: int
+    call: _Call, demand: TaskDemand, members: list[int], chain: list[Strategy], count: int | None
 ) -> _Node:
+    """The ranking tree over `members`; count=None keeps every member (a standing tree)."""
+    levels, rest = split_chain(chain)
+    scorers = [_scorer(call, demand, s) for s in rest]
+    return _build_level(call, demand, members, levels, (scorers, volatile_leaves(rest), count))
+
+
+def split_chain(chain: list[Strategy]) -> tuple[list[str], list[Strategy]]:
+    """The leading spread(attribute) names (bucket levels) and the strategies scored in leaves."""
     levels: list[str] = []
     for s in chain:
         if s.type != SPREAD or not s.field.startswith(ATTRIBUTE_PREFIX):
@@ -610,9 +686,13 @@ def _build_tree(
     rest = chain[len(levels) :]
     while rest and rest[-1].type == RANDOM:
         rest = rest[:-1]  # a trailing random adds nothing to the random tie-break
-    scorers = [_scorer(call, demand, s) for s in rest]
-    volatile = any(s.type == SPREAD and s.field.startswith(ATTRIBUTE_PREFIX) for s in rest)
-    return _build_level(call, demand, members, levels, (scorers, volatile, count))
+    return levels, rest
+
+
+def volatile_leaves(rest: list[Strategy]) -> bool:
+    """Whether an unpicked member's leaf score can change (a spread(attribute) after another
+    strategy counts tasks on other instances of its bucket)."""
+    return any(s.type == SPREAD and s.field.startswith(ATTRIBUTE_PREFIX) for s in rest)
 
 
 def _build_level(
@@ -620,7 +700,7 @@ def _build_level(
     demand: TaskDemand,
     members: list[int],
     levels: list[str],
-    leaf_spec: tuple[list[_Scorer], bool, int],
+    leaf_spec: tuple[list[_Scorer], bool, int | None],
 ) -> _Node:
     if not levels:
         return _make_leaf(call, members, *leaf_spec)
@@ -634,11 +714,15 @@ def _build_level(
         for value, part in parts.items()
     }
     counts = call.bucket_counts(demand.group, attr)
-    return _Buckets(attr, children, counts, views, call.rng)
+
+    def make_child() -> _Node:
+        return _build_level(call, demand, [], levels[1:], leaf_spec)
+
+    return _Buckets(attr, children, counts, views, call.rng, make_child)
 
 
 def _make_leaf(
-    call: _Call, members: list[int], scorers: list[_Scorer], volatile: bool, count: int
+    call: _Call, members: list[int], scorers: list[_Scorer], volatile: bool, count: int | None
 ) -> _Node:
     if not scorers:
         return _RandomLeaf(members, call.rng)
@@ -652,7 +736,7 @@ def _make_leaf(
         (s << _SCORE_SHIFT) | (bits(_TIE_BITS) << _INDEX_BITS) | i
         for s, i in zip(scores, members, strict=True)
     ]
-    if not volatile and len(entries) > count:
+    if not volatile and count is not None and len(entries) > count:
         # An unpicked member's score never changes and each pick takes the current best, so
         # the group's `count` picks all come from the best `count` entries: keep only those.
         entries = heapq.nsmallest(count, entries)

@@ -100,3 +100,42 @@ class Failure:
     reason: str
     detail: str
     counts: dict[str, int] = field(default_factory=dict)
+
+
+class ChangeLog:
+    """ARNs of instances whose views changed in place, in order: readers keep a cursor and
+    re-check only what changed since (standing placement trees). Bounded: a reader whose
+    cursor fell off the start is told to start over."""
+
+    def __init__(self, limit: int = 1 << 16) -> None:
+        self._items: list[str] = []
+        self._base = 0  # the cursor of _items[0]
+        self._limit = limit
+
+    @property
+    def cursor(self) -> int:
+        return self._base + len(self._items)
+
+    def append(self, arn: str) -> None:
+        self._items.append(arn)
+        if len(self._items) > self._limit:
+            drop = len(self._items) // 2
+            del self._items[:drop]
+            self._base += drop
+
+    def since(self, cursor: int) -> list[str] | None:
+        """What changed after `cursor`, or None when that history is gone."""
+        if cursor < self._base:
+            return None
+        return self._items[cursor - self._base :]
+
+
+class LiveViews(list[InstanceView]):
+    """A cluster's views as the state keeps them: each view changes in place as tasks claim
+    and release resources, and every such change is appended to `changes`. Any other change
+    (status, connection, attributes) replaces the view and so the whole list."""
+
+    def __init__(self, views: list[InstanceView], changes: ChangeLog) -> None:
+        super().__init__(views)
+        self.changes = changes
+        self.position = {v.arn: n for n, v in enumerate(views)}  # ARN -> index
