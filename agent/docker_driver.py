@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import re
+import secrets
 import struct
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +26,7 @@ import aiodocker
 import aiohttp
 from aiodocker.exceptions import DockerError
 
+from agent.pull_progress import PullProgress
 from dockyard import labels
 from dockyard.v1 import agent_pb2
 
@@ -304,6 +309,18 @@ def _translate(host: str, what: str, kind: type[DriverError] = ContainerError) -
 # ---------------------------------------------------------------- the driver
 
 
+@dataclass(eq=False)
+class _Pull:
+    """One engine pull and the waiters that hear its progress."""
+
+    task: asyncio.Task[str] = field(init=False)
+    listeners: list[Callable[[str], None]] = field(default_factory=list)
+
+    def tell(self, line: str) -> None:
+        for listener in list(self.listeners):
+            listener(line)
+
+
 class DockerDriver:
     """Async Docker I/O for the agent. Create and use it inside a running event loop."""
 
@@ -317,7 +334,8 @@ class DockerDriver:
         self.docker_host = docker_host
         self.pull_count = 0  # pulls actually sent to the engine (merged ones count once)
         self._client: aiodocker.Docker | None = None
-        self._pulls: dict[str, asyncio.Task[None]] = {}
+        self._pulls: dict[tuple[str, str], _Pull] = {}  # (image, login_id) -> the pull
+        self._login_key = secrets.token_bytes(32)
         self._pulled: set[str] = set()
         self._name_locks: dict[str, tuple[asyncio.Lock, int]] = {}  # name -> (lock, users)
 
@@ -332,8 +350,8 @@ class DockerDriver:
         return _translate(self.docker_host, what, kind)
 
     async def close(self) -> None:
-        for task in self._pulls.values():
-            task.cancel()
+        for pull in self._pulls.values():
+            pull.task.cancel()
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -380,7 +398,10 @@ class DockerDriver:
         auth: dict | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> None:
-        """Make `image` available locally following ECS's image pull behaviours."""
+        """Make `image` available locally following ECS's image pull behaviours.
+
+        `progress` gets "pulling IMAGE", rate-limited "pulling IMAGE: 3/5 layers, 1.2 MB/4.0 MB"
+        lines while the engine pulls, and "pulling IMAGE: done (...)" or "...: failed"."""
         if behavior not in PULL_BEHAVIORS:
             raise PullError(f"imagePullBehavior: {behavior!r} is not one of {PULL_BEHAVIORS}")
         key = normalize_image(image)
@@ -390,39 +411,63 @@ class DockerDriver:
         say = progress or (lambda _line: None)
         say(f"pulling {image}")
         try:
-            await self._shared_pull(key, auth)
+            summary = await self._shared_pull(key, auth, lambda t: say(f"pulling {image}: {t}"))
         except PullError as e:
             if behavior == "default" and await self._image_present(key):
                 say(f"pulling {image}: failed, using the local copy ({e})")
                 return
             say(f"pulling {image}: failed")
             raise
-        say(f"pulling {image}: done")
+        say(f"pulling {image}: done ({summary})")
 
-    async def _shared_pull(self, key: str, auth: dict | None) -> None:
-        """One engine pull per image at a time; a cancelled waiter does not cancel it."""
-        task = self._pulls.get(key)
-        if task is None:
-            task = asyncio.create_task(self._pull(key, auth))
-            self._pulls[key] = task
-            task.add_done_callback(lambda t: self._pull_done(key, t))
-        await asyncio.shield(task)
+    def login_id(self, auth: dict | None) -> str:
+        """Who a pull is made as, for merging: a keyed hash of the login (never the secret;
+        the key lives in this process only, so the id cannot be tried against guesses)."""
+        if not auth:
+            return ""
+        blob = json.dumps(auth, sort_keys=True).encode()
+        return hmac.new(self._login_key, blob, hashlib.sha256).hexdigest()[:16]
 
-    def _pull_done(self, key: str, task: asyncio.Task[None]) -> None:
-        if self._pulls.get(key) is task:
-            del self._pulls[key]
+    async def _shared_pull(
+        self, key: str, auth: dict | None, progress: Callable[[str], None]
+    ) -> str:
+        """One engine pull per image and login at a time: tasks pulling the same image with
+        another login pull on their own (their login may be refused where this one is not).
+        Every waiter hears the progress; a cancelled waiter does not cancel the pull."""
+        ident = (key, self.login_id(auth))
+        pull = self._pulls.get(ident)
+        if pull is None:
+            pull = _Pull()
+            pull.task = asyncio.create_task(self._pull(key, auth, pull.tell))
+            self._pulls[ident] = pull
+            pull.task.add_done_callback(lambda t: self._pull_done(ident, t))
+        pull.listeners.append(progress)
+        try:
+            return await asyncio.shield(pull.task)
+        finally:
+            pull.listeners.remove(progress)
+
+    def _pull_done(self, ident: tuple[str, str], task: asyncio.Task[str]) -> None:
+        pull = self._pulls.get(ident)
+        if pull is not None and pull.task is task:
+            del self._pulls[ident]
         if not task.cancelled():
             task.exception()  # retrieved: waiters re-raise it; none may be left
 
-    async def _pull(self, key: str, auth: dict | None) -> None:
+    async def _pull(self, key: str, auth: dict | None, tell: Callable[[str], None]) -> str:
+        """The engine pull; returns a summary ("5 layers, 40.1 MB")."""
         self.pull_count += 1
+        progress = PullProgress()
         try:
             with self._errors("CannotPullContainerError", PullError):
-                async for _chunk in self._docker.images.pull(key, auth=auth, stream=True):
-                    pass
+                async for chunk in self._docker.images.pull(key, auth=auth, stream=True):
+                    line = progress.update(chunk, time.monotonic())
+                    if line:
+                        tell(line)
         except ValueError as e:  # aiodocker: auth given for an image without registry host
             raise PullError(f"CannotPullContainerError: {e}") from None
         self._pulled.add(key)
+        return progress.summary()
 
     def was_pulled(self, image: str) -> bool:
         """True if this driver pulled `image` (image cleanup only removes those)."""

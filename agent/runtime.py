@@ -269,7 +269,10 @@ class Agent:
         try:
             loc.pull_started_at = loc.pull_started_at or time.time()
             await self.driver.ensure_image(
-                spec.image, self.config.pull_behavior, _auth(spec), progress=loc.events.append
+                spec.image,
+                self.config.pull_behavior,
+                _auth(spec),
+                progress=lambda line: self._task_event(action.task_arn, loc, line),
             )
             loc.pull_stopped_at = loc.pull_stopped_at or time.time()
             if self.driver.was_pulled(spec.image):
@@ -291,6 +294,20 @@ class Agent:
             "task %s container %s failed to start: %s", action.task_arn, action.container, reason
         )
         loc.stop_code, loc.stopped_reason = "TaskFailedToStart", reason
+
+    def _task_event(self, arn: str, loc: LocalTask, line: str) -> None:
+        """A line for the task's events (pull progress), sent now with the status last
+        reported for the task; before any report, or while disconnected, the next report
+        carries it. The driver rate-limits progress lines."""
+        loc.events.append(line)
+        sent = self.reported.get(arn)
+        if sent is None:
+            return
+        status = agent_pb2.TaskStatus.FromString(sent)
+        status.event = "; ".join(loc.events[-5:])
+        status.updated_at = time.time()
+        if self.session.send(agent_pb2.AgentMessage(status=agent_pb2.StatusBatch(tasks=[status]))):
+            loc.events.clear()
 
     async def _stop(self, action: Stop) -> None:
         with contextlib.suppress(DriverError):

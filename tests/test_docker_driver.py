@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiodocker.exceptions import DockerError
 
 from agent.docker_driver import (
     ContainerError,
@@ -25,8 +26,10 @@ from agent.docker_driver import (
     docker_name,
     task_docker_names,
 )
+from agent.pull_progress import PullProgress
 from dockyard import images, labels
 from dockyard.v1 import agent_pb2
+from tests import registry_support
 
 MIB = 1024 * 1024
 docker = pytest.mark.docker
@@ -274,6 +277,96 @@ def test_docker_name_is_deterministic_and_sanitised() -> None:
     assert name == docker_name(task, s)
     assert name.startswith("dockyard-web-3-my-app-")
     assert name.endswith(task.task_arn.rsplit("/", 1)[-1])
+
+
+# ---------------------------------------------------------------- pulls (pure / fake engine)
+
+
+def _layer(layer: str, status: str, current: int = 0, total: int = 0) -> dict[str, Any]:
+    detail = {"current": current, "total": total} if total else {}
+    return {"id": layer, "status": status, "progressDetail": detail}
+
+
+def test_pull_progress_is_rate_limited_but_says_every_finished_layer() -> None:
+    p = PullProgress(interval=1.0)
+    said = [p.update({"id": "latest", "status": "Pulling from app/web"}, 0.0)]
+    said += [p.update(_layer(x, "Pulling fs layer"), 0.0) for x in ("a", "b", "c")]
+    said.append(p.update(_layer("c", "Already exists"), 0.0))
+    assert said == [None] * 5  # nothing downloaded yet: nothing to say
+    lines = []
+    for tick in range(30):  # a's 3 MB arrive over 3 s in 100 ms chunks
+        line = p.update(_layer("a", "Downloading", (tick + 1) * 100_000, 3_000_000), tick / 10)
+        if line:
+            lines.append(line)
+    assert lines == ["1/3 layers, 100.0 kB/3.0 MB", "1/3 layers, 1.1 MB/3.0 MB",
+                     "1/3 layers, 2.1 MB/3.0 MB"]  # fmt: skip
+    assert p.update(_layer("b", "Extracting", 10, 500_000), 2.95) is None  # within the second
+    assert p.update(_layer("a", "Pull complete"), 2.96) == "2/3 layers, 3.5 MB/3.5 MB"
+    assert p.update(_layer("b", "Pull complete"), 2.97) == "3/3 layers, 3.5 MB/3.5 MB"
+    assert p.update({"status": "Digest: sha256:00"}, 5.0) is None
+    assert p.summary() == "3 layers, 3.5 MB"
+
+
+class _FakeImages:
+    """The engine's pull stream, held at a gate; a refused password fails like a registry."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict | None]] = []
+        self.gate = asyncio.Event()
+
+    def pull(self, image: str, *, auth: dict | None = None, stream: bool = False) -> Any:
+        self.calls.append((image, auth))
+        return self._stream(auth)
+
+    async def _stream(self, auth: dict | None) -> AsyncIterator[dict[str, Any]]:
+        yield _layer("l1", "Pulling fs layer")
+        await self.gate.wait()
+        if auth and auth["password"] != "right":
+            raise DockerError(500, "unauthorized: authentication required")
+        yield _layer("l1", "Downloading", 500, 1000)
+        yield _layer("l1", "Pull complete")
+
+
+class _FakeDocker:
+    def __init__(self) -> None:
+        self.images = _FakeImages()
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_concurrent_pulls_merge_per_image_and_login_only() -> None:
+    driver = DockerDriver()
+    fake = _FakeDocker()
+    driver._client = fake  # type: ignore[assignment]
+    ref = "reg.example:5000/app:1"
+    right = {"username": "u", "password": "right", "serveraddress": "reg.example:5000"}
+    wrong = dict(right, password="wrong")
+    heard: dict[str, list[str]] = {"a": [], "b": [], "w": [], "anon": []}
+    pulls = [
+        driver.ensure_image(ref, "always", right, heard["a"].append),
+        driver.ensure_image(ref, "always", dict(right), heard["b"].append),  # same login
+        driver.ensure_image(ref, "always", wrong, heard["w"].append),
+        driver.ensure_image(ref, "always", None, heard["anon"].append),
+    ]
+    running = [asyncio.create_task(p) for p in pulls]
+    await asyncio.sleep(0.05)
+    assert len(driver._pulls) == 3  # right, wrong and anonymous each pull on their own
+    assert "right" not in repr(driver._pulls) and "wrong" not in repr(driver._pulls)
+    fake.images.gate.set()
+    results = await asyncio.gather(*running, return_exceptions=True)
+    try:
+        assert results[0] is None and results[1] is None and results[3] is None
+        assert isinstance(results[2], PullError) and "unauthorized" in str(results[2])
+        assert sorted(str(a and a["password"]) for _, a in fake.images.calls) == [
+            "None", "right", "wrong"]  # fmt: skip
+        for who in ("a", "b"):  # both waiters of the merged pull hear its progress
+            assert f"pulling {ref}: 1/1 layers, 1.0 kB/1.0 kB" in heard[who]
+            assert heard[who][-1] == f"pulling {ref}: done (1 layers, 1.0 kB)"
+        assert heard["w"][-1] == f"pulling {ref}: failed"
+        assert driver.pull_count == 3 and not driver._pulls
+    finally:
+        await driver.close()
 
 
 # ---------------------------------------------------------------- engine
@@ -546,6 +639,31 @@ async def test_pulls_from_a_local_registry_are_merged_and_remembered(
         assert fresh.pull_count == 1
     finally:
         await fresh.close()
+
+
+@docker
+async def test_pulls_with_different_logins_each_use_their_own(
+    driver: DockerDriver, sample_images: list[str]
+) -> None:
+    login = ("puller", "right-pass")
+    with registry_support.local_registry(login) as addr:
+        ref = f"{addr}/private/busybox:latest"
+        registry_support.push(images.BASE, ref, login)
+        right = {"username": "puller", "password": "right-pass", "serveraddress": addr}
+        wrong = dict(right, password="wrong-pass")
+        try:
+            out = await asyncio.gather(  # the wrong login first: nobody may ride on it
+                driver.ensure_image(ref, "always", wrong),
+                driver.ensure_image(ref, "always", right),
+                driver.ensure_image(ref, "always", dict(right)),
+                return_exceptions=True,
+            )
+            assert isinstance(out[0], PullError), out
+            assert "CannotPullContainerError" in str(out[0]) and "wrong-pass" not in str(out[0])
+            assert out[1:] == [None, None]
+            assert driver.pull_count == 2  # the two right ones merged
+        finally:
+            await asyncio.to_thread(subprocess.run, ["docker", "rmi", ref], capture_output=True)
 
 
 @docker
