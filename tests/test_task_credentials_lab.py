@@ -2,9 +2,10 @@
 
 Each lab host is a network namespace with its own dockerd and agent, so the agent programs
 169.254.170.2's DNAT in that namespace exactly as on a real host. The private registry is
-the CNCF registry with htpasswd auth behind TLS; its test certificate goes to
-/etc/docker/certs.d/<addr>/ca.crt (read by every engine, scoped to that address) and is
-removed afterwards.
+the CNCF registry with htpasswd auth behind TLS, its certificate signed by a throwaway CA.
+The lab's engines take only the lab registry's own host:port as insecure, so this one is
+verified: a pull fails with x509 until the CA is at /etc/docker/certs.d/<addr>/ca.crt (read
+by every engine, scoped to that address), which is removed afterwards.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +45,15 @@ def _run(lab: Lab, family: str, **extra: Any) -> dict[str, Any]:
     return dict(out["tasks"][0])
 
 
-def _wait(lab: Lab, arn: str, status: str, timeout: float = 60) -> dict[str, Any]:
+def _wait(lab: Lab, arn: str, *statuses: str, timeout: float = 60) -> dict[str, Any]:
+    """The task once its lastStatus is one of `statuses`."""
+
     def check() -> dict[str, Any] | None:
         with lab.client() as c:
             t = c.call("DescribeTasks", {"tasks": [arn]})["tasks"][0]
-        return t if t["lastStatus"] == status else None
+        return t if t["lastStatus"] in statuses else None
 
-    return wait_for(check, timeout, what=f"{arn} {status}")
+    return wait_for(check, timeout, what=f"{arn} {' or '.join(statuses)}")
 
 
 def _container(lab: Lab, arn: str) -> str:
@@ -111,17 +115,48 @@ def test_containers_reach_their_credentials_at_169_254_170_2(lab: Lab) -> None:
 # ---------------------------------------------------------------- private registry
 
 
+@dataclass
+class PrivateRegistry:
+    """A TLS + htpasswd registry on the lab bridge; its CA trusted from trust() to distrust()."""
+
+    addr: str
+    ca: Path
+
+    @property
+    def certs_d(self) -> Path:
+        return Path("/etc/docker/certs.d") / self.addr
+
+    def trust(self) -> None:
+        self.certs_d.mkdir(parents=True, exist_ok=True)
+        shutil.copy(self.ca, self.certs_d / "ca.crt")
+
+    def distrust(self) -> None:
+        shutil.rmtree(self.certs_d, ignore_errors=True)
+
+
+def _openssl(command: str) -> None:
+    subprocess.run(["openssl", *command.split()], check=True, capture_output=True)
+
+
+def _test_ca(tmp: Path, ip: str) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for `ip` signed by it: (ca, cert, key)."""
+    ca, ca_key, key, csr, cert = (tmp / n for n in ("ca.crt", "ca.key", "key", "csr", "cert"))
+    (tmp / "san.ext").write_text(f"subjectAltName=IP:{ip}\n")
+    new_key = "-newkey rsa:2048 -nodes -days 1"
+    _openssl(f"req -x509 {new_key} -keyout {ca_key} -out {ca} -subj /CN=dockyard-test-ca")
+    _openssl(f"req {new_key} -keyout {key} -out {csr} -subj /CN=dockyard-test-registry")
+    _openssl(
+        f"x509 -req -in {csr} -CA {ca} -CAkey {ca_key} -CAcreateserial -days 1 -out {cert} "
+        f"-extfile {tmp / 'san.ext'}"
+    )
+    return ca, cert, key
+
+
 @pytest.fixture
-def private_registry(lab: Lab, tmp_path: Path) -> Iterator[str]:
+def private_registry(lab: Lab, tmp_path: Path) -> Iterator[PrivateRegistry]:
     gw = lab.registry.rsplit(":", 1)[0]
     addr = f"{gw}:{free_port()}"
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=dockyard-test-registry",
-         "-addext", f"subjectAltName=IP:{gw}"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    ca, cert, key = _test_ca(tmp_path, gw)
     htpasswd = subprocess.run(
         ["htpasswd", "-Bbn", "puller", "right-pass"], check=True, capture_output=True, text=True
     ).stdout
@@ -132,9 +167,7 @@ def private_registry(lab: Lab, tmp_path: Path) -> Iterator[str]:
         f"    certificate: {cert}\n    key: {key}\nauth:\n  htpasswd:\n    realm: test\n"
         f"    path: {tmp_path / 'htpasswd'}\n"
     )
-    certs_d = Path("/etc/docker/certs.d") / addr
-    certs_d.mkdir(parents=True, exist_ok=True)
-    shutil.copy(cert, certs_d / "ca.crt")
+    reg = PrivateRegistry(addr, ca)
     proc = subprocess.Popen(
         ["docker-registry", "serve", str(tmp_path / "config.yml")],
         stdout=subprocess.DEVNULL,
@@ -142,65 +175,77 @@ def private_registry(lab: Lab, tmp_path: Path) -> Iterator[str]:
     )
     try:
         wait_tcp(addr, None, 20, "private registry")
-        yield addr
+        yield reg
     finally:
         proc.terminate()
         proc.wait(timeout=20)
-        shutil.rmtree(certs_d, ignore_errors=True)
+        reg.distrust()
 
 
-def _host_docker(lab: Lab, config_dir: Path, *args: str) -> None:
+def _host_docker(lab: Lab, config_dir: Path, *args: str, stdin: str | None = None) -> None:
     env = dict(os.environ, DOCKER_HOST=lab.host(HOST).docker_host, DOCKER_CONFIG=str(config_dir))
-    out = subprocess.run(["docker", *args], env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        ["docker", *args], input=stdin, env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
 
 
+def _push_private(lab: Lab, reg: PrivateRegistry, image: str, config_dir: Path) -> None:
+    """Put the sleeper on the private registry as `image`; h1 keeps no copy under that name."""
+    _host_docker(lab, config_dir, "pull", lab.image("sleeper"))
+    _host_docker(lab, config_dir, "tag", lab.image("sleeper"), image)
+    reg.trust()
+    try:
+        login = ("login", "-u", "puller", "--password-stdin", reg.addr)
+        _host_docker(lab, config_dir, *login, stdin="right-pass")
+        _host_docker(lab, config_dir, "push", image)
+    finally:
+        reg.distrust()
+    _host_docker(lab, config_dir, "rmi", image)  # the agent must pull it
+
+
+def _run_private(lab: Lab, name: str, image: str, tag: str, status: str) -> dict[str, Any]:
+    containers = [
+        {
+            "name": "main",
+            "image": image,
+            "memory": 32,
+            "repositoryCredentials": {"credentialsParameter": f"reg-{name}-{tag}"},
+        }
+    ]
+    task = _run(lab, f"pr-{name}-{tag}", containers=containers, executionRoleArn=f"exec-{tag}")
+    task = _wait(lab, task["taskArn"], "RUNNING", "STOPPED", timeout=90)
+    assert task["lastStatus"] == status, task.get("stoppedReason") or task
+    return task
+
+
 def test_private_image_pulls_with_repository_credentials(
-    lab: Lab, private_registry: str, tmp_path: Path
+    lab: Lab, private_registry: PrivateRegistry, tmp_path: Path
 ) -> None:
     if not lab.has_control_plane:
         pytest.skip("lab without controller and agents")
-    tag = uuid.uuid4().hex[:6]
-    image = f"{private_registry}/private/sleeper:{tag}"
-    cfg = tmp_path / "docker-config"
-    _host_docker(lab, cfg, "pull", lab.image("sleeper"))
-    _host_docker(lab, cfg, "tag", lab.image("sleeper"), image)
-    env = dict(os.environ, DOCKER_HOST=lab.host(HOST).docker_host, DOCKER_CONFIG=str(cfg))
-    login = subprocess.run(
-        ["docker", "login", "-u", "puller", "--password-stdin", private_registry],
-        input="right-pass", env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert login.returncode == 0, login.stderr
-    _host_docker(lab, cfg, "push", image)
-    _host_docker(lab, cfg, "rmi", image)  # the agent must pull it
+    reg, tag = private_registry, uuid.uuid4().hex[:6]
+    image = f"{reg.addr}/private/sleeper:{tag}"
+    _push_private(lab, reg, image, tmp_path / "docker-config")
     with lab.client() as c:
         c.call(
             "CreateRole", {"roleName": f"exec-{tag}", "accessKeyId": "a", "secretAccessKey": "b"}
         )
         for name, password in (("bad", "wrong-pass"), ("good", "right-pass")):
-            c.call(
-                "PutSecret",
-                {
-                    "name": f"reg-{name}-{tag}",
-                    "value": json.dumps({"username": "puller", "password": password}),
-                },
-            )
-    results = {}
-    for name in ("bad", "good"):
-        containers = [
-            {
-                "name": "main",
-                "image": image,
-                "memory": 32,
-                "repositoryCredentials": {"credentialsParameter": f"reg-{name}-{tag}"},
-            }
-        ]
-        task = _run(lab, f"pr-{name}-{tag}", containers=containers, executionRoleArn=f"exec-{tag}")
-        results[name] = _wait(lab, task["taskArn"], "STOPPED" if name == "bad" else "RUNNING", 90)
-    assert "CannotPullContainerError" in json.dumps(results["bad"])
-    assert "wrong-pass" not in json.dumps(results["bad"])
+            login = json.dumps({"username": "puller", "password": password})
+            c.call("PutSecret", {"name": f"reg-{name}-{tag}", "value": login})
+    # the lab's engines trust only the lab registry as insecure: without the CA, TLS fails
+    untrusted = _run_private(lab, "good", image, tag, "STOPPED")["stoppedReason"]
+    assert "CannotPullContainerError" in untrusted
+    assert "x509" in untrusted and "unknown authority" in untrusted, untrusted
+    reg.trust()
+    refused = _run_private(lab, "bad", image, tag, "STOPPED")["stoppedReason"]
+    assert "CannotPullContainerError" in refused and "x509" not in refused, refused
+    assert "unauthorized" in refused or "no basic auth credentials" in refused, refused
+    assert "wrong-pass" not in refused
+    good = _run_private(lab, "good", image, tag, "RUNNING")
     with lab.client() as c:
-        c.call("StopTask", {"task": results["good"]["taskArn"]})
+        c.call("StopTask", {"task": good["taskArn"]})
         # the execution role is what grants the read
         c.call(
             "RegisterTaskDefinition",

@@ -1,9 +1,11 @@
 """One dockerd per lab host, inside the host's network namespace, plus a tiny Engine API client.
 
 Each dockerd gets its own data-root, exec-root (its own managed containerd), socket,
-cgroup parent (so `down` finds every container process) and bridge subnet; it trusts the
-lab subnet as an insecure registry. `--config-file` points at our own file so a daemon.json
-of the root engine never leaks into the lab.
+cgroup parent (so `down` finds every container process) and bridge subnet. Only the lab's
+plain-HTTP registry (its exact host:port) is an insecure registry: any other registry on the
+lab subnet, such as a test's TLS registry, is verified against /etc/docker/certs.d as on a
+real host. `--config-file` points at our own file so a daemon.json of the root engine never
+leaks into the lab.
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ def dockerd_cmd(state: LabState, host: Host) -> list[str]:
         "-H": host.docker_host,
         "--bip": host.bip,
         "--cgroup-parent": f"/{host.cgroup_parent}",
-        "--insecure-registry": state.subnet,
+        "--insecure-registry": state.registry,  # host:port: nothing else skips TLS checks
     }
     args = [str(x) for pair in flags.items() for x in pair]
     return [*netns.enter(host), "dockerd", *args, "--iptables=true", "--ip-forward=true"]

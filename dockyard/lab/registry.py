@@ -2,8 +2,8 @@
 
 The registry listens on the bridge address in the root namespace, so every host reaches
 it and nothing outside the lab does. Images are built on the first host's engine, which
-already trusts the lab subnet as an insecure registry (the root engine does not), and
-pushed once; every host then pulls `<gateway>:5000/dockyard/<name>:latest`.
+already has this registry's address as an insecure (plain HTTP) registry (the root engine
+does not), and pushed once; every host then pulls `<gateway>:5000/dockyard/<name>:latest`.
 """
 
 from __future__ import annotations
