@@ -262,7 +262,10 @@ class Redirect:
         try:
             with contextlib.suppress(DockerError):
                 await (await docker.containers.get(FORWARDER)).delete(force=True)
-            with contextlib.suppress(DockerError):  # still used by task containers: keep it
+            try:
                 await (await docker.networks.get(NETWORK)).delete()
+            except DockerError as err:
+                if err.status != 404:  # running task containers still use it
+                    log.info("network %s kept: %s", NETWORK, err.message.strip())
         finally:
             await docker.close()
