@@ -306,6 +306,7 @@ class RoleService:
         self._key = b""
         self._locks: dict[str, asyncio.Lock] = {}
         self._failed: dict[str, float] = {}  # role ARN -> when a refresh last failed
+        self._restarted = True  # roles loaded from the store have no credentials yet
 
     def operations(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]]:
         return {name[3:]: getattr(self, name) for name in dir(self) if name.startswith("op_")}
@@ -561,25 +562,37 @@ class RoleService:
 
         Returns the ARNs of the roles refreshed."""
         at = time.time() if at is None else at
+        due = self._due(at)
+        if not due:
+            return []  # the usual case: no scan of every task each tick
         users: dict[str, list[Task]] = {}
         for task, arn in self._active_task_roles():
-            users.setdefault(arn, []).append(task)
+            if arn in due:
+                users.setdefault(arn, []).append(task)
         refreshed = []
         for arn, tasks in users.items():
-            issued = self.cache.get(arn)
-            if issued is not None and not issued.due(at):
-                continue
-            if at - self._failed.get(arn, 0.0) < 5:
-                continue  # back off after a failure; the old credentials are still served
             try:
                 await self._ensure(self.roles[arn])
             except CredentialError as err:
                 self._failed[arn] = at
                 log.warning("refreshing credentials of %s failed: %s", arn, err)
                 continue
+            self._failed.pop(arn, None)
             refreshed.append(arn)
             self.service.notify_agents(tasks)
         return refreshed
+
+    def _due(self, at: float) -> set[str]:
+        """Roles whose tasks need new credentials now: issued ones near expiry, failed ones
+        after a 5 s back-off (the old credentials are still served meanwhile) and, once after
+        a restart, all roles (tasks loaded from the store may use them). A role never issued
+        otherwise has no tasks: RunTask fetches credentials before it places one."""
+        due = {arn for arn, issued in self.cache.items() if issued.due(at)}
+        due.update(arn for arn, failed in self._failed.items() if at - failed >= 5)
+        if self._restarted:
+            self._restarted = False
+            due.update(arn for arn in self.roles if arn not in self.cache)
+        return {arn for arn in due if arn in self.roles and at - self._failed.get(arn, 0.0) >= 5}
 
     async def run(self) -> None:
         """The refresh loop (started by the controller)."""
