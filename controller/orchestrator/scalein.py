@@ -17,6 +17,8 @@ def pick(
 ) -> list[Member]:
     """Choose `count` of `candidates` to stop, keeping `peers` (all the service's live tasks)
     balanced across zones, then instances."""
+    if count <= 0 or not candidates:
+        return []  # every pass asks; counting the peers is the cost of a scale-in only
 
     def zone(m: Member) -> str:
         node = nodes.get(m.instance)
