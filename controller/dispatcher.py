@@ -70,11 +70,15 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
         self,
         request_iterator: AsyncIterator[agent_pb2.AgentMessage],
         context: grpc.aio.ServicerContext,
+        first: agent_pb2.AgentMessage | None = None,
     ) -> AsyncIterator[agent_pb2.ControllerMessage]:
-        try:
-            first = await asyncio.wait_for(anext(request_iterator), timeout=30)
-        except (StopAsyncIteration, TimeoutError):
-            return
+        """One agent's stream. `first` is its first message when a gate in front (security)
+        has already read it: passing it beats re-wrapping every later message."""
+        if first is None:
+            try:
+                first = await asyncio.wait_for(anext(request_iterator), timeout=30)
+            except (StopAsyncIteration, TimeoutError):
+                return
         if first.WhichOneof("body") != "register":
             yield _refusal("BAD_MESSAGE", "the first message must be register", fatal=True)
             return

@@ -155,12 +155,7 @@ class AgentGate(agent_pb2_grpc.AgentServiceServicer):
                 yield refused
                 return
 
-        async def replay() -> AsyncIterator[agent_pb2.AgentMessage]:
-            yield first
-            async for msg in request_iterator:
-                yield msg
-
-        async for msg in self.dispatcher.Connect(replay(), context):
+        async for msg in self.dispatcher.Connect(request_iterator, context, first):
             yield msg
 
     async def admit(
