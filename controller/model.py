@@ -184,10 +184,10 @@ def to_doc(obj: Any) -> dict[str, Any]:
 
 
 def task_from_doc(doc: dict[str, Any]) -> Task:
-    containers = []
-    for c in doc.pop("containers"):
-        c["ports"] = [PortAssignment(**p) for p in c.get("ports", [])]
-        containers.append(ContainerState(**c))
+    containers = [
+        ContainerState(**{**c, "ports": [PortAssignment(**p) for p in c.get("ports", [])]})
+        for c in doc.pop("containers")
+    ]
     return Task(containers=containers, **doc)
 
 

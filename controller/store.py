@@ -9,7 +9,6 @@ against ≈ 10k single-row commits/s).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import orjson
 
 from controller.model import to_doc
 
@@ -59,6 +59,15 @@ class Put:
 
     def document(self) -> dict[str, Any]:
         return self.doc if self.doc is not None else to_doc(self.obj)
+
+    def encoded(self) -> str:
+        """The stored JSON. orjson serialises a dataclass (and its nested ones) straight to
+        the same document to_doc builds, several times faster than to_doc + json.dumps."""
+        return dumps(self.doc if self.doc is not None else self.obj)
+
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 @dataclass
@@ -118,7 +127,7 @@ class Store:
     async def load(self, kind: str) -> list[dict[str, Any]]:
         assert self._db
         async with self._db.execute("SELECT doc FROM objects WHERE kind = ?", (kind,)) as cur:
-            return [json.loads(row[0]) async for row in cur]
+            return [orjson.loads(row[0]) async for row in cur]
 
     async def load_events(
         self, subject: str = "", cluster: str = "", after: int = 0, limit: int = 1000
@@ -133,7 +142,7 @@ class Store:
         sql += " ORDER BY seq DESC LIMIT ?"
         async with self._db.execute(sql, (*args, limit)) as cur:
             rows = [
-                EventRow(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6])) async for r in cur
+                EventRow(r[0], r[1], r[2], r[3], r[4], r[5], orjson.loads(r[6])) async for r in cur
             ]
         return rows[::-1]
 
@@ -186,11 +195,11 @@ class Store:
                         op.kind,
                         op.subject,
                         op.message,
-                        json.dumps(op.detail),
+                        dumps(op.detail),
                     )
                 )
         puts = [
-            (op.kind, op.key, op.cluster, json.dumps(op.document()))
+            (op.kind, op.key, op.cluster, op.encoded())
             for op in latest.values()
             if isinstance(op, Put)
         ]
