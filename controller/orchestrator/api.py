@@ -1,6 +1,6 @@
 """ECS's service operations: CreateService, UpdateService, DeleteService, DescribeServices,
 ListServices. Requests are checked against botocore's model, then for meaning (with the
-field named); writes run under the scheduler's lock and wake it.
+field named); writes run under the scheduler's lock for that service and wake it.
 
 Dockyard extra: the tag `dockyard:disconnect-grace` (seconds) overrides the cluster's
 disconnect grace for one service.
@@ -162,7 +162,7 @@ class ServiceApi:
         if not NAME.fullmatch(name):
             raise invalid("serviceName", "1-255 letters, digits, hyphens and underscores")
         svc = self._new(cluster, name, body)
-        async with self.sched.lock:
+        async with self.sched.lock_for(svc.arn):
             old = self.sched.find(cluster.name, name)
             if old is not None and old.status != "INACTIVE":
                 if svc.client_token and old.client_token == svc.client_token:
@@ -202,7 +202,7 @@ class ServiceApi:
         validate_request("UpdateService", body)
         _unsupported(body)
         cluster = self.cs.cluster(body.get("cluster") or None)
-        async with self.sched.lock:
+        async with self.sched.lock_for(self.lookup(cluster, body.get("service")).arn):
             svc = self.lookup(cluster, body.get("service"))
             count = _desired(body, svc.scheduling, required=False)
             td = self._taskdef(body["taskDefinition"]) if "taskDefinition" in body else None
@@ -221,7 +221,7 @@ class ServiceApi:
     async def delete(self, body: dict[str, Any]) -> dict[str, Any]:
         validate_request("DeleteService", body)
         cluster = self.cs.cluster(body.get("cluster") or None)
-        async with self.sched.lock:
+        async with self.sched.lock_for(self.lookup(cluster, body.get("service")).arn):
             svc = self.lookup(cluster, body.get("service"))
             if svc.scheduling == "REPLICA" and svc.desired_count > 0 and not body.get("force"):
                 raise invalid(

@@ -66,7 +66,8 @@ class ServiceScheduler:
         self.grace = grace
         self.tick = tick
         self.services: dict[str, Service] = {}  # by ARN
-        self.lock = asyncio.Lock()
+        self._pass_lock = asyncio.Lock()  # one pass at a time
+        self._locks: dict[str, asyncio.Lock] = {}  # per service ARN: see lock_for
         self._wake = asyncio.Event()
         self._saved: dict[str, dict[str, Any]] = {}
         self._docker_down: dict[str, float] = {}
@@ -117,9 +118,15 @@ class ServiceScheduler:
             except Exception:
                 log.exception("service scheduler pass failed")
 
+    def lock_for(self, arn: str) -> asyncio.Lock:
+        """Serialises one service's plan-and-apply with API writes to that service. Writes
+        to other services never wait for a pass (one global lock made an UpdateService wait
+        seconds behind a pass that was starting thousands of another service's tasks)."""
+        return self._locks.setdefault(arn, asyncio.Lock())
+
     async def pass_once(self) -> None:
         """Plan and apply every live service once."""
-        async with self.lock:
+        async with self._pass_lock:
             index: dict[tuple[str, str], list[Task]] = defaultdict(list)
             for arns in self.state.tasks_on.values():
                 for arn in arns:
@@ -128,9 +135,11 @@ class ServiceScheduler:
                         index[(t.cluster, t.service)].append(t)
             self._pass_nodes = {}
             try:
-                for svc in list(self.services.values()):
-                    if svc.status != "INACTIVE":
-                        await self.reconcile(svc, index.get((svc.cluster, svc.name), []))
+                for arn in list(self.services):
+                    async with self.lock_for(arn):
+                        svc = self.services[arn]
+                        if svc.status != "INACTIVE":
+                            await self.reconcile(svc, index.get((svc.cluster, svc.name), []))
             finally:
                 self._pass_nodes = None
 
