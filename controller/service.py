@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CLUSTER = "default"
 MAX_RUN_COUNT = 10
+MAX_CUSTOM_ATTRIBUTES = 10  # ECS: "up to 10 custom attributes for each resource"
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
@@ -787,12 +788,25 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
 
     async def op_PutAttributes(self, body: dict[str, Any]) -> dict[str, Any]:
         cluster = self.cluster(_str(body, "cluster") or None)
-        ops: list[Op] = []
-        for inst, a in self._attribute_targets(cluster, body.get("attributes")):
+        targets = self._attribute_targets(cluster, body.get("attributes"))
+        names: dict[str, set[str]] = {}  # instance ARN -> its custom attributes afterwards
+        for n, (inst, a) in enumerate(targets):  # check everything before changing anything
             value = a.get("value", "")
             if not isinstance(value, str) or len(value) > 128:
-                raise invalid("attributes.value", "must be a string of at most 128 characters")
-            inst.custom_attributes[a["name"]] = value
+                raise invalid(
+                    f"attributes[{n}].value", "must be a string of 128 characters or less"
+                )
+            names.setdefault(inst.arn, set(inst.custom_attributes)).add(a["name"])
+        for arn, held in names.items():
+            if len(held) > MAX_CUSTOM_ATTRIBUTES:
+                raise ApiError(
+                    "AttributeLimitExceededException",
+                    f"{last_part(arn)} would have {len(held)} custom attributes: "
+                    f"at most {MAX_CUSTOM_ATTRIBUTES} per container instance",
+                )
+        ops: list[Op] = []
+        for inst, a in targets:
+            inst.custom_attributes[a["name"]] = a.get("value", "")
             ops.append(self.state.put_instance(inst))
         await self.commit(ops)
         return {"attributes": body["attributes"]}
