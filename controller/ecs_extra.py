@@ -258,9 +258,7 @@ class EcsExtraOps:
             raise self._missing(arn)
 
         async def save(tags: Tags) -> None:
-            async with sched.lock_for(arn):
-                svc.tags = tags
-                await sched.save(svc)
+            await sched.set_tags(arn, tags)
 
         return _Target(svc.tags, save)
 

@@ -180,3 +180,21 @@ async def test_services_survive_a_restart(tmp_path: Path) -> None:
         assert svc["deployments"][0]["rolloutState"] == "IN_PROGRESS"
     finally:
         await c.stop()
+
+
+async def test_tagging_the_disconnect_grace_takes_effect_at_once(ctl: Controller) -> None:
+    created = await call(
+        ctl, "CreateService", {"serviceName": "g", "taskDefinition": "api-web", "desiredCount": 0}
+    )
+    arn = created["service"]["serviceArn"]
+    svc = lambda: ctl.services.find("default", "g")  # noqa: E731
+    assert svc().grace is None  # type: ignore[union-attr]
+    tag = {"key": "dockyard:disconnect-grace", "value": "7"}
+    await call(ctl, "TagResource", {"resourceArn": arn, "tags": [tag]})
+    assert svc().grace == 7.0  # type: ignore[union-attr]
+    with pytest.raises(ApiError) as err:
+        await call(ctl, "TagResource", {"resourceArn": arn, "tags": [{**tag, "value": "-1"}]})
+    assert "dockyard:disconnect-grace" in err.value.message
+    assert svc().grace == 7.0  # type: ignore[union-attr]  # the refused value changed nothing
+    await call(ctl, "UntagResource", {"resourceArn": arn, "tagKeys": [tag["key"]]})
+    assert svc().grace is None  # type: ignore[union-attr]

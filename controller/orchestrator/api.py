@@ -8,7 +8,6 @@ disconnect grace for one service.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,7 +16,7 @@ from controller import placement
 from controller.ecs_paging import paginate
 from controller.ecs_shapes import validate_request
 from controller.model import Cluster, TaskDefinition, now
-from controller.orchestrator.model import GRACE_TAG, Service, new_deployment
+from controller.orchestrator.model import Service, grace_from_tags, new_deployment
 from controller.orchestrator.scheduler import ServiceScheduler
 from controller.orchestrator.views import service_view
 from dockyard.arns import last_part
@@ -99,20 +98,6 @@ def _placement(svc: Service, body: dict[str, Any]) -> None:
     svc.constraints, svc.strategies = cons, strat
 
 
-def _grace(tags: list[dict[str, str]]) -> float | None:
-    for i, tag in enumerate(tags):
-        if tag.get("key") != GRACE_TAG:
-            continue
-        try:
-            value = float(tag.get("value", ""))
-        except ValueError:
-            value = -1.0
-        if not (0 <= value <= 86400 and math.isfinite(value)):
-            raise invalid(f"tags[{i}].value", f"{GRACE_TAG} takes seconds from 0 to 86400")
-        return value
-    return None
-
-
 class ServiceApi:
     def __init__(self, sched: ServiceScheduler) -> None:
         self.sched = sched
@@ -190,7 +175,7 @@ class ServiceApi:
             max_percent=100 if scheduling == "DAEMON" else 200,
             tags=[dict(t) for t in body.get("tags") or []],
             client_token=body.get("clientToken", ""),
-            grace=_grace(body.get("tags") or []),
+            grace=grace_from_tags(body.get("tags") or []),
             created_at=at,
         )
         _deployment_config(svc, body.get("deploymentConfiguration") or {})

@@ -8,12 +8,30 @@ notice times) is a field here, so the planner's state is explicit and survives r
 from __future__ import annotations
 
 import dataclasses
+import math
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from dockyard.errors import invalid
+
 MAX_EVENTS = 100  # ECS keeps the newest 100 service events
 GRACE_TAG = "dockyard:disconnect-grace"  # per-service override of the disconnect grace (s)
+
+
+def grace_from_tags(tags: list[dict[str, str]]) -> float | None:
+    """The service's disconnect grace from its GRACE_TAG tag (None: the cluster default)."""
+    for i, tag in enumerate(tags):
+        if tag.get("key") != GRACE_TAG:
+            continue
+        try:
+            value = float(tag.get("value", ""))
+        except ValueError:
+            value = -1.0
+        if not (0 <= value <= 86400 and math.isfinite(value)):
+            raise invalid(f"tags[{i}].value", f"{GRACE_TAG} takes seconds from 0 to 86400")
+        return value
+    return None
 
 
 @dataclass

@@ -16,7 +16,14 @@ from typing import Any
 from controller import placement
 from controller.model import Instance, Task, TaskDefinition, now
 from controller.orchestrator import planner
-from controller.orchestrator.model import Service, add_event, notice, service_from_doc, to_doc
+from controller.orchestrator.model import (
+    Service,
+    add_event,
+    grace_from_tags,
+    notice,
+    service_from_doc,
+    to_doc,
+)
 from controller.orchestrator.world import Member, Node, Plan, Start, Stop, World
 from controller.placement.constraints import Rules, compile_rules
 from controller.service import ClusterService
@@ -149,6 +156,14 @@ class ServiceScheduler:
         await self.apply(p.service, p, {t.arn: t for t in tasks})
         await self.save(self.services[svc.arn])
         return p
+
+    async def set_tags(self, arn: str, tags: list[dict[str, str]]) -> None:
+        """Tag/UntagResource on a service; its disconnect-grace tag takes effect at once."""
+        grace = grace_from_tags(tags)  # refuses a bad value before anything changes
+        async with self.lock_for(arn):
+            svc = self.services[arn]
+            svc.tags, svc.grace = tags, grace
+            await self.save(svc)
 
     async def save(self, svc: Service) -> None:
         doc = to_doc(svc)
