@@ -5,12 +5,16 @@ agent's Docker bridge to the endpoint, an OUTPUT rule for host-network container
 `route_localnet` on that bridge, plus a filter rule that drops outside traffic to the
 loopback port (what route_localnet would otherwise open). The rules live in the agent's own
 chains (`DYK-CRED-<port>`), so applying them twice changes nothing and removing them on a
-clean stop removes exactly them.
+clean stop removes exactly them; chains left by agents that were killed (their endpoint
+refuses connections) are removed when the next agent applies its own.
 
 `bridge` (awslabs' amazon-ecs-local-container-endpoints, for Docker Desktop where the host's
 iptables is not the containers'): a Docker network 169.254.170.0/24 on which a small busybox
 forwarder holds 169.254.170.2 and relays each connection to the agent; task containers join
 that network. `auto` picks iptables when it can be programmed, else bridge.
+
+The agent applies its mode at start, as ECS's agent (its init) does: every task gets
+ECS_CONTAINER_METADATA_URI_V4 at 169.254.170.2, with or without a role.
 """
 
 from __future__ import annotations
@@ -68,8 +72,30 @@ def resolve_mode(requested: str) -> tuple[str, str]:
     return "iptables", "auto: iptables can be programmed"
 
 
+CHAIN_PREFIX = "DYK-CRED-"
+PARENTS = {"nat": ("PREROUTING", "OUTPUT"), "filter": ("INPUT",)}  # where our jumps live
+
+
 def chain_name(port: int) -> str:
-    return f"DYK-CRED-{port}"
+    return f"{CHAIN_PREFIX}{port}"
+
+
+def dnat_targets(listing: list[str]) -> dict[str, tuple[str, int]]:
+    """Pure: each of our chains in `iptables -t nat -S` output -> the host and port it DNATs to."""
+    out = {}
+    for line in listing:
+        parts = line.split()
+        ours = parts[:1] == ["-A"] and parts[1].startswith(CHAIN_PREFIX)
+        if ours and "--to-destination" in parts:
+            host, _, port = parts[parts.index("--to-destination") + 1].rpartition(":")
+            out[parts[1]] = (host, int(port))
+    return out
+
+
+def jumps_to(chain: str, table: str, listing: list[str]) -> list[list[str]]:
+    """Pure: the rule specs (for -D) in PARENTS[table] that jump to `chain`."""
+    rules = [line.split()[1:] for line in listing if line.split()[-2:] == ["-j", chain]]
+    return [r for r in rules if r[0] in PARENTS[table]]
 
 
 def nat_rules(chain: str, bridge: str, target: str, port: int) -> list[list[str]]:
@@ -105,6 +131,56 @@ async def _iptables(*args: str, check: bool = True) -> bool:
     return proc.returncode == 0
 
 
+async def _listing(table: str) -> list[str]:
+    """`iptables -t table -S`: every rule of the table, one spec a line (none without
+    iptables, e.g. in bridge mode on a host whose iptables this process cannot use)."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "iptables", "-w", "5", "-t", table, "-S",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+    except OSError:
+        return []
+    out, _ = await proc.communicate()
+    return out.decode().splitlines()
+
+
+async def drop_chain(chain: str) -> None:
+    """Remove one of our chains and every jump to it, in both tables (absent is fine)."""
+    for table in PARENTS:
+        for rule in jumps_to(chain, table, await _listing(table)):
+            await _iptables("-t", table, "-D", *rule, check=False)
+        await _iptables("-t", table, "-F", chain, check=False)
+        await _iptables("-t", table, "-X", chain, check=False)
+
+
+async def _listening(host: str, port: int) -> bool:
+    """False only when host:port refuses connections: nobody serves there any more."""
+    try:
+        async with asyncio.timeout(2):
+            _, writer = await asyncio.open_connection(host, port)
+    except ConnectionRefusedError:
+        return False
+    except (OSError, TimeoutError):
+        return True  # unsure: keep what may be another live agent's
+    writer.close()
+    return True
+
+
+async def drop_dead_chains(keep: str) -> list[str]:
+    """Remove the chains of agents that did not stop cleanly (SIGKILL, crash) on another
+    port: their endpoint refuses connections, yet their OUTPUT rule would still catch
+    169.254.170.2 for host processes. Live agents' chains stay. Returns what went."""
+    dead = [
+        chain
+        for chain, (host, port) in dnat_targets(await _listing("nat")).items()
+        if chain != keep and not await _listening(host, port)
+    ]
+    for chain in dead:
+        await drop_chain(chain)
+    return dead
+
+
 def _sysctl(bridge: str, value: str) -> str:
     """Set the bridge's route_localnet (needed to DNAT to 127.0.0.1); returns the old value."""
     path = Path(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet")
@@ -122,12 +198,15 @@ class Redirect:
         self.target = "127.0.0.1" if host in ("", "0.0.0.0", "localhost") else host
         self.docker_host = docker_host
         self.gateway = ""  # bridge mode: the extra address the endpoint listens on
-        self.chain = chain_name(port)
         self._bridge = ""
         self._localnet_before: str | None = None
         self._applied = False
         self._touched = False  # an apply started: remove() cleans up even after a failed one
         self._lock = asyncio.Lock()  # containers starting together must not race the rules
+
+    @property
+    def chain(self) -> str:
+        return chain_name(self.port)
 
     def _docker(self) -> aiodocker.Docker:
         return aiodocker.Docker(url=self.docker_host)
@@ -137,6 +216,9 @@ class Redirect:
             if self._applied:
                 return
             self._touched = True
+            # either mode: a dead agent's OUTPUT rule would take host-network tasks' traffic
+            for chain in await drop_dead_chains(keep=self.chain):
+                log.info("removed %s: its agent stopped without removing it", chain)
             if self.mode == "iptables":
                 await self._apply_iptables()
             else:
@@ -190,16 +272,7 @@ class Redirect:
                     await _iptables("-t", table, "-I", rule[0], "1", *rule[1:])
 
     async def _remove_iptables(self) -> None:
-        for table, rules in (
-            ("nat", nat_rules(self.chain, self._bridge, self.target, self.port)),
-            ("filter", filter_rules(self.chain, self.port)),
-        ):
-            for rule in rules:
-                if rule[0] != "-A":
-                    while await _iptables("-t", table, "-D", *rule, check=False):
-                        pass
-            await _iptables("-t", table, "-F", self.chain, check=False)
-            await _iptables("-t", table, "-X", self.chain, check=False)
+        await drop_chain(self.chain)
         if self._localnet_before is not None:
             with contextlib.suppress(OSError):
                 _sysctl(self._bridge, self._localnet_before)

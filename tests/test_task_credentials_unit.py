@@ -73,3 +73,19 @@ def test_mode_choice_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_mode("auto") == ("iptables", "auto: iptables can be programmed")
     with pytest.raises(ValueError, match="--credentials-mode: 'vpn' is not one of"):
         resolve_mode("vpn")
+
+
+def test_leftover_chains_are_found_by_their_dnat_target_and_jumps() -> None:
+    listing = [
+        "-P OUTPUT ACCEPT",
+        "-N DYK-CRED-5",
+        "-A PREROUTING -d 169.254.170.2/32 -i docker0 -p tcp -m tcp --dport 80 -j DYK-CRED-5",
+        "-A OUTPUT -d 169.254.170.2/32 -p tcp -m tcp --dport 80 -j DYK-CRED-5",
+        "-A DOCKER -i docker0 -j DYK-CRED-5",  # not a chain of ours to edit
+        "-A DYK-CRED-5 -d 169.254.170.2/32 -p tcp -j DNAT --to-destination 127.0.0.1:5",
+        "-A DOCKER ! -i docker0 -p tcp -j DNAT --to-destination 172.17.0.2:80",
+    ]
+    assert netconfig.dnat_targets(listing) == {"DYK-CRED-5": ("127.0.0.1", 5)}
+    jumps = netconfig.jumps_to("DYK-CRED-5", "nat", listing)
+    assert [j[0] for j in jumps] == ["PREROUTING", "OUTPUT"]
+    assert jumps[1] == listing[3].split()[1:]
