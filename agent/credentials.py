@@ -6,7 +6,10 @@ revoked one get ECS's 400 body. The id alone authorises (as on ECS): it is >= 19
 bits made by the controller and only the task's containers see it. Credentials live in
 memory only, exactly while their task runs here. Requests are rate limited (a token bucket,
 ECS's 40 rps steady, 60 burst). `GET /v4/<id>` and `/v4/<id>/task` are the metadata
-documents of ECS_CONTAINER_METADATA_URI_V4. Nothing secret is logged.
+documents of ECS_CONTAINER_METADATA_URI_V4, which every task gets, role or not: so the agent
+routes 169.254.170.2 here at start (agent/netconfig.py), as ECS's agent does, and a task
+starts once that is done (or has failed: logged, retried by the next task). Nothing secret
+is logged.
 """
 
 from __future__ import annotations
@@ -158,6 +161,7 @@ class TaskEndpoint:
             self.mode = "unavailable"
             return
         self._runner, self.serving = runner, True
+        self.port = self.redirect.port = _bound_port(runner, self.port)
         log.info(
             "task credentials endpoint on %s:%d, credentials mode %s (%s)",
             self.host,
@@ -165,6 +169,9 @@ class TaskEndpoint:
             self.mode,
             self.redirect.why,
         )
+        # as ECS's agent does at start: every task gets ECS_CONTAINER_METADATA_URI_V4, and
+        # tasks still running from before a restart need 169.254.170.2 again at once
+        self._route()
 
     async def stop(self) -> None:
         """Clean stop: the redirect rules go, then the server."""
@@ -187,16 +194,21 @@ class TaskEndpoint:
             await site.start()
             self._gateway_site = site
 
+    def _route(self) -> asyncio.Task[None]:
+        """The attempt to route 169.254.170.2 to us: started at start, again after a failure
+        (e.g. Docker was down), shared by everyone waiting meanwhile."""
+        last = self._ready
+        if last is None or (last.done() and (last.cancelled() or last.exception())):
+            last = self._ready = asyncio.create_task(self._ensure_redirect())
+            last.add_done_callback(_log_failure)
+        return last
+
     async def ready(self) -> None:
-        """Make 169.254.170.2 reach us (once; callers share the first attempt)."""
-        if not self.serving:
-            return
-        if self._ready is None or (self._ready.done() and self._ready.exception()):
-            self._ready = asyncio.create_task(self._ensure_redirect())
-        try:
-            await asyncio.shield(self._ready)
-        except Exception as err:  # the task still starts; its SDK will report the failure
-            log.warning("cannot route %s to the credentials endpoint: %s", ENDPOINT, err)
+        """Wait until 169.254.170.2 reaches us; a failure is logged, not raised: the task
+        still starts and its SDK reports the unreachable endpoint."""
+        if self.serving:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._route())
 
     # ------------------------------------------------------------ state from the runtime
 
@@ -226,11 +238,11 @@ class TaskEndpoint:
     async def prepare(
         self, task: agent_pb2.DesiredTask, spec: agent_pb2.ContainerSpec
     ) -> agent_pb2.ContainerSpec:
-        """The spec with ECS_CONTAINER_METADATA_URI_V4; routes 169.254.170.2 first if needed."""
+        """The spec with ECS_CONTAINER_METADATA_URI_V4, once 169.254.170.2 reaches us: every
+        task gets the URI, with or without a role."""
         if not self.serving:
             return spec
-        if task.HasField("credentials") and task.credentials.id:
-            await self.ready()
+        await self.ready()
         out = agent_pb2.ContainerSpec()
         out.CopyFrom(spec)
         uri = f"{ENDPOINT}/v4/{self.metadata_id(task.task_arn, spec.name)}"
@@ -323,6 +335,18 @@ class TaskEndpoint:
         if data is not None:
             doc.update(_from_inspect(data, task.network_mode or "bridge"))
         return doc
+
+
+def _bound_port(runner: web.AppRunner, asked: int) -> int:
+    """The port actually listened on (`:0` asks the kernel for one)."""
+    if asked:
+        return asked
+    return int(runner.addresses[0][1])
+
+
+def _log_failure(attempt: asyncio.Task[None]) -> None:
+    if not attempt.cancelled() and attempt.exception() is not None:
+        log.warning("cannot route %s to the task endpoint: %s", ENDPOINT, attempt.exception())
 
 
 def _from_inspect(data: dict[str, Any], mode: str) -> dict[str, Any]:

@@ -2,15 +2,19 @@
 processes, the agent's endpoint on a free loopback port, botocore's own ContainerProvider,
 and STS AssumeRole against a local moto server.
 
-The agent programs its DYK-CRED-<port> chains in the root namespace only for 169.254.170.2:80
-on this engine's bridge; every test stops it with SIGTERM, which removes them (checked).
+The agent programs its DYK-CRED-<port> chains in the root namespace, at its start, only for
+169.254.170.2:80 on this engine's bridge; every test stops it with SIGTERM, which removes
+them (checked). Containers reaching 169.254.170.2 through them is the lab's test (each lab
+host has its own namespace; here other agents on the machine may program the same address).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -28,9 +32,9 @@ from tests.support import LocalCluster, docker, free_port, wait_for
 pytestmark = pytest.mark.docker
 
 
-@pytest.fixture
-def creds_cluster(tmp_path: Path, sample_images: list[str]) -> Iterator[tuple[LocalCluster, int]]:
-    lc = LocalCluster(tmp_path)
+@contextlib.contextmanager
+def _cluster(root: Path) -> Iterator[tuple[LocalCluster, int]]:
+    lc = LocalCluster(root)
     port = free_port()
     try:
         lc.start_controller()
@@ -42,6 +46,12 @@ def creds_cluster(tmp_path: Path, sample_images: list[str]) -> Iterator[tuple[Lo
             proc.kill(signal.SIGTERM)  # a clean stop removes the agent's iptables chains
         lc.stop()
         _drop_chains(port)
+
+
+@pytest.fixture
+def creds_cluster(tmp_path: Path, sample_images: list[str]) -> Iterator[tuple[LocalCluster, int]]:
+    with _cluster(tmp_path) as found:
+        yield found
 
 
 def _drop_chains(port: int) -> None:
@@ -288,3 +298,48 @@ def test_cli_roles_and_secrets_never_print_keys(
     assert bad.returncode == 1 and "needs --keys-file or --keys-from-env" in bad.stderr
     assert cli("secrets", "delete", "api-token").returncode == 0
     assert cli("roles", "delete", "cli-role").returncode == 0
+
+
+def _plant(port: int, jump: bool) -> None:
+    """A DYK-CRED chain as an agent on `port` leaves it; `jump`: with a PREROUTING jump
+    (on an interface that does not exist, so nothing real is diverted meanwhile)."""
+    chain, match = f"DYK-CRED-{port}", ["-d", "169.254.170.2/32", "-p", "tcp", "--dport", "80"]
+    rules = [
+        ["-N", chain],
+        ["-A", chain, *match, "-j", "DNAT", "--to-destination", f"127.0.0.1:{port}"],
+    ]
+    if jump:
+        rules.append(["-A", "PREROUTING", "-i", "dyk-none0", *match, "-j", chain])
+    for rule in rules:
+        subprocess.run(["iptables", "-w", "5", "-t", "nat", *rule], check=True)
+
+
+def test_routing_is_set_at_start_for_tasks_without_a_role(
+    tmp_path: Path, sample_images: list[str]
+) -> None:
+    """Every task gets ECS_CONTAINER_METADATA_URI_V4, so the agent routes 169.254.170.2 at
+    start (as ECS's does), and drops what killed agents left, keeping live agents' rules."""
+    dead = free_port()  # an agent that was SIGKILLed: nothing listens there any more
+    live = socket.create_server(("127.0.0.1", 0))  # an agent still running
+    live_port = live.getsockname()[1]
+    try:
+        _plant(dead, jump=True)
+        _plant(live_port, jump=False)
+        with _cluster(tmp_path) as (lc, port):
+            wait_for(lambda: f"DYK-CRED-{port}" in _chains(), 20, what="routing at agent start")
+            assert f"DYK-CRED-{dead}" not in _chains()  # chain and jump
+            assert f"DYK-CRED-{live_port}" in _chains()
+            assert f"removed DYK-CRED-{dead}" in (lc.root / "agent-a1.log").read_text()
+            arn = _run(lc, _taskdef())
+            env = _env(lc)
+            assert "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI" not in env  # no role
+            meta = env["ECS_CONTAINER_METADATA_URI_V4"]
+            assert meta.startswith("http://169.254.170.2/v4/")
+            _, task = _get(meta.replace("169.254.170.2", f"127.0.0.1:{port}") + "/task")
+            assert task["TaskARN"] == arn
+            lc.agents["a1"].kill(signal.SIGTERM)
+            assert f"DYK-CRED-{port}" not in _chains()
+    finally:
+        live.close()
+        _drop_chains(dead)
+        _drop_chains(live_port)

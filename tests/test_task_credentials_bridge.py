@@ -1,9 +1,11 @@
 """Bridge-network fallback mode (`--credentials-mode bridge`) on the machine's dockerd.
 
-The agent makes the `dockyard-task-endpoint` network (169.254.170.0/24), starts the busybox
-forwarder on 169.254.170.2 and puts each bridge-network task on that network before it
-starts, so a container reading its credentials as its very first action gets them. A clean
-stop removes the forwarder and the network. The agent reports the mode it uses as the
+At its start the agent makes the `dockyard-task-endpoint` network (169.254.170.0/24) and
+starts the busybox forwarder on 169.254.170.2; it puts each bridge-network task, with or
+without a role, on that network before it starts, so a container reading its credentials or
+metadata as its very first action gets them (host-network ones through the host's route to
+that network; an iptables-mode agent running meanwhile on this machine would take those). A
+clean stop removes the forwarder and the network. The agent reports the mode it uses as the
 instance attribute `dockyard.credentials-mode` and in its log.
 """
 
@@ -45,7 +47,7 @@ def bridge_cluster(tmp_path: Path, sample_images: list[str]) -> Iterator[LocalCl
         lc.wait_connected("a1")
         yield lc
     finally:
-        lc.stop()  # SIGKILL: whatever a failed test left of ours is removed below
+        lc.stop()  # whatever a failed test left of ours is removed below
         docker("rm", "-f", netconfig.FORWARDER)
         docker("network", "rm", netconfig.NETWORK)
 
@@ -69,6 +71,16 @@ def _container(arn: str) -> str:
 
 def _sh(cid: str, script: str) -> str:
     return docker("exec", cid, "sh", "-c", script)
+
+
+def _stop_cleanly(lc: LocalCluster, arns: list[str]) -> None:
+    """Stop the tasks, then the agent with SIGTERM: its forwarder and network go."""
+    for arn in arns:
+        lc.client().call("StopTask", {"task": arn})
+    lc.wait_status(arns, "STOPPED")
+    lc.agents["a1"].kill(signal.SIGTERM)
+    assert not _exists("container", netconfig.FORWARDER)
+    assert not _exists("network", netconfig.NETWORK)
 
 
 def test_bridge_mode_serves_169_254_170_2_through_the_forwarder(
@@ -99,10 +111,38 @@ def test_bridge_mode_serves_169_254_170_2_through_the_forwarder(
     lc.wait_status([other], "STOPPED")
     revoked = f"wget -q -O - http://169.254.170.2{b_uri} 2>&1 || :"
     wait_for(lambda: "400" in _sh(ca, revoked), 20, what="revoked id refused")
-    for arn in (first, on_host):
-        c.call("StopTask", {"task": arn})
-    lc.wait_status([first, on_host], "STOPPED")
-    lc.agents["a1"].kill(signal.SIGTERM)  # clean stop: forwarder and network go
-    assert not _exists("container", netconfig.FORWARDER)
-    assert not _exists("network", netconfig.NETWORK)
+    _stop_cleanly(lc, [first, on_host])
     assert "task endpoint routing removed (bridge mode)" in (lc.root / "agent-a1.log").read_text()
+
+
+META = (
+    "wget -q -O - $ECS_CONTAINER_METADATA_URI_V4; echo; "
+    "wget -q -O - $ECS_CONTAINER_METADATA_URI_V4/task; echo; "
+    f"{SLEEP}"
+)
+
+
+def _metadata_logged(cid: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The (container, task) documents the container fetched as its first action."""
+    lines = wait_for(
+        lambda: (lambda ls: ls if len(ls) == 2 else None)(docker("logs", cid).splitlines()),
+        20,
+        what="the container's own metadata fetches",
+    )
+    return json.loads(lines[0]), json.loads(lines[1])
+
+
+def test_tasks_without_a_role_reach_their_metadata(bridge_cluster: LocalCluster) -> None:
+    lc = bridge_cluster
+    # set up at agent start, as ECS's agent does, not when a task with a role first runs
+    wait_for(lambda: _exists("container", netconfig.FORWARDER), 60, what="forwarder at agent start")
+    bridged = _run(lc, "meta-b", command=META)
+    on_host = _run(lc, "meta-h", command=META, networkMode="host")
+    for arn in (bridged, on_host):
+        cid = _container(arn)
+        env = _sh(cid, "env")
+        assert "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI" not in env  # no role
+        mine, task = _metadata_logged(cid)
+        assert mine["Name"] == "main" and mine["DockerId"].startswith(cid)
+        assert task["TaskARN"] == arn and [c["Name"] for c in task["Containers"]] == ["main"]
+    _stop_cleanly(lc, [bridged, on_host])

@@ -112,6 +112,47 @@ def test_containers_reach_their_credentials_at_169_254_170_2(lab: Lab) -> None:
                 c.call("StopTask", {"task": arn})
 
 
+META = (
+    "wget -q -O - $ECS_CONTAINER_METADATA_URI_V4; echo; "
+    "wget -q -O - $ECS_CONTAINER_METADATA_URI_V4/task; echo; "
+    "trap 'exit 0' TERM; sleep 86400 & wait"
+)
+
+
+def test_tasks_without_a_role_reach_their_metadata_at_169_254_170_2(lab: Lab) -> None:
+    """No role anywhere: 169.254.170.2 is routed from the agent's start, for bridge- and
+    host-network containers, and each fetches its own documents as its first action."""
+    if not lab.has_control_plane:
+        pytest.skip("lab without controller and agents")
+    tag = uuid.uuid4().hex[:6]
+    command = ["sh", "-c", META]
+    tasks = [
+        _run(lab, f"meta-{mode}-{tag}", networkMode=mode, containers=[
+            {"name": "main", "image": lab.image("sleeper"), "memory": 32, "command": command}
+        ])["taskArn"]
+        for mode in ("bridge", "host")
+    ]  # fmt: skip
+    try:
+        for arn in tasks:
+            _wait(lab, arn, "RUNNING")
+            cid = _container(lab, arn)
+            assert "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI" not in _sh(lab, cid, "env")
+            lines = wait_for(
+                lambda cid=cid: (lambda ls: ls if len(ls) == 2 else None)(
+                    lab.docker(HOST, "logs", cid).splitlines()
+                ),
+                20,
+                what=f"{arn}'s own metadata fetches",
+            )
+            mine, task = json.loads(lines[0]), json.loads(lines[1])
+            assert mine["Name"] == "main" and mine["DockerId"].startswith(cid)
+            assert task["TaskARN"] == arn
+    finally:
+        with lab.client() as c:
+            for arn in tasks:
+                c.call("StopTask", {"task": arn})
+
+
 # ---------------------------------------------------------------- private registry
 
 
