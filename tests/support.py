@@ -7,6 +7,7 @@ removes every container its agents created when it stops, even after a failed te
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -96,10 +97,10 @@ class Proc:
                 self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
 
-    def kill(self, sig: int = signal.SIGKILL) -> None:
+    def kill(self, sig: int = signal.SIGKILL, timeout: float = 30) -> None:
         if self.popen and self.popen.poll() is None:
             os.killpg(self.popen.pid, sig)
-            self.popen.wait(timeout=30)
+            self.popen.wait(timeout=timeout)
 
     @property
     def running(self) -> bool:
@@ -221,6 +222,8 @@ class LocalCluster:
 
     def stop(self) -> None:
         for proc in self.agents.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.kill(signal.SIGTERM, timeout=10)  # clean: removes its 169.254.170.2 routing
             proc.kill(signal.SIGKILL)
         if self.controller:
             self.controller.kill(signal.SIGKILL)
