@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from controller.model import ContainerState, PortAssignment, Task, from_doc, to_doc
-from controller.store import Put, Store
+from controller.store import Delete, EventRow, Put, Store
 
 
 def _task(arn: str, status: str) -> Task:
@@ -59,3 +59,39 @@ async def test_documents_round_trip_and_the_last_write_of_a_key_wins(tmp_path: P
         assert docs["arn:t/1"] == json.loads(json.dumps(to_doc(running)))
     finally:
         await store.close()
+
+
+async def test_deletes_events_and_reopening(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    await store.open()
+    try:
+        kept, gone = _task("arn:t/kept", "RUNNING"), _task("arn:t/gone", "RUNNING")
+        back = _task("arn:t/back", "STOPPED")
+        await store.write([Put("task", t.arn, "default", None, obj=t) for t in (kept, gone, back)])
+        event = EventRow(
+            7,
+            1795438316.305123,
+            "default",
+            "task",
+            kept.arn,
+            "lastStatus → RUNNING",
+            {"stopCode": "", "exitCode": None, "n": 1.25},
+        )
+        await store.write(
+            [
+                Delete("task", gone.arn),
+                Delete("task", back.arn),
+                Put("task", back.arn, "default", None, obj=back),  # the later op wins
+                event,
+            ]
+        )
+    finally:
+        await store.close()
+    reopened = Store(tmp_path)
+    await reopened.open()
+    try:
+        assert {d["arn"] for d in await reopened.load("task")} == {kept.arn, back.arn}
+        assert await reopened.load_events(subject=kept.arn) == [event]
+        assert await reopened.last_event_seq() == 7
+    finally:
+        await reopened.close()
