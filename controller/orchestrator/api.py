@@ -133,8 +133,7 @@ class ServiceApi:
         return td
 
     async def _save(self, svc: Service, what: str) -> None:
-        await self.sched.save(svc)
-        await self.cs.commit([self.cs.event(svc.cluster, "service", svc.arn, what)])
+        await self.sched.save(svc, self.cs.event(svc.cluster, "service", svc.arn, what))
         self.sched.wake()
 
     # ------------------------------------------------------------------ writes
