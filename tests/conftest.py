@@ -31,6 +31,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test that ran daemons shows the end of their logs: in CI that is all there is
+    to tell why an agent never connected."""
+    report = yield
+    if report.failed:
+        for value in getattr(item, "funcargs", {}).values():
+            if isinstance(value, LocalCluster):
+                report.sections.append(("dockyard daemon logs", value.log_tails()))
+    return report
+
+
 @pytest.fixture(scope="session")
 def sample_images() -> list[str]:
     return images.build_all()

@@ -220,6 +220,15 @@ class LocalCluster:
         args = ["ps", "-q", "--no-trunc", "--filter", f"label=dockyard.instance-id={iid}"]
         return docker(*args, *(["-a"] if all_states else [])).split()
 
+    def log_tails(self, lines: int = 40) -> str:
+        """The last lines of each daemon's log, for a failed test's report."""
+        out = []
+        for proc in [p for p in (self.controller, *self.agents.values()) if p]:
+            text = proc.log.read_text(errors="replace") if proc.log.exists() else ""
+            tail = "\n".join(text.splitlines()[-lines:])
+            out.append(f"--- {proc.name} ({proc.log}) ---\n{tail}")
+        return "\n".join(out)
+
     def stop(self) -> None:
         for proc in self.agents.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
