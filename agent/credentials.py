@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
 
 from agent import netconfig
 from agent.docker_driver import docker_name
@@ -38,6 +39,8 @@ log = logging.getLogger("dockyard.agent.credentials")
 
 RATE_PER_S = 40.0
 BURST = 60
+ROUTE_ATTEMPT_S = 30.0  # one attempt at routing 169.254.170.2 (iptables waits 5 s a lock)
+ROUTE_RETRY_CAP_S = 15.0  # the longest wait between attempts after a failure
 ENDPOINT = f"http://{netconfig.ENDPOINT_IP}"
 Inspect = Callable[[str], Awaitable[dict[str, Any] | None]]
 
@@ -134,7 +137,8 @@ class TaskEndpoint:
         self._key = _load_key(state_dir)
         self._runner: web.AppRunner | None = None
         self._gateway_site: web.TCPSite | None = None
-        self._ready: asyncio.Task[None] | None = None
+        self._ready: asyncio.Task[None] | None = None  # the current routing attempt
+        self._router: asyncio.Task[None] | None = None  # retries it from start until it holds
 
     # ------------------------------------------------------------ lifecycle
 
@@ -171,19 +175,24 @@ class TaskEndpoint:
         )
         # as ECS's agent does at start: every task gets ECS_CONTAINER_METADATA_URI_V4, and
         # tasks still running from before a restart need 169.254.170.2 again at once
-        self._route()
+        self._router = asyncio.create_task(self._route_until_done(), name="route-endpoint")
 
     async def stop(self) -> None:
         """Clean stop: the redirect rules go, then the server."""
-        if self._ready is not None:
-            self._ready.cancel()
-            await asyncio.gather(self._ready, return_exceptions=True)
+        for attempt in (self._router, self._ready):
+            if attempt is not None:
+                attempt.cancel()
+                await asyncio.gather(attempt, return_exceptions=True)
         if self.serving:
             with contextlib.suppress(Exception):
                 await self.redirect.remove()
         if self._runner is not None:
             await self._runner.cleanup()
         self.serving = False
+
+    async def _ensure_redirect_in_time(self) -> None:
+        async with asyncio.timeout(ROUTE_ATTEMPT_S):  # a stuck attempt must not hold tasks
+            await self._ensure_redirect()
 
     async def _ensure_redirect(self) -> None:
         await self.redirect.apply()
@@ -194,12 +203,23 @@ class TaskEndpoint:
             await site.start()
             self._gateway_site = site
 
+    async def _route_until_done(self) -> None:
+        """Retry the start-time routing with backoff until it holds (Docker down, the
+        xtables lock busy): tasks already running here need it without waiting for a new one."""
+        retrying = AsyncRetrying(
+            wait=wait_random_exponential(multiplier=0.5, max=ROUTE_RETRY_CAP_S),
+            retry=retry_if_exception_type(Exception),
+        )
+        async for attempt in retrying:
+            with attempt:
+                await asyncio.shield(self._route())
+
     def _route(self) -> asyncio.Task[None]:
         """The attempt to route 169.254.170.2 to us: started at start, again after a failure
         (e.g. Docker was down), shared by everyone waiting meanwhile."""
         last = self._ready
         if last is None or (last.done() and (last.cancelled() or last.exception())):
-            last = self._ready = asyncio.create_task(self._ensure_redirect())
+            last = self._ready = asyncio.create_task(self._ensure_redirect_in_time())
             last.add_done_callback(_log_failure)
         return last
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from agent import netconfig
-from agent.credentials import TokenBucket, next_credentials
+from agent.credentials import TaskEndpoint, TokenBucket, next_credentials
 from agent.netconfig import nat_rules, resolve_mode
 from controller.roles import Issued, parse_role, registry_server, secret_name
 from dockyard.errors import ApiError
@@ -89,3 +93,40 @@ def test_leftover_chains_are_found_by_their_dnat_target_and_jumps() -> None:
     jumps = netconfig.jumps_to("DYK-CRED-5", "nat", listing)
     assert [j[0] for j in jumps] == ["PREROUTING", "OUTPUT"]
     assert jumps[1] == listing[3].split()[1:]
+
+
+class _FlakyRedirect:
+    """Fails the first `failures` applies, as when Docker is down at agent start."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures, self.calls = failures, 0
+        self.held = asyncio.Event()
+        self.gateway, self.why, self.port = "", "test", 0
+
+    async def apply(self) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise OSError("Docker engine unreachable")
+        self.held.set()
+
+    async def remove(self) -> None:
+        pass
+
+
+async def test_start_time_routing_is_retried_until_it_holds(tmp_path: Path) -> None:
+    endpoint = TaskEndpoint("127.0.0.1:0", "iptables", tmp_path, "unix:///nowhere", _no_inspect)
+    flaky = _FlakyRedirect(failures=2)
+    endpoint.redirect = flaky  # type: ignore[assignment]
+    await endpoint.start()
+    try:
+        async with asyncio.timeout(20):  # backoff 0.5 s x 2^n, jittered: two waits < 3 s
+            await flaky.held.wait()
+        assert flaky.calls == 3
+        await endpoint.ready()  # a task starting now does not try again
+        assert flaky.calls == 3
+    finally:
+        await endpoint.stop()
+
+
+async def _no_inspect(container_id: str) -> dict[str, Any]:
+    return {}
