@@ -13,7 +13,7 @@ import pytest
 
 from dockyard import images
 from tests.lab_fixture import lab  # noqa: F401  (the 3-host lab, one per test session)
-from tests.support import LocalCluster
+from tests.support import STARTED, LocalCluster
 
 
 def _docker_up() -> bool:
@@ -31,15 +31,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    STARTED.clear()  # the clusters a test makes, fixtures included, for its failure report
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """A failed test that ran daemons shows the end of their logs: in CI that is all there is
     to tell why an agent never connected."""
     report = yield
     if report.failed:
-        for value in getattr(item, "funcargs", {}).values():
-            if isinstance(value, LocalCluster):
-                report.sections.append(("dockyard daemon logs", value.log_tails()))
+        for lc in STARTED:
+            report.sections.append(("dockyard daemon logs", lc.log_tails()))
     return report
 
 

@@ -84,6 +84,9 @@ def controller_argv(
     ]
 
 
+STARTED: list[LocalCluster] = []  # made during the current test (tests/conftest.py)
+
+
 @dataclass
 class Proc:
     name: str
@@ -107,7 +110,7 @@ class Proc:
         return self.popen is not None and self.popen.poll() is None
 
 
-@dataclass
+@dataclass(eq=False)
 class LocalCluster:
     root: Path
     grpc_port: int = field(default_factory=free_port)
@@ -117,6 +120,9 @@ class LocalCluster:
     controller: Proc | None = None
     agents: dict[str, Proc] = field(default_factory=dict)
     saved_env: dict[str, str | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        STARTED.append(self)
 
     @property
     def address(self) -> str:
