@@ -3,6 +3,8 @@
 Scenarios, each with spread(attribute:zone) + binpack(memory) and a memberOf constraint:
 - `run-task x10`: repeated RunTask-like calls placing count=10 tasks (each call is one decision,
   the cluster state carries over between calls as the controller would commit it);
+- `run-task x10 standing`: the same through StandingPlacer over live views (the controller's
+  path): commits change views in place and log them, so each call re-checks only those;
 - `service N`: one call placing N tasks of one service group.
 
     .venv/bin/python bench/bench_placement_pure.py [--sizes 100,1000,10000] [--seconds 2]
@@ -23,6 +25,8 @@ from controller.placement import (
     TaskDemand,
     place,
 )
+from controller.placement.model import ChangeLog, LiveViews
+from controller.placement.standing import StandingPlacer
 
 STRATEGIES = [Strategy("spread", "attribute:zone"), Strategy("binpack", "memory")]
 CONSTRAINTS = [Constraint("memberOf", "attribute:ecs.os-type == linux && attribute:zone != d")]
@@ -120,6 +124,40 @@ def run_task_batches(n: int, seconds: float) -> float:
     return measure(once, seconds)
 
 
+def claim(views: LiveViews, demand: TaskDemand, results: list) -> None:
+    """Apply placements in place and log them, as ClusterState._claim does."""
+    for r in results:
+        if isinstance(r, Placement):
+            v = views[views.position[r.instance_arn]]
+            views.changes.append(v.arn)
+            v.cpu_free -= demand.cpu
+            v.memory_free -= demand.memory
+            v.tcp_ports_used |= set(r.tcp_host_ports)
+            v.running_tasks_count += 1
+            v.task_groups[demand.group] = v.task_groups.get(demand.group, 0) + 1
+
+
+def run_task_standing(n: int, seconds: float) -> float:
+    rng = random.Random(n)
+    placer = StandingPlacer(rng)
+    views = LiveViews(cluster(n, rng), ChangeLog())
+    demand = TaskDemand(cpu=128, memory=256, dynamic_tcp=1, group="family:web")
+
+    def once() -> tuple[int, float]:
+        nonlocal views
+        start = time.perf_counter()
+        results = placer.place([demand] * 10, views, CONSTRAINTS, STRATEGIES)
+        took = time.perf_counter() - start
+        placed = sum(isinstance(r, Placement) for r in results)
+        if placed < len(results):  # the cluster is full: start again from a fresh one
+            views = LiveViews(cluster(n, rng), ChangeLog())
+        else:
+            claim(views, demand, results)
+        return placed, took
+
+    return measure(once, seconds)
+
+
 def service(n: int, tasks: int, seconds: float) -> float:
     rng = random.Random(n)
     views = cluster(n, rng)
@@ -137,13 +175,16 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,1000,10000")
     parser.add_argument("--seconds", type=float, default=2.0)
     args = parser.parse_args()
-    print(f"{'instances':>9}  {'scenario':<16} {'placements/s':>12}")
+    print(f"{'instances':>9}  {'scenario':<22} {'placements/s':>12}")
     for n in (int(s) for s in args.sizes.split(",")):
-        rows = [("run-task x10", run_task_batches(n, args.seconds))]
+        rows = [
+            ("run-task x10", run_task_batches(n, args.seconds)),
+            ("run-task x10 standing", run_task_standing(n, args.seconds)),
+        ]
         for tasks in (100, 1000):
             rows.append((f"service {tasks}", service(n, tasks, args.seconds)))
         for name, rate in rows:
-            print(f"{n:>9}  {name:<16} {rate:>12,.0f}", flush=True)
+            print(f"{n:>9}  {name:<22} {rate:>12,.0f}", flush=True)
 
 
 if __name__ == "__main__":
