@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import json
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -71,15 +72,20 @@ def paginate(
     if next_token:
         after = decode_token(next_token)
         try:
-            start = next(
-                (i for i, item in enumerate(items) if _beyond(key(item), after, descending)),
-                len(items),
-            )
+            start = _first_beyond(items, after, key, descending)
         except TypeError:  # a token of another listing whose keys do not compare
             raise invalid("nextToken", "does not belong to this listing") from None
     page = list(items[start : start + size])
     more = start + size < len(items)
     return page, (encode_token(key(page[-1])) if more and page else None)
+
+
+def _first_beyond(items: Sequence[T], after: Key, key: Callable[[T], Key], descending: bool) -> int:
+    """Where the page after `after` starts: a binary search (log n keys, not n/2: walking
+    50,000 tasks 100 at a time looked at 12 million keys)."""
+    if not descending:
+        return bisect.bisect_right(items, after, key=key)  # type: ignore[arg-type]
+    return next((i for i, item in enumerate(items) if _beyond(key(item), after, True)), len(items))
 
 
 def _beyond(item_key: Key, after: Key, descending: bool) -> bool:
