@@ -21,6 +21,7 @@ import hmac
 import logging
 import os
 import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -153,7 +154,7 @@ class TaskEndpoint:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:
-            await web.TCPSite(runner, self.host, self.port).start()
+            sock = _listen(self.host, self.port)
         except OSError as err:
             await runner.cleanup()
             log.warning(
@@ -164,8 +165,9 @@ class TaskEndpoint:
             )
             self.mode = "unavailable"
             return
+        await web.SockSite(runner, sock).start()
         self._runner, self.serving = runner, True
-        self.port = self.redirect.port = _bound_port(runner, self.port)
+        self.port = self.redirect.port = sock.getsockname()[1]
         log.info(
             "task credentials endpoint on %s:%d, credentials mode %s (%s)",
             self.host,
@@ -357,11 +359,12 @@ class TaskEndpoint:
         return doc
 
 
-def _bound_port(runner: web.AppRunner, asked: int) -> int:
-    """The port actually listened on (`:0` asks the kernel for one)."""
-    if asked:
-        return asked
-    return int(runner.addresses[0][1])
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket, bound here so a port taken by another agent on this host is a
+    plain OSError: handed to the loop, a bind lost to a concurrent agent surfaced under
+    uvloop as a server without a socket, and the agent died (AttributeError)."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    return socket.create_server((host, port), family=family)
 
 
 def _log_failure(attempt: asyncio.Task[None]) -> None:

@@ -130,3 +130,20 @@ async def test_start_time_routing_is_retried_until_it_holds(tmp_path: Path) -> N
 
 async def _no_inspect(container_id: str) -> dict[str, Any]:
     return {}
+
+
+async def test_a_port_taken_by_another_agent_disables_the_endpoint(tmp_path: Path) -> None:
+    """Two agents on one host asking for the same port: the second runs without an endpoint
+    (it used to die when the bind raced, under uvloop)."""
+    first = TaskEndpoint("127.0.0.1:0", "iptables", tmp_path / "a", "unix:///nowhere", _no_inspect)
+    first.redirect = _FlakyRedirect(failures=0)  # type: ignore[assignment]
+    await first.start()
+    try:
+        second = TaskEndpoint(
+            f"127.0.0.1:{first.port}", "iptables", tmp_path / "b", "unix:///nowhere", _no_inspect
+        )
+        await second.start()
+        assert (second.serving, second.mode) == (False, "unavailable")
+        assert first.serving and first.port > 0
+    finally:
+        await first.stop()
