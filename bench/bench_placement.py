@@ -21,6 +21,7 @@ from pathlib import Path
 
 from controller.model import Instance
 from controller.server import Controller, ControllerConfig
+from controller.store import Op
 
 STRATEGY = [{"type": "spread", "field": "attribute:zone"}, {"type": "binpack", "field": "memory"}]
 CONSTRAINT = [{"type": "memberOf", "expression": "attribute:zone != d"}]
@@ -33,7 +34,7 @@ TASKDEF = {
 
 
 async def add_instances(ctl: Controller, n: int) -> None:
-    ops = []
+    ops: list[Op] = []
     for k in range(n):
         iid = f"i-{k:08d}"
         inst = Instance(

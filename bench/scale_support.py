@@ -21,7 +21,7 @@ from pathlib import Path
 
 from dockyard import auth
 from dockyard.client import Client
-from tests.support import Proc, controller_argv, free_port, wait_for
+from tests.support import Proc, controller_argv, free_port, metric, scrape, wait_for
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -129,13 +129,13 @@ class ScaleRig:
             return json.loads(r.read())
 
     def task_counts(self) -> dict[str, int]:
-        url = f"http://127.0.0.1:{self.http_port}/metrics"
-        with urllib.request.urlopen(url, timeout=30) as r:
-            text = r.read().decode()
-        return {
-            m.group(1): int(float(m.group(2)))
-            for m in re.finditer(r'^dockyard_tasks\{status="(\w+)"\} (\S+)$', text, re.M)
-        }
+        samples = scrape(self.http_port)
+        return {s.labels["status"]: int(s.value) for s in samples if s.name == "dockyard_tasks"}
+
+    def tasks_on_disconnected(self) -> int:
+        """Tasks desired RUNNING on instances whose agent is gone (what the grace replaces)."""
+        samples = scrape(self.http_port)
+        return int(metric(samples, "dockyard_tasks_on_disconnected_instances") or 0)
 
     def wait_connected(self, n: int, timeout: float) -> float:
         """Seconds until the controller has n agent sessions."""

@@ -172,6 +172,17 @@ def _gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
     return _GAUGES[name]
 
 
+def _on_disconnected(state: ClusterState) -> int:
+    instances = state.instances
+    return sum(
+        1
+        for t in state.tasks.values()
+        if t.desired_status == "RUNNING"
+        and t.instance_arn in instances
+        and not instances[t.instance_arn].connected
+    )
+
+
 def make_http_app(ctl: Controller) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response(
@@ -191,6 +202,10 @@ def make_http_app(ctl: Controller) -> web.Application:
             counts[t.last_status] = counts.get(t.last_status, 0) + 1
         for status, n in counts.items():
             by_status.labels(status).set(n)
+        _gauge(
+            "dockyard_tasks_on_disconnected_instances",
+            "tasks desired RUNNING on instances whose agent is disconnected (the grace watches)",
+        ).set(_on_disconnected(ctl.state))
         return web.Response(
             body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )

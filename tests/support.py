@@ -14,10 +14,14 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from dockyard import auth
 from dockyard.client import Client
@@ -45,6 +49,20 @@ def wait_for(
                 return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def scrape(http_port: int) -> list[Sample]:
+    """Every sample of a controller's /metrics."""
+    url = f"http://127.0.0.1:{http_port}/metrics"
+    with urllib.request.urlopen(url, timeout=30) as r:
+        text = r.read().decode()
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def metric(samples: list[Sample], name: str, **labels: str) -> float | None:
+    """The value of one sample (None when the controller does not report it)."""
+    found = (s.value for s in samples if s.name == name and s.labels == labels)
+    return next(found, None)
 
 
 def free_port() -> int:

@@ -15,7 +15,7 @@ import pytest
 
 from controller.ecs_shapes import check_response
 from dockyard import labels
-from tests.support import LocalCluster, docker, wait_for
+from tests.support import LocalCluster, docker, metric, scrape, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -96,6 +96,10 @@ def update(c: LocalCluster, name: str, **body: Any) -> dict[str, Any]:
     out = c.client().call("UpdateService", {"service": name, **body})
     check_response("UpdateService", out)
     return dict(out["service"])
+
+
+def on_disconnected(c: LocalCluster) -> float | None:
+    return metric(scrape(c.http_port), "dockyard_tasks_on_disconnected_instances")
 
 
 def two_agents(c: LocalCluster) -> tuple[str, str]:
@@ -275,9 +279,12 @@ def test_killed_agent_tasks_replaced_then_originals_stopped(bare_cluster: LocalC
     assert originals
     c.agents["a1"].kill(signal.SIGKILL)
     c.wait_connected("a1", connected=False, timeout=10)
+    # what the grace watches, as a dashboard sees it
+    wait_for(lambda: on_disconnected(c) == len(originals), 5, what="the metric, in the grace")
     # after the grace (5 s in LocalCluster) the service is whole again on a2
     wait_for(lambda: len(running("svc-chaos", instance=i2)) == 4, 60, what="replacements on a2")
     steady(c, "chaos", 4)
+    assert on_disconnected(c) == 0  # the originals are no longer wanted
     lost = c.describe(sorted(originals))
     assert all(t["desiredStatus"] == "STOPPED" for t in lost)
     assert all(
