@@ -3,7 +3,9 @@ batch holding several writes of one key keeps the last (real SQLite, real files)
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from controller.model import ContainerState, PortAssignment, Task, from_doc, to_doc
@@ -39,10 +41,18 @@ def _task(arn: str, status: str) -> Task:
     )
 
 
-async def test_documents_round_trip_and_the_last_write_of_a_key_wins(tmp_path: Path) -> None:
-    store = Store(tmp_path)
+@contextlib.asynccontextmanager
+async def opened(path: Path) -> AsyncIterator[Store]:
+    store = Store(path)
     await store.open()
     try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_documents_round_trip_and_the_last_write_of_a_key_wins(tmp_path: Path) -> None:
+    async with opened(tmp_path) as store:
         pending, running = _task("arn:t/1", "PENDING"), _task("arn:t/1", "RUNNING")
         other = _task("arn:t/2", "PENDING")
         await store.write(
@@ -57,14 +67,10 @@ async def test_documents_round_trip_and_the_last_write_of_a_key_wins(tmp_path: P
         assert from_doc("task", docs["arn:t/2"]) == other
         # the same document the standard library would have written from to_doc
         assert docs["arn:t/1"] == json.loads(json.dumps(to_doc(running)))
-    finally:
-        await store.close()
 
 
 async def test_deletes_events_and_reopening(tmp_path: Path) -> None:
-    store = Store(tmp_path)
-    await store.open()
-    try:
+    async with opened(tmp_path) as store:
         kept, gone = _task("arn:t/kept", "RUNNING"), _task("arn:t/gone", "RUNNING")
         back = _task("arn:t/back", "STOPPED")
         await store.write([Put("task", t.arn, "default", None, obj=t) for t in (kept, gone, back)])
@@ -85,13 +91,7 @@ async def test_deletes_events_and_reopening(tmp_path: Path) -> None:
                 event,
             ]
         )
-    finally:
-        await store.close()
-    reopened = Store(tmp_path)
-    await reopened.open()
-    try:
+    async with opened(tmp_path) as reopened:
         assert {d["arn"] for d in await reopened.load("task")} == {kept.arn, back.arn}
         assert await reopened.load_events(subject=kept.arn) == [event]
         assert await reopened.last_event_seq() == 7
-    finally:
-        await reopened.close()
