@@ -7,9 +7,9 @@ bits made by the controller and only the task's containers see it. Credentials l
 memory only, exactly while their task runs here. Requests are rate limited (a token bucket,
 ECS's 40 rps steady, 60 burst). `GET /v4/<id>` and `/v4/<id>/task` are the metadata
 documents of ECS_CONTAINER_METADATA_URI_V4, which every task gets, role or not: so the agent
-routes 169.254.170.2 here at start (agent/netconfig.py), as ECS's agent does, and a task
-starts once that is done (or has failed: logged, retried by the next task). Nothing secret
-is logged.
+routes 169.254.170.2 here at start (agent/netconfig.py), as ECS's agent does, retrying with
+backoff until it holds, and a task starts once that is done (or the attempt failed: logged).
+Nothing secret is logged.
 """
 
 from __future__ import annotations
