@@ -172,15 +172,18 @@ def _gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
     return _GAUGES[name]
 
 
-def _on_disconnected(state: ClusterState) -> int:
+def _task_counts(state: ClusterState) -> tuple[dict[str, int], int]:
+    """One pass over the tasks: how many per lastStatus, and how many desired RUNNING on
+    instances whose agent is disconnected (what the disconnect grace is watching)."""
+    by_status: dict[str, int] = {}
+    on_disconnected = 0
     instances = state.instances
-    return sum(
-        1
-        for t in state.tasks.values()
-        if t.desired_status == "RUNNING"
-        and t.instance_arn in instances
-        and not instances[t.instance_arn].connected
-    )
+    for t in state.tasks.values():
+        by_status[t.last_status] = by_status.get(t.last_status, 0) + 1
+        inst = instances.get(t.instance_arn) if t.desired_status == "RUNNING" else None
+        if inst is not None and not inst.connected:
+            on_disconnected += 1
+    return by_status, on_disconnected
 
 
 def make_http_app(ctl: Controller) -> web.Application:
@@ -197,15 +200,13 @@ def make_http_app(ctl: Controller) -> web.Application:
     async def metrics(_: web.Request) -> web.Response:
         _gauge("dockyard_agents_connected", "agent streams open").set(len(ctl.dispatcher.sessions))
         by_status = _gauge("dockyard_tasks", "tasks by lastStatus", ("status",))
-        counts: dict[str, int] = {}
-        for t in ctl.state.tasks.values():
-            counts[t.last_status] = counts.get(t.last_status, 0) + 1
+        counts, on_disconnected = _task_counts(ctl.state)
         for status, n in counts.items():
             by_status.labels(status).set(n)
         _gauge(
             "dockyard_tasks_on_disconnected_instances",
             "tasks desired RUNNING on instances whose agent is disconnected (the grace watches)",
-        ).set(_on_disconnected(ctl.state))
+        ).set(on_disconnected)
         return web.Response(
             body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
