@@ -128,7 +128,7 @@ class Proc:
         return self.popen is not None and self.popen.poll() is None
 
 
-@dataclass(eq=False)
+@dataclass
 class LocalCluster:
     root: Path
     grpc_port: int = field(default_factory=free_port)

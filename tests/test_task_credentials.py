@@ -10,6 +10,7 @@ host has its own namespace; here other agents on the machine may program the sam
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -26,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from agent import netconfig
 from dockyard.errors import ApiError
 from tests.support import LocalCluster, docker, free_port, wait_for
 
@@ -56,16 +58,7 @@ def creds_cluster(tmp_path: Path, sample_images: list[str]) -> Iterator[tuple[Lo
 
 def _drop_chains(port: int) -> None:
     """Belt and braces after a failed test: nothing of ours stays in the root namespace."""
-    chain = f"DYK-CRED-{port}"
-    for table, parent in (("nat", "PREROUTING"), ("nat", "OUTPUT"), ("filter", "INPUT")):
-        rules = subprocess.run(
-            ["iptables", "-w", "5", "-t", table, "-S", parent], capture_output=True, text=True
-        ).stdout.splitlines()
-        for rule in rules:
-            if rule.endswith(f"-j {chain}"):
-                subprocess.run(["iptables", "-w", "5", "-t", table, "-D", *rule.split()[1:]])
-        subprocess.run(["iptables", "-w", "5", "-t", table, "-F", chain], capture_output=True)
-        subprocess.run(["iptables", "-w", "5", "-t", table, "-X", chain], capture_output=True)
+    asyncio.run(netconfig.drop_chain(netconfig.chain_name(port)))
 
 
 def _chains() -> str:
