@@ -1,9 +1,11 @@
-"""The embedded state store: SQLite (WAL) through aiosqlite, with group commit.
+"""The embedded state store: SQLite (WAL), with group commit.
 
 Every object is a JSON document under (kind, key). `write()` returns once the batch holding
 the write is committed, so an API acknowledges only what is durable; one writer task drains
-the queue and commits everything pending in one transaction, each statement taking its rows
-as one JSON array so the SQLite thread needs the GIL once per statement, not once per row.
+the queue and commits everything pending in one transaction, in one call to the writer's
+own thread, each statement taking its rows as one JSON array (one GIL hand-over per
+statement, not per row). Reads go through aiosqlite, on a second connection (WAL lets
+readers and the writer proceed together).
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 import orjson
@@ -21,6 +26,7 @@ import orjson
 from controller.model import to_doc
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -108,6 +114,8 @@ class Store:
     def __init__(self, data_dir: Path) -> None:
         self.path = Path(data_dir) / "dockyard.db"
         self._db: aiosqlite.Connection | None = None
+        self._writer_db: sqlite3.Connection | None = None
+        self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
         self._queue: asyncio.Queue[tuple[list[Op], asyncio.Future[None]]] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
 
@@ -118,6 +126,7 @@ class Store:
         await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.executescript(SCHEMA)
         await self._db.commit()
+        self._writer_db = await self._in_writer(_connect_writer, self.path)
         self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
 
     def _private_files(self) -> None:
@@ -134,9 +143,17 @@ class Store:
         if self._writer:
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
+        if self._writer_db:
+            await self._in_writer(self._writer_db.close)
+            self._writer_db = None
+        self._writer_thread.shutdown(wait=False)
         if self._db:
             await self._db.close()
             self._db = None
+
+    async def _in_writer(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run fn in the writer's thread: the writer connection is only ever used there."""
+        return await asyncio.get_running_loop().run_in_executor(self._writer_thread, fn, *args)
 
     async def load(self, kind: str) -> list[dict[str, Any]]:
         assert self._db
@@ -193,11 +210,11 @@ class Store:
                     fut.set_result(None)
 
     async def _commit(self, ops: list[Op]) -> None:
-        """One transaction for a batch. Rows go to SQLite as one JSON array per statement
-        (json_each): executemany takes the GIL back for every row, and beside a busy event
-        loop every hand-over waits for the loop thread to let go. A 4,000-row batch beside
-        a busy loop took 11-45 s that way and 4-17 s this way (0.05 s with an idle loop)."""
-        assert self._db
+        """One transaction for a batch, in one round trip to the writer's thread. Beside a
+        busy event loop each round trip costs a loop turn and a GIL hand-over: executemany
+        (a hand-over per row) took 11-45 s for a 4,000-row batch, a statement per call
+        (aiosqlite's API) about 1 s per batch of 10,000 writes, one call per batch half that."""
+        assert self._writer_db
         latest: dict[tuple[str, str], Put | Delete] = {}  # per key, only the last op counts
         events = []
         for op in ops:
@@ -213,10 +230,22 @@ class Store:
             if isinstance(op, Put)
         ]
         deletes = [(op.kind, op.key) for op in latest.values() if isinstance(op, Delete)]
-        if puts:
-            await self._db.execute(PUT_ROWS, (dumps(puts),))
-        if deletes:
-            await self._db.execute(DELETE_ROWS, (dumps(deletes),))
-        if events:
-            await self._db.execute(EVENT_ROWS, (dumps(events),))
-        await self._db.commit()
+        statements = [
+            (sql, dumps(rows))
+            for sql, rows in ((PUT_ROWS, puts), (DELETE_ROWS, deletes), (EVENT_ROWS, events))
+            if rows
+        ]
+        await self._in_writer(_transaction, self._writer_db, statements)
+
+
+def _connect_writer(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, check_same_thread=False)
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
+
+def _transaction(db: sqlite3.Connection, statements: list[tuple[str, str]]) -> None:
+    """The statements in one transaction (runs in the writer's thread)."""
+    with db:  # commits, or rolls back on error
+        for sql, rows in statements:
+            db.execute(sql, (rows,))

@@ -95,3 +95,21 @@ async def test_deletes_events_and_reopening(tmp_path: Path) -> None:
         assert {d["arn"] for d in await reopened.load("task")} == {kept.arn, back.arn}
         assert await reopened.load_events(subject=kept.arn) == [event]
         assert await reopened.last_event_seq() == 7
+
+
+async def test_a_failed_batch_writes_nothing_and_the_store_goes_on(tmp_path: Path) -> None:
+    """A batch is one transaction: when one of its rows is refused, none of it is stored,
+    every write in it fails, and the next batch commits as usual."""
+    async with opened(tmp_path) as store:
+        good, later = _task("arn:t/good", "PENDING"), _task("arn:t/later", "RUNNING")
+        # the events statement runs after the tasks statement, and refuses a NULL cluster
+        refused = EventRow(1, 1.0, None, "task", good.arn, "refused", {})  # type: ignore[arg-type]
+        batch = [Put("task", good.arn, "default", None, obj=good), refused]
+        try:
+            await store.write(batch)
+        except Exception as err:
+            assert "NOT NULL" in str(err)
+        else:
+            raise AssertionError("a batch with a refused row was committed")
+        await store.write([Put("task", later.arn, "default", None, obj=later)])
+        assert {d["arn"] for d in await store.load("task")} == {later.arn}
