@@ -3,6 +3,7 @@
 Reconnects forever with jittered exponential backoff (SwarmKit: min(100 ms + 2 x previous,
 cap), randomised), so a controller restart is a short pause, never a storm. A controller
 silent for three heartbeat periods (a partition) ends the session like a closed stream.
+Heartbeats go only when the stream has been quiet for a period (dockyard.heartbeat).
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from typing import Any
 import grpc
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
 
+from dockyard.heartbeat import MISSED_PERIODS, controller_silent, heartbeat_due_in
 from dockyard.v1 import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger("dockyard.agent.session")
 
 BACKOFF_CAP_S = 5.0
-MISSED_PERIODS = 3
 CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
@@ -66,6 +67,7 @@ class Session:
         self.connected = asyncio.Event()
         self._outbox: asyncio.Queue[object] | None = None
         self._last_heard = 0.0
+        self._last_sent = 0.0
         self._seq = 0
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._hung_up = False  # we cancelled the call ourselves (silence, fatal refusal)
@@ -75,6 +77,7 @@ class Session:
         if self._outbox is None or not self.connected.is_set():
             return False
         self._outbox.put_nowait(msg)
+        self._last_sent = time.monotonic()
         return True
 
     async def run_forever(self) -> None:
@@ -164,19 +167,26 @@ class Session:
                 self._hang_up(call)
 
     async def _heartbeats(self, call: grpc.aio.Call) -> None:
+        """A heartbeat once either direction has been quiet for a period, and at once when
+        Docker's health changed since the last one (the controller stops placing there)."""
+        told_docker: bool | None = None
         while not call.done() and self.connected.is_set():
-            self._seq += 1
             hb = self.handlers.heartbeat()
-            hb.seq = self._seq
-            self.send(agent_pb2.AgentMessage(heartbeat=hb))
-            await asyncio.sleep(self.period)
+            now = time.monotonic()
+            wait = heartbeat_due_in(self._last_sent, self._last_heard, self.period, now)
+            if wait == 0 or hb.docker_healthy != told_docker:
+                self._seq += 1
+                hb.seq = self._seq
+                self.send(agent_pb2.AgentMessage(heartbeat=hb))
+                told_docker, wait = hb.docker_healthy, self.period
+            await asyncio.sleep(wait)
 
     async def _watchdog(self, call: grpc.aio.Call) -> None:
         """End a session whose controller went silent (a partition keeps TCP half-open)."""
         self._last_heard = time.monotonic()
         while not call.done():
             await asyncio.sleep(self.period / 2)
-            if time.monotonic() - self._last_heard > MISSED_PERIODS * self.period + 1:
+            if controller_silent(self._last_heard, self.period, time.monotonic()):
                 log.warning("controller silent for %d periods", MISSED_PERIODS)
                 self._hang_up(call)
                 return

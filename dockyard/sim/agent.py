@@ -2,6 +2,7 @@
 
 Cheap enough to pack thousands per process: per agent one reader task and one writer task;
 heartbeats, status batches and simulated container starts are loop timers, not tasks.
+Heartbeats follow the real agent's rule (dockyard.heartbeat): only after a quiet period.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from dataclasses import dataclass
 
 import grpc
 
+from dockyard.heartbeat import MISSED_PERIODS, controller_silent, heartbeat_due_in
 from dockyard.sim import model
 from dockyard.v1 import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger("dockyard.sim")
-MISSED_PERIODS = 3
 RETRY_HINT = re.compile(r"retry in ([0-9.]+) s")
 _END = object()
 
@@ -64,6 +65,7 @@ class SimAgent:
         self._beat: asyncio.TimerHandle | None = None
         self._seq = 0
         self._last_heard = 0.0
+        self._last_sent = 0.0
         self._retry_after = 0.0  # the controller's hint when it refused us as BUSY
         self._call: grpc.aio.StreamStreamCall | None = None
 
@@ -123,6 +125,7 @@ class SimAgent:
     def _send(self, msg: agent_pb2.AgentMessage) -> None:
         if self._outbox is not None:
             self._outbox.put_nowait(msg)
+            self._last_sent = time.monotonic()
 
     def _handle(self, msg: agent_pb2.ControllerMessage, call: grpc.aio.Call) -> bool:
         kind = msg.WhichOneof("body")
@@ -132,7 +135,7 @@ class SimAgent:
             self.connected = True
             self.counters.connected += 1
             self.counters.sessions += 1
-            self._schedule_beat()
+            self._schedule_beat(self.period)
             return True
         if kind == "desired":
             self._desired(msg.desired)
@@ -163,14 +166,19 @@ class SimAgent:
 
     # ------------------------------------------------------------------ heartbeats
 
-    def _schedule_beat(self) -> None:
-        self._beat = asyncio.get_running_loop().call_later(self.period, self._heartbeat)
+    def _schedule_beat(self, delay: float) -> None:
+        self._beat = asyncio.get_running_loop().call_later(delay, self._heartbeat)
 
     def _heartbeat(self) -> None:
-        if time.monotonic() - self._last_heard > MISSED_PERIODS * self.period + 1:
+        now = time.monotonic()
+        if controller_silent(self._last_heard, self.period, now):
             log.warning("agent %d: controller silent for %d periods", self.index, MISSED_PERIODS)
             if self._call is not None:
                 self._call.cancel()
+            return
+        wait = heartbeat_due_in(self._last_sent, self._last_heard, self.period, now)
+        if wait > 0:  # the stream was busy both ways: no heartbeat needed yet
+            self._schedule_beat(wait)
             return
         self._seq += 1
         self.counters.heartbeats += 1
@@ -181,7 +189,7 @@ class SimAgent:
                 )
             )
         )
-        self._schedule_beat()
+        self._schedule_beat(self.period)
 
     # ------------------------------------------------------------------ desired state
 
