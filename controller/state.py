@@ -8,7 +8,7 @@ The store is written by the service layer with what these methods changed.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 from controller.model import Cluster, Instance, Task, TaskDefinition, to_doc
@@ -35,6 +35,14 @@ class ClusterState:
         # tasks an instance's agent must know about (not yet STOPPED and reported)
         self.tasks_on: dict[str, set[str]] = defaultdict(set)
         self.tasks_in_cluster: dict[str, set[str]] = defaultdict(set)
+        # (cluster, service) -> its tasks in tasks_on: what the services' scheduler plans with
+        self.tasks_of_service: dict[tuple[str, str], set[str]] = defaultdict(set)
+        # what changed since the services' scheduler last took them (take_changes)
+        self.changed_services: set[tuple[str, str]] = set()
+        self.changed_clusters: set[str] = set()
+        # tasks per lastStatus, kept as tasks are saved (the dockyard_tasks gauge)
+        self.status_counts: Counter[str] = Counter()
+        self._counted_status: dict[str, str] = {}
         self.client_tokens: dict[tuple[str, str], list[str]] = {}
         # (cluster, instance id) -> ARN and cluster -> ARNs: a registration storm of N
         # agents was O(N^2) with scans (each register looks its instance up by id)
@@ -56,6 +64,7 @@ class ClusterState:
     def put_instance(self, inst: Instance) -> Put:
         self._index_instance(inst)
         self.refresh_view(inst.arn)
+        self.changed_clusters.add(inst.cluster)
         return Put("instance", inst.key, inst.cluster, None, obj=inst)
 
     def _index_instance(self, inst: Instance) -> None:
@@ -70,13 +79,30 @@ class ClusterState:
         if task.token_key:
             self.client_tokens.setdefault(task.token_key, []).append(task.arn)
         if task.active and task.instance_arn:
-            self.tasks_on[task.instance_arn].add(task.arn)
+            self._put_on_instance(task)
             self._claim(task, +1)
         return self.save_task(task)
 
     def save_task(self, task: Task) -> Put:
+        """Every change to a task ends here: count it, note its service changed."""
         task.version += 1
+        self._count_status(task)
+        if task.service:
+            self.changed_services.add((task.cluster, task.service))
         return Put("task", task.key, task.cluster, None, obj=task)
+
+    def _count_status(self, task: Task) -> None:
+        old = self._counted_status.get(task.arn)
+        if old != task.last_status:
+            if old is not None:
+                self.status_counts[old] -= 1
+            self.status_counts[task.last_status] += 1
+            self._counted_status[task.arn] = task.last_status
+
+    def _put_on_instance(self, task: Task) -> None:
+        self.tasks_on[task.instance_arn].add(task.arn)
+        if task.service:
+            self.tasks_of_service[(task.cluster, task.service)].add(task.arn)
 
     def task_stopped(self, task: Task) -> None:
         """A task reached STOPPED: release what it held on its instance."""
@@ -85,6 +111,15 @@ class ClusterState:
 
     def forget_on_instance(self, task: Task) -> None:
         self.tasks_on[task.instance_arn].discard(task.arn)
+        if task.service:
+            self.tasks_of_service[(task.cluster, task.service)].discard(task.arn)
+
+    def take_changes(self) -> tuple[set[tuple[str, str]], set[str]]:
+        """(services whose tasks changed, clusters whose instances changed) since the last
+        call: the services' scheduler plans again only what these (or time) can affect."""
+        changes = (self.changed_services, self.changed_clusters)
+        self.changed_services, self.changed_clusters = set(), set()
+        return changes
 
     # ------------------------------------------------------------------ accounting
 
@@ -164,8 +199,16 @@ class ClusterState:
         arn = self.instance_ids.get((cluster, instance_id))
         return self.instances.get(arn) if arn else None
 
+    def service_tasks(self, cluster: str, service: str) -> list[Task]:
+        """The service's tasks its agents still know about (not yet STOPPED and reported)."""
+        return [self.tasks[a] for a in self.tasks_of_service.get((cluster, service), ())]
+
     def validate(self) -> None:
-        """Invariants: accounting matches the tasks, no instance is overcommitted."""
+        """Invariants: accounting matches the tasks, no instance is overcommitted, the
+        status counts match the tasks."""
+        counts = Counter(t.last_status for t in self.tasks.values())
+        kept = {status: n for status, n in self.status_counts.items() if n}
+        assert kept == counts, f"status counts {kept} != {dict(counts)}"
         for arn, view in self.views.items():
             expect = ClusterState._expected_usage(self, arn)
             got = (view.cpu_free, view.memory_free, view.running_tasks_count)
@@ -193,9 +236,10 @@ class ClusterState:
         elif kind == "task":
             self.tasks[obj.arn] = obj
             self.tasks_in_cluster[obj.cluster].add(obj.arn)
+            self._count_status(obj)
             if obj.token_key:
                 self.client_tokens.setdefault(obj.token_key, []).append(obj.arn)
             if obj.instance_arn and not (
                 obj.last_status == "STOPPED" and obj.desired_status == "STOPPED"
             ):
-                self.tasks_on[obj.instance_arn].add(obj.arn)
+                self._put_on_instance(obj)

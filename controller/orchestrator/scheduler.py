@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 FAILURE_CODES = ("EssentialContainerExited", "TaskFailedToStart")
 DEFAULT_ZONE_ATTRIBUTE = "ecs.availability-zone"
 STABLE_AFTER = 5.0  # seconds RUNNING before a task counts as healthy
+FULL_PASS_S = 5.0  # every live service is planned at least this often, changed or not
 SERVICE_STRATEGIES = [
     {"type": s.type, "field": s.field} for s in placement.DEFAULT_SERVICE_STRATEGIES
 ]
@@ -78,6 +79,7 @@ class ServiceScheduler:
         self._wake = asyncio.Event()
         self._saved: dict[str, dict[str, Any]] = {}
         self._docker_down: dict[str, float] = {}
+        self._planned_at: dict[str, float] = {}  # service ARN -> when a pass last planned it
         self._started = now()
         # one snapshot of the instances per pass and (cluster, zone attribute): services that
         # share them share it (DAEMON services, whose eligibility differs, build their own)
@@ -132,23 +134,68 @@ class ServiceScheduler:
         return self._locks.setdefault(arn, asyncio.Lock())
 
     async def pass_once(self) -> None:
-        """Plan and apply every live service once."""
+        """Plan and apply every service that needs it (`_due`). Services are reconciled
+        concurrently: each waits for store commits, and one after another a pass over ten
+        busy services waited for twenty commits in a row; together their placements share
+        a decision batch and their writes a group commit. A service that fails does not
+        stop the rest."""
         async with self._pass_lock:
-            index: dict[tuple[str, str], list[Task]] = defaultdict(list)
-            for arns in self.state.tasks_on.values():
-                for arn in arns:
-                    t = self.state.tasks[arn]
-                    if t.service and t.last_status != "STOPPED":
-                        index[(t.cluster, t.service)].append(t)
+            at = now()
+            changes = self.state.take_changes()
+            unsettled = self._unsettled_clusters()
+            due = [
+                arn
+                for arn, svc in self.services.items()
+                if svc.status != "INACTIVE" and self._due(svc, changes, unsettled, at)
+            ]
             self._pass_nodes = {}
             try:
-                for arn in list(self.services):
-                    async with self.lock_for(arn):
-                        svc = self.services[arn]
-                        if svc.status != "INACTIVE":
-                            await self.reconcile(svc, index.get((svc.cluster, svc.name), []))
+                results = await asyncio.gather(
+                    *(self._reconcile_live(arn, at) for arn in due), return_exceptions=True
+                )
             finally:
                 self._pass_nodes = None
+            for arn, result in zip(due, results, strict=True):
+                if isinstance(result, BaseException):
+                    log.error("reconciling %s failed", arn, exc_info=result)
+
+    def _due(
+        self,
+        svc: Service,
+        changes: tuple[set[tuple[str, str]], set[str]],
+        unsettled: set[str],
+        at: float,
+    ) -> bool:
+        """Whether a pass must plan this service: it is not steady (a rollout, a scale, a
+        failing launch, an API write), its tasks or its cluster's instances changed, a host
+        of its cluster is down (the grace runs out with time), or FULL_PASS_S went by. A
+        steady service of 5,000 tasks cost every pass ~15 ms to plan again for nothing."""
+        services, clusters = changes
+        return (
+            not svc.steady
+            or (svc.cluster, svc.name) in services
+            or svc.cluster in clusters
+            or svc.cluster in unsettled
+            or at - self._planned_at.get(svc.arn, 0.0) >= FULL_PASS_S
+        )
+
+    def _unsettled_clusters(self) -> set[str]:
+        """Clusters with an unreachable instance that still has tasks."""
+        return {
+            i.cluster
+            for i in self.state.instances.values()
+            if not (i.connected and i.docker_healthy)
+            and i.status != "INACTIVE"
+            and self.state.tasks_on.get(i.arn)
+        }
+
+    async def _reconcile_live(self, arn: str, at: float) -> None:
+        async with self.lock_for(arn):
+            svc = self.services[arn]
+            if svc.status != "INACTIVE":
+                self._planned_at[arn] = at
+                tasks = self.state.service_tasks(svc.cluster, svc.name)
+                await self.reconcile(svc, [t for t in tasks if t.last_status != "STOPPED"])
 
     async def reconcile(self, svc: Service, tasks: list[Task]) -> Plan:
         p = planner.plan(svc, self.world(svc, tasks))
@@ -246,9 +293,10 @@ class ServiceScheduler:
     # ------------------------------------------------------------------ applying a plan
 
     async def apply(self, svc: Service, p: Plan, tasks: dict[str, Task]) -> None:
+        """Stops first (they free what the starts may need), then every start at once: a
+        DAEMON service has one per instance, and each waits for a store commit."""
         await self._stop(svc, p.stops, tasks)
-        for start in p.starts:
-            await self._start(self.services[svc.arn], start)
+        await asyncio.gather(*(self._start(self.services[svc.arn], s) for s in p.starts))
 
     async def _stop(self, svc: Service, stops: list[Stop], tasks: dict[str, Task]) -> None:
         by_reason: dict[str, list[Task]] = defaultdict(list)
