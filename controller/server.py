@@ -173,17 +173,16 @@ def _gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
 
 
 def _task_counts(state: ClusterState) -> tuple[dict[str, int], int]:
-    """One pass over the tasks: how many per lastStatus, and how many desired RUNNING on
-    instances whose agent is disconnected (what the disconnect grace is watching)."""
-    by_status: dict[str, int] = {}
-    on_disconnected = 0
-    instances = state.instances
-    for t in state.tasks.values():
-        by_status[t.last_status] = by_status.get(t.last_status, 0) + 1
-        inst = instances.get(t.instance_arn) if t.desired_status == "RUNNING" else None
-        if inst is not None and not inst.connected:
-            on_disconnected += 1
-    return by_status, on_disconnected
+    """How many tasks per lastStatus (kept by the state as tasks are saved), and how many
+    desired RUNNING on instances whose agent is disconnected (what the disconnect grace is
+    watching). Walking all 50,000 tasks per scrape was 4 % of a busy controller's CPU."""
+    on_disconnected = sum(
+        state.tasks[arn].desired_status == "RUNNING"
+        for inst in state.instances.values()
+        if not inst.connected
+        for arn in state.tasks_on.get(inst.arn, ())
+    )
+    return dict(state.status_counts), on_disconnected  # zeros too: a gauge must fall to 0
 
 
 def make_http_app(ctl: Controller) -> web.Application:

@@ -14,7 +14,7 @@ from controller import liveness
 from dockyard.sim import model
 from dockyard.sim.cli import split
 from dockyard.v1 import agent_pb2
-from tests.support import LocalCluster, Proc, wait_for
+from tests.support import LocalCluster, Proc, metric, scrape, wait_for
 
 AGENTS = 50
 TASKDEF = {
@@ -176,16 +176,29 @@ def test_simulated_fleet_registers_runs_tasks_and_comes_back(cluster: LocalClust
     ]
     assert len(arns) == 30
     lc.wait_status(arns, "RUNNING", timeout=20)
+    # the task gauges follow: all 30 RUNNING, the statuses they passed through back at 0
+    assert _running_only(lc) == (30, 0)
 
     sim.kill(signal.SIGKILL)  # every host of the fleet vanishes
     wait_for(lambda: _connected(lc, AGENTS, connected=False), 20, 0.2, "all DISCONNECTED")
     tasks = lc.describe(arns[:10])
     assert {t["connectivity"] for t in tasks} == {"DISCONNECTED"}
+    assert _running_only(lc) == (30, 30)  # all 30 are on instances whose agent is gone
 
     _sim(lc, "sim2", "--agents", str(AGENTS))
     again = wait_for(lambda: _connected(lc, AGENTS), 30, 0.2, "fleet back")
     assert sorted(i["ec2InstanceId"] for i in again) == sorted(i["ec2InstanceId"] for i in first)
     assert {t["lastStatus"] for t in lc.describe(arns)} == {"RUNNING"}  # not restarted
+    assert _running_only(lc) == (30, 0)
+
+
+def _running_only(lc: LocalCluster) -> tuple[float, float | None]:
+    """(dockyard_tasks RUNNING, dockyard_tasks_on_disconnected_instances), once the task
+    gauges of every other status read 0."""
+    samples = scrape(lc.http_port)
+    by_status = {s.labels["status"]: s.value for s in samples if s.name == "dockyard_tasks"}
+    assert len(by_status) > 1 and not any(n for st, n in by_status.items() if st != "RUNNING")
+    return by_status["RUNNING"], metric(samples, "dockyard_tasks_on_disconnected_instances")
 
 
 def test_failure_rate_stops_tasks_with_the_exit_code(cluster: LocalCluster) -> None:
