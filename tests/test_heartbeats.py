@@ -63,13 +63,6 @@ def _handlers() -> Handlers:
     )
 
 
-async def _until(cond: object, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
-
-
 async def test_busy_streams_skip_heartbeats_and_quiet_ones_send_them(tmp_path: Path) -> None:
     ctl = Controller(
         ControllerConfig(
@@ -84,7 +77,8 @@ async def test_busy_streams_skip_heartbeats_and_quiet_ones_send_them(tmp_path: P
     session.sent = []
     runner = asyncio.create_task(session.run_forever())
     try:
-        await _until(lambda: ctl.dispatcher.sessions and session.connected.is_set(), 10)
+        async with asyncio.timeout(10):  # registered: the controller holds its session
+            await session.connected.wait()
         (arn,) = ctl.dispatcher.sessions
         epoch = ctl.state.instances[arn].epoch
 
