@@ -109,3 +109,27 @@ async def test_a_pass_plans_a_steady_service_only_when_something_could_change_it
         state.validate()
     finally:
         await ctl.stop()
+
+
+async def test_a_big_start_names_ten_tasks_in_its_service_event(tmp_path: Path) -> None:
+    """A scale to 5,000 used to put all 5,000 task ids (190 kB) into one service event,
+    which every later save of the service rewrote."""
+    ctl = Controller(ControllerConfig(data_dir=tmp_path, listen="127.0.0.1:0", http="127.0.0.1:0"))
+    await ctl.start()
+    try:
+        svc = ctl.service
+        await add_instances(ctl, 3)
+        td = {"family": "many", "containerDefinitions": [{"name": "s", "image": "x", "memory": 8}]}
+        await svc.call("RegisterTaskDefinition", td)
+        await svc.call(
+            "CreateService", {"serviceName": "m", "taskDefinition": "many", "desiredCount": 25}
+        )
+        await svc.scheduler.pass_once()
+        out = await svc.call("DescribeServices", {"services": ["m"]})
+        (started,) = [
+            e["message"] for e in out["services"][0]["events"] if "started" in e["message"]
+        ]
+        assert started.startswith("(service m) has started 25 tasks: (task ")
+        assert started.count("(task ") == 10 and started.endswith(" and 15 more.")
+    finally:
+        await ctl.stop()
