@@ -96,16 +96,23 @@ def _services(client: Client, tasks: int) -> list[tuple[str, int]]:
     return out
 
 
-def _run_tasks(rig: ScaleRig, tasks: int, use_services: bool) -> None:
+def _run_tasks(rig: ScaleRig, tasks: int, use_services: bool, at_once: bool = False) -> None:
+    """Scale services (ECS caps one at 5,000 tasks) one UpdateService after another, or
+    all at once (one scaling event); or run the tasks with RunTask calls of 10."""
     client = rig.client()
     if use_services:
-        for name, n in _services(client, tasks):
-            client.call("UpdateService", {"service": name, "desiredCount": n})
+        updates = [{"service": name, "desiredCount": n} for name, n in _services(client, tasks)]
+        with ThreadPoolExecutor(len(updates) if at_once else 1) as pool:
+            list(pool.map(lambda body: client.call("UpdateService", body), updates))
         return
     client.call("RegisterTaskDefinition", TASKDEF)
     body = {"taskDefinition": "scale", "count": 10}
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda _: client.call("RunTask", body), range(tasks // 10)))
+
+
+def _via(args: argparse.Namespace) -> str:
+    return "services, updates at once" if args.at_once else "services, updates in turn"
 
 
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
@@ -116,7 +123,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         rig.wait_connected(args.agents, args.timeout)
         cpu = CpuMeter(rig.pid).start()
         t0 = time.monotonic()
-        _run_tasks(rig, args.tasks, not args.run_task)
+        _run_tasks(rig, args.tasks, not args.run_task, args.at_once)
         api_s = time.monotonic() - t0
         wait_for(
             lambda: rig.task_counts().get("RUNNING", 0) >= args.tasks,
@@ -128,7 +135,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         return {
             "agents": args.agents,
             "tasks": args.tasks,
-            "via": "RunTask x10" if args.run_task else "services",
+            "via": "RunTask x10" if args.run_task else _via(args),
             "api_s": round(api_s, 1),
             "all_running_s": round(secs, 1),
             "running_per_s": round(args.tasks / secs),
@@ -207,6 +214,9 @@ def main() -> None:
     p.add_argument("--window", type=float, default=10.0, help="steady: measuring window (s)")
     p.add_argument("--grace", type=float, default=10.0, help="failure: disconnect grace (s)")
     p.add_argument("--run-task", action="store_true", help="throughput via RunTask x10 calls")
+    p.add_argument(
+        "--at-once", action="store_true", help="throughput: send the UpdateService calls at once"
+    )
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--timeout", type=float, default=300.0)
     args = p.parse_args()
