@@ -92,6 +92,20 @@ def dnat_targets(listing: list[str]) -> dict[str, tuple[str, int]]:
     return out
 
 
+def probe_targets(nat: list[str], filter_: list[str]) -> dict[str, tuple[str, int]]:
+    """Pure: each of our chains in either table -> the endpoint to probe for its agent. A
+    chain without a DNAT rule (left half-removed, e.g. only its filter guard) is probed at
+    127.0.0.1 on the port in its name, where its agent's endpoint listened."""
+    targets = dnat_targets(nat)
+    for line in nat + filter_:
+        parts = line.split()
+        if parts[:1] == ["-N"] and parts[1].startswith(CHAIN_PREFIX) and parts[1] not in targets:
+            port = parts[1].removeprefix(CHAIN_PREFIX)
+            if port.isdigit():
+                targets[parts[1]] = ("127.0.0.1", int(port))
+    return targets
+
+
 def jumps_to(chain: str, table: str, listing: list[str]) -> list[list[str]]:
     """Pure: the rule specs (for -D) in PARENTS[table] that jump to `chain`."""
     rules = [line.split()[1:] for line in listing if line.split()[-2:] == ["-j", chain]]
@@ -171,9 +185,10 @@ async def drop_dead_chains(keep: str) -> list[str]:
     """Remove the chains of agents that did not stop cleanly (SIGKILL, crash) on another
     port: their endpoint refuses connections, yet their OUTPUT rule would still catch
     169.254.170.2 for host processes. Live agents' chains stay. Returns what went."""
+    targets = probe_targets(await _listing("nat"), await _listing("filter"))
     dead = [
         chain
-        for chain, (host, port) in dnat_targets(await _listing("nat")).items()
+        for chain, (host, port) in targets.items()
         if chain != keep and not await _listening(host, port)
     ]
     for chain in dead:

@@ -61,9 +61,9 @@ def _drop_chains(port: int) -> None:
     asyncio.run(netconfig.drop_chain(netconfig.chain_name(port)))
 
 
-def _chains() -> str:
+def _chains(table: str = "nat") -> str:
     return subprocess.run(
-        ["iptables", "-w", "5", "-t", "nat", "-S"], capture_output=True, text=True
+        ["iptables", "-w", "5", "-t", table, "-S"], capture_output=True, text=True
     ).stdout
 
 
@@ -313,14 +313,21 @@ def test_routing_is_set_at_start_for_tasks_without_a_role(
     """Every task gets ECS_CONTAINER_METADATA_URI_V4, so the agent routes 169.254.170.2 at
     start (as ECS's does), and drops what killed agents left, keeping live agents' rules."""
     dead = free_port()  # an agent that was SIGKILLed: nothing listens there any more
+    half = free_port()  # a dead agent's chain of which only the filter guard is left
     live = socket.create_server(("127.0.0.1", 0))  # an agent still running
     live_port = live.getsockname()[1]
     try:
         _plant(dead, jump=True)
         _plant(live_port, jump=False)
+        for rule in (
+            ["-N", f"DYK-CRED-{half}"],
+            ["-A", "INPUT", "-p", "tcp", "--dport", str(half), "-j", f"DYK-CRED-{half}"],
+        ):
+            subprocess.run(["iptables", "-w", "5", *rule], check=True)
         with _cluster(tmp_path) as (lc, port):
             wait_for(lambda: f"DYK-CRED-{port}" in _chains(), 20, what="routing at agent start")
             assert f"DYK-CRED-{dead}" not in _chains()  # chain and jump
+            assert f"DYK-CRED-{half}" not in _chains("filter")
             assert f"DYK-CRED-{live_port}" in _chains()
             assert f"removed DYK-CRED-{dead}" in (lc.root / "agent-a1.log").read_text()
             arn = _run(lc, _taskdef())
@@ -334,5 +341,5 @@ def test_routing_is_set_at_start_for_tasks_without_a_role(
             assert f"DYK-CRED-{port}" not in _chains()
     finally:
         live.close()
-        _drop_chains(dead)
-        _drop_chains(live_port)
+        for p in (dead, half, live_port):
+            _drop_chains(p)

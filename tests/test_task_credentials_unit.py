@@ -95,6 +95,22 @@ def test_leftover_chains_are_found_by_their_dnat_target_and_jumps() -> None:
     assert jumps[1] == listing[3].split()[1:]
 
 
+def test_half_removed_chains_are_probed_on_the_port_in_their_name() -> None:
+    """A chain left with only its filter guard (its nat half already gone) has no DNAT
+    target to probe: its port comes from its name, so the next agent can remove it."""
+    nat = ["-N DYK-CRED-5", "-A DYK-CRED-5 -p tcp -j DNAT --to-destination 10.0.0.1:5"]
+    filter_ = [
+        "-N DYK-CRED-5",
+        "-N DYK-CRED-51680",
+        "-A INPUT -p tcp -m tcp --dport 51680 -j DYK-CRED-51680",
+        "-N DYK-CRED-junk",
+    ]
+    assert netconfig.probe_targets(nat, filter_) == {
+        "DYK-CRED-5": ("10.0.0.1", 5),
+        "DYK-CRED-51680": ("127.0.0.1", 51680),
+    }
+
+
 class _FlakyRedirect:
     """Fails the first `failures` applies, as when Docker is down at agent start."""
 
