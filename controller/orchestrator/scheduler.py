@@ -146,7 +146,7 @@ class ServiceScheduler:
         async with self._pass_lock:
             at = now()
             changes = self.state.take_changes()
-            unsettled = self._unsettled_clusters()
+            unsettled = self._unsettled_clusters() if self.services else set()
             due = [
                 arn
                 for arn, svc in self.services.items()
