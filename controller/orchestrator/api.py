@@ -114,7 +114,8 @@ class ServiceApi:
 
     def view(self, svc: Service, with_tags: bool = True) -> dict[str, Any]:
         arn = self.cs.arns.cluster(svc.cluster)
-        return service_view(svc, arn, self.sched.service_tasks(svc), with_tags)
+        tasks = self.cs.state.service_tasks(svc.cluster, svc.name)  # all it counts: not STOPPED
+        return service_view(svc, arn, tasks, with_tags)
 
     def lookup(self, cluster: Cluster, ref: Any, active: bool = True) -> Service:
         if not isinstance(ref, str) or not ref:

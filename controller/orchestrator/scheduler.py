@@ -98,9 +98,6 @@ class ServiceScheduler:
     def active_count(self, cluster: str) -> int:
         return sum(s.cluster == cluster and s.status != "INACTIVE" for s in self.services.values())
 
-    def service_tasks(self, svc: Service) -> list[Task]:
-        return [t for t in self.state.cluster_tasks(svc.cluster) if t.service == svc.name]
-
     def taskdef(self, family_rev: str) -> TaskDefinition | None:
         family, _, rev = family_rev.rpartition(":")
         return self.state.taskdefs.get(family, {}).get(int(rev)) if rev.isdigit() else None

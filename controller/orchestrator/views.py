@@ -48,7 +48,7 @@ def deployment_view(svc: Service, dep: Deployment, tasks: list[Task]) -> dict[st
 def service_view(
     svc: Service, cluster_arn: str, tasks: list[Task], with_tags: bool = False
 ) -> dict[str, Any]:
-    """ECS's Service; `tasks` are the service's tasks (any status)."""
+    """ECS's Service; `tasks` are the service's tasks not yet STOPPED (all it counts)."""
     running, pending = _counts(tasks)
     view: dict[str, Any] = {
         "serviceArn": svc.arn,
