@@ -21,7 +21,15 @@ from pathlib import Path
 
 from dockyard import auth
 from dockyard.client import Client
-from tests.support import Proc, controller_argv, free_port, metric, scrape, wait_for
+from tests.support import (
+    Proc,
+    controller_argv,
+    free_port,
+    metric,
+    scrape,
+    tasks_by_status,
+    wait_for,
+)
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -129,8 +137,7 @@ class ScaleRig:
             return json.loads(r.read())
 
     def task_counts(self) -> dict[str, int]:
-        samples = scrape(self.http_port)
-        return {s.labels["status"]: int(s.value) for s in samples if s.name == "dockyard_tasks"}
+        return {status: int(n) for status, n in tasks_by_status(scrape(self.http_port)).items()}
 
     def tasks_on_disconnected(self) -> int:
         """Tasks desired RUNNING on instances whose agent is gone (what the grace replaces)."""

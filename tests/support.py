@@ -65,6 +65,11 @@ def metric(samples: list[Sample], name: str, **labels: str) -> float | None:
     return next(found, None)
 
 
+def tasks_by_status(samples: list[Sample]) -> dict[str, float]:
+    """The dockyard_tasks gauge: tasks per lastStatus (0 for a status that emptied)."""
+    return {s.labels["status"]: s.value for s in samples if s.name == "dockyard_tasks"}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -14,7 +14,7 @@ from controller import liveness
 from dockyard.sim import model
 from dockyard.sim.cli import split
 from dockyard.v1 import agent_pb2
-from tests.support import LocalCluster, Proc, metric, scrape, wait_for
+from tests.support import LocalCluster, Proc, metric, scrape, tasks_by_status, wait_for
 
 AGENTS = 50
 TASKDEF = {
@@ -196,7 +196,7 @@ def _running_only(lc: LocalCluster) -> tuple[float, float | None]:
     """(dockyard_tasks RUNNING, dockyard_tasks_on_disconnected_instances), once the task
     gauges of every other status read 0."""
     samples = scrape(lc.http_port)
-    by_status = {s.labels["status"]: s.value for s in samples if s.name == "dockyard_tasks"}
+    by_status = tasks_by_status(samples)
     assert len(by_status) > 1 and not any(n for st, n in by_status.items() if st != "RUNNING")
     return by_status["RUNNING"], metric(samples, "dockyard_tasks_on_disconnected_instances")
 
