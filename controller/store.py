@@ -11,6 +11,7 @@ readers and the writer proceed together).
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import sqlite3
@@ -108,6 +109,11 @@ class EventRow:
 
 
 Op = Put | Delete | EventRow
+LOCK_FILE = "dockyard.lock"
+
+
+class StoreBusy(Exception):
+    """The data dir is in use by another process in a way that excludes this one."""
 
 
 class Store:
@@ -118,9 +124,13 @@ class Store:
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
         self._queue: asyncio.Queue[tuple[list[Op], asyncio.Future[None]]] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
+        self._lock_fd: int | None = None
 
-    async def open(self) -> None:
+    async def open(self, exclusive: bool = False) -> None:
+        """Open the store. Controllers share the data dir's lock; `exclusive` (offline
+        maintenance such as re-sealing its secrets) refuses while any controller has it."""
         self._private_files()
+        self._lock(exclusive)
         self._db = await aiosqlite.connect(self.path)
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute("PRAGMA synchronous=NORMAL")
@@ -139,6 +149,19 @@ class Store:
             if path.exists():
                 os.chmod(path, 0o600)
 
+    def _lock(self, exclusive: bool) -> None:
+        path = self.path.with_name(LOCK_FILE)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreBusy(
+                f"{self.path.parent} is in use: "
+                + ("stop its controller first" if exclusive else "a maintenance command has it")
+            ) from None
+        self._lock_fd = fd
+
     async def close(self) -> None:
         if self._writer:
             self._writer.cancel()
@@ -150,6 +173,9 @@ class Store:
         if self._db:
             await self._db.close()
             self._db = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
 
     async def _in_writer(self, fn: Callable[..., T], *args: Any) -> T:
         """Run fn in the writer's thread: the writer connection is only ever used there."""
@@ -159,6 +185,19 @@ class Store:
         assert self._db
         async with self._db.execute("SELECT doc FROM objects WHERE kind = ?", (kind,)) as cur:
             return [orjson.loads(row[0]) async for row in cur]
+
+    async def load_rows(self, kind: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """(key, cluster, document) of every object of `kind`."""
+        assert self._db
+        sql = "SELECT key, cluster, doc FROM objects WHERE kind = ?"
+        async with self._db.execute(sql, (kind,)) as cur:
+            return [(row[0], row[1], orjson.loads(row[2])) async for row in cur]
+
+    async def scrub(self) -> None:
+        """Rewrite the database and empty its WAL, so that no page of old content (values
+        just sealed, or sealed under a retired key) survives in either file."""
+        assert self._writer_db
+        await self._in_writer(_scrub, self._writer_db)
 
     async def load_events(
         self, subject: str = "", cluster: str = "", after: int = 0, limit: int = 1000
@@ -242,6 +281,12 @@ def _connect_writer(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, check_same_thread=False)
     db.execute("PRAGMA synchronous=NORMAL")
     return db
+
+
+def _scrub(db: sqlite3.Connection) -> None:
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.execute("VACUUM")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def _transaction(db: sqlite3.Connection, statements: list[tuple[str, str]]) -> None:
