@@ -4,8 +4,9 @@ A role has a name, an ARN and a credential source: `static` keys, `sts-assume-ro
 STS AssumeRole from a base credential, any endpoint) or `process` (AWS `credential_process`
 JSON). Secrets are named values for `secrets[].valueFrom` and
 `repositoryCredentials.credentialsParameter`, read with the execution role's authority.
-Keys and values are write-only: no operation returns them; they live only in the store's
-0600 SQLite file and in the desired state sent to the one agent that runs the task.
+Keys and values are write-only: no operation returns them; the store keeps them sealed
+(controller.security.sealing) and they travel only in the desired state sent to the one agent
+that runs the task.
 
 Credentials are fetched per role (cached and shared), bound to each task under an id derived
 from a secret key (HMAC of the task ARN, >= 192 bits, stable across controller restarts
@@ -39,6 +40,7 @@ from dockyard.errors import ApiError, invalid
 from dockyard.v1 import agent_pb2
 
 if TYPE_CHECKING:
+    from controller.security.sealing import Sealer
     from controller.service import ClusterService
 
 log = logging.getLogger(__name__)
@@ -307,25 +309,30 @@ class RoleService:
         self._locks: dict[str, asyncio.Lock] = {}
         self._failed: dict[str, float] = {}  # role ARN -> when a refresh last failed
         self._restarted = True  # roles loaded from the store have no credentials yet
+        self.sealer: Sealer | None = None  # set by load(): secret fields are stored sealed
 
     def operations(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]]:
         return {name[3:]: getattr(self, name) for name in dir(self) if name.startswith("op_")}
 
     # ------------------------------------------------------------ persistence
 
-    async def load(self) -> None:
-        store = self.service.store
-        for doc in await store.load("role"):
+    async def load(self, sealer: Sealer) -> None:
+        store, self.sealer = self.service.store, sealer
+        for doc in await sealer.load(store, "role"):
             self.roles[doc["arn"]] = Role(**doc)
-        for doc in await store.load("secret"):
+        for doc in await sealer.load(store, "secret"):
             self.secrets[doc["name"]] = Secret(**doc)
-        keys = await store.load(KEY_KIND)
+        keys = await sealer.load(store, KEY_KIND)
         if keys:
             self._key = base64.b64decode(keys[0]["key"])
         else:
             self._key = secrets.token_bytes(32)
             key = base64.b64encode(self._key).decode()
-            await store.write([Put(KEY_KIND, "binding", "", {"key": key})])
+            await store.write([sealer.put(KEY_KIND, "binding", {"key": key})])
+
+    def _sealed(self, kind: str, key: str, doc: dict[str, Any]) -> Put:
+        assert self.sealer is not None, "load() first"
+        return self.sealer.put(kind, key, doc)
 
     def credentials_id(self, task_arn: str) -> str:
         """The task's unguessable credentials id: HMAC-SHA256 of its ARN, 192 bits shown."""
@@ -372,7 +379,7 @@ class RoleService:
         self.cache[role.arn] = issued
         await self.service.commit(
             [
-                Put("role", role.arn, "", role.__dict__),
+                self._sealed("role", role.arn, role.__dict__),
                 self.service.event("", "role", role.arn, f"role created ({role.source})"),
             ]
         )
@@ -416,7 +423,7 @@ class RoleService:
         self.secrets[name] = sec
         await self.service.commit(
             [
-                Put("secret", name, "", sec.__dict__),
+                self._sealed("secret", name, sec.__dict__),
                 self.service.event("", "secret", arn, "secret updated" if old else "secret put"),
             ]
         )

@@ -26,10 +26,10 @@ from controller.dispatcher import Dispatcher
 from controller.events import EventLog
 from controller.liveness import DEFAULT_HEARTBEAT_BUDGET
 from controller.model import from_doc
-from controller.security import Security, SecurityConfig, tls_wanted
+from controller.security import Security, SecurityConfig, sealing, tls_wanted
 from controller.service import ClusterService
 from controller.state import ClusterState
-from controller.store import Store
+from controller.store import Store, StoreBusy
 from dockyard.arns import ArnFactory
 from dockyard.v1 import agent_pb2_grpc, api_pb2_grpc
 
@@ -68,6 +68,11 @@ class ControllerConfig:
     open_loopback_agents: bool = False
     tls: bool = False  # `dockyard controller --tls auto`: on unless listening on loopback
     agent_listen: str = ""
+    secrets_key_file: Path | None = None  # seals the store's secrets; None: <data-dir>.key
+
+    @property
+    def key_file(self) -> Path:
+        return self.secrets_key_file or sealing.default_key_file(self.data_dir)
 
 
 class Controller:
@@ -88,10 +93,11 @@ class Controller:
 
     async def start(self) -> None:
         await self.store.open()
+        self.sealer = await sealing.open_sealer(self.store, self.config.key_file)
         await self._load()
         self.events.seq = await self.store.last_event_seq()
         self.service = ClusterService(self.store, self.state, self.events, self.arns)
-        await self.service.roles.load()
+        await self.service.roles.load(self.sealer)
         await self.service.ensure_default_cluster()
         self.services = orchestrator.install(self.service, self.config.disconnect_grace)
         await self.services.load()
@@ -107,6 +113,7 @@ class Controller:
                 tls=self.config.tls,
                 agent_listen=self.config.agent_listen,
             ),
+            self.sealer,
         )
         await self.security.install(self.dispatcher)
         await self._start_grpc()
@@ -239,12 +246,19 @@ def config_from_args(args: argparse.Namespace) -> ControllerConfig:
         open_loopback_agents=getattr(args, "open_loopback_agents", False),
         tls=tls_wanted(getattr(args, "tls", "never"), args.listen),
         agent_listen=getattr(args, "agent_listen", ""),
+        secrets_key_file=Path(args.secrets_key_file)
+        if getattr(args, "secrets_key_file", "")
+        else None,
     )
 
 
 async def serve(config: ControllerConfig) -> None:
     ctl = Controller(config)
-    await ctl.start()
+    try:
+        await ctl.start()
+    except BaseException:
+        await ctl.stop()  # a refused start (say, a wrong secrets key) leaves no thread behind
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -264,5 +278,12 @@ def run(args: argparse.Namespace) -> int:
     # The state is tens of thousands of long-lived objects: the default gen-0 threshold
     # (700 allocations) ran the cyclic collector thousands of times a second under load.
     gc.set_threshold(GC_THRESHOLD, 20, 20)
-    uvloop.run(serve(config_from_args(args)))
+    config = config_from_args(args)
+    try:
+        if getattr(args, "rotate_secrets_key", False):
+            print(uvloop.run(sealing.rotate(config.data_dir, config.key_file)))
+        else:
+            uvloop.run(serve(config))
+    except (sealing.SealingError, StoreBusy) as err:
+        raise SystemExit(f"dockyard controller: {err}") from None
     return 0

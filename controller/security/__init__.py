@@ -21,6 +21,7 @@ from controller.security.agents import AgentGate, TlsSettings
 from controller.security.apiauth import ApiKeyInterceptor, sigv4_middleware
 from controller.security.keys import AccessKeys
 from controller.security.pki import CertificateAuthority
+from controller.security.sealing import Sealer
 from controller.security.tokens import JoinTokens
 
 if TYPE_CHECKING:
@@ -50,9 +51,10 @@ class SecurityConfig:
 
 
 class Security:
-    def __init__(self, service: ClusterService, config: SecurityConfig) -> None:
+    def __init__(self, service: ClusterService, config: SecurityConfig, sealer: Sealer) -> None:
         self.service = service
         self.config = config
+        self.sealer = sealer  # access keys' secrets are stored sealed
         self.tokens = JoinTokens(service)
         self.keys = AccessKeys(service)
         self.gate: AgentGate | None = None
@@ -62,7 +64,7 @@ class Security:
     async def install(self, dispatcher: Dispatcher) -> None:
         """Load the security state and add its operations; call after the dispatcher exists."""
         await self.tokens.load()
-        await self.keys.load(self.config.data_dir)
+        await self.keys.load(self.config.data_dir, self.sealer)
         self.gate = AgentGate(
             self.service,
             dispatcher,

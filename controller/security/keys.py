@@ -1,7 +1,7 @@
 """Access keys for API callers (ECS SigV4 and the native API): id, secret, role.
 
 The controller needs each secret to recompute HMAC signatures (as AWS does), so secrets are
-kept in the store, which is 0600 in a 0700 data dir; no operation returns a secret except
+kept in the store, sealed (controller.security.sealing); no operation returns a secret except
 the CreateAccessKey call that made it. On first start an admin key is written to
 `<data-dir>/admin-credentials` (0600) so the operator can bootstrap.
 """
@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from controller.model import now
-from controller.store import Delete, Put
+from controller.security.sealing import Sealer
+from controller.store import Delete
 from dockyard.auth import Credentials, write_credentials
 from dockyard.errors import ApiError, invalid
 
@@ -52,10 +53,12 @@ class AccessKeys:
     def __init__(self, service: ClusterService) -> None:
         self.service = service
         self.keys: dict[str, AccessKey] = {}
+        self.sealer: Sealer | None = None  # set by load(): secrets are stored sealed
 
-    async def load(self, data_dir: Path | None) -> None:
+    async def load(self, data_dir: Path | None, sealer: Sealer) -> None:
         """Load keys; on first start create an admin key and write it to admin-credentials."""
-        for doc in await self.service.store.load(KIND):
+        self.sealer = sealer
+        for doc in await sealer.load(self.service.store, KIND):
             self.keys[doc["access_key_id"]] = AccessKey(**doc)
         if not self.keys:
             key = await self.create("admin", "bootstrap admin key (admin-credentials)")
@@ -72,7 +75,8 @@ class AccessKeys:
         key_id = "DYAK" + "".join(secrets.choice(_ALPHABET) for _ in range(16))
         key = AccessKey(key_id, secrets.token_urlsafe(30), role, description, now())
         self.keys[key_id] = key
-        await self.service.commit([Put(KIND, key_id, "", asdict(key))])
+        assert self.sealer is not None, "load() first"
+        await self.service.commit([self.sealer.put(KIND, key_id, asdict(key))])
         return key
 
     # ------------------------------------------------------------ API operations

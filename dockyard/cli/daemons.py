@@ -90,6 +90,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="mutual-TLS address for agent streams (default: the --listen host, port + 1)",
     )
     c.add_argument(
+        "--secrets-key-file",
+        default=os.environ.get("DOCKYARD_SECRETS_KEY_FILE", ""),
+        help="key that seals secrets, role keys and access keys in the store; created 0600 "
+        "on first start; keep it out of backups of the data dir (default: <data-dir>.key)",
+    )
+    c.add_argument(
+        "--rotate-secrets-key",
+        action="store_true",
+        help="with the controller stopped: re-seal every stored secret under a new key, "
+        "replace the key file with it, and exit",
+    )
+    c.add_argument(
         "--open-loopback-agents",
         action="store_true",
         help="agents connecting over loopback may join without a join token (simulators, "
