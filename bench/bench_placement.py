@@ -54,7 +54,9 @@ async def add_instances(ctl: Controller, n: int) -> None:
 async def measure(n: int, tasks: int, concurrency: int) -> tuple[float, int]:
     with tempfile.TemporaryDirectory() as tmp:
         ctl = Controller(
-            ControllerConfig(data_dir=Path(tmp), listen="127.0.0.1:0", http="127.0.0.1:0")
+            ControllerConfig(
+                data_dir=Path(tmp) / "controller", listen="127.0.0.1:0", http="127.0.0.1:0"
+            )
         )
         await ctl.start()
         try:
@@ -89,7 +91,9 @@ async def measure_service(n: int, tasks: int) -> float:
     """One service created at `tasks` desired: placements/s until every task is placed."""
     with tempfile.TemporaryDirectory() as tmp:
         ctl = Controller(
-            ControllerConfig(data_dir=Path(tmp), listen="127.0.0.1:0", http="127.0.0.1:0")
+            ControllerConfig(
+                data_dir=Path(tmp) / "controller", listen="127.0.0.1:0", http="127.0.0.1:0"
+            )
         )
         await ctl.start()
         try:

@@ -379,6 +379,7 @@ def _remove_files(s: LabState) -> None:
         *(f"h{n}" for n in range(1, 201)),
         "registry",
         "controller",
+        "controller.key",  # the key sealing the controller's secrets, beside its data dir
         "logs",
         st.STATE_FILE,
         st.LOCK_FILE,
