@@ -284,9 +284,16 @@ def _connect_writer(path: Path) -> sqlite3.Connection:
 
 
 def _scrub(db: sqlite3.Connection) -> None:
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    _checkpoint(db)
     db.execute("VACUUM")
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    _checkpoint(db)
+
+
+def _checkpoint(db: sqlite3.Connection) -> None:
+    """Copy the WAL into the database and truncate it to 0 bytes (fails if a reader blocks)."""
+    busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    if busy:
+        raise sqlite3.OperationalError("WAL checkpoint blocked by a reader: WAL not emptied")
 
 
 def _transaction(db: sqlite3.Connection, statements: list[tuple[str, str]]) -> None:

@@ -228,6 +228,7 @@ async def open_sealer(store: Store, key_file: Path) -> Sealer:
     """The sealer of an opened store. A sealed store needs its key file (never replaced by a
     new key); a new store, or one of an earlier version (plaintext), gets a key (the file
     given, or a new one) and is sealed now, in place."""
+    _warn_if_inside(key_file, store.path.parent)
     state = await store.load_rows(STATE_KIND)
     if state:
         return _existing(store, key_file, state[0][2])
@@ -243,6 +244,15 @@ def _new_store_keyring(key_file: Path) -> Keyring:
     keyring = write_keyring(key_file, [secrets.token_bytes(KEY_BYTES)], exclusive=True)
     log.info("created secrets key file %s (key %s)", key_file, keyring.ids[0])
     return keyring
+
+
+def _warn_if_inside(key_file: Path, data_dir: Path) -> None:
+    if key_file.absolute().is_relative_to(data_dir.absolute()):
+        log.warning(
+            "secrets key file %s is inside the data dir: a copy of the data dir then holds the "
+            "key and every secret it seals; keep it elsewhere (--secrets-key-file)",
+            key_file,
+        )
 
 
 def _existing(store: Store, key_file: Path, state: dict[str, Any]) -> Sealer:
