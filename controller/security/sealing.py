@@ -218,10 +218,18 @@ def _aad(kind: str, key: str, name: str) -> str:
     return f"{kind}/{key}/{name}"
 
 
-def _check_put(sealer: Sealer) -> Put:
-    """The record that says this store is sealed, and with which key (checked at start)."""
-    doc = {"keyId": sealer.key_id, "check": sealer.seal(CHECK_TEXT, _aad(STATE_KIND, "", ""))}
+def _check_put(sealer: Sealer, scrub_pending: bool = False) -> Put:
+    """The record that says this store is sealed, and with which key (checked at start);
+    `scrub_pending` until old pages (plaintext, or a retired key's) are scrubbed away."""
+    check = sealer.seal(CHECK_TEXT, _aad(STATE_KIND, "", ""))
+    doc = {"keyId": sealer.key_id, "check": check, "scrubPending": scrub_pending}
     return Put(STATE_KIND, STATE_KEY, "", doc)
+
+
+async def _scrub(store: Store, sealer: Sealer) -> None:
+    """Scrub old pages, then clear the pending mark (a crash in between scrubs at next start)."""
+    await store.scrub()
+    await store.write([_check_put(sealer)])
 
 
 async def open_sealer(store: Store, key_file: Path) -> Sealer:
@@ -231,7 +239,10 @@ async def open_sealer(store: Store, key_file: Path) -> Sealer:
     _warn_if_inside(key_file, store.path.parent)
     state = await store.load_rows(STATE_KIND)
     if state:
-        return _existing(store, key_file, state[0][2])
+        sealer = _existing(store, key_file, state[0][2])
+        if state[0][2].get("scrubPending"):
+            await _scrub(store, sealer)  # a migration or rotation was cut short
+        return sealer
     sealer = Sealer(_new_store_keyring(key_file))
     await _seal_plaintext(store, sealer)
     return sealer
@@ -278,7 +289,7 @@ def _existing(store: Store, key_file: Path, state: dict[str, Any]) -> Sealer:
 async def _seal_plaintext(store: Store, sealer: Sealer) -> None:
     """Seal, in one transaction, the secret fields an earlier version kept in plaintext, and
     scrub the database and its WAL of the old pages."""
-    ops: list[Op] = [_check_put(sealer)]
+    ops: list[Op] = []
     for kind, names in SEALED_FIELDS.items():
         for key, _, doc in await store.load_rows(kind):
             if any(isinstance(doc.get(n), str) and SEALED_RE.match(doc[n]) for n in names):
@@ -287,12 +298,12 @@ async def _seal_plaintext(store: Store, sealer: Sealer) -> None:
                     "sealing record: refusing to seal it twice"
                 )
             ops.append(sealer.put(kind, key, doc))
-    await store.write(ops)
-    if len(ops) > 1:
-        await store.scrub()
+    await store.write([*ops, _check_put(sealer, scrub_pending=bool(ops))])
+    if ops:
+        await _scrub(store, sealer)
         log.warning(
             "sealed %d records that an earlier version kept in plaintext, under key %s (%s)",
-            len(ops) - 1,
+            len(ops),
             sealer.key_id,
             sealer.keyring.path,
         )
@@ -308,12 +319,12 @@ async def rotate(data_dir: Path, key_file: Path) -> str:
         old = await open_sealer(store, key_file)
         new_key = secrets.token_bytes(KEY_BYTES)
         sealer = Sealer(write_keyring(key_file, [new_key, *old.keyring.keys]))
-        ops: list[Op] = [_check_put(sealer)]
+        ops: list[Op] = [_check_put(sealer, scrub_pending=True)]
         for kind in SEALED_FIELDS:
             rows = await store.load_rows(kind)
             ops += [sealer.put(kind, k, old.open_doc(kind, k, doc)) for k, _, doc in rows]
         await store.write(ops)
-        await store.scrub()
+        await _scrub(store, sealer)
         write_keyring(key_file, [new_key])
     finally:
         await store.close()
