@@ -82,6 +82,7 @@ class Controller:
         self.state = ClusterState()
         self.arns = ArnFactory(config.region, config.account)
         self.events = EventLog()
+        self.sealer: sealing.Sealer  # opened at start: the store's secrets are sealed
         self.service: ClusterService
         self.dispatcher: Dispatcher
         self.services: orchestrator.ServiceScheduler
