@@ -29,8 +29,13 @@ class Target:
     controller: str
     ecs_url: str
     region: str
-    ca_cert: Path | None  # set: the controller serves TLS
+    ca_cert: Path | None  # the cluster CA: the CLI's under grpc_tls, aws's for an https URL
     credentials: auth.Credentials | None
+    grpc_tls: bool = False  # the gRPC port serves TLS
+
+    @property
+    def https(self) -> bool:
+        return self.ecs_url.startswith("https://")
 
 
 def from_data_dir(
@@ -50,7 +55,10 @@ def from_data_dir(
     if creds is None:
         raise EnvError(f"cannot read the admin key in {creds_path} (run this as its owner)")
     ca = ca_cert or data_dir / endpoints.CA_FILE
-    return Target(found.controller, found.ecs_url, found.region, ca if found.tls else None, creds)
+    tls = found.tls or found.ecs_url.startswith("https://")
+    return Target(
+        found.controller, found.ecs_url, found.region, ca if tls else None, creds, found.tls
+    )
 
 
 def _line(verb: str, pairs: list[tuple[str, str]]) -> str:
@@ -68,11 +76,11 @@ def exports(t: Target, extra: list[tuple[str, str]] | None = None) -> str:
     aws = [("AWS_ENDPOINT_URL_ECS", t.ecs_url), ("AWS_DEFAULT_REGION", t.region)]
     aws.append(("AWS_REGION", t.region))
     out.append(_line("export", aws))
-    if t.ca_cert is not None:
-        ca = str(t.ca_cert.resolve())
-        out.append(_line("export", [(auth.CA_CERT_ENV, ca), ("AWS_CA_BUNDLE", ca)]))
-    else:
-        unset += [auth.CA_CERT_ENV, "AWS_CA_BUNDLE"]
+    ca = str(t.ca_cert.resolve()) if t.ca_cert else ""
+    cas = [(auth.CA_CERT_ENV, t.grpc_tls), ("AWS_CA_BUNDLE", t.https)]
+    if ca and any(on for _, on in cas):
+        out.append(_line("export", [(name, ca) for name, on in cas if on]))
+    unset += [name for name, on in cas if not (ca and on)]
     out.append("unset " + " ".join(unset))
     return "\n".join(out) + "\n"
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import socket
 import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import boto3
@@ -21,6 +22,7 @@ import requests
 from cryptography import x509
 
 from dockyard import auth, endpoints
+from dockyard.shellenv import Target, exports
 from tests.support import Proc, free_port, wait_for
 
 BIN = Path(sys.executable).parent
@@ -376,3 +378,23 @@ def test_signature_failures_name_the_key_and_its_source(
     msg = _one_line(_cli(none, "tasks", "list"))
     assert msg.startswith("AccessDeniedException:") and "found no access key" in msg
     assert str(tmp_path / "absent") in msg
+
+
+def test_env_gives_each_tool_the_ca_only_where_its_port_serves_tls(tmp_path: Path) -> None:
+    """--listen on loopback (plain gRPC), --http off loopback (HTTPS): the CLI must not be
+    told to use TLS, aws must; and the other way round."""
+    ca = tmp_path / "ca.crt"
+    ca.write_text("pem")
+    creds = auth.Credentials("DYAKX", "s e'cret")
+    https_only = Target("127.0.0.1:7070", "https://10.0.0.5:7080", "eu-west-1", ca, creds)
+    out = exports(https_only)
+    assert f"export AWS_CA_BUNDLE={ca}" in out and "DOCKYARD_CA_CERT" in out.split("unset")[1]
+    grpc_only = replace(https_only, ecs_url="http://127.0.0.1:7080", grpc_tls=True)
+    out = exports(grpc_only)
+    assert f"export DOCKYARD_CA_CERT={ca}" in out and "AWS_CA_BUNDLE" in out.split("unset")[1]
+    # what the shell evaluates is exactly the values, quoted
+    env = subprocess.run(
+        ["bash", "-c", f"eval {shlex.quote(out)}; env"], capture_output=True, text=True
+    ).stdout
+    assert "AWS_SECRET_ACCESS_KEY=s e'cret" in env.splitlines()
+    assert "AWS_DEFAULT_REGION=eu-west-1" in env.splitlines()

@@ -55,6 +55,7 @@ def _explicit(args: argparse.Namespace) -> Target:
         args.region or "us-east-1",
         args.ca_cert,
         auth.load_credentials(),  # what the CLI would sign with: make aws use the same
+        grpc_tls=args.ca_cert is not None,
     )
 
 
