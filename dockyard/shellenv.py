@@ -15,7 +15,13 @@ from pathlib import Path
 
 from dockyard import auth, endpoints
 
-STALE_AWS = ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE")
+STALE_AWS = (
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",  # would make aws and boto3 skip AWS_ENDPOINT_URL_ECS
+)
 
 
 class EnvError(Exception):

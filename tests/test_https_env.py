@@ -58,6 +58,7 @@ def clean_env(home: Path) -> dict[str, str]:
     }
     env.update(HOME=str(home), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
     env.update(AWS_PROFILE="nowhere", AWS_SESSION_TOKEN="stale", AWS_CONFIG_FILE=str(home / "c"))
+    env.update(AWS_IGNORE_CONFIGURED_ENDPOINT_URLS="true")
     return env
 
 
