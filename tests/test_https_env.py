@@ -189,6 +189,22 @@ def test_advertised_names_are_in_the_certificate_and_in_endpoints(tmp_path: Path
         gen.close()
 
 
+def test_a_wildcard_bind_certificate_covers_this_machines_addresses(tmp_path: Path) -> None:
+    """`--http 0.0.0.0:7080` (controller.env.example): https://VM-ADDRESS:7080 verifies
+    with the CA alone, no --advertise-address needed."""
+    address = off_loopback_address()
+    gen = start_controller(tmp_path, "0.0.0.0")
+    ctl = next(gen)
+    try:
+        port = ctl.http.rpartition(":")[2]
+        health = requests.get(f"https://{address}:{port}/healthz", verify=str(ctl.ca), timeout=10)
+        assert health.json()["status"] == "ok"
+        ep = endpoints.read(ctl.data_dir)
+        assert ep is not None and ep.ecs_url == f"https://127.0.0.1:{port}"
+    finally:
+        gen.close()
+
+
 def test_loopback_ecs_api_stays_plain_http(plain_ctl: RealController) -> None:
     health = requests.get(f"http://{plain_ctl.http}/healthz", timeout=10)
     assert health.json()["status"] == "ok"

@@ -23,6 +23,7 @@ from aiohttp import web
 from controller.security.agents import AgentGate, TlsSettings
 from controller.security.apiauth import ApiKeyInterceptor, sigv4_middleware
 from controller.security.keys import AccessKeys
+from controller.security.names import certificate_names
 from controller.security.pki import CertificateAuthority
 from controller.security.tokens import JoinTokens
 
@@ -95,7 +96,7 @@ class Security:
             return server.add_insecure_port(listen)
         assert self.ca is not None and self.gate is not None, "install() with a data dir first"
         host, _, port = listen.rpartition(":")
-        key, chain = self.ca.server_pair([host.strip("[]"), *self.config.advertise])
+        key, chain = self.ca.server_pair(certificate_names(listen, self.config.advertise))
         main = server.add_secure_port(listen, grpc.ssl_server_credentials([(key, chain)]))
         agent_listen = self.config.agent_listen or f"{host}:{int(port) + 1 if int(port) else 0}"
         mutual = grpc.ssl_server_credentials(
@@ -113,9 +114,7 @@ class Security:
         """The ECS endpoint's TLS: a certificate from the cluster CA for the --http host and
         every --advertise-address, so `aws --ca-bundle ca.crt` and boto3 `verify=` accept it."""
         assert self.ca is not None, "install() with a data dir first"
-        key, chain = self.ca.server_pair(
-            [http.rpartition(":")[0].strip("[]"), *self.config.advertise]
-        )
+        key, chain = self.ca.server_pair(certificate_names(http, self.config.advertise))
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         # ssl loads a key only from a file: a private temp file, removed once loaded
