@@ -30,6 +30,7 @@ from controller.security import Security, SecurityConfig, sealing, tls_wanted
 from controller.service import ClusterService
 from controller.state import ClusterState
 from controller.store import Store, StoreBusy
+from dockyard import endpoints
 from dockyard.arns import ArnFactory
 from dockyard.v1 import agent_pb2_grpc, api_pb2_grpc
 
@@ -69,6 +70,8 @@ class ControllerConfig:
     tls: bool = False  # `dockyard controller --tls auto`: on unless listening on loopback
     agent_listen: str = ""
     secrets_key_file: Path | None = None  # seals the store's secrets; None: <data-dir>.key
+    http_tls: bool = False  # --tls auto: HTTPS on --http unless it is loopback
+    advertise: tuple[str, ...] = ()  # --advertise-address: certificate SANs, `dockyard env`
 
     @property
     def key_file(self) -> Path:
@@ -113,6 +116,7 @@ class Controller:
                 self.config.data_dir,
                 tls=self.config.tls,
                 agent_listen=self.config.agent_listen,
+                advertise=self.config.advertise,
             ),
             self.sealer,
         )
@@ -123,9 +127,10 @@ class Controller:
         self._tasks.append(asyncio.create_task(self.service.roles.run()))
         self._tasks.append(asyncio.create_task(self.services.run()))
         log.info(
-            "controller ready: gRPC %s, HTTP %s, data %s",
+            "controller ready: gRPC %s%s, ECS API %s, data %s",
             self.config.listen,
-            self.config.http,
+            " (TLS)" if self.config.tls else "",
+            ("https://" if self.config.http_tls else "http://") + self.config.http,
             self.config.data_dir,
         )
 
@@ -153,12 +158,27 @@ class Controller:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         host, _, port = self.config.http.rpartition(":")
-        site = web.TCPSite(runner, host or "0.0.0.0", int(port))
+        tls = self.security.http_ssl_context(self.config.http) if self.config.http_tls else None
+        site = web.TCPSite(runner, host or "0.0.0.0", int(port), ssl_context=tls)
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         self.http_port = sockets[0].getsockname()[1] if sockets else int(port)
         self._http = runner
+        endpoints.write(self.config.data_dir, self._endpoints())
+
+    def _endpoints(self) -> endpoints.Endpoints:
+        """Where clients reach this controller, for `dockyard env --data-dir`."""
+        cfg = self.config
+        grpc_host = endpoints.dial_host(cfg.listen, cfg.advertise)
+        http_host = endpoints.dial_host(cfg.http, cfg.advertise)
+        scheme = "https" if cfg.http_tls else "http"
+        return endpoints.Endpoints(
+            f"{grpc_host}:{self.grpc_port}",
+            f"{scheme}://{http_host}:{self.http_port}",
+            cfg.region,
+            tls=cfg.tls,
+        )
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -250,6 +270,8 @@ def config_from_args(args: argparse.Namespace) -> ControllerConfig:
         secrets_key_file=Path(args.secrets_key_file)
         if getattr(args, "secrets_key_file", "")
         else None,
+        http_tls=tls_wanted(getattr(args, "tls", "never"), args.http),
+        advertise=tuple(getattr(args, "advertise_address", None) or ()),
     )
 
 

@@ -15,8 +15,10 @@ import hmac
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from dockyard.errors import ApiError
 
 ACCESS_KEY_ENV = "DOCKYARD_ACCESS_KEY_ID"
 SECRET_KEY_ENV = "DOCKYARD_SECRET_ACCESS_KEY"
@@ -34,6 +36,7 @@ MAX_SKEW_S = 300  # a signed call is valid this long either side of the controll
 class Credentials:
     access_key_id: str
     secret_access_key: str
+    source: str = field(default="", compare=False)  # where it was read, for error messages
 
     def __repr__(self) -> str:  # never print the secret
         return f"Credentials({self.access_key_id!r}, ****)"
@@ -78,12 +81,13 @@ def load_credentials(
     env = os.environ if env is None else env
     key_id, secret = env.get(ACCESS_KEY_ENV, ""), env.get(SECRET_KEY_ENV, "")
     if key_id and secret:
-        return Credentials(key_id, secret)
+        return Credentials(key_id, secret, f"${ACCESS_KEY_ENV}")
     path = path or default_credentials_file()
     try:
-        return parse_credentials(path.read_text())
+        creds = parse_credentials(path.read_text())
     except OSError:
         return None
+    return replace(creds, source=f"the credentials file {path}") if creds else None
 
 
 def string_to_sign(method: str, timestamp: str, body: bytes) -> bytes:
@@ -107,4 +111,11 @@ def signed_metadata(
 def load_ca_cert(env: Mapping[str, str] | None = None) -> bytes | None:
     """The controller's CA certificate if $DOCKYARD_CA_CERT names one (TLS), else None."""
     path = (os.environ if env is None else env).get(CA_CERT_ENV, "")
-    return Path(path).read_bytes() if path else None
+    if not path:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise ApiError(
+            "ClientException", f"{CA_CERT_ENV}={path}: cannot read it ({err.strerror})"
+        ) from None

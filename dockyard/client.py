@@ -54,6 +54,7 @@ class Client:
         self.timeout = timeout
         self.credentials = (credentials or auth.load_credentials()) if sign else None
         ca_cert = ca_cert or auth.load_ca_cert()
+        self.ca_cert = ca_cert or None
         if ca_cert:
             tls = grpc.ssl_channel_credentials(ca_cert)
             options = [("grpc.ssl_target_name_override", auth.SERVER_NAME)]

@@ -149,7 +149,8 @@ def up() -> int:
             f"curl http://127.0.0.1:{port}/"
         )
     print(f"\ncontroller: {CONTROLLER} (gRPC), http://127.0.0.1:7080 (ECS API, /metrics)")
-    print("try: .venv/bin/dockyard tasks list    |    make down to stop")
+    print('this shell: eval "$(.venv/bin/dockyard env)"   (dockyard, aws ecs, boto3)')
+    print("try: .venv/bin/dockyard tasks list; .venv/bin/aws ecs list-clusters  |  make down")
     return 0
 
 

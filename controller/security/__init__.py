@@ -10,6 +10,9 @@ development) every caller and agent is let in, as before this module existed.
 from __future__ import annotations
 
 import datetime
+import os
+import ssl
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +23,7 @@ from aiohttp import web
 from controller.security.agents import AgentGate, TlsSettings
 from controller.security.apiauth import ApiKeyInterceptor, sigv4_middleware
 from controller.security.keys import AccessKeys
+from controller.security.names import certificate_names
 from controller.security.pki import CertificateAuthority
 from controller.security.sealing import Sealer
 from controller.security.tokens import JoinTokens
@@ -47,6 +51,7 @@ class SecurityConfig:
     tls: bool = False  # serve TLS (API + Enroll) and a mutual-TLS port for agent streams
     agent_listen: str = ""  # the mutual-TLS port; default: the listen host, port + 1
     cert_lifetime_s: float = 7 * 86400
+    advertise: tuple[str, ...] = ()  # more names/addresses clients use: certificate SANs
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -93,7 +98,7 @@ class Security:
             return server.add_insecure_port(listen)
         assert self.ca is not None and self.gate is not None, "install() with a data dir first"
         host, _, port = listen.rpartition(":")
-        key, chain = self.ca.server_pair([host.strip("[]")])
+        key, chain = self.ca.server_pair(certificate_names(listen, self.config.advertise))
         main = server.add_secure_port(listen, grpc.ssl_server_credentials([(key, chain)]))
         agent_listen = self.config.agent_listen or f"{host}:{int(port) + 1 if int(port) else 0}"
         mutual = grpc.ssl_server_credentials(
@@ -106,6 +111,23 @@ class Security:
             self.ca, f":{self.agent_port}", datetime.timedelta(seconds=self.config.cert_lifetime_s)
         )
         return main
+
+    def http_ssl_context(self, http: str) -> ssl.SSLContext:
+        """The ECS endpoint's TLS: a certificate from the cluster CA for the --http host and
+        every --advertise-address, so `aws --ca-bundle ca.crt` and boto3 `verify=` accept it."""
+        assert self.ca is not None, "install() with a data dir first"
+        key, chain = self.ca.server_pair(certificate_names(http, self.config.advertise))
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        # ssl loads a key only from a file: a private temp file, removed once loaded
+        fd, path = tempfile.mkstemp(prefix=".http-tls-", dir=self.config.data_dir)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(key + chain)
+            ctx.load_cert_chain(path)
+        finally:
+            os.unlink(path)
+        return ctx
 
     def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
         return [ApiKeyInterceptor(self.keys, auth_on=self.config.auth)]

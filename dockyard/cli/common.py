@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from dockyard import auth, reach
 from dockyard.arns import last_part
 from dockyard.client import Client, controller_address
 from dockyard.errors import ApiError, invalid
@@ -73,14 +74,37 @@ class Ctx:
         return self.client.call(operation, {"cluster": self.cluster, **(body or {})})
 
 
-def _unreachable(err: ApiError, address: str) -> ApiError:
-    detail = err.message.removeprefix("controller unreachable: ")
-    return ApiError(
-        "ConnectionError",
-        f"cannot reach the controller at {address} ({detail}); "
-        "pass --controller ADDR or set DOCKYARD_CONTROLLER",
-        err.status,
+SIGNATURE_ERRORS = (
+    "UnrecognizedClientException",
+    "InvalidSignatureException",
+    "IncompleteSignatureException",
+    "AccessDeniedException",
+)
+
+
+def _signed_with(creds: auth.Credentials | None) -> str:
+    """Which key the CLI used and where it found it (never the secret)."""
+    if creds is None:
+        return (
+            f"the CLI found no access key in ${auth.ACCESS_KEY_ENV} or "
+            f"{auth.default_credentials_file()} {reach.SEE_ENV}"
+        )
+    return (
+        f"the CLI signed with access key {creds.access_key_id} from "
+        f"{creds.source or 'its caller'} {reach.SEE_ENV}"
     )
+
+
+def explained(err: ApiError, client: Client) -> ApiError:
+    """`err` with what the user can do about it: an unreachable or mis-dialled controller
+    told apart by a probe, a refused signature naming the key used and its source."""
+    if err.name == "ConnectionError":
+        detail = err.message.removeprefix("controller unreachable: ")
+        return ApiError(err.name, reach.explain(client.address, client.ca_cert, detail), err.status)
+    if err.name in SIGNATURE_ERRORS:
+        message = f"{err.message}; {_signed_with(client.credentials)}"
+        return ApiError(err.name, message, err.status)
+    return err
 
 
 def _silence_stdout() -> None:
@@ -97,9 +121,7 @@ def _bind(fn: Handler) -> Callable[[argparse.Namespace], int]:
         try:
             return fn(Ctx(client, address, args.cluster, args.output), args)
         except ApiError as err:
-            if err.name == "ConnectionError":
-                raise _unreachable(err, address) from None
-            raise
+            raise explained(err, client) from None
         except BrokenPipeError:  # `dockyard events | head`: stop quietly, like other tools
             _silence_stdout()
             return BROKEN_PIPE_EXIT

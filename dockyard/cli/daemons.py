@@ -81,8 +81,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--tls",
         choices=["auto", "always", "never"],
         default=os.environ.get("DOCKYARD_TLS", "auto"),
-        help="auto: TLS (and mutual TLS for agents) unless --listen is loopback "
-        "(default %(default)s)",
+        help="auto: TLS (and mutual TLS for agents) on --listen, and HTTPS on --http, each "
+        "unless its address is loopback (default %(default)s)",
+    )
+    c.add_argument(
+        "--advertise-address",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a DNS name or address clients use to reach this controller (repeatable): "
+        "added to the TLS certificates; the first is what `dockyard env` prints",
     )
     c.add_argument(
         "--agent-listen",

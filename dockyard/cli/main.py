@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+
+# gRPC core's own INFO lines (a failed TLS handshake) would print before the CLI's message
+# saying what to do; set before grpc is first imported. GRPC_VERBOSITY=INFO shows them.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 from dockyard import __version__
 from dockyard.errors import ApiError
@@ -22,6 +27,7 @@ COMMAND_MODULES = [
     "dockyard.cli.operator",  # clusters, task-definitions, run, stop, tasks, instances, ...
     "dockyard.cli.roles",  # roles, secrets
     "dockyard.cli.security",  # tokens, keys, revoke instance
+    "dockyard.cli.env",  # env: exports for a shell (CLI, aws, boto3)
     "dockyard.lab.cli",  # lab up/down/status/chaos verbs, verify
     "dockyard.sim.cli",  # sim: simulated agents for scale tests
 ]

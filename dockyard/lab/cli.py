@@ -7,13 +7,17 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+from dockyard import endpoints
 from dockyard.client import controller_address
 from dockyard.errors import ApiError
 from dockyard.lab import control, verify
 from dockyard.lab.lab import Lab
 from dockyard.lab.state import DEFAULT_DIR, STATE_FILE, LabError
+from dockyard.shellenv import EnvError, exports, from_data_dir, public_copy
 
 HOST_VERBS: dict[str, tuple[str, str]] = {
     "kill-agent": ("kill_agent", "SIGKILL the host's agent (its containers keep running)"),
@@ -89,7 +93,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     status.add_argument("--output", choices=["table", "json"], default="table")
     status.set_defaults(handler=_status)
 
-    env = verbs.add_parser("env", help="print `export DOCKYARD_CONTROLLER=...` for a shell")
+    env = verbs.add_parser(
+        "env",
+        help='print the exports for a shell: eval "$(sudo dockyard lab env)"',
+        description="Print DOCKYARD_CONTROLLER, the CA, the admin key, and "
+        "AWS_ENDPOINT_URL_ECS with AWS keys, region and CA bundle: after one eval, "
+        "`dockyard ...` and plain `aws ecs ...` / boto3 talk to the lab.",
+    )
     _add_dir(env)
     env.set_defaults(handler=_env)
 
@@ -156,8 +166,8 @@ def _up(args: argparse.Namespace) -> int:
     _print_status(lab.status(), args.output)
     if args.output == "table":
         print(
-            f"\nready. For the CLI: export DOCKYARD_CONTROLLER={lab.controller_address}  "
-            f"(or: eval $(dockyard lab env --dir {lab.dir}))"
+            f'\nready. For this shell (dockyard, aws ecs, boto3): eval "$(sudo dockyard lab '
+            f'env --dir {lab.dir})"'
         )
     return 0
 
@@ -183,8 +193,20 @@ def _env(args: argparse.Namespace) -> int:
         lab = Lab.open(args.dir)
     except LabError as err:
         return _fail(err)
-    print(f"export DOCKYARD_CONTROLLER={lab.controller_address}")
-    print(f"export DOCKYARD_LAB_DIR={lab.dir}")
+    state = lab.state
+    try:
+        target = from_data_dir(
+            state.path("controller"),
+            default=endpoints.Endpoints(
+                lab.controller_address, lab.controller_http, "us-east-1", tls=True
+            ),
+            ca_cert=public_copy(state.path("controller", endpoints.CA_FILE), Path(lab.dir)),
+        )
+    except (EnvError, OSError) as err:
+        return _fail(err)
+    # the lab's own addresses: the controller listens on the bridge
+    target = replace(target, controller=lab.controller_address, ecs_url=lab.controller_http)
+    sys.stdout.write(exports(target, extra=[("DOCKYARD_LAB_DIR", lab.dir)]))
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import ssl
 import sys
 import threading
 import time
@@ -52,7 +53,7 @@ def controller_cmd(state: LabState) -> list[str]:
         "--listen",
         state.controller_address,
         "--http",
-        state.controller_http.removeprefix("http://"),
+        state.controller_http.partition("://")[2],
     ]
     if state.heartbeat_period is not None:
         cmd += ["--heartbeat-period", str(state.heartbeat_period)]
@@ -77,7 +78,8 @@ def _wait_healthz(state: LabState, ref: ProcRef, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and procs.alive(ref):
         try:
-            with urllib.request.urlopen(f"{state.controller_http}/healthz", timeout=1):
+            url = f"{state.controller_http}/healthz"
+            with urllib.request.urlopen(url, timeout=1, context=_https_context(state)):
                 return
         except urllib.error.HTTPError:
             return  # it answers HTTP: good enough, the gRPC port already listens
@@ -85,6 +87,12 @@ def _wait_healthz(state: LabState, ref: ProcRef, timeout: float) -> None:
             time.sleep(0.05)
     if not procs.alive(ref):
         raise LabError("controller exited")
+
+
+def _https_context(state: LabState) -> ssl.SSLContext | None:
+    """Trust the lab controller's CA for its HTTPS endpoint (created at its first start)."""
+    ca = ca_cert(state)
+    return ssl.create_default_context(cadata=ca.decode()) if ca else None
 
 
 _TOKEN_LOCK = threading.Lock()

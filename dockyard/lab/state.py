@@ -98,7 +98,8 @@ class LabState:
 
     @property
     def controller_http(self) -> str:
-        return f"http://{self.gateway}:{HTTP_PORT}"
+        """The ECS endpoint: HTTPS, the controller being off loopback (`--tls auto`)."""
+        return f"https://{self.gateway}:{HTTP_PORT}"
 
     @property
     def registry(self) -> str:

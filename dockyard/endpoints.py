@@ -1,0 +1,59 @@
+"""Where a controller's clients reach it: `endpoints.json` in its data dir.
+
+The controller writes it once its ports are bound; `dockyard env --data-dir` and
+`dockyard lab env` read it, so a shell learns the gRPC address, the ECS endpoint URL
+(https when the controller serves TLS there), the region and whether TLS is on without
+the operator repeating the controller's flags.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+FILE = "endpoints.json"
+CA_FILE = "ca.crt"
+CREDENTIALS_FILE = "admin-credentials"
+WILDCARDS = ("", "0.0.0.0", "::")
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    controller: str  # gRPC host:port for the CLI
+    ecs_url: str  # http(s)://host:port of the ECS-compatible API
+    region: str
+    tls: bool  # the gRPC port serves TLS: clients need the CA
+
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def dial_host(bind: str, advertise: tuple[str, ...] = ()) -> str:
+    """The host a client dials for a server bound to `bind` (host:port): the first
+    advertised name unless the server listens on loopback only; else the bound host, a
+    wildcard meaning loopback. IPv6 addresses get brackets."""
+    host = bind.rpartition(":")[0].strip("[]")
+    if advertise and host not in LOOPBACK:
+        host = advertise[0].strip("[]")
+    elif host in WILDCARDS:
+        host = "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def write(data_dir: Path, ep: Endpoints) -> None:
+    path = Path(data_dir) / FILE
+    tmp = path.with_name(FILE + ".tmp")
+    tmp.write_text(json.dumps(asdict(ep), indent=1) + "\n")
+    tmp.replace(path)
+
+
+def read(data_dir: Path) -> Endpoints | None:
+    """The endpoints a controller with this data dir last announced, or None."""
+    try:
+        doc = json.loads((Path(data_dir) / FILE).read_text())
+        return Endpoints(
+            str(doc["controller"]), str(doc["ecs_url"]), str(doc["region"]), bool(doc["tls"])
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
