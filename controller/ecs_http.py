@@ -37,6 +37,7 @@ from controller.ecs_shapes import (
     validate_request,
 )
 from controller.failures import log_failure
+from controller.http_timeouts import body_deadline
 from controller.request_limits import parse_json_object
 from dockyard.errors import ApiError
 
@@ -128,7 +129,7 @@ def make_app(
     `check_responses`: validate every response against the model and answer 500 on a
     mismatch - for tests, so a service bug shows as a failure instead of a client surprise.
     """
-    app = web.Application(middlewares=[_clean_failures])
+    app = web.Application(middlewares=[_clean_failures, body_deadline])
     metrics = metrics_for(registry if registry is not None else REGISTRY)
     app[SERVICE_KEY] = service
     app[METRICS_KEY] = metrics
