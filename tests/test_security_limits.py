@@ -14,6 +14,7 @@ requests) and real gRPC:
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import resource
 import selectors
@@ -30,8 +31,11 @@ import pytest
 import requests
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from controller.http_timeouts import BODY_TIMEOUT_S, HEADERS_TIMEOUT_S, LINGER_S
+from controller.request_limits import json_depth
 from controller.server import GRPC_OPTIONS
 from dockyard import auth
 from dockyard.client import API_METHOD, ERROR_TYPE_KEY
@@ -160,6 +164,32 @@ def assert_quiet_log(caplog: pytest.LogCaptureFixture) -> None:
     assert not [r for r in caplog.records if r.exc_info], caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
     assert "RecursionError" not in caplog.text
+
+
+tricky_text = st.text(st.sampled_from('"\\[]{}a é\n'), max_size=8)
+json_docs = st.recursive(
+    st.one_of(st.none(), st.integers(), tricky_text),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(tricky_text, inner, max_size=3)
+    ),
+    max_leaves=30,
+)
+
+
+def parsed_depth(value: Any) -> int:
+    if isinstance(value, dict | list):
+        items = value.values() if isinstance(value, dict) else value
+        return 1 + max((parsed_depth(v) for v in items), default=0)
+    return 0
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=json_docs, indent=st.sampled_from([None, 1]), ascii_only=st.booleans())
+def test_json_depth_scan_agrees_with_the_parser(value: Any, indent: Any, ascii_only: bool) -> None:
+    """The linear scan that guards the parsers counts what they would: strings with
+    quotes, backslashes and brackets inside do not fool it."""
+    text = json.dumps(value, indent=indent, ensure_ascii=ascii_only)
+    assert json_depth(text) == parsed_depth(value)
 
 
 @pytest.mark.parametrize("depth", [1000, 100_000])
