@@ -15,6 +15,8 @@ import grpc
 
 from controller.dispatcher import Dispatcher
 from controller.events import EventLog
+from controller.failures import log_failure
+from controller.request_limits import MAX_NATIVE_BODY, parse_json_object
 from controller.service import ClusterService
 from controller.store import EventRow
 from dockyard.client import ERROR_TYPE_KEY
@@ -23,7 +25,6 @@ from dockyard.v1 import api_pb2, api_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 1 << 20
 
 _STATUS = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
@@ -45,15 +46,9 @@ async def _abort(context: grpc.aio.ServicerContext, err: ApiError) -> None:
 
 
 def _parse(body: str) -> dict[str, Any]:
-    if len(body) > MAX_BODY:
-        raise ApiError("ClientException", f"request body over {MAX_BODY} bytes")
-    try:
-        parsed = json.loads(body or "{}")
-    except json.JSONDecodeError as err:
-        raise ApiError("SerializationException", f"request body is not JSON: {err}") from None
-    if not isinstance(parsed, dict):
-        raise ApiError("SerializationException", "request body must be a JSON object")
-    return parsed
+    if len(body) > MAX_NATIVE_BODY:
+        raise ApiError("ClientException", f"request body over {MAX_NATIVE_BODY} bytes")
+    return parse_json_object(body)
 
 
 class ApiServicer(api_pb2_grpc.ClusterApiServicer):
@@ -69,8 +64,8 @@ class ApiServicer(api_pb2_grpc.ClusterApiServicer):
             result = await self.service.call(operation, _parse(request.body))
         except ApiError as err:
             await _abort(context, err)
-        except Exception:
-            log.exception("%s failed", operation)
+        except Exception as exc:
+            log_failure(log, operation, exc)
             await _abort(
                 context,
                 ApiError(

@@ -32,11 +32,13 @@ from controller.ecs_shapes import (
     ResponseShapeError,
     check_response,
     dump_json,
-    json_type,
     operation_model,
     strip_nulls,
     validate_request,
 )
+from controller.failures import log_failure
+from controller.http_timeouts import body_deadline
+from controller.request_limits import parse_json_object
 from dockyard.errors import ApiError
 
 __all__ = ["EcsMetrics", "check_response", "make_app", "metrics_for", "metrics_handler_for"]
@@ -127,7 +129,7 @@ def make_app(
     `check_responses`: validate every response against the model and answer 500 on a
     mismatch - for tests, so a service bug shows as a failure instead of a client surprise.
     """
-    app = web.Application()
+    app = web.Application(middlewares=[_clean_failures, body_deadline])
     metrics = metrics_for(registry if registry is not None else REGISTRY)
     app[SERVICE_KEY] = service
     app[METRICS_KEY] = metrics
@@ -160,9 +162,9 @@ class _Endpoint:
         except ApiError as exc:
             error = exc.name
             response = _error_reply(exc, request_id)
-        except Exception:
+        except Exception as exc:
             error = "ServerException"
-            log.exception("ECS %s request %s failed", label, request_id)
+            log_failure(log, f"ECS {label} request {request_id}", exc)
             crash = ApiError("ServerException", f"internal error (request {request_id})", 500)
             response = _error_reply(crash, request_id)
         self.metrics.observe(label, time.perf_counter() - started, error)
@@ -208,17 +210,22 @@ async def _read_body(request: web.Request) -> dict[str, Any]:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise ApiError("ClientException", "request body is too large", 413) from None
-    if not raw.strip():
-        return {}
+    return strip_nulls(parse_json_object(raw))
+
+
+@web.middleware
+async def _clean_failures(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Any unexpected exception on any route (and in the middlewares inside this one)
+    becomes a 500 ServerException and one log line, never aiohttp's traceback."""
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError("SerializationException", f"request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ApiError(
-            "SerializationException", f"request body must be a JSON object, not {json_type(body)}"
-        )
-    return strip_nulls(body)
+        return await handler(request)
+    except web.HTTPException:
+        raise  # aiohttp's own answers: 404, 405, 413...
+    except Exception as exc:
+        request_id = str(uuid.uuid4())
+        log_failure(log, f"{request.method} {request.path[:100]} (request {request_id})", exc)
+        crash = ApiError("ServerException", f"internal error (request {request_id})", 500)
+        return _error_reply(crash, request_id)
 
 
 def _reply(status: int, payload: bytes, request_id: str) -> web.Response:

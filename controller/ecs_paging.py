@@ -33,7 +33,7 @@ def decode_token(token: str) -> Key:
     try:
         padded = token + "=" * (-len(token) % 4)
         doc = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (binascii.Error, ValueError, UnicodeError):
+    except (binascii.Error, ValueError, UnicodeError, RecursionError):
         raise invalid("nextToken", "is not a token this API returned") from None
     if not isinstance(doc, dict) or doc.get("v") != _TOKEN_VERSION or "after" not in doc:
         raise invalid("nextToken", "is not a token this API returned")

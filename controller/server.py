@@ -24,6 +24,7 @@ from controller import orchestrator
 from controller.api_grpc import ApiServicer
 from controller.dispatcher import Dispatcher
 from controller.events import EventLog
+from controller.http_timeouts import runner_options
 from controller.liveness import DEFAULT_HEARTBEAT_BUDGET
 from controller.model import from_doc
 from controller.security import Security, SecurityConfig, sealing, tls_wanted
@@ -47,6 +48,10 @@ GRPC_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.max_concurrent_streams", 100_000),
     ("grpc.server.max_pending_requests", 20_000),
+    # A connection must finish TLS and the HTTP/2 preface in 15 s (grpc's default is 60 s),
+    # and one with no call open for 5 minutes is closed (GOAWAY; clients reconnect).
+    ("grpc.server_handshake_timeout_ms", 15_000),
+    ("grpc.max_connection_idle_ms", 300_000),
 ]
 
 
@@ -155,7 +160,7 @@ class Controller:
 
     async def _start_http(self) -> None:
         app = make_http_app(self)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, **runner_options())
         await runner.setup()
         host, _, port = self.config.http.rpartition(":")
         tls = self.security.http_ssl_context(self.config.http) if self.config.http_tls else None

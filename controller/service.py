@@ -30,6 +30,7 @@ from controller.model import (
 )
 from controller.placement.model import Constraint, Strategy, TaskDemand
 from controller.placement_batch import PlacementBatcher
+from controller.request_limits import check_overrides_size
 from controller.roles import RoleService
 from controller.state import ClusterState
 from controller.store import Op, Store
@@ -485,6 +486,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
     def _overrides(self, td: TaskDefinition, ov: Any) -> dict[str, Any]:
         if not isinstance(ov, dict):
             raise invalid("overrides", "must be an object")
+        check_overrides_size(ov)
         names = {c["name"] for c in td.doc["containerDefinitions"]}
         cos = ov.get("containerOverrides", [])
         if not isinstance(cos, list):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from controller.request_limits import check_image, check_task_definition_size
 from dockyard.errors import ApiError, invalid
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,255}$")
@@ -130,6 +131,7 @@ def _container(c: Any, i: int, network_mode: str) -> dict[str, Any]:
     image = c.get("image")
     if not isinstance(image, str) or not image.strip():
         raise invalid(f"{f}.image", "is required")
+    check_image(image, f"{f}.image")
     out = dict(c)
     out["essential"] = c.get("essential", True)
     if not isinstance(out["essential"], bool):
@@ -167,6 +169,7 @@ def validate(body: dict[str, Any]) -> dict[str, Any]:
     """Check a RegisterTaskDefinition request; return the normalised definition (no ARN yet)."""
     if not isinstance(body, dict):
         raise ApiError("ClientException", "the task definition must be a JSON object")
+    check_task_definition_size(body)
     family = body.get("family")
     if not isinstance(family, str) or not NAME_RE.match(family):
         raise invalid("family", "is required: 1-255 letters, digits, hyphens, underscores")
@@ -181,7 +184,11 @@ def validate(body: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(defs, list) or not defs:
         raise invalid("containerDefinitions", "is required and must not be empty")
     if len(defs) > MAX_CONTAINERS:
-        raise invalid("containerDefinitions", f"at most {MAX_CONTAINERS} containers per task")
+        raise ApiError(
+            "ClientException",
+            f"containerDefinitions: Too many containers ({len(defs)}); "
+            f"at most {MAX_CONTAINERS} per task definition",
+        )
     containers = [_container(c, i, network_mode) for i, c in enumerate(defs)]
     _check_across_containers(containers, body)
     out = {k: v for k, v in body.items() if k not in ("tags",)}

@@ -10,6 +10,7 @@ import asyncio
 import json
 import threading
 from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -105,6 +106,16 @@ class SecureController:
             key = BotoCredentials(c.access_key_id, c.secret_access_key)
             SigV4Auth(key, "ecs", "us-east-1").add_auth(req)
         return requests.post(self.http, data=data, headers=dict(req.headers.items()), timeout=10)
+
+
+@contextmanager
+def running(controller: SecureController) -> Iterator[SecureController]:
+    """The controller, started, and stopped afterwards even when the test fails."""
+    try:
+        controller.start()
+        yield controller
+    finally:
+        controller.stop()
 
 
 def register_msg(instance_id: str, token: str = "", **kw: Any) -> agent_pb2.AgentMessage:

@@ -22,6 +22,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 
+from controller.failures import log_failure
 from controller.security.keys import AccessKey, AccessKeys
 from controller.security.limits import check_native
 from dockyard import auth
@@ -100,7 +101,18 @@ _GRPC_CODES = {
     "UnrecognizedClientException": grpc.StatusCode.UNAUTHENTICATED,
     "InvalidSignatureException": grpc.StatusCode.UNAUTHENTICATED,
     "InvalidParameterException": grpc.StatusCode.INVALID_ARGUMENT,
+    "SerializationException": grpc.StatusCode.INVALID_ARGUMENT,
 }
+
+
+async def _internal(context: Any, operation: str, exc: Exception) -> None:
+    """gRPC INTERNAL with a clean message and one log line: an unexpected exception must not
+    reach grpc's default handler (UNKNOWN carrying the exception's text)."""
+    log_failure(log, operation, exc)
+    context.set_trailing_metadata(((ERROR_TYPE_KEY, "ServerException"),))
+    await context.abort(
+        grpc.StatusCode.INTERNAL, f"{operation} failed: internal error (see controller log)"
+    )
 
 
 class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
@@ -156,16 +168,26 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
 
     def _unary(self, method: str, operation: str, inner: Any) -> Any:
         async def call(request: Any, context: Any) -> Any:
-            await self._check(method, operation, request, context)
-            return await inner(request, context)
+            try:
+                await self._check(method, operation, request, context)
+                return await inner(request, context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await _internal(context, operation, exc)
 
         return call
 
     def _stream(self, method: str, operation: str, inner: Any) -> Any:
         async def call(request: Any, context: Any) -> Any:
-            await self._check(method, operation, request, context)
-            async for item in inner(request, context):
-                yield item
+            try:
+                await self._check(method, operation, request, context)
+                async for item in inner(request, context):
+                    yield item
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await _internal(context, operation, exc)
 
         return call
 

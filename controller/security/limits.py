@@ -8,10 +8,8 @@ accepts Dockyard extensions, and the CLI sends `cluster` everywhere).
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from controller.ecs_shapes import _REQUEST_VALIDATOR, operation_model, strip_nulls
+from controller.request_limits import MAX_NATIVE_BODY, parse_json_object
 from dockyard.errors import ApiError
 
 MAX_PROBLEMS = 5
@@ -20,14 +18,12 @@ MAX_PROBLEMS = 5
 def check_native(operation: str, body_text: str) -> None:
     """InvalidParameterException if an ECS operation's body breaks the model's limits."""
     op = operation_model(operation)
-    if op is None or op.input_shape is None:
-        return
+    if op is None or op.input_shape is None or len(body_text) > MAX_NATIVE_BODY:
+        return  # the servicer refuses an oversized body
     try:
-        body: Any = json.loads(body_text or "{}")
-    except ValueError:
+        body = parse_json_object(body_text)
+    except ApiError:
         return  # the servicer answers SerializationException
-    if not isinstance(body, dict):
-        return
     lines = _REQUEST_VALIDATOR.validate(strip_nulls(body), op.input_shape).lines
     problems = [p for p in lines if "unknown member" not in p and "Unknown parameter" not in p]
     if problems:
