@@ -75,10 +75,12 @@ def service_view(
         "schedulingStrategy": svc.scheduling,
         "deploymentController": {"type": "ECS"},
         "createdBy": "dockyard",
-        "enableECSManagedTags": False,
-        "propagateTags": "NONE",
+        "enableECSManagedTags": svc.managed_tags,
+        "propagateTags": svc.propagate_tags,
         "enableExecuteCommand": False,
     }
+    if svc.role_arn:
+        view["roleArn"] = svc.role_arn
     if with_tags:
         view["tags"] = svc.tags
     return view
