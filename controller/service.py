@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CLUSTER = "default"
 MAX_RUN_COUNT = 10
+NO_INSTANCES = "Container Instances cannot be empty."  # ECS's words
 MAX_CUSTOM_ATTRIBUTES = 10  # ECS: "up to 10 custom attributes for each resource"
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -426,7 +427,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         cluster = self.cluster(_str(body, "cluster") or None)
         refs = _str_list(body, "containerInstances", limit=10)
         if not refs:
-            raise invalid("containerInstances", "is required: 1 to 10 instances")
+            raise client_error(NO_INSTANCES)
         td = self.taskdef(body.get("taskDefinition"))
         tasks, failures = [], []
         for ref in refs:
@@ -689,7 +690,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         cluster = self.cluster(_str(body, "cluster") or None)
         refs = _str_list(body, "tasks")
         if not refs:
-            raise invalid("tasks", "is required: 1 to 100 task ARNs or ids")
+            raise ApiError("InvalidParameterException", "Tasks cannot be empty.")  # ECS's words
         tags = _with_tags(body)
         found, failures = _describe(
             refs,
@@ -767,7 +768,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         cluster = self.cluster(_str(body, "cluster") or None)
         refs = _str_list(body, "containerInstances")
         if not refs:
-            raise invalid("containerInstances", "is required: 1 to 100 ARNs or ids")
+            raise client_error(NO_INSTANCES)
         found, failures = _describe(
             refs,
             lambda r: self.find_instance(cluster, r),

@@ -96,6 +96,24 @@ def test_unknown_clusters_get_ecs_exception_and_message(ecs: Any, lc: LocalClust
     assert "(ClusterNotFoundException)" in done.stderr and "Cluster not found." in done.stderr
 
 
+def test_empty_lists_and_unknown_launch_types_in_ecs_words(ecs: Any) -> None:
+    ecs.register_task_definition(**taskdef("words"))
+    no_instances = ("ClientException", "Container Instances cannot be empty.")
+    assert error_of(ecs.describe_container_instances, containerInstances=[]) == no_instances
+    assert error_of(ecs.start_task, taskDefinition="words", containerInstances=[]) == no_instances
+    got = error_of(ecs.describe_tasks, tasks=[])
+    assert got == ("InvalidParameterException", "Tasks cannot be empty.")
+    got = error_of(
+        ecs.create_service, serviceName="s", taskDefinition="words", launchType="SOMETHING"
+    )
+    assert got == ("ClientException", "launch type should be one of [EC2,FARGATE]")
+    got = error_of(ecs.run_task, cluster="nope", taskDefinition="words", launchType="Fargate")
+    assert got == (
+        "InvalidParameterException",
+        "launch type should be one of [EC2,FARGATE,EXTERNAL]",
+    )
+
+
 def test_register_task_definition_refusals_are_client_exceptions(ecs: Any) -> None:
     cases = [
         ({"image": "x", "memory": 32}, "Container.name should not be null or empty."),
