@@ -246,7 +246,17 @@ def test_service_tasks_get_service_tags_and_managed_tags(ecs: Any) -> None:
     )["service"]
     try:
         assert created["propagateTags"] == "SERVICE" and created["enableECSManagedTags"] is True
+        dep = created["deployments"][0]
+        assert dep["rolloutStateReason"] == f"ECS deployment {dep['id']} in progress."
         ecs.get_waiter("services_stable").wait(services=["tagged"], WaiterConfig=FAST)
+        dep = wait_for(
+            lambda: (lambda d: d if d["rolloutState"] == "COMPLETED" else None)(
+                ecs.describe_services(services=["tagged"])["services"][0]["deployments"][0]
+            ),
+            30,
+            what="rollout COMPLETED",
+        )
+        assert dep["rolloutStateReason"] == f"ECS deployment {dep['id']} completed."
         arns = ecs.list_tasks(serviceName="tagged")["taskArns"]
         managed = [
             {"key": "aws:ecs:clusterName", "value": "default"},

@@ -42,6 +42,8 @@ def deployment_view(svc: Service, dep: Deployment, tasks: list[Task]) -> dict[st
     }
     if dep.rollout_reason:
         view["rolloutStateReason"] = dep.rollout_reason
+    elif dep.rollout_state == "IN_PROGRESS":  # ECS says so while a rollout runs
+        view["rolloutStateReason"] = f"ECS deployment {dep.id} in progress."
     return view
 
 
