@@ -420,7 +420,9 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
             raise client_error(f"TaskDefinition {td.key} is inactive")
         instances = self.state.cluster_views(cluster.name)
         if not instances:
-            raise invalid("cluster", f"No Container Instances were found in cluster {cluster.name}")
+            raise ApiError(  # ECS's words
+                "InvalidParameterException", "No Container Instances were found in your cluster."
+            )
         return await self._place_and_create(cluster, td, body, count, instances, token)
 
     async def op_StartTask(self, body: dict[str, Any]) -> dict[str, Any]:

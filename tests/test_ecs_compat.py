@@ -146,6 +146,22 @@ def test_service_errors_are_ecs_exceptions(ecs: Any) -> None:
             desiredCount=0,
         )
         assert code == "ClientException", ref
+    ecs.register_task_definition(**taskdef("svc-errs"))
+    up = {"cluster": "svc-errs", "serviceName": "up", "taskDefinition": "svc-errs:2"}
+    ecs.create_service(**up, desiredCount=1)
+    got = error_of(ecs.create_service, **up, desiredCount=1)
+    assert got == ("InvalidParameterException", "Creation of service was not idempotent.")
+    got = error_of(ecs.delete_service, cluster="svc-errs", service="up")
+    assert got == (
+        "InvalidParameterException",
+        "The service cannot be stopped while it is scaled above 0.",
+    )
+    ecs.delete_service(cluster="svc-errs", service="up", force=True)
+    got = error_of(ecs.run_task, cluster="svc-errs", taskDefinition="svc-errs:2")
+    assert got == (
+        "InvalidParameterException",
+        "No Container Instances were found in your cluster.",
+    )
     missing = ("ServiceNotFoundException", "Service not found.")
     assert error_of(ecs.update_service, cluster="svc-errs", service="s", desiredCount=0) == missing
     assert error_of(ecs.delete_service, cluster="svc-errs", service="s") == missing

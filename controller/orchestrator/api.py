@@ -161,7 +161,9 @@ class ServiceApi:
             if old is not None and old.status != "INACTIVE":
                 if svc.client_token and old.client_token == svc.client_token:
                     return {"service": self.view(old)}
-                raise invalid("serviceName", f"Creation of service was not idempotent: {name}")
+                raise ApiError(
+                    "InvalidParameterException", "Creation of service was not idempotent."
+                )
             self.sched.services[svc.arn] = svc
             await self._save(svc, "service created")
         return {"service": self.view(svc)}
@@ -223,10 +225,9 @@ class ServiceApi:
         async with self.sched.lock_for(self.lookup(cluster, body.get("service")).arn):
             svc = self.lookup(cluster, body.get("service"))
             if svc.scheduling == "REPLICA" and svc.desired_count > 0 and not body.get("force"):
-                raise invalid(
-                    "service",
-                    "The service cannot be stopped while it is scaled above 0: "
-                    "set desiredCount to 0 or pass force",
+                raise ApiError(  # ECS's words (scale it to 0 first, or pass force)
+                    "InvalidParameterException",
+                    "The service cannot be stopped while it is scaled above 0.",
                 )
             svc.status, svc.desired_count, svc.steady = "DRAINING", 0, False
             await self._save(svc, "service deleted")
