@@ -24,7 +24,14 @@ from controller import ecs_views
 from controller.model import TaskDefinition, now
 from controller.store import Delete, Put
 from dockyard.arns import resource_name
-from dockyard.errors import ApiError, invalid
+from dockyard.errors import (
+    TASKDEF_NOT_FOUND,
+    ApiError,
+    client_error,
+    cluster_not_found,
+    invalid,
+    service_not_found,
+)
 
 if TYPE_CHECKING:
     from controller.events import EventLog
@@ -38,6 +45,15 @@ KIND = "ecs-extra"  # store rows: {"type": "tags", ...} and {"type": "revision",
 MAX_TAGS = 50
 RESERVED_PREFIX = "aws:"
 SWEEP_PERIOD = 1.0  # seconds between checks for DELETE_IN_PROGRESS revisions to remove
+# DeleteTaskDefinitions' failure reasons, in ECS's words
+INVALID_REVISION = (
+    "The specified task definition identifier is invalid. "
+    "Specify a valid name or ARN and try again."
+)
+MISSING_REVISION = (
+    "The specified task definition does not exist. "
+    "Specify a valid account, family, revision and try again."
+)
 ACTIVE_REVISION = (
     "The specified task definition is still in ACTIVE status. "
     "Please deregister the target and try again."
@@ -78,10 +94,12 @@ def check_tags(tags: Any, field_name: str = "tags") -> Tags:
 
 
 def merge_tags(old: Tags, new: Tags) -> Tags:
-    """`old` with `new` added; a key already present takes the new value."""
-    merged = {t["key"]: t.get("value", "") for t in old}
-    merged.update({t["key"]: t["value"] for t in new})
-    return [{"key": k, "value": v} for k, v in merged.items()]
+    """ECS's order after a TagResource: the new tags as given (a key given twice keeps its
+    last value), then the old tags whose keys were not given again."""
+    given = {t["key"]: t["value"] for t in new}
+    return [{"key": k, "value": v} for k, v in given.items()] + [
+        dict(t) for t in old if t["key"] not in given
+    ]
 
 
 def split_arn(arn: str) -> tuple[str, str]:
@@ -177,7 +195,10 @@ class EcsExtraOps:
         return {}
 
     async def op_ListTagsForResource(self, body: dict[str, Any]) -> dict[str, Any]:
-        target = await self._target(body.get("resourceArn", ""))
+        arn = body.get("resourceArn", "")
+        target = await self._target(arn)
+        if not target.tags and split_arn(arn)[0] == "cluster":
+            return {}  # ECS: a cluster that never had tags answers without a tags member
         return {"tags": [dict(t) for t in target.tags]}
 
     async def _target(self, arn: str) -> _Target:
@@ -200,7 +221,7 @@ class EcsExtraOps:
     def _check_cluster(self, name: str) -> None:
         c = self.state.clusters.get(name)
         if c is None or c.status != "ACTIVE":
-            raise ApiError("ClusterNotFoundException", f"Cluster not found: {name}")
+            raise cluster_not_found()
 
     async def _cluster_target(self, arn: str, name: str) -> _Target:
         self._check_cluster(name)
@@ -218,7 +239,7 @@ class EcsExtraOps:
         family, _, rev = name.partition(":")
         td = self.state.taskdefs.get(family, {}).get(int(rev)) if rev.isdigit() else None
         if td is None or td.arn != arn:
-            raise self._missing(arn)
+            raise client_error(TASKDEF_NOT_FOUND)  # ECS's answer, as for DescribeTaskDefinition
         current = await self.taskdef_tags(arn)
 
         async def save(tags: Tags) -> None:
@@ -251,11 +272,10 @@ class EcsExtraOps:
         return _Target(inst.tags, save)
 
     async def _service_target(self, arn: str, rest: str) -> _Target:
-        self._check_cluster(rest.partition("/")[0])
         sched = self._scheduler()
         svc = sched.services.get(arn) if sched is not None else None
         if svc is None or svc.status == "INACTIVE":
-            raise self._missing(arn)
+            raise service_not_found()  # ECS: whether or not its cluster exists
 
         async def save(tags: Tags) -> None:
             await sched.set_tags(arn, tags)
@@ -270,8 +290,16 @@ class EcsExtraOps:
 
     async def op_DeleteTaskDefinitions(self, body: dict[str, Any]) -> dict[str, Any]:
         refs = body.get("taskDefinitions") or []
-        if not 1 <= len(refs) <= 10:
-            raise invalid("taskDefinitions", "1 to 10 task definition revisions")
+        if not refs:  # ECS's words for both bounds
+            raise ApiError(
+                "InvalidParameterException",
+                "size of TaskDefinition references list must be greater than 0",
+            )
+        if len(refs) > 10:
+            raise ApiError(
+                "InvalidParameterException",
+                "Size of TaskDefinition references list cannot exceed 10",
+            )
         await self.extra()
         deleted, failures, ops = [], [], []
         for ref in refs:
@@ -296,10 +324,10 @@ class EcsExtraOps:
     def _deletable(self, ref: str) -> tuple[TaskDefinition | None, str]:
         family, _, rev = resource_name(ref).partition(":")
         if not rev.isdigit():
-            return None, "The specified task definition identifier is invalid: use family:revision"
+            return None, INVALID_REVISION
         td = self.state.taskdefs.get(family, {}).get(int(rev))
         if td is None:
-            return None, "The specified task definition does not exist"
+            return None, MISSING_REVISION
         if td.status == "ACTIVE":
             return None, ACTIVE_REVISION
         return td, ""

@@ -230,9 +230,26 @@ def validate_request(operation: str, body: dict[str, Any]) -> None:
         raise ApiError("UnknownOperationException", f"ECS has no operation {operation}")
     if op.input_shape is None:
         return
+    _check_launch_type(operation, body)
     problems = _REQUEST_VALIDATOR.validate(body, op.input_shape).lines
     if problems:
         raise ApiError("InvalidParameterException", _join(problems))
+
+
+# ECS's own answers to a launchType it does not know (clients match the words)
+_LAUNCH_TYPE_ERRORS = {
+    "CreateService": ("ClientException", "launch type should be one of [EC2,FARGATE]"),
+    "RunTask": ("InvalidParameterException", "launch type should be one of [EC2,FARGATE,EXTERNAL]"),
+}
+
+
+def _check_launch_type(operation: str, body: dict[str, Any]) -> None:
+    """ECS's exception and words for an unknown launchType of CreateService or RunTask."""
+    value = body.get("launchType")
+    if operation not in _LAUNCH_TYPE_ERRORS or not isinstance(value, str):
+        return
+    if value not in service_model().shape_for("LaunchType").enum:
+        raise ApiError(*_LAUNCH_TYPE_ERRORS[operation])
 
 
 def _join(problems: list[str]) -> str:

@@ -18,11 +18,12 @@ def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def cluster_view(
-    c: Cluster, state: ClusterState, arns: ArnFactory, services: int = 0
+    c: Cluster, state: ClusterState, arns: ArnFactory, services: int = 0, tags: bool = False
 ) -> dict[str, Any]:
+    """ECS's Cluster; `tags`: show its tags (ECS: only when asked, and only if it has any)."""
     tasks = state.cluster_tasks(c.name)
     instances = [i for i in state.cluster_instances(c.name) if i.status != "INACTIVE"]
-    return {
+    view: dict[str, Any] = {
         "clusterArn": c.arn,
         "clusterName": c.name,
         "status": c.status,
@@ -33,18 +34,21 @@ def cluster_view(
         ),
         "activeServicesCount": services,
         "statistics": [],
-        "tags": c.tags,
         "settings": [{"name": "containerInsights", "value": "disabled"}],
         "capacityProviders": [],
         "defaultCapacityProviderStrategy": [],
     }
+    if tags and c.tags:
+        view["tags"] = c.tags
+    return view
 
 
 def taskdef_view(td: TaskDefinition) -> dict[str, Any]:
     return dict(td.doc)
 
 
-def task_view(t: Task, arns: ArnFactory) -> dict[str, Any]:
+def task_view(t: Task, arns: ArnFactory, tags: bool = False) -> dict[str, Any]:
+    """ECS's Task; `tags`: show its tags (ECS: DescribeTasks only with include TAGS)."""
     cluster_arn = arns.cluster(t.cluster)
     containers = []
     for i, c in enumerate(t.containers):
@@ -110,7 +114,7 @@ def task_view(t: Task, arns: ArnFactory) -> dict[str, Any]:
             "group": t.group,
             "launchType": "EC2",
             "healthStatus": t.health,
-            "tags": t.tags,
+            "tags": t.tags if tags else None,
             "attachments": [],
             "attributes": [],
             "enableExecuteCommand": False,
@@ -150,7 +154,8 @@ def _resources(
     ]
 
 
-def instance_view(inst: Instance, state: ClusterState) -> dict[str, Any]:
+def instance_view(inst: Instance, state: ClusterState, tags: bool = False) -> dict[str, Any]:
+    """ECS's ContainerInstance; `tags`: show its tags (ECS: only with include TAGS)."""
     view = state.views.get(inst.arn)
     tasks = [t for t in state.instance_tasks(inst.arn) if t.active]
     remaining = (
@@ -159,7 +164,7 @@ def instance_view(inst: Instance, state: ClusterState) -> dict[str, Any]:
         else []
     )
     attrs = [{"name": k, "value": v} for k, v in sorted(inst.all_attributes.items())]
-    return {
+    out: dict[str, Any] = {
         "containerInstanceArn": inst.arn,
         "ec2InstanceId": inst.id,
         "version": inst.version,
@@ -179,5 +184,7 @@ def instance_view(inst: Instance, state: ClusterState) -> dict[str, Any]:
         "attributes": attrs,
         "registeredAt": inst.registered_at,
         "attachments": [],
-        "tags": inst.tags,
     }
+    if tags:
+        out["tags"] = inst.tags
+    return out

@@ -35,12 +35,19 @@ from controller.roles import RoleService
 from controller.state import ClusterState
 from controller.store import Op, Store
 from dockyard.arns import ArnFactory, last_part, resource_name
-from dockyard.errors import ApiError, client_error, invalid
+from dockyard.errors import (
+    TASKDEF_NOT_FOUND,
+    ApiError,
+    client_error,
+    cluster_not_found,
+    invalid,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CLUSTER = "default"
 MAX_RUN_COUNT = 10
+NO_INSTANCES = "Container Instances cannot be empty."  # ECS's words
 MAX_CUSTOM_ATTRIBUTES = 10  # ECS: "up to 10 custom attributes for each resource"
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -82,6 +89,16 @@ def _describe(
         else:
             found.append(render(obj))
     return found, failures
+
+
+def _with_tags(body: dict[str, Any]) -> bool:
+    """Whether a Describe* request asks for tags (ECS shows them only with include TAGS)."""
+    return "TAGS" in (body.get("include") or [])
+
+
+def _run_view(task: Task, arns: ArnFactory) -> dict[str, Any]:
+    """A task as RunTask and StartTask answer: its tags shown when it has any."""
+    return ecs_views.task_view(task, arns, tags=bool(task.tags))
 
 
 def _str(body: dict[str, Any], field: str, default: str = "") -> str:
@@ -161,7 +178,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         name = resource_name(ref or DEFAULT_CLUSTER)
         c = self.state.clusters.get(name)
         if c is None or c.status != "ACTIVE":
-            raise ApiError("ClusterNotFoundException", f"Cluster not found: {name}")
+            raise cluster_not_found()
         return c
 
     def taskdef(self, ref: Any, field: str = "taskDefinition") -> TaskDefinition:
@@ -172,13 +189,11 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         revisions = self.state.taskdefs.get(family, {})
         if rev:
             if not rev.isdigit() or int(rev) not in revisions:
-                raise client_error(f"Unable to describe task definition {name}: not found")
+                raise client_error(TASKDEF_NOT_FOUND)
             return revisions[int(rev)]
         active = [td for td in revisions.values() if td.status == "ACTIVE"]
         if not active:
-            raise client_error(
-                f"Unable to describe task definition {family}: no ACTIVE revision of that family"
-            )
+            raise client_error(TASKDEF_NOT_FOUND)
         return max(active, key=lambda td: td.revision)
 
     def find_task(self, cluster: Cluster, ref: str) -> Task | None:
@@ -225,23 +240,23 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
             raise invalid("clusterName", "1-255 letters, digits, hyphens and underscores")
         c = self.state.clusters.get(name)
         if c is None or c.status != "ACTIVE":  # ECS: creating an existing cluster returns it
-            c = Cluster(name=name, arn=self.arns.cluster(name), tags=body.get("tags", []))
+            c = Cluster(name=name, arn=self.arns.cluster(name), tags=check_tags(body.get("tags")))
             await self.commit(
                 [self.state.put_cluster(c), self.event(name, "cluster", c.arn, "cluster created")]
             )
-        return {"cluster": ecs_views.cluster_view(c, self.state, self.arns)}
+        return {"cluster": ecs_views.cluster_view(c, self.state, self.arns, tags=True)}
 
     async def op_DescribeClusters(self, body: dict[str, Any]) -> dict[str, Any]:
         refs = _str_list(body, "clusters") or [DEFAULT_CLUSTER]
+        tags = _with_tags(body)
         clusters, failures = [], []
         for ref in refs:
             c = self.state.clusters.get(resource_name(ref))
             if c is None:
                 failures.append({"arn": self.arns.cluster(resource_name(ref)), "reason": "MISSING"})
             else:
-                clusters.append(
-                    ecs_views.cluster_view(c, self.state, self.arns, self.active_services(c.name))
-                )
+                services = self.active_services(c.name)
+                clusters.append(ecs_views.cluster_view(c, self.state, self.arns, services, tags))
         return {"clusters": clusters, "failures": failures}
 
     def active_services(self, cluster: str) -> int:
@@ -292,7 +307,10 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
     # ------------------------------------------------------------------ task definitions
 
     async def op_RegisterTaskDefinition(self, body: dict[str, Any]) -> dict[str, Any]:
-        doc = taskdef.validate(body)
+        try:
+            doc = taskdef.validate(body)
+        except ApiError as err:  # ECS answers a definition it cannot take with ClientException
+            raise client_error(err.message) from None
         family = doc["family"]
         tags = check_tags(body.get("tags"))
         revision = await self.next_revision(family)  # no await from here to put_taskdef
@@ -312,12 +330,14 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
                 self.event("", "taskdef", td.arn, "task definition registered"),
             ]
         )
-        return {"taskDefinition": ecs_views.taskdef_view(td), "tags": tags}
+        return {"taskDefinition": ecs_views.taskdef_view(td), **({"tags": tags} if tags else {})}
 
     async def op_DescribeTaskDefinition(self, body: dict[str, Any]) -> dict[str, Any]:
         td = self.taskdef(body.get("taskDefinition"))
-        tags = await self.taskdef_tags(td.arn) if "TAGS" in body.get("include", []) else []
-        return {"taskDefinition": ecs_views.taskdef_view(td), "tags": tags}
+        out: dict[str, Any] = {"taskDefinition": ecs_views.taskdef_view(td)}
+        if _with_tags(body):  # ECS: tags only when asked for
+            out["tags"] = await self.taskdef_tags(td.arn)
+        return out
 
     async def op_ListTaskDefinitions(self, body: dict[str, Any]) -> dict[str, Any]:
         prefix = _str(body, "familyPrefix")
@@ -330,7 +350,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         tds = [
             td
             for fam, revs in self.state.taskdefs.items()
-            if fam.startswith(prefix)
+            if not prefix or fam == prefix  # ECS: familyPrefix names one family, in full
             for td in revs.values()
             if td.status == status
         ]
@@ -362,9 +382,12 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         return {"families": page, **more}
 
     async def op_DeregisterTaskDefinition(self, body: dict[str, Any]) -> dict[str, Any]:
-        ref = body.get("taskDefinition")
-        if not isinstance(ref, str) or ":" not in resource_name(ref):
-            raise invalid("taskDefinition", "must name a revision: family:revision or an ARN")
+        ref = _str(body, "taskDefinition")
+        rev = resource_name(ref).partition(":")[2]
+        if ":" not in resource_name(ref):  # ECS's words for each case
+            raise client_error("Revision is missing.")
+        if not rev.isdigit():
+            raise ApiError("InvalidParameterException", f"Invalid revision number. Number: {rev}")
         td = self.taskdef(ref)
         if td.status == "ACTIVE":
             td.status = td.doc["status"] = "INACTIVE"
@@ -385,7 +408,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         if token and (cluster.name, token) in self.state.client_tokens:
             arns = self.state.client_tokens[(cluster.name, token)]
             return {
-                "tasks": [ecs_views.task_view(self.state.tasks[a], self.arns) for a in arns],
+                "tasks": [_run_view(self.state.tasks[a], self.arns) for a in arns],
                 "failures": [],
             }
         if _str(body, "launchType", "EC2") != "EC2":
@@ -398,14 +421,16 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
             raise client_error(f"TaskDefinition {td.key} is inactive")
         instances = self.state.cluster_views(cluster.name)
         if not instances:
-            raise invalid("cluster", f"No Container Instances were found in cluster {cluster.name}")
+            raise ApiError(  # ECS's words
+                "InvalidParameterException", "No Container Instances were found in your cluster."
+            )
         return await self._place_and_create(cluster, td, body, count, instances, token)
 
     async def op_StartTask(self, body: dict[str, Any]) -> dict[str, Any]:
         cluster = self.cluster(_str(body, "cluster") or None)
         refs = _str_list(body, "containerInstances", limit=10)
         if not refs:
-            raise invalid("containerInstances", "is required: 1 to 10 instances")
+            raise client_error(NO_INSTANCES)
         td = self.taskdef(body.get("taskDefinition"))
         tasks, failures = [], []
         for ref in refs:
@@ -429,6 +454,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
     ) -> tuple[list[Task], list[dict[str, str]]]:
         overrides = self._overrides(td, body.get("overrides") or {})
         await self.roles.check_task(td, overrides)  # unknown roles/secrets fail clearly
+        body = {**body, "tags": await self._task_tags(cluster, td, body, service)}
         group = _str(body, "group") or f"family:{td.family}"
         constraints = self._constraints(body, td)
         strategies = self._strategies(body)
@@ -444,10 +470,32 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         self.notify_agents(tasks)
         return tasks, failures
 
+    async def _task_tags(
+        self, cluster: Cluster, td: TaskDefinition, body: dict[str, Any], service: str
+    ) -> list[dict[str, str]]:
+        """A new task's tags as ECS makes them: the request's own, then those propagated
+        from the task definition or the service (`serviceTags`, set by the scheduler) for
+        keys not given, then ECS's managed tags when `enableECSManagedTags` asks for them."""
+        tags = check_tags(body.get("tags"))
+        propagate = body.get("propagateTags", "NONE")
+        if propagate == "SERVICE" and not service:
+            raise invalid("propagateTags", "SERVICE applies to a service's tasks only")
+        source = {
+            "TASK_DEFINITION": await self.taskdef_tags(td.arn),
+            "SERVICE": body.get("serviceTags") or [],
+        }.get(propagate, [])
+        given = {t["key"] for t in tags}
+        tags += [dict(t) for t in source if t["key"] not in given]
+        if body.get("enableECSManagedTags"):
+            tags.append({"key": "aws:ecs:clusterName", "value": cluster.name})
+            if service:
+                tags.append({"key": "aws:ecs:serviceName", "value": service})
+        return tags
+
     async def _place_and_create(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """place_tasks, rendered in ECS's RunTask response shape."""
         tasks, failures = await self.place_tasks(*args, **kwargs)
-        return {"tasks": [ecs_views.task_view(t, self.arns) for t in tasks], "failures": failures}
+        return {"tasks": [_run_view(t, self.arns) for t in tasks], "failures": failures}
 
     def _create_placed(
         self,
@@ -646,9 +694,12 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         cluster = self.cluster(_str(body, "cluster") or None)
         refs = _str_list(body, "tasks")
         if not refs:
-            raise invalid("tasks", "is required: 1 to 100 task ARNs or ids")
+            raise ApiError("InvalidParameterException", "Tasks cannot be empty.")  # ECS's words
+        tags = _with_tags(body)
         found, failures = _describe(
-            refs, lambda r: self.find_task(cluster, r), lambda t: ecs_views.task_view(t, self.arns)
+            refs,
+            lambda r: self.find_task(cluster, r),
+            lambda t: ecs_views.task_view(t, self.arns, tags),
         )
         return {"tasks": found, "failures": failures}
 
@@ -721,11 +772,11 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         cluster = self.cluster(_str(body, "cluster") or None)
         refs = _str_list(body, "containerInstances")
         if not refs:
-            raise invalid("containerInstances", "is required: 1 to 100 ARNs or ids")
+            raise client_error(NO_INSTANCES)
         found, failures = _describe(
             refs,
             lambda r: self.find_instance(cluster, r),
-            lambda i: ecs_views.instance_view(i, self.state),
+            lambda i: ecs_views.instance_view(i, self.state, _with_tags(body)),
         )
         return {"containerInstances": found, "failures": failures}
 

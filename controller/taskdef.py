@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from controller.request_limits import check_image, check_task_definition_size
-from dockyard.errors import ApiError, invalid
+from dockyard.errors import ApiError, client_error, invalid
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,255}$")
 NETWORK_MODES = ("bridge", "host", "none")
@@ -126,11 +126,13 @@ def _container(c: Any, i: int, network_mode: str) -> dict[str, Any]:
     if not isinstance(c, dict):
         raise invalid(f, "must be an object")
     name = c.get("name")
+    if name in (None, ""):
+        raise client_error("Container.name should not be null or empty.")  # ECS's words
     if not isinstance(name, str) or not NAME_RE.match(name):
-        raise invalid(f"{f}.name", "is required: 1-255 letters, digits, hyphens, underscores")
+        raise invalid(f"{f}.name", "1-255 letters, digits, hyphens, underscores")
     image = c.get("image")
     if not isinstance(image, str) or not image.strip():
-        raise invalid(f"{f}.image", "is required")
+        raise client_error("Container.image should not be null or empty.")
     check_image(image, f"{f}.image")
     out = dict(c)
     out["essential"] = c.get("essential", True)
@@ -180,6 +182,9 @@ def validate(body: dict[str, Any]) -> dict[str, Any]:
         raise invalid(
             "networkMode", f"must be one of {', '.join(NETWORK_MODES)}, got {network_mode!r}"
         )
+    volumes = body.get("volumes", [])
+    if not isinstance(volumes, list):
+        raise invalid("volumes", "must be a list")
     defs = body.get("containerDefinitions")
     if not isinstance(defs, list) or not defs:
         raise invalid("containerDefinitions", "is required and must not be empty")
@@ -197,15 +202,25 @@ def validate(body: dict[str, Any]) -> dict[str, Any]:
         out["cpu"] = str(parse_cpu(body["cpu"], "cpu"))
     if body.get("memory") not in (None, ""):
         out["memory"] = str(parse_memory(body["memory"], "memory"))
-    out.setdefault("volumes", [])
+    out["volumes"] = [_volume_defaults(v, f"volumes[{i}]") for i, v in enumerate(volumes)]
     out.setdefault("placementConstraints", [])
-    out["requiresCompatibilities"] = body.get("requiresCompatibilities", ["EC2"])
-    if "FARGATE" in out["requiresCompatibilities"] and network_mode != "awsvpc":
-        out["requiresCompatibilities"] = [
-            c for c in out["requiresCompatibilities"] if c != "FARGATE"
-        ] or ["EC2"]
+    compat = body.get("requiresCompatibilities")
+    if compat is not None:  # ECS shows requiresCompatibilities only when it was given
+        if "FARGATE" in compat and network_mode != "awsvpc":
+            compat = [c for c in compat if c != "FARGATE"] or ["EC2"]
+        out["requiresCompatibilities"] = compat
     out["compatibilities"] = ["EC2", "EXTERNAL"]
     return out
+
+
+def _volume_defaults(volume: Any, field: str) -> dict[str, Any]:
+    """A volume with the defaults ECS writes into its answer (an EFS volume's root is /)."""
+    if not isinstance(volume, dict):
+        raise invalid(field, "must be an object")
+    efs = volume.get("efsVolumeConfiguration")
+    if isinstance(efs, dict) and "rootDirectory" not in efs:
+        return {**volume, "efsVolumeConfiguration": {**efs, "rootDirectory": "/"}}
+    return volume
 
 
 def _check_across_containers(containers: list[dict[str, Any]], body: dict[str, Any]) -> None:
@@ -218,9 +233,9 @@ def _check_across_containers(containers: list[dict[str, Any]], body: dict[str, A
     task_memory = parse_memory(body.get("memory"), "memory")
     for i, c in enumerate(containers):
         if not task_memory and not c.get("memory") and not c.get("memoryReservation"):
-            raise invalid(
-                f"containerDefinitions[{i}].memory",
-                "memory or memoryReservation is required when the task sets no memory",
+            raise client_error(
+                f"Invalid setting for container '{c['name']}'. "
+                "At least one of 'memory' or 'memoryReservation' must be specified."
             )
         if task_memory and c.get("memory", 0) > task_memory:
             raise invalid(

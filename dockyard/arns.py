@@ -32,6 +32,10 @@ class ArnFactory:
     def service(self, cluster: str, name: str) -> str:
         return self._arn(f"service/{cluster}/{name}")
 
+    def short_service(self, name: str) -> str:
+        """The old short format, `service/<name>`: how ECS names a service it did not find."""
+        return self._arn(f"service/{name}")
+
 
 def last_part(ref: str) -> str:
     """`arn:...:task/default/abc` -> `abc`; a bare id or name is returned as it is."""

@@ -27,6 +27,20 @@ def client_error(message: str) -> ApiError:
     return ApiError("ClientException", message)
 
 
+# ECS's own words for unknown resources: clients (and test suites) match them exactly
+CLUSTER_NOT_FOUND = "Cluster not found."
+SERVICE_NOT_FOUND = "Service not found."
+TASKDEF_NOT_FOUND = "Unable to describe task definition."
+
+
+def cluster_not_found() -> ApiError:
+    return ApiError("ClusterNotFoundException", CLUSTER_NOT_FOUND)
+
+
+def service_not_found() -> ApiError:
+    return ApiError("ServiceNotFoundException", SERVICE_NOT_FOUND)
+
+
 def not_found(name: str, message: str) -> ApiError:
     return ApiError(name, message)
 

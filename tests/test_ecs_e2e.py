@@ -393,9 +393,9 @@ def test_tags_on_every_resource_survive_a_restart(ecs: Any, ecs_cluster: LocalCl
         ecs.tag_resource(resourceArn=arn, tags=[{"key": "k", "value": "1"}])
         ecs.tag_resource(resourceArn=arn, tags=[{"key": "k", "value": "2"}, {"key": "x"}])
         ecs.untag_resource(resourceArn=arn, tagKeys=["x", "never-set"])
-    expected = {
-        "cluster": [{"key": "env", "value": "dev"}, {"key": "k", "value": "2"}],
-        "taskdef": [{"key": "owner", "value": "ana"}, {"key": "k", "value": "2"}],
+    expected = {  # ECS's order: the keys a TagResource gave first, then the others
+        "cluster": [{"key": "k", "value": "2"}, {"key": "env", "value": "dev"}],
+        "taskdef": [{"key": "k", "value": "2"}, {"key": "owner", "value": "ana"}],
         "task": [{"key": "k", "value": "2"}],
         "instance": [{"key": "k", "value": "2"}],
     }
@@ -406,7 +406,8 @@ def test_tags_on_every_resource_survive_a_restart(ecs: Any, ecs_cluster: LocalCl
     assert tags_now() == expected
     described = ecs.describe_task_definition(taskDefinition="tagged", include=["TAGS"])
     assert described["tags"] == expected["taskdef"]
-    assert ecs.describe_clusters(clusters=["tagged"])["clusters"][0]["tags"] == expected["cluster"]
+    clusters = ecs.describe_clusters(clusters=["tagged"], include=["TAGS"])["clusters"]
+    assert clusters[0]["tags"] == expected["cluster"]
 
     restart_controller(ecs_cluster)
     assert tags_now() == expected
@@ -462,13 +463,18 @@ def test_delete_task_definitions(ecs: Any, ecs_cluster: LocalCluster) -> None:
 def test_ecs_exception_names(ecs: Any) -> None:
     ecs.register_task_definition(**sleeper("errs"))
     cases: list[tuple[str, Callable[..., Any], dict[str, Any], str]] = [
-        ("ClientException", ecs.describe_task_definition, {"taskDefinition": "nope"}, "nope"),
-        ("ClusterNotFoundException", ecs.list_tasks, {"cluster": "nope"}, "nope"),
+        (
+            "ClientException",
+            ecs.describe_task_definition,
+            {"taskDefinition": "nope"},
+            "Unable to describe task definition.",
+        ),
+        ("ClusterNotFoundException", ecs.list_tasks, {"cluster": "nope"}, "Cluster not found."),
         (
             "ClusterNotFoundException",
             ecs.run_task,
             {"cluster": "nope", "taskDefinition": "errs"},
-            "nope",
+            "Cluster not found.",
         ),
         (
             "InvalidParameterException",
@@ -483,7 +489,7 @@ def test_ecs_exception_names(ecs: Any) -> None:
             "count",
         ),
         (
-            "InvalidParameterException",
+            "ClientException",
             ecs.register_task_definition,
             {"family": "bad", "containerDefinitions": [{"name": "c", "image": "i", "memory": -1}]},
             "memory",

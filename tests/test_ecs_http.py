@@ -234,7 +234,10 @@ def test_operation_not_implemented_is_a_clear_client_error(
         ({"taskDefinition": 5}, "taskDefinition: expected string"),
         ({"cluster": "default"}, "taskDefinition: required member is missing"),
         ({"taskDefinition": "web", "count": "3"}, "count: expected integer"),
-        ({"taskDefinition": "web", "launchType": "SUBMARINE"}, 'launchType: "SUBMARINE"'),
+        (
+            {"taskDefinition": "web", "placementStrategy": [{"type": "SUBMARINE"}]},
+            'placementStrategy[0].type: "SUBMARINE"',  # (launchType gets ECS's own words)
+        ),
         (
             {
                 "taskDefinition": "web",

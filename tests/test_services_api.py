@@ -96,7 +96,10 @@ async def test_create_describe_list_update_delete(ctl: Controller) -> None:
         ({"serviceName": "x y", "taskDefinition": "api-web", "desiredCount": 1}, "serviceName"),
         ({"serviceName": "a", "taskDefinition": "api-web"}, "desiredCount"),
         ({"serviceName": "a", "taskDefinition": "api-web", "desiredCount": -1}, "desiredCount"),
-        ({"serviceName": "a", "taskDefinition": "nope", "desiredCount": 1}, "nope"),
+        (
+            {"serviceName": "a", "taskDefinition": "nope", "desiredCount": 1},
+            "Unable to describe task definition.",  # ECS's words
+        ),
         (
             {
                 "serviceName": "a",

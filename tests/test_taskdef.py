@@ -20,7 +20,7 @@ def td(**containers: Any) -> dict[str, Any]:
     [
         (
             {"family": "web", "containerDefinitions": [{"name": "web", "memory": 64}]},
-            "containerDefinitions[0].image",
+            "Container.image should not be null or empty.",  # ECS's words
         ),
         (td(memory=0), "containerDefinitions[0].memory"),
         (td(memory=-5), "containerDefinitions[0].memory"),
@@ -48,7 +48,7 @@ def td(**containers: Any) -> dict[str, Any]:
         (td(healthCheck={"command": ["exit 0"]}), "healthCheck.command"),
         (
             {"family": "web", "containerDefinitions": [{"name": "web", "image": "x"}]},
-            "containerDefinitions[0].memory",
+            "Invalid setting for container 'web'. At least one of 'memory'",  # ECS's words
         ),
     ],
 )

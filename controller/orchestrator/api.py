@@ -20,7 +20,7 @@ from controller.orchestrator.model import Service, grace_from_tags, new_deployme
 from controller.orchestrator.scheduler import ServiceScheduler
 from controller.orchestrator.views import service_view
 from dockyard.arns import last_part
-from dockyard.errors import ApiError, invalid
+from dockyard.errors import ApiError, client_error, invalid, service_not_found
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 MAX_DESIRED = 5000  # ECS: tasks per service
@@ -112,7 +112,10 @@ class ServiceApi:
             "ListServices": self.list,
         }
 
-    def view(self, svc: Service, with_tags: bool = True) -> dict[str, Any]:
+    def view(self, svc: Service, with_tags: bool | None = None) -> dict[str, Any]:
+        """ECS's Service; tags when asked for (None: when it has any, as writes answer)."""
+        if with_tags is None:
+            with_tags = bool(svc.tags)
         arn = self.cs.arns.cluster(svc.cluster)
         tasks = self.cs.state.service_tasks(svc.cluster, svc.name)  # all it counts: not STOPPED
         return service_view(svc, arn, tasks, with_tags)
@@ -122,15 +125,21 @@ class ServiceApi:
             raise invalid("service", "is required: a service name or ARN")
         svc = self.sched.find(cluster.name, last_part(ref))
         if svc is None:
-            raise ApiError("ServiceNotFoundException", f"Service not found: {ref}")
+            raise service_not_found()
         if active and svc.status != "ACTIVE":
             raise ApiError("ServiceNotActiveException", f"Service {svc.name} is {svc.status}")
         return svc
 
+    def _role_arn(self, role: str) -> str:
+        """ECS's roleArn as ECS shows it: a bare role name becomes the role's full ARN."""
+        if not role or role.startswith("arn:"):
+            return role
+        return f"arn:aws:iam::{self.cs.arns.account}:role/{role.lstrip('/')}"
+
     def _taskdef(self, ref: Any) -> TaskDefinition:
         td = self.cs.taskdef(ref)
         if td.status != "ACTIVE":
-            raise invalid("taskDefinition", f"TaskDefinition {td.key} is inactive")
+            raise client_error(f"TaskDefinition {td.key} is inactive")  # ECS: ClientException
         return td
 
     async def _save(self, svc: Service, what: str) -> None:
@@ -152,7 +161,9 @@ class ServiceApi:
             if old is not None and old.status != "INACTIVE":
                 if svc.client_token and old.client_token == svc.client_token:
                     return {"service": self.view(old)}
-                raise invalid("serviceName", f"Creation of service was not idempotent: {name}")
+                raise ApiError(
+                    "InvalidParameterException", "Creation of service was not idempotent."
+                )
             self.sched.services[svc.arn] = svc
             await self._save(svc, "service created")
         return {"service": self.view(svc)}
@@ -174,6 +185,9 @@ class ServiceApi:
             min_healthy=0 if scheduling == "DAEMON" else 100,
             max_percent=100 if scheduling == "DAEMON" else 200,
             tags=[dict(t) for t in body.get("tags") or []],
+            propagate_tags=body.get("propagateTags", "NONE"),
+            managed_tags=bool(body.get("enableECSManagedTags", False)),
+            role_arn=self._role_arn(body.get("role", "")),
             client_token=body.get("clientToken", ""),
             grace=grace_from_tags(body.get("tags") or []),
             created_at=at,
@@ -195,6 +209,8 @@ class ServiceApi:
             _placement(svc, body)
             if count is not None:
                 svc.desired_count = count
+            svc.propagate_tags = body.get("propagateTags", svc.propagate_tags)
+            svc.managed_tags = bool(body.get("enableECSManagedTags", svc.managed_tags))
             fresh = td is not None and td.key != svc.task_definition
             if fresh or body.get("forceNewDeployment"):
                 target = td or self._taskdef(svc.task_definition_arn)
@@ -209,10 +225,9 @@ class ServiceApi:
         async with self.sched.lock_for(self.lookup(cluster, body.get("service")).arn):
             svc = self.lookup(cluster, body.get("service"))
             if svc.scheduling == "REPLICA" and svc.desired_count > 0 and not body.get("force"):
-                raise invalid(
-                    "service",
-                    "The service cannot be stopped while it is scaled above 0: "
-                    "set desiredCount to 0 or pass force",
+                raise ApiError(  # ECS's words (scale it to 0 first, or pass force)
+                    "InvalidParameterException",
+                    "The service cannot be stopped while it is scaled above 0.",
                 )
             svc.status, svc.desired_count, svc.steady = "DRAINING", 0, False
             await self._save(svc, "service deleted")
@@ -230,8 +245,8 @@ class ServiceApi:
         found, failures = [], []
         for ref in refs:
             svc = self.sched.find(cluster.name, last_part(ref))
-            if svc is None:
-                arn = ref if ref.startswith("arn:") else self.cs.arns.service(cluster.name, ref)
+            if svc is None:  # ECS names a missing service by the short ARN (no cluster)
+                arn = ref if ref.startswith("arn:") else self.cs.arns.short_service(ref)
                 failures.append({"arn": arn, "reason": "MISSING"})
             else:
                 found.append(self.view(svc, tags))

@@ -71,6 +71,9 @@ class Service:
     constraints: list[dict[str, str]] = field(default_factory=list)
     strategies: list[dict[str, str]] = field(default_factory=list)
     tags: list[dict[str, str]] = field(default_factory=list)
+    propagate_tags: str = "NONE"  # NONE | SERVICE | TASK_DEFINITION: tags its tasks get
+    managed_tags: bool = False  # enableECSManagedTags: aws:ecs:{cluster,service}Name on tasks
+    role_arn: str = ""  # CreateService's role, shown as roleArn (Dockyard assumes no role)
     client_token: str = ""
     grace: float | None = None  # from the GRACE_TAG tag; None = the cluster default
     created_at: float = 0.0

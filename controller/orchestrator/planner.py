@@ -265,7 +265,7 @@ def _progress(p: Plan, c: Census, world: World) -> None:
     settled = settled and ready == svc.desired_count == len(c.all_live()) and not c.stopping
     if settled and prim.rollout_state == "IN_PROGRESS":
         prim.rollout_state, prim.updated_at = "COMPLETED", now
-        prim.rollout_reason = "ECS deployment completed."
+        prim.rollout_reason = f"ECS deployment {prim.id} completed."  # ECS's words
         svc.last_completed = (prim.task_definition, prim.task_definition_arn)
         add_event(svc, f"(deployment {prim.id}) deployment completed.", now)
     if settled:

@@ -333,6 +333,9 @@ class ServiceScheduler:
             "group": f"service:{svc.name}",
             "placementConstraints": svc.constraints,
             "placementStrategy": svc.strategies or ([] if start.instance else SERVICE_STRATEGIES),
+            "propagateTags": svc.propagate_tags,
+            "enableECSManagedTags": svc.managed_tags,
+            "serviceTags": svc.tags,
         }
         try:
             started, failures = await self.cs.place_tasks(

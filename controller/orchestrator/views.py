@@ -42,6 +42,8 @@ def deployment_view(svc: Service, dep: Deployment, tasks: list[Task]) -> dict[st
     }
     if dep.rollout_reason:
         view["rolloutStateReason"] = dep.rollout_reason
+    elif dep.rollout_state == "IN_PROGRESS":  # ECS says so while a rollout runs
+        view["rolloutStateReason"] = f"ECS deployment {dep.id} in progress."
     return view
 
 
@@ -75,10 +77,12 @@ def service_view(
         "schedulingStrategy": svc.scheduling,
         "deploymentController": {"type": "ECS"},
         "createdBy": "dockyard",
-        "enableECSManagedTags": False,
-        "propagateTags": "NONE",
+        "enableECSManagedTags": svc.managed_tags,
+        "propagateTags": svc.propagate_tags,
         "enableExecuteCommand": False,
     }
+    if svc.role_arn:
+        view["roleArn"] = svc.role_arn
     if with_tags:
         view["tags"] = svc.tags
     return view

@@ -127,7 +127,7 @@ def _register_taskdefs(sub: SubParsers) -> None:
     )
     p.add_argument("file", metavar="FILE.json")
     p = command(verbs, "list", taskdefs_list, "list task definitions (family:revision)")
-    p.add_argument("--family-prefix", help="only families starting with this")
+    p.add_argument("--family-prefix", help="only this family (the full name, as in ECS)")
     p.add_argument(
         "--status", choices=("ACTIVE", "INACTIVE"), default="ACTIVE", help="default ACTIVE"
     )
