@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -74,6 +75,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def tool(name: str) -> str:
+    """The command `name` as this test run should call it: the one installed beside the
+    running interpreter (the venv's bin dir: aws, moto_server), else the one on PATH. Never a
+    path of one particular checkout, so the suite runs from a clone anywhere."""
+    beside = Path(sys.executable).parent / name
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise AssertionError(f"{name} is not installed: `make test` installs what tests call")
+    return found
 
 
 def docker(*args: str) -> str:

@@ -29,7 +29,7 @@ import pytest
 
 from agent import netconfig
 from dockyard.errors import ApiError
-from tests.support import LocalCluster, docker, free_port, wait_for
+from tests.support import LocalCluster, docker, free_port, tool, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -210,9 +210,9 @@ def test_botocore_container_provider_loads_them(creds_cluster: tuple[LocalCluste
 @pytest.fixture
 def moto() -> Iterator[str]:
     port = free_port()
-    moto_bin = Path(sys.executable).with_name("moto_server")
+    moto_bin = tool("moto_server")
     proc = subprocess.Popen(
-        [str(moto_bin), "-H", "127.0.0.1", "-p", str(port)],
+        [moto_bin, "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
