@@ -1,8 +1,9 @@
 """Lint: no absolute path into a checkout, a venv or a home directory in tracked files.
 
-Such a path works only on the machine that wrote it (a test that ran `/work/main/.venv/bin/aws`
-failed on every other clone). Use the running interpreter's environment instead
-(`Path(sys.executable).parent`, `shutil.which`, paths relative to the repository).
+Such a path works only on the machine that wrote it (a test that ran the aws CLI from one
+checkout's venv by its absolute path failed on every other clone). Use the running
+interpreter's environment instead (`Path(sys.executable).parent`, `shutil.which`, paths
+relative to the repository).
 System paths a deployment really uses (`/var/run/docker.sock`, `/usr/local/bin/dockyard` in
 the systemd units, `/var/lib/dockyard`, `/etc/dockyard`) are fine and not flagged.
 
@@ -29,7 +30,7 @@ _PATH_CHARS = f"[^{_STOP}]*"
 FORBIDDEN = re.compile(
     _START
     + "(?:"
-    # a home or a workspace: /home/alice, /root/..., /Users/bob, /work/main
+    # a home or a workspace: /home/NAME, /root, /Users/NAME, /work/NAME  # abs-path: ok
     + r"/(?:home|root|Users|work|workspace)/" + _PATH_CHARS
     # any absolute path through a virtualenv or an installed package tree
     + r"|/" + _PATH_CHARS + r"/(?:\.?venv|\.tox|site-packages)" + f"(?=/|[{_STOP}]|$)" + _PATH_CHARS
@@ -47,9 +48,12 @@ def offending(text: str) -> Iterator[tuple[int, str]]:
 
 
 def tracked_files(root: Path = ROOT) -> list[Path]:
-    """The files git tracks (what a clone gets), minus binaries."""
+    """The files a clone would get: tracked ones, and new ones not ignored (about to be)."""
     out = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=root,
+        capture_output=True,
+        check=True,
     ).stdout.decode()
     return [root / name for name in out.split("\0") if name]
 
