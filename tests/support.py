@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -88,6 +88,24 @@ def tool(name: str) -> str:
     if found is None:
         raise AssertionError(f"{name} is not installed: `make test` installs what tests call")
     return found
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """moto's server (AWS's STS and friends, locally) on a free port: its URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [tool("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: urllib.request.urlopen(url + "/moto-api/", timeout=1), 30, what="moto")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
 
 
 def docker(*args: str) -> str:
