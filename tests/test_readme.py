@@ -157,13 +157,15 @@ def check_daemon_line(argv: list[str]) -> None:
 
 
 def dockyard_env(lc: LocalCluster) -> dict[str, str]:
-    """What `dockyard env` (issue 16, item 2) exports for this cluster.
+    """What a shell needs to reach this cluster before any example runs.
 
-    Hook: once `dockyard env` exists, the README's examples start with
-    `eval "$(dockyard env)"`; point it at this cluster here (e.g. DOCKYARD_DATA_DIR or
-    its --data-dir) and keep only what `make up` itself leaves a user.
+    DOCKYARD_QUICKSTART_DIR makes the test cluster "the `make up` cluster" for everything that
+    looks for that one (its data dir is `controller/` below it, as under `.data/`): so an
+    example starting with `eval "$(dockyard env)"` (issue 16, item 2) finds this cluster.
+    DOCKYARD_CONTROLLER stands for the CLI's default address, which the test cluster cannot
+    use; once the README's examples all begin with that eval, it can go.
     """
-    return {"DOCKYARD_CONTROLLER": lc.address}
+    return {"DOCKYARD_QUICKSTART_DIR": str(lc.root), "DOCKYARD_CONTROLLER": lc.address}
 
 
 def user_env(lc: LocalCluster, home: Path, given: list[str]) -> dict[str, str]:
@@ -183,12 +185,13 @@ def user_env(lc: LocalCluster, home: Path, given: list[str]) -> dict[str, str]:
 
 def workdir(tmp: Path, given: list[str]) -> Path:
     """A scratch directory that shows the checkout's files (examples name deploy/... paths)
-    plus the given files, so an example never writes into the checkout itself."""
+    and its venv, plus the given files, so an example never writes into the checkout."""
     work = tmp / "work"
     work.mkdir()
     for entry in ROOT.iterdir():
         if entry.name not in HIDDEN:
             (work / entry.name).symlink_to(entry)
+    (work / ".venv").symlink_to(sys.prefix)  # `.venv/bin/dockyard` as `make up` tells users
     for name in given:
         if name in GIVEN_FILES:
             (work / name).write_text(GIVEN_FILES[name])
