@@ -4,6 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
+# `make test TESTS=tests/test_x.py`: the install step, then those files only
+TESTS ?=
+
 .PHONY: up down test unit proto lint bench docker
 
 $(STAMP): pyproject.toml
@@ -22,7 +25,7 @@ down: $(STAMP)
 	$(PY) -m dockyard.quickstart down
 
 test: $(STAMP) docker
-	$(PY) -m pytest -q -ra --durations=15
+	$(PY) -m pytest -q -ra --durations=15 $(TESTS)
 
 unit: $(STAMP)
 	$(PY) -m pytest -q -m "not docker and not lab"
@@ -31,7 +34,8 @@ proto: $(STAMP)
 	$(PY) -m dockyard.protogen
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy controller agent dockyard
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy controller agent dockyard \
+		&& $(PY) -m tests.check_paths
 
 bench: $(STAMP) docker
 	$(PY) -m bench.run_task_latency

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -74,6 +75,37 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def tool(name: str) -> str:
+    """The command `name` as this test run should call it: the one installed beside the
+    running interpreter (the venv's bin dir: aws, moto_server), else the one on PATH. Never a
+    path of one particular checkout, so the suite runs from a clone anywhere."""
+    beside = Path(sys.executable).parent / name
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise AssertionError(f"{name} is not installed: `make test` installs what tests call")
+    return found
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """moto's server (AWS's STS and friends, locally) on a free port: its URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [tool("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: urllib.request.urlopen(url + "/moto-api/", timeout=1), 30, what="moto")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
 
 
 def docker(*args: str) -> str:

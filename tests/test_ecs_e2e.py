@@ -28,11 +28,10 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from controller.ecs_shapes import check_response
-from tests.support import LocalCluster, docker, wait_for
+from tests.support import LocalCluster, docker, tool, wait_for
 
 pytestmark = pytest.mark.docker
 
-AWS = Path("/work/main/.venv/bin/aws")
 TARGET = "AmazonEC2ContainerServiceV20141113."
 FAST = {"Delay": 1, "MaxAttempts": 60}  # waiter polling for a local cluster
 
@@ -598,7 +597,7 @@ def test_aws_cli_core_flow(ecs_cluster: LocalCluster, tmp_path: Path) -> None:
     }
 
     def aws(*args: str) -> str:
-        argv = [str(AWS), "ecs", *args, "--endpoint-url", ecs_cluster.http, "--output", "json"]
+        argv = [tool("aws"), "ecs", *args, "--endpoint-url", ecs_cluster.http, "--output", "json"]
         out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, (args, out.stderr)
         return out.stdout
@@ -617,7 +616,7 @@ def test_aws_cli_core_flow(ecs_cluster: LocalCluster, tmp_path: Path) -> None:
     reason = aws("describe-tasks", "--tasks", arn, "--query", "tasks[0].stoppedReason")
     assert json.loads(reason) == "from the CLI"
 
-    argv = [str(AWS), "ecs", "describe-task-definition", "--task-definition", "nope"]
+    argv = [tool("aws"), "ecs", "describe-task-definition", "--task-definition", "nope"]
     out = subprocess.run(
         [*argv, "--endpoint-url", ecs_cluster.http], env=env, capture_output=True, text=True
     )

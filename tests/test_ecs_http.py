@@ -17,7 +17,6 @@ import os
 import subprocess
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -35,11 +34,11 @@ from controller.ecs_http import METRICS_KEY, make_app, metrics_handler_for
 from controller.ecs_paging import paginate
 from dockyard.arns import ArnFactory
 from dockyard.errors import ApiError
+from tests.support import tool
 
 TARGET = "AmazonEC2ContainerServiceV20141113."
 ARNS = ArnFactory(region="us-east-1", account="123456789012")
 CREATED = dt.datetime(2024, 1, 2, 3, 4, 5, 500000, tzinfo=dt.UTC)
-AWS = Path("/work/main/.venv/bin/aws")
 
 
 class FakeService:
@@ -387,7 +386,7 @@ def _aws(url: str, *args: str) -> subprocess.CompletedProcess[str]:
         "AWS_PAGER": "",
         "AWS_MAX_ATTEMPTS": "1",
     }
-    cmd = [str(AWS), "ecs", *args, "--endpoint-url", url, "--output", "json"]
+    cmd = [tool("aws"), "ecs", *args, "--endpoint-url", url, "--output", "json"]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
 
 

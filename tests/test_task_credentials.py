@@ -29,7 +29,7 @@ import pytest
 
 from agent import netconfig
 from dockyard.errors import ApiError
-from tests.support import LocalCluster, docker, free_port, wait_for
+from tests.support import LocalCluster, docker, free_port, moto_server, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -209,20 +209,8 @@ def test_botocore_container_provider_loads_them(creds_cluster: tuple[LocalCluste
 
 @pytest.fixture
 def moto() -> Iterator[str]:
-    port = free_port()
-    moto_bin = Path(sys.executable).with_name("moto_server")
-    proc = subprocess.Popen(
-        [str(moto_bin), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: urllib.request.urlopen(url + "/moto-api/", timeout=1), 30, what="moto")
+    with moto_server() as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 def test_sts_assume_role_rotates(creds_cluster: tuple[LocalCluster, int], moto: str) -> None:
