@@ -21,8 +21,8 @@ SPAWN = re.compile(
 )
 # Commands spawned from a variable, which SPAWN cannot see (dockyard/lab, tests/support.py).
 SPAWNED_INDIRECTLY = {"dockerd", "nsenter", "busybox"}
-# Commands every machine that can clone the project has (coreutils, git itself).
-BASE_SYSTEM = {"git", "rm"}
+# Commands every machine that can clone the project has (bash, coreutils, git itself).
+BASE_SYSTEM = {"bash", "git", "rm"}
 
 
 def installed_by_the_install_step() -> set[str]:
