@@ -22,7 +22,7 @@ def cluster_view(
 ) -> dict[str, Any]:
     tasks = state.cluster_tasks(c.name)
     instances = [i for i in state.cluster_instances(c.name) if i.status != "INACTIVE"]
-    return {
+    view = {
         "clusterArn": c.arn,
         "clusterName": c.name,
         "status": c.status,
@@ -34,10 +34,15 @@ def cluster_view(
         "activeServicesCount": services,
         "statistics": [],
         "tags": c.tags,
-        "settings": [{"name": "containerInsights", "value": "disabled"}],
+        "settings": c.settings or [{"name": "containerInsights", "value": "disabled"}],
         "capacityProviders": [],
         "defaultCapacityProviderStrategy": [],
     }
+    if c.configuration:
+        view["configuration"] = c.configuration
+    if c.service_connect_namespace:
+        view["serviceConnectDefaults"] = {"namespace": c.service_connect_namespace}
+    return view
 
 
 def taskdef_view(td: TaskDefinition) -> dict[str, Any]:

@@ -28,6 +28,8 @@ from controller.model import (
     TaskDefinition,
     now,
 )
+from controller.ops import clusters as cluster_config
+from controller.ops.account_settings import AccountSettings
 from controller.placement.model import Constraint, Strategy, TaskDemand
 from controller.placement_batch import PlacementBatcher
 from controller.roles import RoleService
@@ -125,6 +127,9 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         }
         self.roles = RoleService(self)  # roles, secrets, task credentials (issue 7)
         self._ops.update(self.roles.operations())
+        self.account_settings = AccountSettings(store, self.arns)  # controller.ops (issue 16)
+        self._ops.update(self.account_settings.handlers())
+        self._ops.update(cluster_config.ClusterOps(self).handlers())
 
     def operations(self) -> set[str]:
         return set(self._ops)
@@ -215,16 +220,22 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
     # ------------------------------------------------------------------ clusters
 
     async def ensure_default_cluster(self) -> None:
-        if DEFAULT_CLUSTER not in self.state.clusters:
+        """ECS creates `default` when it is first needed (an agent joining it), not before."""
+        c = self.state.clusters.get(DEFAULT_CLUSTER)
+        if c is None or c.status != "ACTIVE":
             await self.op_CreateCluster({"clusterName": DEFAULT_CLUSTER})
 
     async def op_CreateCluster(self, body: dict[str, Any]) -> dict[str, Any]:
         name = _str(body, "clusterName", DEFAULT_CLUSTER)
         if not re.fullmatch(r"[a-zA-Z0-9_-]{1,255}", name):
             raise invalid("clusterName", "1-255 letters, digits, hyphens and underscores")
+        cluster_config.refuse_capacity_providers(body)
         c = self.state.clusters.get(name)
         if c is None or c.status != "ACTIVE":  # ECS: creating an existing cluster returns it
             c = Cluster(name=name, arn=self.arns.cluster(name), tags=body.get("tags", []))
+            insights = await self.account_settings.effective("containerInsights")
+            c.settings = [{"name": "containerInsights", "value": insights}]
+            cluster_config.configure(c, body)
             await self.commit(
                 [self.state.put_cluster(c), self.event(name, "cluster", c.arn, "cluster created")]
             )
