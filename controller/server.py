@@ -92,7 +92,6 @@ class Controller:
         self.events.seq = await self.store.last_event_seq()
         self.service = ClusterService(self.store, self.state, self.events, self.arns)
         await self.service.roles.load()
-        await self.service.ensure_default_cluster()
         self.services = orchestrator.install(self.service, self.config.disconnect_grace)
         await self.services.load()
         self.dispatcher = Dispatcher(
