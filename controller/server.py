@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_lat
 from controller import orchestrator
 from controller.api_grpc import ApiServicer
 from controller.dispatcher import Dispatcher
+from controller.ecs_region import region_middleware
 from controller.events import EventLog
 from controller.liveness import DEFAULT_HEARTBEAT_BUDGET
 from controller.model import from_doc
@@ -221,6 +222,7 @@ def make_http_app(ctl: Controller) -> web.Application:
         ctl.service, metrics_handler=metrics, health_handler=healthz, check_responses=check
     )
     ctl.security.protect_http(app)
+    app.middlewares.append(region_middleware(ctl.arns.region))  # after the signature check
     return app
 
 
