@@ -177,6 +177,8 @@ def test_account_settings_as_ecs_documents_and_kept_across_restart(
     )
     assert code == 0, out
     assert json.loads(out)["settings"][0]["value"] == "enabled"
+    native = lc.client().call("ListAccountSettings", {"name": "containerInsights"})
+    assert native["settings"][0]["value"] == "enabled"  # the CLI's gRPC API reaches it too
     client = ecs(lc)
     gone = client.delete_account_setting(name="awsvpcTrunking", principalArn=ROLE)
     assert gone["setting"]["value"] == "enabled"
