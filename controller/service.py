@@ -249,9 +249,10 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
             if c is None:
                 failures.append({"arn": self.arns.cluster(resource_name(ref)), "reason": "MISSING"})
             else:
-                clusters.append(
-                    ecs_views.cluster_view(c, self.state, self.arns, self.active_services(c.name))
+                view = ecs_views.cluster_view(
+                    c, self.state, self.arns, self.active_services(c.name)
                 )
+                clusters.append(cluster_config.as_described(view, body.get("include") or []))
         return {"clusters": clusters, "failures": failures}
 
     def active_services(self, cluster: str) -> int:

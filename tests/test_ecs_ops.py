@@ -224,7 +224,18 @@ def test_create_cluster_keeps_what_it_is_given(lc: LocalCluster, tmp_path: Path)
     assert "serviceConnectDefaults" not in updated
 
     restart(lc)
-    code, out = aws(lc, tmp_path, "describe-clusters", "--clusters", "kept")
+    plain = ecs(lc).describe_clusters(clusters=["kept"])["clusters"][0]
+    assert "settings" not in plain and "configuration" not in plain  # ECS: only on request
+    code, out = aws(
+        lc,
+        tmp_path,
+        "describe-clusters",
+        "--clusters",
+        "kept",
+        "--include",
+        "SETTINGS",
+        "CONFIGURATIONS",
+    )
     assert code == 0, out
     kept = json.loads(out)["clusters"][0]
     assert kept["settings"] == [{"name": "containerInsights", "value": "disabled"}]

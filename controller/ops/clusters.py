@@ -86,6 +86,16 @@ def configure(c: Cluster, body: dict[str, Any]) -> None:
         c.service_connect_namespace = body["serviceConnectDefaults"].get("namespace", "")
 
 
+def as_described(view: dict[str, Any], include: list[str]) -> dict[str, Any]:
+    """DescribeClusters shows settings and configuration only when `include` asks for
+    SETTINGS / CONFIGURATIONS, as ECS documents (Create/Update return them always)."""
+    if "SETTINGS" not in include:
+        view.pop("settings", None)
+    if "CONFIGURATIONS" not in include:
+        view.pop("configuration", None)
+    return view
+
+
 class ClusterOps:
     """UpdateCluster and UpdateClusterSettings over the service's clusters."""
 
