@@ -230,10 +230,12 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         if not re.fullmatch(r"[a-zA-Z0-9_-]{1,255}", name):
             raise invalid("clusterName", "1-255 letters, digits, hyphens and underscores")
         cluster_config.refuse_capacity_providers(body)
+        # the account's default, read before the check: no await between check and put, so
+        # agents joining `default` at once create it once
+        insights = await self.account_settings.effective("containerInsights")
         c = self.state.clusters.get(name)
         if c is None or c.status != "ACTIVE":  # ECS: creating an existing cluster returns it
             c = Cluster(name=name, arn=self.arns.cluster(name), tags=body.get("tags", []))
-            insights = await self.account_settings.effective("containerInsights")
             c.settings = [{"name": "containerInsights", "value": insights}]
             cluster_config.configure(c, body)
             await self.commit(
