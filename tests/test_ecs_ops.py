@@ -5,6 +5,7 @@ cluster made when first needed, service deployments and revisions, and the regio
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -330,6 +331,15 @@ def test_service_deployments_and_revisions(lc: LocalCluster, tmp_path: Path) -> 
     assert code == "ServiceNotFoundException"
     none = client.list_service_deployments(cluster="deps", service="web", status=["IN_PROGRESS"])
     assert none["serviceDeployments"] == []
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
+    window = client.list_service_deployments(
+        cluster="deps", service="web", createdAt={"after": later}
+    )
+    assert window["serviceDeployments"] == []
+    window = client.list_service_deployments(
+        cluster="deps", service="web", createdAt={"before": later}
+    )
+    assert len(window["serviceDeployments"]) == 2
     page = client.list_service_deployments(cluster="deps", service="web", maxResults=1)
     assert page["serviceDeployments"] == [newest] and page["nextToken"]
 
