@@ -119,6 +119,8 @@ def test_default_cluster_is_made_when_an_agent_joins_it(lc: LocalCluster) -> Non
 
 
 def test_create_cluster_without_a_name_makes_default(lc: LocalCluster, tmp_path: Path) -> None:
+    code, err = aws(lc, tmp_path, "list-services")
+    assert code != 0 and "ClusterNotFoundException" in err
     code, out = aws(lc, tmp_path, "create-cluster")
     assert code == 0, out
     assert json.loads(out)["cluster"]["clusterName"] == "default"
