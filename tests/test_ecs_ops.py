@@ -190,6 +190,8 @@ def test_account_settings_as_ecs_documents_and_kept_across_restart(
         principalArn=ROLE, name="awsvpcTrunking", effectiveSettings=True
     )["settings"]
     assert [(s["value"], s["principalArn"]) for s in again] == [("disabled", ROOT)]
+    twice = client.delete_account_setting(name="awsvpcTrunking", principalArn=ROLE)
+    assert (twice["setting"]["value"], twice["setting"]["principalArn"]) == ("disabled", ROOT)
 
 
 # ---------------------------------------------------------------- clusters

@@ -142,17 +142,18 @@ class AccountSettings:
         return await self._store(_name(body), body["value"], self.root)
 
     async def delete(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Drop the principal's own setting; it then inherits the root's or the default."""
+        """Drop the principal's own setting; it then inherits the root's or the default.
+        Answers with the setting deleted, or (none of its own) the one that applies."""
         validate_request("DeleteAccountSetting", body)
         await self.load()
         name, principal = _name(body), self._principal(body)
         if name in AWS_MANAGED:
             raise invalid("name", f"{name} is managed by AWS and cannot be changed")
         value = self._values.get((principal, name))
-        if value is None:
-            raise invalid("name", f"{name} is not set for {principal}: nothing to delete")
-        await self.store.write([Delete(KIND, f"{principal} {name}")])
-        del self._values[(principal, name)]
+        if value is None:  # nothing of its own: deleting is idempotent, as AWS deletes are
+            return {"setting": self._setting(name, *self._effective(name, principal))}
+        await self.store.write([Delete(KIND, f"{principal} {name}")])  # durable, then forgotten
+        self._values.pop((principal, name), None)
         return {"setting": self._setting(name, value, principal)}
 
     async def list_settings(self, body: dict[str, Any]) -> dict[str, Any]:
