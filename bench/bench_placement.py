@@ -34,6 +34,7 @@ TASKDEF = {
 
 
 async def add_instances(ctl: Controller, n: int) -> None:
+    await ctl.service.ensure_default_cluster()  # what an agent joining `default` does
     ops: list[Op] = []
     for k in range(n):
         iid = f"i-{k:08d}"

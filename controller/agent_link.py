@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from controller import lifecycle
 from controller.model import Instance, Task, now
-from controller.service import ClusterService
+from controller.service import DEFAULT_CLUSTER, ClusterService
 from controller.store import Op
 from dockyard.errors import ApiError
 from dockyard.v1 import agent_pb2
@@ -37,6 +37,8 @@ class AgentLink:
         """Create or update the instance for a registering agent; bump its epoch."""
         if not reg.instance_id or len(reg.instance_id) > 64:
             raise ApiError("InvalidParameterException", "register.instance_id: 1-64 characters")
+        if reg.cluster in ("", DEFAULT_CLUSTER):  # as ECS's agent: `default` on first join
+            await self.service.ensure_default_cluster()
         cluster = self.service.cluster(reg.cluster or None)
         inst = self.state.instance_by_id(cluster.name, reg.instance_id)
         if inst is not None and inst.status == "INACTIVE":

@@ -34,12 +34,16 @@ def cluster_view(
         ),
         "activeServicesCount": services,
         "statistics": [],
-        "settings": [{"name": "containerInsights", "value": "disabled"}],
+        "settings": c.settings or [{"name": "containerInsights", "value": "disabled"}],
         "capacityProviders": [],
         "defaultCapacityProviderStrategy": [],
     }
     if tags and c.tags:
         view["tags"] = c.tags
+    if c.configuration:
+        view["configuration"] = c.configuration
+    if c.service_connect_namespace:
+        view["serviceConnectDefaults"] = {"namespace": c.service_connect_namespace}
     return view
 
 

@@ -36,6 +36,10 @@ class Cluster:
     status: str = "ACTIVE"
     created_at: float = field(default_factory=now)
     tags: list[dict[str, str]] = field(default_factory=list)
+    # kept as given and returned (controller.ops.clusters; README lists what they change)
+    settings: list[dict[str, str]] = field(default_factory=list)
+    configuration: dict[str, Any] = field(default_factory=dict)
+    service_connect_namespace: str = ""
 
     @property
     def key(self) -> str:

@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_lat
 from controller import orchestrator
 from controller.api_grpc import ApiServicer
 from controller.dispatcher import Dispatcher
+from controller.ecs_region import region_middleware
 from controller.events import EventLog
 from controller.http_timeouts import runner_options
 from controller.liveness import DEFAULT_HEARTBEAT_BUDGET
@@ -107,7 +108,6 @@ class Controller:
         self.events.seq = await self.store.last_event_seq()
         self.service = ClusterService(self.store, self.state, self.events, self.arns)
         await self.service.roles.load(self.sealer)
-        await self.service.ensure_default_cluster()
         self.services = orchestrator.install(self.service, self.config.disconnect_grace)
         await self.services.load()
         self.dispatcher = Dispatcher(
@@ -255,6 +255,7 @@ def make_http_app(ctl: Controller) -> web.Application:
         ctl.service, metrics_handler=metrics, health_handler=healthz, check_responses=check
     )
     ctl.security.protect_http(app)
+    app.middlewares.append(region_middleware(ctl.arns.region))  # after the signature check
     return app
 
 

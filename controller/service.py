@@ -28,6 +28,8 @@ from controller.model import (
     TaskDefinition,
     now,
 )
+from controller.ops import clusters as cluster_config
+from controller.ops.account_settings import AccountSettings
 from controller.placement.model import Constraint, Strategy, TaskDemand
 from controller.placement_batch import PlacementBatcher
 from controller.request_limits import check_overrides_size
@@ -143,6 +145,9 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         }
         self.roles = RoleService(self)  # roles, secrets, task credentials (issue 7)
         self._ops.update(self.roles.operations())
+        self.account_settings = AccountSettings(store, self.arns)  # controller.ops (issue 16)
+        self._ops.update(self.account_settings.handlers())
+        self._ops.update(cluster_config.ClusterOps(self).handlers())
 
     def operations(self) -> set[str]:
         return set(self._ops)
@@ -231,16 +236,24 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
     # ------------------------------------------------------------------ clusters
 
     async def ensure_default_cluster(self) -> None:
-        if DEFAULT_CLUSTER not in self.state.clusters:
+        """ECS creates `default` when it is first needed (an agent joining it), not before."""
+        c = self.state.clusters.get(DEFAULT_CLUSTER)
+        if c is None or c.status != "ACTIVE":
             await self.op_CreateCluster({"clusterName": DEFAULT_CLUSTER})
 
     async def op_CreateCluster(self, body: dict[str, Any]) -> dict[str, Any]:
         name = _str(body, "clusterName", DEFAULT_CLUSTER)
         if not re.fullmatch(r"[a-zA-Z0-9_-]{1,255}", name):
             raise invalid("clusterName", "1-255 letters, digits, hyphens and underscores")
+        cluster_config.refuse_capacity_providers(body)
+        # the account's default, read before the check: no await between check and put, so
+        # agents joining `default` at once create it once
+        insights = await self.account_settings.effective("containerInsights")
         c = self.state.clusters.get(name)
         if c is None or c.status != "ACTIVE":  # ECS: creating an existing cluster returns it
             c = Cluster(name=name, arn=self.arns.cluster(name), tags=check_tags(body.get("tags")))
+            c.settings = [{"name": "containerInsights", "value": insights}]
+            cluster_config.configure(c, body)
             await self.commit(
                 [self.state.put_cluster(c), self.event(name, "cluster", c.arn, "cluster created")]
             )
@@ -256,7 +269,8 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
                 failures.append({"arn": self.arns.cluster(resource_name(ref)), "reason": "MISSING"})
             else:
                 services = self.active_services(c.name)
-                clusters.append(ecs_views.cluster_view(c, self.state, self.arns, services, tags))
+                view = ecs_views.cluster_view(c, self.state, self.arns, services, tags)
+                clusters.append(cluster_config.as_described(view, body.get("include") or []))
         return {"clusters": clusters, "failures": failures}
 
     def active_services(self, cluster: str) -> int:

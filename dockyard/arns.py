@@ -36,6 +36,12 @@ class ArnFactory:
         """The old short format, `service/<name>`: how ECS names a service it did not find."""
         return self._arn(f"service/{name}")
 
+    def service_deployment(self, cluster: str, service: str, deployment_id: str) -> str:
+        return self._arn(f"service-deployment/{cluster}/{service}/{deployment_id}")
+
+    def service_revision(self, cluster: str, service: str, revision_id: str) -> str:
+        return self._arn(f"service-revision/{cluster}/{service}/{revision_id}")
+
 
 def last_part(ref: str) -> str:
     """`arn:...:task/default/abc` -> `abc`; a bare id or name is returned as it is."""

@@ -53,6 +53,8 @@ class SecureController:
         )
         self.ctl = Controller(config)
         self.on_loop(self.ctl.start)
+        # `default`, as the first agent to join would make it (these tests' agents are raw)
+        self.on_loop(self.ctl.service.ensure_default_cluster)
 
     def stop(self) -> None:
         if self.ctl is not None:

@@ -184,6 +184,10 @@ def test_crash_looping_revision_trips_breaker_and_rolls_back(cluster: LocalClust
     assert f"(deployment {bad}) deployment failed" in text
     assert "rolling back to svc-cb:1" in text
     assert len(running("svc-cb", 1)) == 2 and not running("svc-cb", 2)
+    listed = cluster.client().call("ListServiceDeployments", {"service": "cb"})
+    briefs = listed["serviceDeployments"]  # the rollback is part of the failed deployment
+    assert [d["status"] for d in briefs] == ["ROLLBACK_SUCCESSFUL", "SUCCESSFUL"]
+    assert briefs[0]["serviceDeploymentArn"].endswith(bad.rsplit("/", 1)[1])
 
 
 def test_draining_moves_service_tasks_and_keeps_standalone(bare_cluster: LocalCluster) -> None:

@@ -23,6 +23,7 @@ TD = {
 async def start(path: Path) -> Controller:
     ctl = Controller(ControllerConfig(path, listen="127.0.0.1:0", http="127.0.0.1:0"))
     await ctl.start()
+    await ctl.service.call("CreateCluster", {})  # `default`: no agent joins to create it
     return ctl
 
 

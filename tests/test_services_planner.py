@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import replace
 
+from controller.ops import service_deployments
 from controller.orchestrator import scalein
 from controller.orchestrator.model import Service, new_deployment
 from controller.orchestrator.planner import (
@@ -172,6 +173,10 @@ def test_circuit_breaker_rolls_back_to_last_completed() -> None:
     text = " ".join(messages(sim.svc))
     assert f"(deployment {failed}) deployment failed" in text
     assert "rolling back to web:1" in text
+    # ECS's service deployments: the rollback belongs to the deployment that failed
+    gone = next(d for d in sim.svc.past if d.id == failed)
+    assert service_deployments.status(sim.svc, gone)[0] == "ROLLBACK_SUCCESSFUL"
+    assert sim.svc.primary.rollback_of == failed and sim.svc.primary.sources[0] == failed
 
 
 def test_breaker_threshold_and_retry_delays() -> None:

@@ -14,9 +14,13 @@ __all__ = ["ServiceApi", "ServiceScheduler", "install"]
 
 
 def install(service: ClusterService, grace: float, tick: float = 0.5) -> ServiceScheduler:
-    """Create the scheduler, add the service operations, make active_services count."""
+    """Create the scheduler, add the service (and service deployment) operations, make
+    active_services count."""
+    from controller.ops.service_deployments import ServiceDeployments  # it imports us
+
     sched = ServiceScheduler(service, grace, tick)
     service.add_operations(ServiceApi(sched).handlers())
+    service.add_operations(ServiceDeployments(service).handlers())
     service.service_counter = sched.active_count
     service.scheduler = sched
     return sched

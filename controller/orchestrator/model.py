@@ -16,6 +16,8 @@ from typing import Any
 from dockyard.errors import invalid
 
 MAX_EVENTS = 100  # ECS keeps the newest 100 service events
+MAX_PAST = 50  # finished deployments kept per service (ECS: 90 days' worth)
+PAST_KEEP_S = 90 * 86400
 GRACE_TAG = "dockyard:disconnect-grace"  # per-service override of the disconnect grace (s)
 
 
@@ -45,6 +47,9 @@ class Deployment:
     rollout_state: str = "IN_PROGRESS"  # IN_PROGRESS | COMPLETED | FAILED
     rollout_reason: str = ""
     failed_tasks: int = 0
+    sources: list[str] = field(default_factory=list)  # deployments live when it started
+    superseded_at: float = 0.0  # when a newer deployment replaced it as PRIMARY
+    rollback_of: str = ""  # the failed deployment whose circuit breaker started this one
 
 
 @dataclass
@@ -78,6 +83,7 @@ class Service:
     grace: float | None = None  # from the GRACE_TAG tag; None = the cluster default
     created_at: float = 0.0
     deployments: list[Deployment] = field(default_factory=list)  # PRIMARY first
+    past: list[Deployment] = field(default_factory=list)  # drained ones, newest first
     events: list[ServiceEvent] = field(default_factory=list)  # newest first
     event_seq: int = 0
     last_completed: tuple[str, str] | None = None  # (family:revision, arn) last COMPLETED
@@ -127,13 +133,23 @@ def deployment_id(svc: Service, now: float) -> str:
 
 def new_deployment(svc: Service, family_rev: str, arn: str, now: float) -> Deployment:
     """Make a PRIMARY deployment of `family_rev`; the previous PRIMARY becomes ACTIVE."""
+    sources = [d.id for d in svc.deployments]
     for d in svc.deployments:
+        if d.status == "PRIMARY":
+            d.superseded_at = now
         d.status = "ACTIVE"
-    dep = Deployment(deployment_id(svc, now), family_rev, arn, now, now)
+    dep = Deployment(deployment_id(svc, now), family_rev, arn, now, now, sources=sources)
     svc.deployments.insert(0, dep)
     svc.task_definition, svc.task_definition_arn = family_rev, arn
     svc.failure_streak, svc.retry_at, svc.steady = 0, 0.0, False
     return dep
+
+
+def retire(svc: Service, drained: list[Deployment], now: float) -> None:
+    """Keep drained deployments as history (ListServiceDeployments), as ECS does for 90
+    days; at most MAX_PAST per service so a service document stays small."""
+    svc.past[:0] = drained
+    svc.past = [d for d in svc.past[:MAX_PAST] if now - d.updated_at < PAST_KEEP_S]
 
 
 def to_doc(svc: Service) -> dict[str, Any]:
@@ -143,6 +159,7 @@ def to_doc(svc: Service) -> dict[str, Any]:
 def service_from_doc(doc: dict[str, Any]) -> Service:
     doc = dict(doc)
     doc["deployments"] = [Deployment(**d) for d in doc.get("deployments", [])]
+    doc["past"] = [Deployment(**d) for d in doc.get("past", [])]
     doc["events"] = [ServiceEvent(**e) for e in doc.get("events", [])]
     if doc.get("last_completed"):
         doc["last_completed"] = tuple(doc["last_completed"])

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 
 from controller.orchestrator import scalein
-from controller.orchestrator.model import Service, add_event, new_deployment, notice
+from controller.orchestrator.model import Service, add_event, new_deployment, notice, retire
 from controller.orchestrator.world import Member, Plan, Start, Stop, World
 
 UNFINISHED = ("PROVISIONING", "PENDING", "ACTIVATING", "RUNNING")
@@ -171,6 +171,7 @@ def _breaker(svc: Service, now: float) -> bool:
     if not svc.rollback or target is None or target[0] == prim.task_definition:
         return False
     dep = new_deployment(svc, target[0], target[1], now)
+    dep.rollback_of = prim.id
     add_event(
         svc,
         f"(deployment {prim.id}) rolling back to {target[0]} in deployment {dep.id}.",
@@ -258,7 +259,10 @@ def _progress(p: Plan, c: Census, world: World) -> None:
     """Drop drained old deployments, complete the rollout, announce a steady state."""
     svc, now = p.service, world.now
     counts = c.per_deployment()
+    drained = [d for d in svc.deployments[1:] if not counts.get(d.id)]
     svc.deployments = [svc.primary] + [d for d in svc.deployments[1:] if counts.get(d.id)]
+    if drained:
+        retire(svc, drained, now)
     prim = svc.primary
     ready = sum(m.healthy and m.arn not in c.moving for m in c.live.get(prim.id, []))
     settled = len(svc.deployments) == 1 and not p.starts and not p.stops

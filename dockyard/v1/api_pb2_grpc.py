@@ -54,6 +54,36 @@ class ClusterApiStub:
                 request_serializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
                 response_deserializer=dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
                 _registered_method=True)
+        self.UpdateCluster = channel.unary_unary(
+                '/dockyard.v1.ClusterApi/UpdateCluster',
+                request_serializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+                response_deserializer=dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.UpdateClusterSettings = channel.unary_unary(
+                '/dockyard.v1.ClusterApi/UpdateClusterSettings',
+                request_serializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+                response_deserializer=dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.PutAccountSetting = channel.unary_unary(
+                '/dockyard.v1.ClusterApi/PutAccountSetting',
+                request_serializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+                response_deserializer=dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.PutAccountSettingDefault = channel.unary_unary(
+                '/dockyard.v1.ClusterApi/PutAccountSettingDefault',
+                request_serializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+                response_deserializer=dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.ListAccountSettings = channel.unary_unary(
+                '/dockyard.v1.ClusterApi/ListAccountSettings',
+                request_serializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+                response_deserializer=dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.DeleteAccountSetting = channel.unary_unary(
+                '/dockyard.v1.ClusterApi/DeleteAccountSetting',
+                request_serializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+                response_deserializer=dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+                _registered_method=True)
         self.RegisterTaskDefinition = channel.unary_unary(
                 '/dockyard.v1.ClusterApi/RegisterTaskDefinition',
                 request_serializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
@@ -161,6 +191,21 @@ class ClusterApiStub:
                 _registered_method=True)
         self.ListServices = channel.unary_unary(
                 '/dockyard.v1.ClusterApi/ListServices',
+                request_serializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+                response_deserializer=dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.ListServiceDeployments = channel.unary_unary(
+                '/dockyard.v1.ClusterApi/ListServiceDeployments',
+                request_serializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+                response_deserializer=dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.DescribeServiceDeployments = channel.unary_unary(
+                '/dockyard.v1.ClusterApi/DescribeServiceDeployments',
+                request_serializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+                response_deserializer=dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.DescribeServiceRevisions = channel.unary_unary(
+                '/dockyard.v1.ClusterApi/DescribeServiceRevisions',
                 request_serializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
                 response_deserializer=dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
                 _registered_method=True)
@@ -284,6 +329,43 @@ class ClusterApiServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteCluster(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateCluster(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateClusterSettings(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutAccountSetting(self, request, context):
+        """account settings
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutAccountSettingDefault(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAccountSettings(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAccountSetting(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -420,6 +502,24 @@ class ClusterApiServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListServices(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListServiceDeployments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeServiceDeployments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeServiceRevisions(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -567,6 +667,36 @@ def add_ClusterApiServicer_to_server(servicer, server):
                     request_deserializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.FromString,
                     response_serializer=dockyard_dot_v1_dot_api__pb2.JsonReply.SerializeToString,
             ),
+            'UpdateCluster': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateCluster,
+                    request_deserializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.FromString,
+                    response_serializer=dockyard_dot_v1_dot_api__pb2.JsonReply.SerializeToString,
+            ),
+            'UpdateClusterSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateClusterSettings,
+                    request_deserializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.FromString,
+                    response_serializer=dockyard_dot_v1_dot_api__pb2.JsonReply.SerializeToString,
+            ),
+            'PutAccountSetting': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutAccountSetting,
+                    request_deserializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.FromString,
+                    response_serializer=dockyard_dot_v1_dot_api__pb2.JsonReply.SerializeToString,
+            ),
+            'PutAccountSettingDefault': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutAccountSettingDefault,
+                    request_deserializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.FromString,
+                    response_serializer=dockyard_dot_v1_dot_api__pb2.JsonReply.SerializeToString,
+            ),
+            'ListAccountSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAccountSettings,
+                    request_deserializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.FromString,
+                    response_serializer=dockyard_dot_v1_dot_api__pb2.JsonReply.SerializeToString,
+            ),
+            'DeleteAccountSetting': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAccountSetting,
+                    request_deserializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.FromString,
+                    response_serializer=dockyard_dot_v1_dot_api__pb2.JsonReply.SerializeToString,
+            ),
             'RegisterTaskDefinition': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterTaskDefinition,
                     request_deserializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.FromString,
@@ -674,6 +804,21 @@ def add_ClusterApiServicer_to_server(servicer, server):
             ),
             'ListServices': grpc.unary_unary_rpc_method_handler(
                     servicer.ListServices,
+                    request_deserializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.FromString,
+                    response_serializer=dockyard_dot_v1_dot_api__pb2.JsonReply.SerializeToString,
+            ),
+            'ListServiceDeployments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListServiceDeployments,
+                    request_deserializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.FromString,
+                    response_serializer=dockyard_dot_v1_dot_api__pb2.JsonReply.SerializeToString,
+            ),
+            'DescribeServiceDeployments': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeServiceDeployments,
+                    request_deserializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.FromString,
+                    response_serializer=dockyard_dot_v1_dot_api__pb2.JsonReply.SerializeToString,
+            ),
+            'DescribeServiceRevisions': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeServiceRevisions,
                     request_deserializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.FromString,
                     response_serializer=dockyard_dot_v1_dot_api__pb2.JsonReply.SerializeToString,
             ),
@@ -879,6 +1024,168 @@ class ClusterApi:
             request,
             target,
             '/dockyard.v1.ClusterApi/DeleteCluster',
+            dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+            dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateCluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dockyard.v1.ClusterApi/UpdateCluster',
+            dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+            dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateClusterSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dockyard.v1.ClusterApi/UpdateClusterSettings',
+            dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+            dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutAccountSetting(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dockyard.v1.ClusterApi/PutAccountSetting',
+            dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+            dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutAccountSettingDefault(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dockyard.v1.ClusterApi/PutAccountSettingDefault',
+            dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+            dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAccountSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dockyard.v1.ClusterApi/ListAccountSettings',
+            dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+            dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAccountSetting(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dockyard.v1.ClusterApi/DeleteAccountSetting',
             dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
             dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
             options,
@@ -1473,6 +1780,87 @@ class ClusterApi:
             request,
             target,
             '/dockyard.v1.ClusterApi/ListServices',
+            dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+            dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListServiceDeployments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dockyard.v1.ClusterApi/ListServiceDeployments',
+            dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+            dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeServiceDeployments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dockyard.v1.ClusterApi/DescribeServiceDeployments',
+            dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+            dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeServiceRevisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dockyard.v1.ClusterApi/DescribeServiceRevisions',
             dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
             dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
             options,
