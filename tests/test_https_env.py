@@ -221,6 +221,7 @@ def _eval_and_run(env_cmd: str, env: dict[str, str]) -> subprocess.CompletedProc
     script = f"""
 set -e
 eval "$({env_cmd})"
+aws ecs create-cluster >/dev/null  # `default` exists once needed (ECS); no agent joined here
 echo "== dockyard clusters"; dockyard clusters list
 echo "== dockyard tasks"; dockyard tasks list
 echo "== aws"; aws ecs list-clusters
@@ -327,11 +328,11 @@ def _one_line(out: subprocess.CompletedProcess[str]) -> str:
 
 def test_tls_trust_failures_say_what_to_set(tls_ctl: RealController, tmp_path: Path) -> None:
     env = _signed_env(tls_ctl, tmp_path)
-    assert _cli(env, "tasks", "list").returncode == 0
+    assert _cli(env, "clusters", "list").returncode == 0
 
     no_ca = dict(env)
     del no_ca["DOCKYARD_CA_CERT"]
-    msg = _one_line(_cli(no_ca, "tasks", "list"))
+    msg = _one_line(_cli(no_ca, "clusters", "list"))
     assert "serves TLS: set DOCKYARD_CA_CERT=" in msg and "dockyard env" in msg
     assert "cannot reach" not in msg
 
@@ -341,16 +342,16 @@ def test_tls_trust_failures_say_what_to_set(tls_ctl: RealController, tmp_path: P
 
     CertificateAuthority.load_or_create(other)  # a CA of another cluster
     wrong = dict(env, DOCKYARD_CA_CERT=str(other / "ca.crt"))
-    msg = _one_line(_cli(wrong, "tasks", "list"))
+    msg = _one_line(_cli(wrong, "clusters", "list"))
     assert f"DOCKYARD_CA_CERT={other / 'ca.crt'} did not sign" in msg
     assert "cannot reach" not in msg
 
     http_port = dict(env, DOCKYARD_CONTROLLER=tls_ctl.http)
-    msg = _one_line(_cli(http_port, "tasks", "list"))
+    msg = _one_line(_cli(http_port, "clusters", "list"))
     assert "--http port" in msg and "cannot reach" not in msg
 
     missing = dict(env, DOCKYARD_CA_CERT=str(tmp_path / "missing.crt"))
-    msg = _one_line(_cli(missing, "tasks", "list"))
+    msg = _one_line(_cli(missing, "clusters", "list"))
     assert f"DOCKYARD_CA_CERT={tmp_path / 'missing.crt'}: cannot read it" in msg
 
 
