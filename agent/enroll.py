@@ -159,7 +159,7 @@ class AgentTls:
             pem = await asyncio.to_thread(fetch_ca, self.controller, self.ca_hash)
             self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             self.ca_path.write_bytes(pem)
-        if self.renewal_due():
+        if self.renewal_due() or not self._renewing():  # due, or not ours: enroll (anew)
             await self.enroll()
 
     def _renewing(self) -> bool:

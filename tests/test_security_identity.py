@@ -225,6 +225,23 @@ def test_enrollment_assigns_a_new_id_whatever_the_agent_asks_for(
     assert cert.subject.rfc4514_string() == f"CN={reply.instance_id}"
 
 
+def test_agent_whose_certificate_is_not_its_own_joins_as_new(
+    tls_sc: SecureController, tmp_path: Path
+) -> None:
+    """identity.json and agent.crt that disagree (a state dir pieced together from copies)
+    prove nothing: the agent enrolls again as a new instance instead of failing forever."""
+    tls = _enrolled(tls_sc, tmp_path / "a")
+    mine = tls.instance_id
+    tls.identity.instance_id = "i-someone-else"
+    asyncio.run(tls.ensure())
+    assert tls.instance_id not in (mine, "i-someone-else")
+    agent = _mtls_agent(tls).connect(register_msg(tls.instance_id))
+    try:
+        assert agent.next().WhichOneof("body") == "registered"
+    finally:
+        agent.close()
+
+
 # ---------------------------------------------------------------- plaintext (loopback)
 
 
