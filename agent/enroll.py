@@ -3,9 +3,12 @@
 Off loopback the controller serves TLS. The agent first fetches the CA from the TLS
 handshake and accepts it only if its SubjectPublicKeyInfo hash equals `--ca-hash` (from
 `dockyard tokens create`), so the join token goes to no impostor. It then sends a CSR with
-the token (Enroll) and opens its stream over mutual TLS with the certificate it got. Key,
-certificate and CA live in the state dir (key 0600); the certificate is renewed (Enroll
-over mutual TLS, no token) once less than a third of its lifetime is left.
+the token (Enroll) and opens its stream over mutual TLS with the certificate it got. The
+controller assigns the instance id at that first enrollment (a token admits a new instance,
+never an existing one); the agent keeps it in identity.json. Key, certificate and CA live
+in the state dir (key 0600); the certificate is renewed (Enroll over mutual TLS, no token)
+once less than a third of its lifetime is left. An agent whose certificate expired cannot
+prove who it was: it joins again as a new instance.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from agent import identity
+from agent.identity import Identity
 from controller.security.pki import SERVER_NAME, key_pem, spki_hash
 from dockyard.v1 import agent_pb2, agent_pb2_grpc
 
@@ -90,14 +95,14 @@ class AgentTls:
         self,
         controller: str,
         state_dir: Path,
-        instance_id: str,
+        ident: Identity,
         cluster: str,
         join_token: str,
         ca_hash: str,
     ) -> None:
         self.controller = controller
         self.dir = Path(state_dir)
-        self.instance_id = instance_id
+        self.identity = ident  # shared with the runtime: enrollment may assign a new id
         self.cluster = cluster
         self.join_token = join_token
         self.ca_hash = ca_hash
@@ -121,6 +126,10 @@ class AgentTls:
         if not self.cert_path.exists():
             return None
         return x509.load_pem_x509_certificate(self.cert_path.read_bytes())
+
+    @property
+    def instance_id(self) -> str:
+        return self.identity.instance_id
 
     def connect_address(self) -> str:
         try:
@@ -150,37 +159,62 @@ class AgentTls:
             pem = await asyncio.to_thread(fetch_ca, self.controller, self.ca_hash)
             self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             self.ca_path.write_bytes(pem)
-        if self.renewal_due():
+        if self.renewal_due() or not self._renewing():  # due, or not ours: enroll (anew)
             await self.enroll()
 
+    def _renewing(self) -> bool:
+        """Whether we hold a valid certificate for our id: it alone proves who we are."""
+        cert = self._cert()
+        if cert is None or cert.not_valid_after_utc <= datetime.datetime.now(datetime.UTC):
+            return False
+        names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return bool(names) and names[0].value == self.instance_id
+
     async def enroll(self) -> None:
+        """Renew over mutual TLS with our certificate; else join as a new instance (token)."""
         key = self._key()
+        renewing = self._renewing()
+        if not renewing and self._cert() is not None:
+            log.warning(
+                "the certificate of %s expired or does not match: joining as a new instance "
+                "(the controller replaces %s's service tasks once its grace is over)",
+                self.instance_id,
+                self.instance_id,
+            )
         csr = (
             x509.CertificateSigningRequestBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.instance_id)]))
+            .subject_name(x509.Name([]))
             .sign(key, hashes.SHA256())
         )
         request = agent_pb2.EnrollRequest(
-            join_token=self.join_token,
-            instance_id=self.instance_id,
+            join_token="" if renewing else self.join_token,
+            instance_id=self.instance_id if renewing else "",  # new: the controller assigns it
             cluster=self.cluster,
             csr_pem=csr.public_bytes(serialization.Encoding.PEM),
         )
-        cert = self._cert()
-        valid = cert is not None and cert.not_valid_after_utc > datetime.datetime.now(datetime.UTC)
         # renewal: over mutual TLS with the current certificate; else the token, TLS only
-        address = self.connect_address() if valid else self.controller
-        creds = (
-            self.credentials() if valid else grpc.ssl_channel_credentials(self.ca_path.read_bytes())
-        )
+        address = self.connect_address() if renewing else self.controller
+        ca = self.ca_path.read_bytes()
+        creds = self.credentials() if renewing else grpc.ssl_channel_credentials(ca)
         async with grpc.aio.secure_channel(address, creds, options=self.options()) as ch:
             try:
                 reply = await agent_pb2_grpc.AgentServiceStub(ch).Enroll(request, timeout=15)
             except grpc.aio.AioRpcError as err:
                 raise EnrollError(f"enrollment refused: {err.details()}") from None
+        self._adopt(reply)
+        log.info("certificate for %s valid until %s", self.instance_id, reply.not_after)
+
+    def _adopt(self, reply: agent_pb2.EnrollReply) -> None:
+        """Keep the certificate, and the instance id it is for (assigned when we joined)."""
+        assigned = reply.instance_id
+        if not assigned:
+            raise EnrollError("the controller assigned no instance id: upgrade the controller")
+        if assigned != self.identity.instance_id:
+            self.identity.instance_id, self.identity.instance_arn = assigned, ""
+            identity.save(self.dir, self.identity)
+            log.info("joined as new instance %s", assigned)
         _write_private(self.cert_path, reply.certificate_pem)
         self.meta_path.write_text(json.dumps({"connect_address": reply.connect_address}))
-        log.info("certificate for %s valid until %s", self.instance_id, reply.not_after)
 
     async def renew_forever(self, check_s: float = 60.0) -> None:
         """Renew while a stream stays up (a handshake-time certificate is not re-checked)."""
@@ -215,14 +249,14 @@ class AgentTls:
         )
 
 
-def channel_factory(config: Any, instance_id: str) -> Any:
+def channel_factory(config: Any, ident: Identity) -> Any:
     """Session.channel_factory for an AgentConfig: None (plaintext) unless TLS is wanted."""
     if not tls_wanted(getattr(config, "tls", "auto"), config.controller):
         return None
     tls = AgentTls(
         config.controller,
         config.state_dir,
-        instance_id,
+        ident,
         config.cluster,
         config.join_token,
         getattr(config, "ca_hash", ""),

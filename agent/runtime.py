@@ -86,7 +86,7 @@ class Agent:
                 log_cancel=self._log_cancel,
                 heartbeat=self._heartbeat,
             ),
-            channel_factory=enroll.channel_factory(config, self.identity.instance_id),
+            channel_factory=enroll.channel_factory(config, self.identity),
         )
         self.desired: dict[str, agent_pb2.DesiredTask] = {}
         self.version = 0
@@ -160,6 +160,8 @@ class Agent:
             tasks=reconcile.snapshot(observed),
             join_token=self.config.join_token,
             address=self.config.address,
+            # plaintext only: over mutual TLS the certificate proves who we are
+            instance_secret=self.identity.secret if self.session.channel_factory is None else "",
         )
 
     async def _reserved_ports(self, observed: list) -> tuple[list[int], list[int]]:

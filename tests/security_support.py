@@ -7,10 +7,12 @@ Tests drive it over real gRPC/HTTP from the test thread, and check invariants in
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
+import sys
 import threading
 from collections.abc import Callable, Coroutine, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,6 +37,7 @@ class SecureController:
     data_dir: Path
     open_loopback: bool = False
     tls: bool = False
+    disconnect_grace: float = 10.0
     ctl: Controller | None = None
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
     thread: threading.Thread | None = None
@@ -50,6 +53,7 @@ class SecureController:
             auth=True,
             open_loopback_agents=self.open_loopback,
             tls=self.tls,
+            disconnect_grace=self.disconnect_grace,
         )
         self.ctl = Controller(config)
         self.on_loop(self.ctl.start)
@@ -110,9 +114,15 @@ class SecureController:
         return requests.post(self.http, data=data, headers=dict(req.headers.items()), timeout=10)
 
 
-@contextmanager
-def running(controller: SecureController) -> Iterator[SecureController]:
-    """The controller, started, and stopped afterwards even when the test fails."""
+def state_dir_secret(instance_id: str) -> str:
+    """The secret a test agent keeps "in its state dir" (stable per id, as a real one is)."""
+    return hashlib.sha256(f"state-dir:{instance_id}".encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def running(data_dir: Path, **settings: Any) -> Iterator[SecureController]:
+    """A started SecureController (`settings`: its fields), stopped even if the test fails."""
+    controller = SecureController(data_dir, **settings)
     try:
         controller.start()
         yield controller
@@ -120,10 +130,28 @@ def running(controller: SecureController) -> Iterator[SecureController]:
         controller.stop()
 
 
-def register_msg(instance_id: str, token: str = "", **kw: Any) -> agent_pb2.AgentMessage:
+def agent_argv(
+    sc: SecureController, state_dir: Path, join: dict[str, str], hostname: str, tls: bool = True
+) -> list[str]:
+    """`dockyard agent` joining `sc` with a token (`join`: CreateJoinToken's answer)."""
+    argv = [sys.executable, "-m", "dockyard.cli.main", "agent", "--controller", sc.address]
+    argv += ["--state-dir", str(state_dir), "--hostname", hostname]
+    argv += ["--tls", "always", "--ca-hash", join["caHash"]] if tls else ["--tls", "never"]
+    return [*argv, "--join-token", join["token"], "--credentials-listen", "127.0.0.1:0"]
+
+
+def register_msg(
+    instance_id: str, token: str = "", secret: str | None = None, **kw: Any
+) -> agent_pb2.AgentMessage:
+    """A Register as an agent sends it; `secret` defaults to the agent's own."""
     total = agent_pb2.Resources(cpu=4096, memory_mib=8192)
     reg = agent_pb2.Register(
-        instance_id=instance_id, hostname=instance_id, join_token=token, total=total, **kw
+        instance_id=instance_id,
+        hostname=instance_id,
+        join_token=token,
+        total=total,
+        instance_secret=state_dir_secret(instance_id) if secret is None else secret,
+        **kw,
     )
     return agent_pb2.AgentMessage(register=reg)
 

@@ -48,7 +48,7 @@ IMAGE = "dockyard/sleeper"
 
 @pytest.fixture
 def sc(tmp_path: Path) -> Iterator[SecureController]:
-    with running(SecureController(tmp_path / "controller")) as c:
+    with running(tmp_path / "controller") as c:
         yield c
 
 

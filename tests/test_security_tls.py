@@ -16,20 +16,23 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from agent import identity
 from agent.enroll import AgentTls, fetch_ca
 from controller.security.pki import key_pem
-from tests.security_support import RawAgent, SecureController, register_msg
+from tests.security_support import (
+    RawAgent,
+    SecureController,
+    agent_argv,
+    register_msg,
+    running,
+)
 from tests.support import Proc, wait_for
 
 
 @pytest.fixture
 def sc(tmp_path: Path) -> Iterator[SecureController]:
-    c = SecureController(tmp_path / "controller", tls=True)
-    try:
-        c.start()
+    with running(tmp_path / "controller", tls=True) as c:
         yield c
-    finally:
-        c.stop()
 
 
 def _agent_address(sc: SecureController) -> str:
@@ -41,9 +44,13 @@ def _join(sc: SecureController) -> dict[str, str]:
     return sc.client().call("CreateJoinToken", {})["joinToken"]  # type: ignore[no-any-return]
 
 
-def _tls(sc: SecureController, tmp: Path, iid: str, token: str = "") -> AgentTls:
+def _tls(sc: SecureController, tmp: Path, name: str, token: str = "") -> AgentTls:
+    """An agent's TLS side with its own state dir (`name`); its id comes from enrollment."""
     join = _join(sc)
-    return AgentTls(sc.address, tmp / iid, iid, "default", token or join["token"], join["caHash"])
+    ident = identity.load_or_create(tmp / name)
+    return AgentTls(
+        sc.address, tmp / name, ident, "default", token or join["token"], join["caHash"]
+    )
 
 
 def _cert_for(
@@ -71,12 +78,16 @@ def _mutual(sc: SecureController, key: bytes, cert: bytes) -> grpc.ChannelCreden
 def test_token_prints_the_ca_hash_and_enrollment_gives_a_private_key(
     sc: SecureController, tmp_path: Path
 ) -> None:
-    tls = _tls(sc, tmp_path, "i-enrolled")
+    tls = _tls(sc, tmp_path, "enrolled")
+    made_locally = tls.instance_id
     asyncio.run(tls.ensure())
     assert (tls.key_path.stat().st_mode & 0o777) == 0o600
     cert = x509.load_pem_x509_certificate(tls.cert_path.read_bytes())
-    assert cert.subject.rfc4514_string() == "CN=i-enrolled"
-    agent = RawAgent(tls.connect_address(), tls.credentials()).connect(register_msg("i-enrolled"))
+    iid = tls.instance_id  # assigned by the controller, kept in the state dir
+    assert iid != made_locally and iid.startswith("i-")
+    assert cert.subject.rfc4514_string() == f"CN={iid}"
+    assert identity.load_or_create(tmp_path / "enrolled").instance_id == iid
+    agent = RawAgent(tls.connect_address(), tls.credentials()).connect(register_msg(iid))
     try:
         assert agent.next().WhichOneof("body") == "registered"  # no token: the cert is the id
     finally:
@@ -136,7 +147,7 @@ def test_certificate_renews_over_mutual_tls_without_the_token(
     sc: SecureController, tmp_path: Path
 ) -> None:
     join = _join(sc)
-    tls = AgentTls(sc.address, tmp_path / "r", "i-renew", "default", join["token"], join["caHash"])
+    tls = _tls(sc, tmp_path, "renew", token=join["token"])
     asyncio.run(tls.ensure())
     first = x509.load_pem_x509_certificate(tls.cert_path.read_bytes())
     later = first.not_valid_after_utc - datetime.timedelta(hours=1)
@@ -148,18 +159,19 @@ def test_certificate_renews_over_mutual_tls_without_the_token(
 
 
 def test_revoked_instance_cannot_enroll_or_connect(sc: SecureController, tmp_path: Path) -> None:
-    tls = _tls(sc, tmp_path, "i-gone")
+    tls = _tls(sc, tmp_path, "gone")
     asyncio.run(tls.ensure())
-    agent = RawAgent(tls.connect_address(), tls.credentials()).connect(register_msg("i-gone"))
+    iid = tls.instance_id
+    agent = RawAgent(tls.connect_address(), tls.credentials()).connect(register_msg(iid))
     try:
         assert agent.next().WhichOneof("body") == "registered"
-        sc.client().call("RevokeInstance", {"containerInstance": "i-gone"})
+        sc.client().call("RevokeInstance", {"containerInstance": iid})
         assert agent.next("refusal").refusal.code == "INSTANCE_REVOKED"
     finally:
         agent.close()
     with pytest.raises(Exception, match="revoked"):
         asyncio.run(tls.enroll())
-    again = RawAgent(tls.connect_address(), tls.credentials()).connect(register_msg("i-gone"))
+    again = RawAgent(tls.connect_address(), tls.credentials()).connect(register_msg(iid))
     try:
         assert again.next().refusal.code == "INSTANCE_REVOKED"
     finally:
@@ -170,11 +182,7 @@ def test_revoked_instance_cannot_enroll_or_connect(sc: SecureController, tmp_pat
 def test_real_agent_joins_over_mutual_tls(
     sc: SecureController, tmp_path: Path, sample_images: list[str]
 ) -> None:
-    join = _join(sc)
-    argv = [sys.executable, "-m", "dockyard.cli.main", "agent", "--controller", sc.address]
-    argv += ["--state-dir", str(tmp_path / "agent"), "--tls", "always", "--hostname", "mtls"]
-    argv += ["--join-token", join["token"], "--ca-hash", join["caHash"]]
-    argv += ["--credentials-listen", "127.0.0.1:0"]
+    argv = agent_argv(sc, tmp_path / "agent", _join(sc), "mtls")
     proc = Proc("agent", argv, tmp_path / "agent.log")
     proc.start()
     try:
@@ -210,7 +218,7 @@ def test_connected_agent_renews_before_expiry(sc: SecureController, tmp_path: Pa
     tls_settings = sc.ctl.security.gate.tls
     assert tls_settings is not None
     tls_settings.lifetime = datetime.timedelta(seconds=6)  # renewal due after ~4 s
-    tls = _tls(sc, tmp_path, "i-short")
+    tls = _tls(sc, tmp_path, "short")
 
     async def run() -> tuple[int, int]:
         channel = await tls.channel([])

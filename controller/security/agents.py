@@ -3,16 +3,29 @@
 `AgentGate` is the AgentService servicer the controller serves: it checks the first
 message of each Connect stream and hands the stream to the Dispatcher only if the agent may
 join. A refused agent gets a fatal Refusal it logs as an actionable line; the controller
-records an event. Revoking an instance (RevokeInstance, or DeregisterContainerInstance)
-closes its stream at once and refuses it from then on.
+records a `security` event naming the token id, the claimed instance id and the peer.
+Revoking an instance (RevokeInstance, or DeregisterContainerInstance) closes its stream at
+once and refuses it from then on.
+
+A join token admits a *new* instance and never makes its bearer an existing one (Nomad
+refuses a node id whose secret differs; ECS assigns the instance ARN at registration):
+- over TLS, Enroll with a token gets a certificate for an id the controller assigns; only
+  the instance's own valid certificate (renewal over mutual TLS) gets one for its id;
+- in plaintext (loopback), the agent's first registration binds its id to the secret kept
+  in its state dir; registering as that id again takes the secret, not a token.
+An agent that lost its state dir therefore joins as a new instance, and the old one is a
+lost host (DISCONNECTED, its service tasks replaced after the grace).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime
+import hashlib
+import hmac
 import logging
 import re
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -23,7 +36,7 @@ from google.protobuf.message import DecodeError
 from controller import dispatcher as dispatch
 from controller.model import now
 from controller.security.pki import CertificateAuthority, CsrRejected, cert_pem
-from controller.security.tokens import JoinTokens, TokenRefused
+from controller.security.tokens import JoinToken, JoinTokens, TokenRefused, token_id
 from controller.store import Put
 from dockyard.errors import ApiError, invalid
 from dockyard.v1 import agent_pb2, agent_pb2_grpc
@@ -34,6 +47,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REVOKED_KIND = "revokedinstance"
+SECRET_KIND = "instancesecret"
+SECRET_LENGTH = (32, 256)  # characters of Register.instance_secret
 INSTANCE_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 BAD = grpc.StatusCode.INVALID_ARGUMENT
 
@@ -63,6 +78,20 @@ class Revoked:
     reason: str
 
 
+@dataclass
+class BoundSecret:
+    """A plaintext instance's proof of identity: the SHA-256 of the secret in its state dir."""
+
+    instance_id: str
+    cluster: str
+    digest: str
+    bound_at: float
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
 def refusal(code: str, message: str) -> agent_pb2.ControllerMessage:
     return agent_pb2.ControllerMessage(
         refusal=agent_pb2.Refusal(code=code, message=message, fatal=True)
@@ -84,6 +113,7 @@ class AgentGate(agent_pb2_grpc.AgentServiceServicer):
         self.require_token = require_token
         self.open_loopback = open_loopback  # dev/simulators: loopback agents need no token
         self.revoked: dict[str, Revoked] = {}  # by instance id
+        self.secrets: dict[str, BoundSecret] = {}  # by instance id (plaintext agents)
         self.tls: TlsSettings | None = None  # set when the controller serves TLS
 
     # ------------------------------------------------------------ enrollment
@@ -101,40 +131,80 @@ class AgentGate(agent_pb2_grpc.AgentServiceServicer):
     ) -> agent_pb2.EnrollReply:
         if self.tls is None:
             raise EnrollRefused("this controller does not serve TLS: connect in plaintext")
-        if not INSTANCE_ID_RE.match(req.instance_id):
+        if req.instance_id and not INSTANCE_ID_RE.match(req.instance_id):
             raise EnrollRefused("instance_id: 1-64 letters, digits, '.', '_' or '-'", BAD)
-        reg = agent_pb2.Register(instance_id=req.instance_id, cluster=req.cluster)
+        claim = agent_pb2.Register(
+            instance_id=req.instance_id, cluster=req.cluster, join_token=req.join_token
+        )
         if req.instance_id in self.revoked:
-            await self._refused(reg, peer, "INSTANCE_REVOKED", "enrollment of a revoked instance")
+            await self._refused(claim, peer, "INSTANCE_REVOKED", "enrollment of a revoked instance")
             raise EnrollRefused(f"instance {req.instance_id} was revoked")
-        if cert_cn != req.instance_id and self.require_token:
-            try:
-                await self.tokens.used(self.tokens.check(req.join_token))
-            except TokenRefused as err:
-                await self._refused(reg, peer, "JOIN_TOKEN_REFUSED", str(err))
-                raise EnrollRefused(
-                    f"join token refused: {err}; create one with `dockyard tokens create`"
-                ) from None
-        try:
-            cert = self.tls.ca.sign_csr(req.csr_pem, req.instance_id, self.tls.lifetime)
+        renewal = bool(req.instance_id) and cert_cn == req.instance_id
+        if renewal:
+            instance_id = req.instance_id  # its own valid certificate proves the id
+        else:
+            instance_id = await self._enroll_new(claim, peer)
+        try:  # a new instance's name is ours to give, whatever its CSR asked for
+            cert = self.tls.ca.sign_csr(
+                req.csr_pem, instance_id, self.tls.lifetime, check_cn=renewal
+            )
         except CsrRejected as err:
             raise EnrollRefused(str(err), BAD) from None
         log.info(
-            "issued a certificate to %s (%s) until %s",
-            req.instance_id,
-            peer,
-            cert.not_valid_after_utc,
+            "issued a certificate to %s (%s) until %s", instance_id, peer, cert.not_valid_after_utc
         )
         return agent_pb2.EnrollReply(
             certificate_pem=cert_pem(cert),
             ca_pem=self.tls.ca.pem,
             connect_address=self.tls.connect_address,
             not_after=cert.not_valid_after_utc.timestamp(),
+            instance_id=instance_id,
+        )
+
+    async def _enroll_new(self, claim: agent_pb2.Register, peer: str) -> str:
+        """The id of a new instance admitted by its join token; refused for an existing id."""
+        if claim.instance_id and self._known(claim.instance_id):
+            why = self._not_yours(claim.instance_id)
+            await self._refused(claim, peer, "IDENTITY_REFUSED", why)
+            raise EnrollRefused(
+                f"{why}: renew with that instance's own certificate (mutual TLS), or join "
+                "as a new instance with an empty instance_id"
+            )
+        if self.require_token:
+            try:
+                token = await self._token(claim, peer)
+            except TokenRefused as err:
+                raise EnrollRefused(
+                    f"join token refused: {err}; create one with `dockyard tokens create`"
+                ) from None
+            await self.tokens.used(token)
+        return self._new_instance_id()
+
+    def _new_instance_id(self) -> str:
+        """A fresh id no instance has had (the format agents used to make for themselves)."""
+        while True:
+            instance_id = f"i-{secrets.token_hex(9)[:17]}"
+            if not self._known(instance_id):
+                return instance_id
+
+    def _known(self, instance_id: str) -> bool:
+        """Whether `instance_id` names an instance (in any cluster), now or once."""
+        if instance_id in self.revoked or instance_id in self.secrets:
+            return True
+        return any(iid == instance_id for _, iid in self.service.state.instance_ids)
+
+    @staticmethod
+    def _not_yours(instance_id: str) -> str:
+        return (
+            f"instance {instance_id} already exists and a join token admits only a new "
+            "instance, never an existing one"
         )
 
     async def load(self) -> None:
         for doc in await self.service.store.load(REVOKED_KIND):
             self.revoked[doc["instance_id"]] = Revoked(**doc)
+        for doc in await self.service.store.load(SECRET_KIND):
+            self.secrets[doc["instance_id"]] = BoundSecret(**doc)
 
     # ------------------------------------------------------------ the stream
 
@@ -188,31 +258,85 @@ class AgentGate(agent_pb2_grpc.AgentServiceServicer):
         if not self.require_token or (self.open_loopback and peer.startswith(LOOPBACK_PEERS)):
             return None
         try:
-            token = self.tokens.check(reg.join_token)
+            token = await self._token(reg, peer)
         except TokenRefused as err:
-            await self._refused(reg, peer, "JOIN_TOKEN_REFUSED", str(err))
             return refusal(
                 "JOIN_TOKEN_REFUSED",
                 f"join token refused: {err}; create one with `dockyard tokens create` and "
                 "start the agent with --join-token (or DOCKYARD_JOIN_TOKEN)",
             )
-        if (
-            self.dispatcher.service.state.instance_by_id(self._cluster(reg), reg.instance_id)
-            is None
-        ):
+        return await self._prove_plaintext(reg, peer, token)
+
+    async def _token(self, claim: agent_pb2.Register, peer: str) -> JoinToken:
+        """The presented join token if it admits an agent now; TokenRefused (with the
+        refusal recorded as a security event) if not."""
+        try:
+            return self.tokens.check(claim.join_token)
+        except TokenRefused as err:
+            await self._refused(claim, peer, "JOIN_TOKEN_REFUSED", str(err))
+            raise
+
+    async def _prove_plaintext(
+        self, reg: agent_pb2.Register, peer: str, token: JoinToken
+    ) -> agent_pb2.ControllerMessage | None:
+        """A plaintext agent with a valid token: a new id binds its secret, an existing id
+        must present the secret it bound (the token alone never makes you that instance)."""
+        bound = self.secrets.get(reg.instance_id)
+        if bound is not None:
+            if hmac.compare_digest(bound.digest, _digest(reg.instance_secret)):
+                return None
+            why = self._not_yours(reg.instance_id)
+            await self._refused(reg, peer, "IDENTITY_REFUSED", why)
+            return refusal(
+                "IDENTITY_REFUSED",
+                f"{why}: an agent that lost its state dir joins as a new instance "
+                "(move the state dir away and start it again)",
+            )
+        low, high = SECRET_LENGTH
+        if not low <= len(reg.instance_secret) <= high:
+            why = f"register.instance_secret: {low}-{high} characters from the agent's state dir"
+            await self._refused(reg, peer, "BAD_MESSAGE", why)
+            return refusal("BAD_MESSAGE", f"{why} (an agent older than the controller?)")
+        existed = self._known(reg.instance_id)
+        if existed and self._live(reg.instance_id):  # joined before secrets: not while it runs
+            why = self._not_yours(reg.instance_id)
+            await self._refused(reg, peer, "IDENTITY_REFUSED", why)
+            return refusal("IDENTITY_REFUSED", f"{why}: it is connected")
+        await self._bind(reg)
+        if not existed:
             await self.tokens.used(token)
         return None
+
+    def _live(self, instance_id: str) -> bool:
+        state = self.service.state
+        arns = [arn for (_, iid), arn in state.instance_ids.items() if iid == instance_id]
+        return any(state.instances[arn].connected for arn in arns if arn in state.instances)
+
+    async def _bind(self, reg: agent_pb2.Register) -> None:
+        """Bind the instance id to its secret: at its first registration, or (an instance
+        that joined before controllers kept secrets) its first one since, while it is not
+        connected - trust on first use, the one window a token holder could race it in."""
+        bound = BoundSecret(
+            reg.instance_id, self._cluster(reg), _digest(reg.instance_secret), now()
+        )
+        self.secrets[reg.instance_id] = bound  # at once: a concurrent claim must match it
+        await self.service.commit(
+            [Put(SECRET_KIND, bound.instance_id, bound.cluster, asdict(bound))]
+        )
 
     def _cluster(self, reg: agent_pb2.Register) -> str:
         name = reg.cluster or "default"
         return name if name in self.service.state.clusters else "default"
 
     async def _refused(self, reg: agent_pb2.Register, peer: str, code: str, why: str) -> None:
-        iid = reg.instance_id[:64]
-        log.warning("refused agent %s (%s) from %s: %s", iid, reg.hostname[:64], peer, why)
-        message = f"agent {iid} ({reg.hostname[:64]}) from {peer} refused: {why}"
+        """Log and record a refused attempt: the claimed id, the token id and the peer."""
+        iid, host = reg.instance_id[:64], reg.hostname[:64]
+        tid = token_id(reg.join_token) or "none"
+        log.warning("refused agent %s (%s) from %s, join token %s: %s", iid, host, peer, tid, why)
+        message = f"agent {iid or '(new)'} ({host}) from {peer}, join token {tid}, refused: {why}"
+        detail = {"code": code, "claimedInstanceId": iid, "tokenId": tid, "peer": peer}
         await self.service.commit(
-            [self.service.event(self._cluster(reg), "security", iid, message, {"code": code})]
+            [self.service.event(self._cluster(reg), "security", iid, message, detail)]
         )
 
     # ------------------------------------------------------------ revocation

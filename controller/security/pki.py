@@ -148,8 +148,11 @@ class CertificateAuthority:
         instance_id: str,
         lifetime: datetime.timedelta,
         not_before: datetime.datetime | None = None,
+        check_cn: bool = True,
     ) -> x509.Certificate:
-        """A client certificate for `instance_id` from its CSR (CN must be the id)."""
+        """A client certificate for `instance_id` from its CSR. With `check_cn` (renewal) a
+        CSR's CN must be that id; a new instance gets the id the CA assigned, whatever its
+        CSR asked for (a new agent does not know its id yet and sends none)."""
         try:
             csr = x509.load_pem_x509_csr(csr_pem)
         except ValueError as err:
@@ -157,7 +160,7 @@ class CertificateAuthority:
         if not csr.is_signature_valid:
             raise CsrRejected("the CSR's signature does not verify")
         cns = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        if [a.value for a in cns] != [instance_id]:
+        if check_cn and cns and [a.value for a in cns] != [instance_id]:
             raise CsrRejected(f"the CSR's CN must be the instance id {instance_id}")
         public = csr.public_key()
         if not isinstance(public, ec.EllipticCurvePublicKey):

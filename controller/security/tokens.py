@@ -61,6 +61,12 @@ class JoinToken:
         return out
 
 
+def token_id(presented: str) -> str:
+    """The id part of a presented token (known or not), for refusal events; "" if none."""
+    match = TOKEN_RE.match(presented.strip())
+    return match.group(1) if match else ""
+
+
 class TokenRefused(Exception):
     """Why a presented token does not admit its agent (the agent is told this text)."""
 

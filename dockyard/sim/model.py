@@ -9,6 +9,7 @@ seed and an index, so restarting the simulator brings back the same instances.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import random
 from dataclasses import dataclass, field
 
@@ -66,6 +67,12 @@ def instance_id(seed: str, index: int) -> str:
     return f"i-{digest[:17]}"
 
 
+def instance_secret(join_token: str, iid: str) -> str:
+    """The simulated host's state-dir secret: stable per (token, id), so that a restarted
+    simulator is the same instances again. Simulated hosts only: a real agent's is random."""
+    return hmac.new(join_token.encode(), iid.encode(), hashlib.sha256).hexdigest()
+
+
 def zone(index: int) -> str:
     return ZONES[index % len(ZONES)]
 
@@ -96,6 +103,7 @@ def register_message(cfg: SimConfig, index: int) -> agent_pb2.Register:
         },
         address="127.0.0.1",
         join_token=cfg.join_token,
+        instance_secret=instance_secret(cfg.join_token, instance_id(cfg.seed, index)),
     )
 
 

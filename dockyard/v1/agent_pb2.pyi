@@ -19,16 +19,18 @@ class EnrollRequest(_message.Message):
     def __init__(self, join_token: _Optional[str] = ..., instance_id: _Optional[str] = ..., cluster: _Optional[str] = ..., csr_pem: _Optional[bytes] = ...) -> None: ...
 
 class EnrollReply(_message.Message):
-    __slots__ = ("certificate_pem", "ca_pem", "connect_address", "not_after")
+    __slots__ = ("certificate_pem", "ca_pem", "connect_address", "not_after", "instance_id")
     CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
     CA_PEM_FIELD_NUMBER: _ClassVar[int]
     CONNECT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     NOT_AFTER_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     certificate_pem: bytes
     ca_pem: bytes
     connect_address: str
     not_after: float
-    def __init__(self, certificate_pem: _Optional[bytes] = ..., ca_pem: _Optional[bytes] = ..., connect_address: _Optional[str] = ..., not_after: _Optional[float] = ...) -> None: ...
+    instance_id: str
+    def __init__(self, certificate_pem: _Optional[bytes] = ..., ca_pem: _Optional[bytes] = ..., connect_address: _Optional[str] = ..., not_after: _Optional[float] = ..., instance_id: _Optional[str] = ...) -> None: ...
 
 class AgentMessage(_message.Message):
     __slots__ = ("register", "heartbeat", "status", "resync", "log_chunk")
@@ -57,7 +59,7 @@ class Resources(_message.Message):
     def __init__(self, cpu: _Optional[int] = ..., memory_mib: _Optional[int] = ..., reserved_tcp_ports: _Optional[_Iterable[int]] = ..., reserved_udp_ports: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Register(_message.Message):
-    __slots__ = ("instance_id", "cluster", "hostname", "agent_version", "total", "attributes", "tasks", "join_token", "address")
+    __slots__ = ("instance_id", "cluster", "hostname", "agent_version", "total", "attributes", "tasks", "join_token", "address", "instance_secret")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +76,7 @@ class Register(_message.Message):
     TASKS_FIELD_NUMBER: _ClassVar[int]
     JOIN_TOKEN_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_SECRET_FIELD_NUMBER: _ClassVar[int]
     instance_id: str
     cluster: str
     hostname: str
@@ -83,7 +86,8 @@ class Register(_message.Message):
     tasks: _containers.RepeatedCompositeFieldContainer[TaskStatus]
     join_token: str
     address: str
-    def __init__(self, instance_id: _Optional[str] = ..., cluster: _Optional[str] = ..., hostname: _Optional[str] = ..., agent_version: _Optional[str] = ..., total: _Optional[_Union[Resources, _Mapping]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., tasks: _Optional[_Iterable[_Union[TaskStatus, _Mapping]]] = ..., join_token: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
+    instance_secret: str
+    def __init__(self, instance_id: _Optional[str] = ..., cluster: _Optional[str] = ..., hostname: _Optional[str] = ..., agent_version: _Optional[str] = ..., total: _Optional[_Union[Resources, _Mapping]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., tasks: _Optional[_Iterable[_Union[TaskStatus, _Mapping]]] = ..., join_token: _Optional[str] = ..., address: _Optional[str] = ..., instance_secret: _Optional[str] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("seq", "desired_version", "docker_healthy")

@@ -57,8 +57,10 @@ class AgentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Enroll(self, request, context):
-        """Admission off loopback: a join token and a CSR buy a client certificate bound to the
-        instance id; with it the agent opens Connect over mutual TLS (and renews it here).
+        """Admission off loopback: a join token and a CSR buy a client certificate for a NEW
+        instance whose id the controller assigns; with it the agent opens Connect over mutual
+        TLS and renews it here (renewal: over mutual TLS, the current certificate, no token).
+        A join token never buys the certificate of an instance that already exists.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
