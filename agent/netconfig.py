@@ -204,6 +204,62 @@ def _sysctl(bridge: str, value: str) -> str:
     return old
 
 
+def _localnet_record(bridge: str) -> Path:
+    """Where the value route_localnet had before any agent changed it is kept, per network
+    namespace and bridge, until the last agent needing it restores it."""
+    from agent.engine_claim import lock_dir
+
+    netns = os.stat("/proc/self/ns/net").st_ino
+    return lock_dir() / f"route_localnet-{netns}-{bridge}.before"
+
+
+def enable_localnet(bridge: str) -> None:
+    """route_localnet=1 on the bridge, remembering the value found if an agent changes it."""
+    record = _localnet_record(bridge)
+    before = _sysctl(bridge, "1")
+    if before != "1" and not record.exists():
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(before + "\n")
+
+
+def restore_localnet(bridge: str, others_alive: bool) -> None:
+    """Give the bridge back its route_localnet as found, only if an agent changed it and no
+    other live agent's redirect still needs it (the last one restores it)."""
+    record = _localnet_record(bridge)
+    if others_alive or not record.exists():
+        return
+    with contextlib.suppress(OSError):
+        _sysctl(bridge, record.read_text().strip())
+        record.unlink()
+
+
+async def other_live_chains(keep: str) -> list[str]:
+    """Our chains of other agents whose endpoint still answers (their redirect is in use)."""
+    targets = probe_targets(await _listing("nat"), await _listing("filter"))
+    return [c for c, (host, port) in targets.items() if c != keep and await _listening(host, port)]
+
+
+def forward_to() -> str:
+    """Where the bridge-mode forwarder connects: the gateway (the agent's host), or e.g.
+    host.docker.internal where containers run in a VM (Docker Desktop)."""
+    return os.environ.get("DOCKYARD_ENDPOINT_FORWARD_TO", GATEWAY)
+
+
+# The forwarder's per-connection relay (busybox sh): it finds its client's address as the
+# remote end of its own socket (fd 0) in /proc/net/tcp, and adds it as X-Dockyard-Caller
+# after the request line, so the agent knows which container calls (agent/credentials.py).
+RELAY = (
+    "i=$(readlink /proc/self/fd/0 | tr -dc 0-9); "
+    "p=$(awk -v i=\"$i\" '$10 == i {print $3; exit}' /proc/net/tcp /proc/net/tcp6); "
+    "IFS= read -r l; "
+    '{ printf "%s\\n" "$l"; printf "X-Dockyard-Caller: %s\\r\\n" "$p"; cat; } | nc "$0" "$1"'
+)
+
+
+def forwarder_cmd(target: str, port: int) -> list[str]:
+    return ["nc", "-ll", "-p", "80", "-e", "sh", "-c", RELAY, target, str(port)]
+
+
 class Redirect:
     """The routing of 169.254.170.2:80 to host:port in the chosen mode."""
 
@@ -214,7 +270,6 @@ class Redirect:
         self.docker_host = docker_host
         self.gateway = ""  # bridge mode: the extra address the endpoint listens on
         self._bridge = ""
-        self._localnet_before: str | None = None
         self._applied = False
         self._touched = False  # an apply started: remove() cleans up even after a failed one
         self._lock = asyncio.Lock()  # containers starting together must not race the rules
@@ -273,7 +328,7 @@ class Redirect:
     async def _apply_iptables(self) -> None:
         self._bridge = await self._bridge_name()
         if self.target.startswith("127."):
-            self._localnet_before = _sysctl(self._bridge, "1")
+            enable_localnet(self._bridge)
         for table, chain, rules in (
             ("nat", self.chain, nat_rules(self.chain, self._bridge, self.target, self.port)),
             ("filter", self.chain, filter_rules(self.chain, self.port)),
@@ -288,9 +343,9 @@ class Redirect:
 
     async def _remove_iptables(self) -> None:
         await drop_chain(self.chain)
-        if self._localnet_before is not None:
-            with contextlib.suppress(OSError):
-                _sysctl(self._bridge, self._localnet_before)
+        if self.target.startswith("127.") and self._bridge:
+            others = await other_live_chains(keep=self.chain)
+            restore_localnet(self._bridge, bool(others))
 
     # ------------------------------------------------------------ bridge network
 
@@ -305,13 +360,7 @@ class Redirect:
         finally:
             await docker.close()
         # the forwarder reaches the agent on the network's gateway unless told otherwise
-        self.gateway = GATEWAY if self._forward_to() == GATEWAY else ""
-
-    @staticmethod
-    def _forward_to() -> str:
-        """Where the forwarder connects: the gateway (the agent's host), or e.g.
-        host.docker.internal where containers run in a VM (Docker Desktop)."""
-        return os.environ.get("DOCKYARD_ENDPOINT_FORWARD_TO", GATEWAY)
+        self.gateway = GATEWAY if forward_to() == GATEWAY else ""
 
     async def _ensure_network(self, docker: aiodocker.Docker) -> None:
         try:
@@ -327,7 +376,7 @@ class Redirect:
             )
 
     async def _ensure_forwarder(self, docker: aiodocker.Docker) -> None:
-        cmd = ["nc", "-ll", "-p", "80", "-e", "nc", self._forward_to(), str(self.port)]
+        cmd = forwarder_cmd(forward_to(), self.port)
         with contextlib.suppress(DockerError):
             old = await docker.containers.get(FORWARDER)
             if old["Config"]["Cmd"] == cmd and old["State"]["Running"]:
@@ -349,7 +398,10 @@ class Redirect:
         docker = self._docker()
         try:
             with contextlib.suppress(DockerError):
-                await (await docker.containers.get(FORWARDER)).delete(force=True)
+                forwarder = await docker.containers.get(FORWARDER)
+                if forwarder["Config"]["Cmd"] != forwarder_cmd(forward_to(), self.port):
+                    return  # another agent's (sharing the engine): it removes its own
+                await forwarder.delete(force=True)
             try:
                 await (await docker.networks.get(NETWORK)).delete()
             except DockerError as err:
