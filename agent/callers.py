@@ -91,13 +91,66 @@ def container_in_cgroup(text: str) -> str:
     return found[-1] if found else ""
 
 
+def remote_of(table: list[str], inode: int) -> tuple[str, int] | None:
+    """Pure: the remote end of the socket with that inode in a /proc/net/tcp listing."""
+    for line in table[1:]:
+        fields = line.split()
+        if len(fields) > 9 and fields[9] == str(inode):
+            return parse_hex_endpoint(fields[2])
+    return None
+
+
+def _tcp_tables(pid: int | str) -> list[str]:
+    """/proc/<pid>/net/tcp and tcp6 (IPv4-mapped entries there too), as one listing."""
+    lines: list[str] = []
+    for name in ("tcp", "tcp6"):
+        try:
+            lines += Path(f"/proc/{pid}/net/{name}").read_text().splitlines()
+        except OSError:
+            continue
+    return lines
+
+
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").glob("*/children"):
+            try:
+                kids = [int(k) for k in task.read_text().split()]
+            except OSError:
+                continue
+            out += kids
+            todo += kids
+    return out
+
+
+def relayed_source(forwarder_pid: int, address: str, port: int) -> tuple[str, int] | None:
+    """Bridge mode: the forwarder container relays each connection through a child whose
+    stdin is the caller's connection and which opened ours from address:port. The caller is
+    the remote end of that child's stdin, in the forwarder's network namespace; nothing the
+    caller says is believed."""
+    table = _tcp_tables(forwarder_pid)
+    inode = socket_inode(table, address, port)
+    if inode is None:
+        return None
+    ours = f"socket:[{inode}]"
+    for child in _descendants(forwarder_pid):
+        try:
+            fds = os.listdir(f"/proc/{child}/fd")
+            if not any(os.readlink(f"/proc/{child}/fd/{fd}") == ours for fd in fds):
+                continue
+            stdin = os.readlink(f"/proc/{child}/fd/0")
+        except OSError:
+            continue
+        if stdin.startswith("socket:["):
+            return remote_of(table, int(stdin[len("socket:[") : -1]))
+    return None
+
+
 def _owner_container(ip: str, port: int) -> str:
     """The id of the container whose process owns the host socket bound to ip:port ("" if
     none: not a container, not found, or /proc not readable)."""
-    try:
-        inode = socket_inode(Path("/proc/net/tcp").read_text().splitlines(), ip, port)
-    except OSError:
-        return ""
+    inode = socket_inode(_tcp_tables("self"), ip, port)
     if inode is None:
         return ""
     target = f"socket:[{inode}]"

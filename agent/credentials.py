@@ -22,10 +22,9 @@ that knows an id read it, in bridge mode):
   agent/handlers/task_server_setup.go through a tollbooth limiter, which keys on the
   request's remote address). A container flooding the endpoint gets 429s; the others never
   notice.
-In bridge mode the forwarder container relays connections, so the caller's address is the
-one it reports (an X-Dockyard-Caller header it adds to the first request of a connection,
-believed only from the forwarder's own address, 169.254.170.2 on the endpoint network); such
-a connection serves one request.
+In bridge mode the forwarder container relays connections: the caller of one it relays is
+found behind it (agent/callers.py), from the forwarder's own sockets, never from anything the
+caller sends.
 """
 
 from __future__ import annotations
@@ -49,7 +48,7 @@ from aiohttp import web
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
 
 from agent import netconfig
-from agent.callers import Caller, Callers, Lister, parse_hex_endpoint
+from agent.callers import Caller, Callers, Lister, relayed_source
 from agent.docker_driver import docker_name
 from dockyard.v1 import agent_pb2
 
@@ -61,7 +60,6 @@ ROUTE_ATTEMPT_S = 30.0  # one attempt at routing 169.254.170.2 (iptables waits 5
 ROUTE_RETRY_CAP_S = 15.0  # the longest wait between attempts after a failure
 ENDPOINT = f"http://{netconfig.ENDPOINT_IP}"
 CALLER = web.RequestKey("caller", Caller)  # who sent the request (set by _gate)
-CALLER_HEADER = "X-Dockyard-Caller"  # set by the bridge-mode forwarder (agent/netconfig.py)
 Inspect = Callable[[str], Awaitable[dict[str, Any] | None]]
 
 
@@ -308,39 +306,34 @@ class TaskEndpoint:
     @web.middleware
     async def _gate(self, request: web.Request, handler: Any) -> web.StreamResponse:
         """Who calls (403 for anyone but our containers), then that caller's rate limit."""
-        source, relayed = self._source(request)
-        caller = None
-        if source is not None:
-            caller = await self.callers.resolve(*source, conn=id(request.transport))
+        caller = await self._caller(request)
         if caller is None:
-            response: web.StreamResponse = _error(
+            return _error(
                 403, "AccessDeniedException", "the caller is not a task container of this host"
             )
-        elif not self._bucket(caller.docker_id).take():
-            response = _error(429, "ThrottlingException", "Rate exceeded")
-        else:
-            request[CALLER] = caller
-            response = await handler(request)
-        if relayed:
-            response.force_close()  # the forwarder names the caller once per connection
-        return response
+        if not self._bucket(caller.docker_id).take():
+            return _error(429, "ThrottlingException", "Rate exceeded")
+        request[CALLER] = caller
+        return await handler(request)  # type: ignore[no-any-return]
 
-    def _source(self, request: web.Request) -> tuple[tuple[str, int] | None, bool]:
-        """((address, port) of the caller or None, whether the forwarder relayed it)."""
+    async def _caller(self, request: web.Request) -> Caller | None:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         if not peer:
-            return None, False
-        if self.mode == "bridge" and self._relayed_by_forwarder(peer[0]):
-            told = request.headers.get(CALLER_HEADER, "")
-            return parse_hex_endpoint(told) if told else None, True
-        return (str(peer[0]), int(peer[1])), False
+            return None
+        source: tuple[str, int] | None = (str(peer[0]), int(peer[1]))
+        if self.mode == "bridge" and peer[0] == netconfig.ENDPOINT_IP:
+            source = await self._relayed(int(peer[1]))  # through the forwarder
+        if source is None:
+            return None
+        return await self.callers.resolve(*source, conn=id(request.transport))
 
-    @staticmethod
-    def _relayed_by_forwarder(address: str) -> bool:
-        """The forwarder holds 169.254.170.2 on the endpoint network; where it connects to
-        another address than the gateway (Docker Desktop), its source is the VM's, and the
-        agent can only believe what it reports."""
-        return address == netconfig.ENDPOINT_IP or netconfig.forward_to() != netconfig.GATEWAY
+    async def _relayed(self, port: int) -> tuple[str, int] | None:
+        """The caller behind a connection the bridge-mode forwarder opened from port."""
+        data = await self.inspect(netconfig.FORWARDER)
+        pid = int(((data or {}).get("State") or {}).get("Pid") or 0)
+        if not pid:
+            return None
+        return await asyncio.to_thread(relayed_source, pid, netconfig.ENDPOINT_IP, port)
 
     def _bucket(self, docker_id: str) -> TokenBucket:
         if len(self.buckets) > 4 * len(self.callers.by_id) + 64:  # forget gone containers'
