@@ -466,3 +466,66 @@ def test_a_task_reads_only_its_own_credentials(creds_cluster: tuple[LocalCluster
             docker("rm", "-f", *strangers)
     log = (lc.root / "agent-a1.log").read_text()
     assert "another task's credentials" in log and b_rel not in log
+
+
+def test_a_second_agent_on_the_engine_refuses_to_start(
+    creds_cluster: tuple[LocalCluster, int],
+) -> None:
+    """Issue 15 #5: a second agent on an engine took 169.254.170.2 from the first (its rules
+    went first). Now it refuses, naming the first; the first keeps serving; a dead agent's
+    claim does not block the next one."""
+    lc, _ = creds_cluster
+    c = lc.client()
+    c.call("CreateRole", {"roleName": "one", "accessKeyId": "AKIDONE", "secretAccessKey": "s"})
+    second_port = free_port()
+    second = lc.start_agent("a2", "--credentials-listen", f"127.0.0.1:{second_port}")
+    assert second.popen is not None and second.popen.wait(timeout=60) == 2
+    said = (lc.root / "agent-a2.log").read_text()
+    assert "another Dockyard agent already runs on this Docker engine" in said
+    assert lc.instance_id("a1") in said and str((lc.root / "agent-a1").resolve()) in said
+    assert f"DYK-CRED-{second_port}" not in _chains()  # it touched nothing
+    _run(lc, _taskdef(taskRoleArn="one"))
+    cid = _cid(lc)
+    assert _get(cid, _env_of(cid)["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"])[0] == 200
+    lc.agents["a1"].kill(signal.SIGKILL)  # dies holding the claim
+    lc.agents.pop("a2")
+    third_port = free_port()
+    lc.start_agent("a3", "--credentials-listen", f"127.0.0.1:{third_port}")
+    try:
+        lc.wait_connected("a3")
+    finally:
+        lc.agents["a3"].kill(signal.SIGTERM)
+        _drop_chains(third_port)
+
+
+def _localnet() -> Path:
+    return Path("/proc/sys/net/ipv4/conf/docker0/route_localnet")
+
+
+def test_route_localnet_is_restored_by_the_last_agent_needing_it(
+    tmp_path: Path, sample_images: list[str]
+) -> None:
+    """Issue 15 #5: a clean stop of one agent reset docker0's route_localnet under another
+    (whose DNAT to 127.0.0.1 then dropped every container's packets). Two agents sharing the
+    engine (the test-only flag): the first to stop leaves it, the last restores it."""
+    found = _localnet().read_text().strip()
+    _localnet().write_text("0\n")
+    lc = LocalCluster(tmp_path, shared_engine=True)
+    ports = [free_port(), free_port()]
+    try:
+        lc.start_controller()
+        for name, port in zip(("a1", "a2"), ports, strict=True):
+            lc.start_agent(name, "--credentials-listen", f"127.0.0.1:{port}")
+            lc.wait_connected(name)
+            wait_for(lambda p=port: f"DYK-CRED-{p}" in _chains(), 30, what=f"{name} routing")
+        assert _localnet().read_text().strip() == "1"
+        lc.agents["a1"].kill(signal.SIGTERM)
+        assert f"DYK-CRED-{ports[0]}" not in _chains()
+        assert _localnet().read_text().strip() == "1"  # a2 still needs it
+        lc.agents["a2"].kill(signal.SIGTERM)
+        assert _localnet().read_text().strip() == "0"  # as found
+    finally:
+        lc.stop()
+        for port in ports:
+            _drop_chains(port)
+        _localnet().write_text(found + "\n")
