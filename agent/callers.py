@@ -30,7 +30,7 @@ from dockyard import labels
 
 log = logging.getLogger("dockyard.agent.callers")
 
-REFRESH_MIN_S = 0.25  # a miss re-lists the engine's containers at most this often
+REFRESH_MIN_S = 0.2  # misses re-list the engine's containers at most this often
 PEER_CACHE = 4096  # traced host-network connections remembered
 PEER_TTL_S = 30.0
 V4_MAPPED = "0000000000000000FFFF0000"
@@ -183,14 +183,20 @@ class Callers:
 
     async def resolve(self, ip: str, port: int, conn: int = 0) -> Caller | None:
         """The caller of a connection from ip:port (`conn` tells apart connections that
-        reuse a port, for the trace cache of keep-alive connections)."""
+        reuse a port, for the trace cache of keep-alive connections). A miss waits for a
+        listing begun after the request came: a container's very first action may be this
+        request, before its start event reached the agent."""
+        arrived = time.monotonic()
         if not self._fresh:
-            await self._refresh()
+            await self._listed_since(arrived)
+        found = await self._find(ip, port, conn)
+        if found is None and self._listed_at < arrived:
+            await self._listed_since(arrived)
+            found = await self._find(ip, port, conn)
+        return found
+
+    async def _find(self, ip: str, port: int, conn: int) -> Caller | None:
         found = self.by_address.get(ip)
-        if found is None and ip not in self.by_address:
-            if time.monotonic() - self._listed_at >= REFRESH_MIN_S:
-                await self._refresh()  # a container started since the last listing
-            found = self.by_address.get(ip)
         if found is not None:
             return found
         return self.by_id.get(await self._traced(ip, port, conn))
@@ -207,11 +213,17 @@ class Callers:
         self._peers[key] = (docker_id, now)
         return docker_id
 
-    async def _refresh(self) -> None:
-        """One listing at a time; everyone waiting shares it."""
-        if self._listing is None or self._listing.done():
-            self._listing = asyncio.create_task(self._list())
-        await asyncio.shield(self._listing)
+    async def _listed_since(self, arrived: float) -> None:
+        """Wait for a listing begun at or after `arrived`: one at a time, shared by all
+        waiting, at most one per REFRESH_MIN_S (unknown callers cannot hammer the engine)."""
+        while self._listed_at < arrived:
+            if self._listing is None or self._listing.done():
+                wait = self._listed_at + REFRESH_MIN_S - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                    continue
+                self._listing = asyncio.create_task(self._list())
+            await asyncio.shield(self._listing)
 
     async def _list(self) -> None:
         self._fresh = True  # an invalidation during the listing makes the next call re-list

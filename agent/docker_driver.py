@@ -622,9 +622,11 @@ class DockerDriver:
         """Docker's list JSON (Id, HostConfig.NetworkMode, NetworkSettings.Networks with
         each IPAddress) of the running containers this instance started: one engine call,
         for the task endpoint to tell which task a caller's address belongs to."""
-        filters = json.dumps({"label": [labels.TASK_ARN, f"{labels.INSTANCE}={instance_id}"]})
+        wanted = [labels.TASK_ARN, f"{labels.INSTANCE}={instance_id}"]
+        # "created" too: a container's first action may come before Docker calls it running
+        filters = json.dumps({"label": wanted, "status": ["created", "running"]})
         with self._errors("list containers", DockerUnavailable):
-            found = await self._docker.containers.list(filters=filters)
+            found = await self._docker.containers.list(all=True, filters=filters)
         return [c._container for c in found]
 
     async def inspect(self, docker_id: str) -> ObservedContainer | None:
