@@ -31,6 +31,7 @@ from dockyard import labels
 log = logging.getLogger("dockyard.agent.callers")
 
 REFRESH_MIN_S = 0.2  # misses re-list the engine's containers at most this often
+MISS_WAIT_S = 1.5  # how long an unknown caller is looked for before it is refused
 PEER_CACHE = 4096  # traced host-network connections remembered
 PEER_TTL_S = 30.0
 V4_MAPPED = "0000000000000000FFFF0000"
@@ -190,8 +191,10 @@ class Callers:
         if not self._fresh:
             await self._listed_since(arrived)
         found = await self._find(ip, port, conn)
-        if found is None and self._listed_at < arrived:
-            await self._listed_since(arrived)
+        # Docker's listing shows a starting container's address only once it has recorded
+        # the start, a moment after its process runs: look again for a short while
+        while found is None and time.monotonic() - arrived < MISS_WAIT_S:
+            await self._listed_since(time.monotonic())
             found = await self._find(ip, port, conn)
         return found
 
@@ -210,7 +213,8 @@ class Callers:
         if len(self._peers) >= PEER_CACHE:
             self._peers.clear()
         docker_id = await asyncio.to_thread(_owner_container, ip, port)
-        self._peers[key] = (docker_id, now)
+        if docker_id:  # a miss is looked at again: the socket may be just being set up
+            self._peers[key] = (docker_id, now)
         return docker_id
 
     async def _listed_since(self, arrived: float) -> None:
