@@ -122,8 +122,8 @@ class Agent:
 
     async def run(self) -> None:
         try:
-            await self.claim_engine()
-        except engine_claim.EngineClaimed:
+            await self.claim_engine()  # before anything on the host is touched
+        except BaseException:  # refused, or stopped while waiting for the engine
             await self.driver.close()
             raise
         await self.endpoint.start()
