@@ -355,7 +355,7 @@ class TaskEndpoint:
         caller: Caller = request[CALLER]
         if self.task_of.get(cid) != caller.task_arn:
             log.warning(
-                "refused %s of task %s another task's credentials",
+                "refused container %s of task %s: it asked for another task's credentials",
                 caller.container,
                 caller.task_arn,
             )

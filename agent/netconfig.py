@@ -6,7 +6,9 @@ agent's Docker bridge to the endpoint, an OUTPUT rule for host-network container
 loopback port (what route_localnet would otherwise open). The rules live in the agent's own
 chains (`DYK-CRED-<port>`), so applying them twice changes nothing and removing them on a
 clean stop removes exactly them; chains left by agents that were killed (their endpoint
-refuses connections) are removed when the next agent applies its own.
+refuses connections) are removed when the next agent applies its own. `route_localnet` is
+given back as found by the last agent that needs it (the value found is kept in the engine
+claim's directory until then), never under another live agent's redirect.
 
 `bridge` (awslabs' amazon-ecs-local-container-endpoints, for Docker Desktop where the host's
 iptables is not the containers'): a Docker network 169.254.170.0/24 on which a small busybox
@@ -29,6 +31,8 @@ from typing import Any
 
 import aiodocker
 from aiodocker.exceptions import DockerError
+
+from agent.engine_claim import lock_dir
 
 log = logging.getLogger("dockyard.agent.netconfig")
 
@@ -207,8 +211,6 @@ def _sysctl(bridge: str, value: str) -> str:
 def _localnet_record(bridge: str) -> Path:
     """Where the value route_localnet had before any agent changed it is kept, per network
     namespace and bridge, until the last agent needing it restores it."""
-    from agent.engine_claim import lock_dir
-
     netns = os.stat("/proc/self/ns/net").st_ino
     return lock_dir() / f"route_localnet-{netns}-{bridge}.before"
 
