@@ -2,14 +2,29 @@
 
 `GET /v2/credentials/<id>` answers what botocore's ContainerProvider expects (RoleArn,
 AccessKeyId, SecretAccessKey, Token, Expiration in ISO 8601); no id, an unknown id or a
-revoked one get ECS's 400 body. The id alone authorises (as on ECS): it is >= 192 random
-bits made by the controller and only the task's containers see it. Credentials live in
-memory only, exactly while their task runs here. Requests are rate limited (a token bucket,
-ECS's 40 rps steady, 60 burst). `GET /v4/<id>` and `/v4/<id>/task` are the metadata
-documents of ECS_CONTAINER_METADATA_URI_V4, which every task gets, role or not: so the agent
-routes 169.254.170.2 here at start (agent/netconfig.py), as ECS's agent does, retrying with
-backoff until it holds, and a task starts once that is done (or the attempt failed: logged).
+revoked one get ECS's 400 body. Credentials live in memory only, exactly while their task
+runs here. `GET /v4/<id>` and `/v4/<id>/task` are the metadata documents of
+ECS_CONTAINER_METADATA_URI_V4, which every task gets, role or not: so the agent routes
+169.254.170.2 here at start (agent/netconfig.py), as ECS's agent does, retrying with backoff
+until it holds, and a task starts once that is done (or the attempt failed: logged).
 Nothing secret is logged.
+
+Every request is first tied to its caller (agent/callers.py): the container of this agent's
+tasks that opened the connection. Then, stricter than ECS (whose agent lets any container
+that knows an id read it, in bridge mode):
+- a connection that is not from a container this agent started gets 403, whatever it asks;
+- a task reads only its own credentials and metadata: an id of another task's gets 403. The
+  id (>= 192 random bits made by the controller, seen only by the task's containers) stays
+  the second lock: a caller must be the task AND know the id.
+- the rate limit is per caller (per container), with ECS's agent's limits for its task
+  endpoint: 40 requests/s steady, 60 burst (aws/amazon-ecs-agent agent/config/config.go,
+  DefaultTaskMetadataSteadyStateRate = 40 and DefaultTaskMetadataBurstRate = 60, applied in
+  agent/handlers/task_server_setup.go through a tollbooth limiter, which keys on the
+  request's remote address). A container flooding the endpoint gets 429s; the others never
+  notice.
+In bridge mode the forwarder container relays connections: the caller of one it relays is
+found behind it (agent/callers.py), from the forwarder's own sockets, never from anything the
+caller sends.
 """
 
 from __future__ import annotations
@@ -33,6 +48,7 @@ from aiohttp import web
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
 
 from agent import netconfig
+from agent.callers import Caller, Callers, Lister, relayed_source
 from agent.docker_driver import docker_name
 from dockyard.v1 import agent_pb2
 
@@ -43,6 +59,7 @@ BURST = 60
 ROUTE_ATTEMPT_S = 30.0  # one attempt at routing 169.254.170.2 (iptables waits 5 s a lock)
 ROUTE_RETRY_CAP_S = 15.0  # the longest wait between attempts after a failure
 ENDPOINT = f"http://{netconfig.ENDPOINT_IP}"
+CALLER = web.RequestKey("caller", Caller)  # who sent the request (set by _gate)
 Inspect = Callable[[str], Awaitable[dict[str, Any] | None]]
 
 
@@ -121,7 +138,13 @@ class TaskEndpoint:
     """The HTTP server plus the redirect that makes 169.254.170.2 reach it."""
 
     def __init__(
-        self, listen: str, mode: str, state_dir: Path, docker_host: str, inspect: Inspect
+        self,
+        listen: str,
+        mode: str,
+        state_dir: Path,
+        docker_host: str,
+        inspect: Inspect,
+        lister: Lister,
     ) -> None:
         host, _, port = listen.rpartition(":")
         self.host, self.port = host or "127.0.0.1", int(port)
@@ -134,7 +157,9 @@ class TaskEndpoint:
         self.desired: dict[str, agent_pb2.DesiredTask] = {}
         self.statuses: dict[str, agent_pb2.TaskStatus] = {}
         self.containers: dict[str, _Container] = {}  # metadata id -> container
-        self.bucket = TokenBucket()
+        self.callers = Callers(lister)  # who is calling: our containers only
+        self.buckets: dict[str, TokenBucket] = {}  # docker id -> its rate limit
+        self.task_of: dict[str, str] = {}  # credentials id -> its task ARN
         self._key = _load_key(state_dir)
         self._runner: web.AppRunner | None = None
         self._gateway_site: web.TCPSite | None = None
@@ -144,7 +169,7 @@ class TaskEndpoint:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        app = web.Application(middlewares=[self._throttle])
+        app = web.Application(middlewares=[self._gate])
         app.router.add_get("/v2/credentials", self._no_id)
         app.router.add_get("/v2/credentials/", self._no_id)
         app.router.add_get("/v2/credentials/{id}", self._credentials)
@@ -246,6 +271,7 @@ class TaskEndpoint:
                 by_task[arn] = creds
         self.by_task = by_task
         self.creds = {c.id: c for c in by_task.values()}
+        self.task_of = {c.id: arn for arn, c in by_task.items()}
         self.desired, self.statuses = desired, statuses
         self.containers = {
             self.metadata_id(arn, c.name): _Container(arn, c.name)
@@ -278,18 +304,62 @@ class TaskEndpoint:
     # ------------------------------------------------------------ HTTP
 
     @web.middleware
-    async def _throttle(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if not self.bucket.take():
+    async def _gate(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Who calls (403 for anyone but our containers), then that caller's rate limit."""
+        caller = await self._caller(request)
+        if caller is None:
+            return _error(
+                403, "AccessDeniedException", "the caller is not a task container of this host"
+            )
+        if not self._bucket(caller.docker_id).take():
             return _error(429, "ThrottlingException", "Rate exceeded")
+        request[CALLER] = caller
         return await handler(request)  # type: ignore[no-any-return]
+
+    async def _caller(self, request: web.Request) -> Caller | None:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        if not peer:
+            return None
+        source: tuple[str, int] | None = (str(peer[0]), int(peer[1]))
+        if self.mode == "bridge" and peer[0] == netconfig.ENDPOINT_IP:
+            source = await self._relayed(int(peer[1]))  # through the forwarder
+        if source is None:
+            return None
+        return await self.callers.resolve(*source, conn=id(request.transport))
+
+    async def _relayed(self, port: int) -> tuple[str, int] | None:
+        """The caller behind a connection the bridge-mode forwarder opened from port."""
+        data = await self.inspect(netconfig.FORWARDER)
+        pid = int(((data or {}).get("State") or {}).get("Pid") or 0)
+        if not pid:
+            return None
+        return await asyncio.to_thread(relayed_source, pid, netconfig.ENDPOINT_IP, port)
+
+    def _bucket(self, docker_id: str) -> TokenBucket:
+        if len(self.buckets) > 4 * len(self.callers.by_id) + 64:  # forget gone containers'
+            self.buckets = {k: b for k, b in self.buckets.items() if k in self.callers.by_id}
+        return self.buckets.setdefault(docker_id, TokenBucket())
+
+    @staticmethod
+    def _denied() -> web.Response:
+        return _error(403, "AccessDeniedException", "a task may read only its own credentials")
 
     async def _no_id(self, _: web.Request) -> web.Response:
         return _error(400, "NoIdInRequest", "CredentialsV2Request: No ID in the request")
 
     async def _credentials(self, request: web.Request) -> web.Response:
-        creds = self.creds.get(request.match_info["id"])
+        cid = request.match_info["id"]
+        creds = self.creds.get(cid)
         if creds is None or creds.expiration <= time.time():
             return _error(400, "InvalidIdInRequest", "CredentialsV2Request: Credentials not found")
+        caller: Caller = request[CALLER]
+        if self.task_of.get(cid) != caller.task_arn:
+            log.warning(
+                "refused container %s of task %s: it asked for another task's credentials",
+                caller.container,
+                caller.task_arn,
+            )
+            return self._denied()
         return web.json_response(credentials_doc(creds))
 
     def _lookup(self, request: web.Request) -> tuple[agent_pb2.DesiredTask, str] | None:
@@ -303,6 +373,8 @@ class TaskEndpoint:
         if found is None:
             return _error(400, "InvalidIdInRequest", "V4 metadata: unknown container id")
         task, name = found
+        if task.task_arn != request[CALLER].task_arn:
+            return self._denied()
         spec = next(c for c in task.containers if c.name == name)
         return web.json_response(await self._container(task, spec))
 
@@ -311,6 +383,8 @@ class TaskEndpoint:
         if found is None:
             return _error(400, "InvalidIdInRequest", "V4 metadata: unknown container id")
         task = found[0]
+        if task.task_arn != request[CALLER].task_arn:
+            return self._denied()
         status = self.statuses.get(task.task_arn)
         doc: dict[str, Any] = {
             "Cluster": task.cluster,

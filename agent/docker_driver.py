@@ -66,6 +66,7 @@ class EngineInfo:
     os: str
     arch: str
     name: str
+    engine_id: str = ""  # `docker info`'s ID: one per engine (its data root), for the engine claim
 
 
 @dataclass
@@ -368,6 +369,7 @@ class DockerDriver:
             os=(data.get("OSType") or "linux").lower(),
             arch=normalize_arch(data.get("Architecture", "")),
             name=data.get("Name", ""),
+            engine_id=str(data.get("ID", "")),
         )
 
     async def ping(self) -> bool:
@@ -615,6 +617,17 @@ class DockerDriver:
             found = await self._docker.containers.list(all=True, filters=filters)
         seen = await asyncio.gather(*(self.inspect(c.id) for c in found))
         return [o for o in seen if o is not None]
+
+    async def running_of(self, instance_id: str) -> list[dict[str, Any]]:
+        """Docker's list JSON (Id, HostConfig.NetworkMode, NetworkSettings.Networks with
+        each IPAddress) of the running containers this instance started: one engine call,
+        for the task endpoint to tell which task a caller's address belongs to."""
+        wanted = [labels.TASK_ARN, f"{labels.INSTANCE}={instance_id}"]
+        # "created" too: a container's first action may come before Docker calls it running
+        filters = json.dumps({"label": wanted, "status": ["created", "running"]})
+        with self._errors("list containers", DockerUnavailable):
+            found = await self._docker.containers.list(all=True, filters=filters)
+        return [c._container for c in found]
 
     async def inspect(self, docker_id: str) -> ObservedContainer | None:
         """None when the container is gone or is not Dockyard's."""

@@ -7,8 +7,10 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from pathlib import Path
 
+from agent.engine_claim import EngineClaimed
 from agent.image_cleanup import CleanupPolicy
 from agent.runtime import Agent, AgentConfig
 
@@ -29,6 +31,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         ca_hash=getattr(args, "ca_hash", ""),
         credentials_listen=args.credentials_listen,
         credentials_mode=args.credentials_mode,
+        allow_shared_engine=getattr(args, "allow_shared_engine", False),
         image_cleanup=CleanupPolicy(
             args.image_cleanup_interval, args.image_min_age, args.images_per_cycle
         ),
@@ -53,5 +56,10 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    uvloop.run(serve(config_from_args(args)))
+    try:
+        uvloop.run(serve(config_from_args(args)))
+    except EngineClaimed as err:
+        logging.getLogger("dockyard.agent").error("refusing to start: %s", err)
+        print(f"dockyard agent: refusing to start: {err}", file=sys.stderr)
+        return 2
     return 0

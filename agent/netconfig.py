@@ -6,7 +6,9 @@ agent's Docker bridge to the endpoint, an OUTPUT rule for host-network container
 loopback port (what route_localnet would otherwise open). The rules live in the agent's own
 chains (`DYK-CRED-<port>`), so applying them twice changes nothing and removing them on a
 clean stop removes exactly them; chains left by agents that were killed (their endpoint
-refuses connections) are removed when the next agent applies its own.
+refuses connections) are removed when the next agent applies its own. `route_localnet` is
+given back as found by the last agent that needs it (the value found is kept in the engine
+claim's directory until then), never under another live agent's redirect.
 
 `bridge` (awslabs' amazon-ecs-local-container-endpoints, for Docker Desktop where the host's
 iptables is not the containers'): a Docker network 169.254.170.0/24 on which a small busybox
@@ -29,6 +31,8 @@ from typing import Any
 
 import aiodocker
 from aiodocker.exceptions import DockerError
+
+from agent.engine_claim import lock_dir
 
 log = logging.getLogger("dockyard.agent.netconfig")
 
@@ -204,6 +208,51 @@ def _sysctl(bridge: str, value: str) -> str:
     return old
 
 
+def _localnet_record(bridge: str) -> Path:
+    """Where the value route_localnet had before any agent changed it is kept, per network
+    namespace and bridge, until the last agent needing it restores it."""
+    netns = os.stat("/proc/self/ns/net").st_ino
+    return lock_dir() / f"route_localnet-{netns}-{bridge}.before"
+
+
+def enable_localnet(bridge: str) -> None:
+    """route_localnet=1 on the bridge, remembering the value found if an agent changes it."""
+    record = _localnet_record(bridge)
+    before = _sysctl(bridge, "1")
+    if before != "1" and not record.exists():
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(before + "\n")
+
+
+def restore_localnet(bridge: str, others_alive: bool) -> None:
+    """Give the bridge back its route_localnet as found, only if an agent changed it and no
+    other live agent's redirect still needs it (the last one restores it)."""
+    record = _localnet_record(bridge)
+    if others_alive or not record.exists():
+        return
+    with contextlib.suppress(OSError):
+        _sysctl(bridge, record.read_text().strip())
+        record.unlink()
+
+
+async def other_live_chains(keep: str) -> list[str]:
+    """Our chains of other agents whose endpoint still answers (their redirect is in use)."""
+    targets = probe_targets(await _listing("nat"), await _listing("filter"))
+    return [c for c, (host, port) in targets.items() if c != keep and await _listening(host, port)]
+
+
+def forward_to() -> str:
+    """Where the bridge-mode forwarder connects: the gateway (the agent's host), or e.g.
+    host.docker.internal where containers run in a VM (Docker Desktop)."""
+    return os.environ.get("DOCKYARD_ENDPOINT_FORWARD_TO", GATEWAY)
+
+
+def forwarder_cmd(target: str, port: int) -> list[str]:
+    """The forwarder: a child per connection relays it to the agent (which finds out who
+    called by looking at that child's sockets: agent/callers.py)."""
+    return ["nc", "-ll", "-p", "80", "-e", "nc", target, str(port)]
+
+
 class Redirect:
     """The routing of 169.254.170.2:80 to host:port in the chosen mode."""
 
@@ -214,7 +263,6 @@ class Redirect:
         self.docker_host = docker_host
         self.gateway = ""  # bridge mode: the extra address the endpoint listens on
         self._bridge = ""
-        self._localnet_before: str | None = None
         self._applied = False
         self._touched = False  # an apply started: remove() cleans up even after a failed one
         self._lock = asyncio.Lock()  # containers starting together must not race the rules
@@ -273,7 +321,7 @@ class Redirect:
     async def _apply_iptables(self) -> None:
         self._bridge = await self._bridge_name()
         if self.target.startswith("127."):
-            self._localnet_before = _sysctl(self._bridge, "1")
+            enable_localnet(self._bridge)
         for table, chain, rules in (
             ("nat", self.chain, nat_rules(self.chain, self._bridge, self.target, self.port)),
             ("filter", self.chain, filter_rules(self.chain, self.port)),
@@ -288,9 +336,9 @@ class Redirect:
 
     async def _remove_iptables(self) -> None:
         await drop_chain(self.chain)
-        if self._localnet_before is not None:
-            with contextlib.suppress(OSError):
-                _sysctl(self._bridge, self._localnet_before)
+        if self.target.startswith("127.") and self._bridge:
+            others = await other_live_chains(keep=self.chain)
+            restore_localnet(self._bridge, bool(others))
 
     # ------------------------------------------------------------ bridge network
 
@@ -305,13 +353,7 @@ class Redirect:
         finally:
             await docker.close()
         # the forwarder reaches the agent on the network's gateway unless told otherwise
-        self.gateway = GATEWAY if self._forward_to() == GATEWAY else ""
-
-    @staticmethod
-    def _forward_to() -> str:
-        """Where the forwarder connects: the gateway (the agent's host), or e.g.
-        host.docker.internal where containers run in a VM (Docker Desktop)."""
-        return os.environ.get("DOCKYARD_ENDPOINT_FORWARD_TO", GATEWAY)
+        self.gateway = GATEWAY if forward_to() == GATEWAY else ""
 
     async def _ensure_network(self, docker: aiodocker.Docker) -> None:
         try:
@@ -327,7 +369,7 @@ class Redirect:
             )
 
     async def _ensure_forwarder(self, docker: aiodocker.Docker) -> None:
-        cmd = ["nc", "-ll", "-p", "80", "-e", "nc", self._forward_to(), str(self.port)]
+        cmd = forwarder_cmd(forward_to(), self.port)
         with contextlib.suppress(DockerError):
             old = await docker.containers.get(FORWARDER)
             if old["Config"]["Cmd"] == cmd and old["State"]["Running"]:
@@ -349,7 +391,10 @@ class Redirect:
         docker = self._docker()
         try:
             with contextlib.suppress(DockerError):
-                await (await docker.containers.get(FORWARDER)).delete(force=True)
+                forwarder = await docker.containers.get(FORWARDER)
+                if forwarder["Config"]["Cmd"] != forwarder_cmd(forward_to(), self.port):
+                    return  # another agent's (sharing the engine): it removes its own
+                await forwarder.delete(force=True)
             try:
                 await (await docker.networks.get(NETWORK)).delete()
             except DockerError as err:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent import __version__, enroll, host, identity, image_cleanup, reconcile
+from agent import __version__, engine_claim, enroll, host, identity, image_cleanup, reconcile
 from agent.credentials import TaskEndpoint
 from agent.docker_driver import DockerDriver, DockerUnavailable, DriverError, PullError
 from agent.image_cleanup import CleanupPolicy
@@ -46,6 +46,7 @@ class AgentConfig:
     tick_s: float = 2.0
     credentials_listen: str = "127.0.0.1:51679"
     credentials_mode: str = "auto"
+    allow_shared_engine: bool = False  # tests and simulations only (agent/engine_claim.py)
     image_cleanup: CleanupPolicy = field(default_factory=CleanupPolicy)
 
 
@@ -75,6 +76,7 @@ class Agent:
             config.state_dir,
             self.driver.docker_host,
             self.driver._get,
+            lambda: self.driver.running_of(self.identity.instance_id),
         )
         self.session = Session(
             config.controller,
@@ -98,8 +100,32 @@ class Agent:
         self._inflight: dict[tuple[str, str, str], asyncio.Task[None]] = {}
         self._log_tasks: dict[int, asyncio.Task[None]] = {}
         self._loops: list[asyncio.Task[None]] = []
+        self.claim: engine_claim.Claim | None = None
+
+    async def claim_engine(self) -> None:
+        """Hold this Docker engine before touching its host's settings; raises
+        EngineClaimed when another live agent holds it. Waits for the engine to answer."""
+        while True:
+            try:
+                info = await self.driver.info()
+                break
+            except DockerUnavailable as err:
+                log.warning("Docker engine unreachable (%s); retrying", err)
+                await asyncio.sleep(2)
+        self.claim = engine_claim.acquire(
+            info.engine_id,
+            self.driver.docker_host,
+            self.identity.instance_id,
+            self.config.state_dir,
+            shared=self.config.allow_shared_engine,
+        )
 
     async def run(self) -> None:
+        try:
+            await self.claim_engine()  # before anything on the host is touched
+        except BaseException:  # refused, or stopped while waiting for the engine
+            await self.driver.close()
+            raise
         await self.endpoint.start()
         self._loops = [
             asyncio.create_task(self.session.run_forever(), name="session"),
@@ -121,6 +147,9 @@ class Agent:
         await asyncio.gather(*self._loops, *self._inflight.values(), return_exceptions=True)
         await self.endpoint.stop()
         await self.driver.close()
+        if self.claim is not None:  # last: the host settings are restored by now
+            self.claim.release()
+            self.claim = None
 
     # ------------------------------------------------------------------ session handlers
 
@@ -353,6 +382,7 @@ class Agent:
         while True:
             try:
                 async for _ in self.driver.events():
+                    self.endpoint.callers.invalidate()  # a container of ours came or went
                     self.docker_healthy = True
                     self.wake.set()
             except Exception as err:  # a dying engine breaks the stream in many ways

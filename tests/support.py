@@ -175,6 +175,10 @@ class LocalCluster:
     controller: Proc | None = None
     agents: dict[str, Proc] = field(default_factory=dict)
     saved_env: dict[str, str | None] = field(default_factory=dict)
+    # several agents of this cluster on the one engine: they take it shared (tests only);
+    # an agent of another cluster, or a user's, then refuses to start beside them and the
+    # other way round, so nothing else can take 169.254.170.2 during a test
+    shared_engine: bool = False
 
     def __post_init__(self) -> None:
         STARTED.append(self)
@@ -234,6 +238,7 @@ class LocalCluster:
                 name,
                 "--pull-behavior",
                 "prefer-cached",
+                *(["--allow-shared-engine"] if self.shared_engine else []),
                 *extra,
             ],
             self.root / f"agent-{name}.log",

@@ -103,6 +103,7 @@ def on_disconnected(c: LocalCluster) -> float | None:
 
 
 def two_agents(c: LocalCluster) -> tuple[str, str]:
+    c.shared_engine = True  # two hosts simulated on the machine's one engine
     c.start_controller()
     c.start_agent("a1", "--attribute", "zone=a")
     c.start_agent("a2", "--attribute", "zone=b")
@@ -227,6 +228,7 @@ def test_draining_moves_service_tasks_and_keeps_standalone(bare_cluster: LocalCl
 
 def test_daemon_service_follows_joining_instance(bare_cluster: LocalCluster) -> None:
     c = bare_cluster
+    c.shared_engine = True  # a2 joins on the machine's same engine
     c.start_controller()
     c.start_agent("a1")
     c.wait_connected("a1")

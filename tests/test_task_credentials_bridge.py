@@ -106,7 +106,10 @@ def test_bridge_mode_serves_169_254_170_2_through_the_forwarder(
     assert json.loads(_sh(ch, FETCH))["AccessKeyId"] == "AKIDBRIDGE"  # host network too
     assert "400" in _sh(ca, "wget -q -O - http://169.254.170.2/v2/credentials/bogus 2>&1 || :")
     b_uri = _sh(cb, "echo $AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").strip()
-    assert json.loads(_sh(ca, f"wget -q -O - http://169.254.170.2{b_uri}"))["RoleArn"]
+    assert json.loads(_sh(cb, f"wget -q -O - http://169.254.170.2{b_uri}"))["RoleArn"]
+    # the forwarder names each caller: a task reads only its own, through it too
+    assert "403" in _sh(ca, f"wget -q -O - http://169.254.170.2{b_uri} 2>&1 || :")
+    assert "403" in _sh(ch, f"wget -q -O - http://169.254.170.2{b_uri} 2>&1 || :")
     c.call("StopTask", {"task": other})
     lc.wait_status([other], "STOPPED")
     revoked = f"wget -q -O - http://169.254.170.2{b_uri} 2>&1 || :"

@@ -101,6 +101,7 @@ def test_containers_reach_their_credentials_at_169_254_170_2(lab: Lab) -> None:
         a_uri = _sh(lab, ca, "echo $AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").strip()
         assert a_uri != b_uri
         assert "400" in _fetch(lab, ca, "/v2/credentials/not-a-real-id-000000000000")
+        assert "403" in _fetch(lab, ca, b_uri) and "403" in _fetch(lab, ch, b_uri)  # not theirs
         with lab.client() as c:
             c.call("StopTask", {"task": b["taskArn"]})
         _wait(lab, b["taskArn"], "STOPPED")
@@ -144,6 +145,7 @@ def test_tasks_without_a_role_reach_their_metadata_at_169_254_170_2(lab: Lab) ->
                 20,
                 what=f"{arn}'s own metadata fetches",
             )
+            assert lines[0].startswith("{"), (arn, lines)
             mine, task = json.loads(lines[0]), json.loads(lines[1])
             assert mine["Name"] == "main" and mine["DockerId"].startswith(cid)
             assert task["TaskARN"] == arn

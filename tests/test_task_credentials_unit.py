@@ -130,7 +130,9 @@ class _FlakyRedirect:
 
 
 async def test_start_time_routing_is_retried_until_it_holds(tmp_path: Path) -> None:
-    endpoint = TaskEndpoint("127.0.0.1:0", "iptables", tmp_path, "unix:///nowhere", _no_inspect)
+    endpoint = TaskEndpoint(
+        "127.0.0.1:0", "iptables", tmp_path, "unix:///nowhere", _no_inspect, _none
+    )
     flaky = _FlakyRedirect(failures=2)
     endpoint.redirect = flaky  # type: ignore[assignment]
     await endpoint.start()
@@ -148,15 +150,26 @@ async def _no_inspect(container_id: str) -> dict[str, Any]:
     return {}
 
 
+async def _none() -> list[dict[str, Any]]:
+    return []
+
+
 async def test_a_port_taken_by_another_agent_disables_the_endpoint(tmp_path: Path) -> None:
     """Two agents on one host asking for the same port: the second runs without an endpoint
     (it used to die when the bind raced, under uvloop)."""
-    first = TaskEndpoint("127.0.0.1:0", "iptables", tmp_path / "a", "unix:///nowhere", _no_inspect)
+    first = TaskEndpoint(
+        "127.0.0.1:0", "iptables", tmp_path / "a", "unix:///nowhere", _no_inspect, _none
+    )
     first.redirect = _FlakyRedirect(failures=0)  # type: ignore[assignment]
     await first.start()
     try:
         second = TaskEndpoint(
-            f"127.0.0.1:{first.port}", "iptables", tmp_path / "b", "unix:///nowhere", _no_inspect
+            f"127.0.0.1:{first.port}",
+            "iptables",
+            tmp_path / "b",
+            "unix:///nowhere",
+            _no_inspect,
+            _none,
         )
         await second.start()
         assert (second.serving, second.mode) == (False, "unavailable")

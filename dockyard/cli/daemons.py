@@ -180,6 +180,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "with a forwarder container (Docker Desktop); auto picks iptables when it can",
     )
     a.add_argument(
+        "--allow-shared-engine",
+        action="store_true",
+        help="for tests and simulations only: run beside other agents started with this "
+        "flag on the same Docker engine (they fight over 169.254.170.2); without it a "
+        "second agent on an engine refuses to start",
+    )
+    a.add_argument(
         "--image-cleanup-interval",
         type=float,
         default=1800.0,
