@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 import pytest
 
-from dockyard.errors import ApiError
+from dockyard.errors import TASKDEF_NOT_FOUND, ApiError
 from dockyard.v1 import agent_pb2, agent_pb2_grpc
 from tests.support import LocalCluster, docker, wait_for
 
@@ -168,12 +168,12 @@ def test_invalid_definition_is_refused_and_not_stored(cluster: LocalCluster) -> 
             "RegisterTaskDefinition",
             {"family": "bad", "containerDefinitions": [{"name": "a", "image": "x", "memory": -1}]},
         )
-    assert err.value.name == "InvalidParameterException"
+    assert err.value.name == "ClientException"  # ECS's exception for a refused definition
     assert "containerDefinitions[0].memory" in err.value.message
     assert client.call("ListTaskDefinitionFamilies", {})["families"] == []
     with pytest.raises(ApiError) as err:
         client.call("RunTask", {"taskDefinition": "nope"})
-    assert "nope" in err.value.message
+    assert (err.value.name, err.value.message) == ("ClientException", TASKDEF_NOT_FOUND)
     assert client.call("ListTasks", {})["taskArns"] == []
 
 

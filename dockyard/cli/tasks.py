@@ -20,7 +20,7 @@ from dockyard.cli.common import (
     resolve_instance,
     resolve_task,
 )
-from dockyard.errors import invalid
+from dockyard.errors import TASKDEF_NOT_FOUND, ApiError, invalid
 
 TASK_HEADERS = ("task", "definition", "status", "desired", "instance", "health", "started", "ports")
 STRATEGY_FIELDS = {"binpack": True, "spread": True, "random": False}
@@ -240,6 +240,19 @@ def _overrides(ctx: Ctx, args: argparse.Namespace) -> dict[str, Any]:
     return {"containerOverrides": overrides}
 
 
+def _run_task(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    """RunTask; ECS's answer for an unknown definition names none, so the CLI adds which."""
+    try:
+        return ctx.call("RunTask", body)
+    except ApiError as err:
+        if err.message != TASKDEF_NOT_FOUND:
+            raise
+        ref = body["taskDefinition"]
+        raise ApiError(
+            err.name, f"{TASKDEF_NOT_FOUND} {ref!r} (see dockyard task-definitions list)"
+        ) from None
+
+
 def run(ctx: Ctx, args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"taskDefinition": args.taskdef, "count": args.count}
     optional = {
@@ -250,7 +263,7 @@ def run(ctx: Ctx, args: argparse.Namespace) -> int:
         "startedBy": args.started_by,
     }
     body.update({k: v for k, v in optional.items() if v})
-    reply = ctx.call("RunTask", body)
+    reply = _run_task(ctx, body)
     arns = [t["taskArn"] for t in reply["tasks"]]
     if args.wait and arns:
         reply = {**reply, "tasks": wait_tasks(ctx, arns, ("RUNNING", "STOPPED"), args.timeout)}
