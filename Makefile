@@ -35,7 +35,7 @@ proto: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy controller agent dockyard \
-		&& $(PY) -m tests.check_paths
+		&& $(VENV)/bin/lint-imports && $(PY) -m tests.check_paths
 
 bench: $(STAMP) docker
 	$(PY) -m bench.run_task_latency

@@ -26,6 +26,7 @@ import aiodocker
 import aiohttp
 from aiodocker.exceptions import DockerError
 
+from agent.observed import ObservedContainer
 from agent.pull_progress import PullProgress
 from dockyard import labels
 from dockyard.v1 import agent_pb2
@@ -67,27 +68,6 @@ class EngineInfo:
     arch: str
     name: str
     engine_id: str = ""  # `docker info`'s ID: one per engine (its data root), for the engine claim
-
-
-@dataclass
-class ObservedContainer:
-    """What Docker says about one Dockyard-managed container."""
-
-    docker_id: str
-    docker_name: str
-    task_arn: str
-    container_name: str
-    cluster: str
-    family: str
-    revision: int
-    state: str
-    exit_code: int | None
-    started_at: float | None
-    finished_at: float | None
-    health: str
-    oom_killed: bool
-    error: str
-    bindings: list[tuple[int, int, str, str]] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- pure mapping

@@ -31,7 +31,8 @@ from cryptography.x509.oid import NameOID
 
 from agent import identity
 from agent.identity import Identity
-from controller.security.pki import SERVER_NAME, key_pem, spki_hash
+from dockyard.auth import SERVER_NAME
+from dockyard.pki import cert_pem, key_pem, spki_hash
 from dockyard.v1 import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger("dockyard.agent.tls")
@@ -72,7 +73,7 @@ def fetch_ca(address: str, ca_hash: str, timeout: float = 10.0) -> bytes:
             except Exception as err:
                 msg = f"the controller's certificate is not from the pinned CA: {err}"
                 raise SystemExit(msg) from None
-            return ca.public_bytes(serialization.Encoding.PEM)
+            return cert_pem(ca)
     seen = ", ".join(spki_hash(c) for c in certs[1:]) or "none"
     raise SystemExit(
         f"the controller at {address} presents a CA ({seen}) that does not match --ca-hash "

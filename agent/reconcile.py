@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from agent.docker_driver import ObservedContainer
+from agent.observed import ObservedContainer
 from dockyard.v1 import agent_pb2
 
 RUNNING_STATES = ("running", "paused", "restarting")

@@ -13,7 +13,7 @@ from typing import Any
 
 from controller.model import Cluster, Instance, Task, TaskDefinition, to_doc
 from controller.placement.model import ChangeLog, InstanceView, LiveViews
-from controller.store import Put
+from controller.records import Put
 
 
 def task_ports(task: Task) -> tuple[set[int], set[int]]:

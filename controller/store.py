@@ -17,14 +17,13 @@ import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
 import orjson
 
-from controller.model import to_doc
+from controller.records import Delete, EventRow, Op, Put, dumps
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,49 +65,6 @@ EVENT_ROWS = (
 )
 
 
-@dataclass
-class Put:
-    """Upsert a document. With `obj` instead of `doc`, the document is built at commit
-    time: a task saved at PENDING and again at RUNNING before the writer runs is serialised
-    once (to_doc + json were the controller's top cost at 2,000 task starts/s)."""
-
-    kind: str
-    key: str
-    cluster: str
-    doc: dict[str, Any] | None
-    obj: Any = None
-
-    def document(self) -> dict[str, Any]:
-        return self.doc if self.doc is not None else to_doc(self.obj)
-
-    def encoded(self) -> str:
-        """The stored JSON. orjson serialises a dataclass (and its nested ones) straight to
-        the same document to_doc builds, several times faster than to_doc + json.dumps."""
-        return dumps(self.doc if self.doc is not None else self.obj)
-
-
-def dumps(value: Any) -> str:
-    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-
-
-@dataclass
-class Delete:
-    kind: str
-    key: str
-
-
-@dataclass
-class EventRow:
-    seq: int
-    at: float
-    cluster: str
-    kind: str
-    subject: str
-    message: str
-    detail: dict[str, Any]
-
-
-Op = Put | Delete | EventRow
 LOCK_FILE = "dockyard.lock"
 
 

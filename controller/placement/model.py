@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Failure reasons, in the order the filters run (see engine.FILTER_ORDER). The "closest" reason -
+# Failure reasons, in the order the filters run (see feasible.FILTER_ORDER). The "closest" reason -
 # the filter furthest along the chain that still eliminated an instance - becomes Failure.reason.
 MISSING = "MISSING"  # no container instance in the cluster at all
 INACTIVE = "INACTIVE"  # instance status is neither ACTIVE nor DRAINING (e.g. INACTIVE, REGISTERING)

@@ -21,19 +21,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from .constraints import compile_rules
-from .engine import (
-    DEFAULT_EPHEMERAL_RANGE,
-    Result,
-    _Buckets,
-    _build_tree,
-    _Call,
-    _Node,
-    place,
-    split_chain,
-    take,
-    volatile_leaves,
-)
+from .engine import DEFAULT_EPHEMERAL_RANGE, Result, place, take
+from .feasible import Call
 from .model import Constraint, LiveViews, Strategy, TaskDemand
+from .rank import Buckets, Node, build_tree, split_chain, volatile_leaves
 from .strategies import BINPACK, DEFAULT_TASK_STRATEGIES, validate_strategies
 
 MIN_INSTANCES = 256  # below this a fresh decision is as cheap as keeping one
@@ -107,7 +98,7 @@ class StandingPlacer:
         chain: list[Strategy],
     ) -> _Standing:
         self.rebuilds += 1
-        call = _Call(views, compile_rules(constraints), self.rng, self.ephemeral)
+        call = Call(views, compile_rules(constraints), self.rng, self.ephemeral)
         tree = self._trees[key] = _Standing(views, call, demand, chain)
         while len(self._trees) > self.size:
             self._trees.popitem(last=False)
@@ -119,13 +110,13 @@ class _Standing:
     views' change log, and each instance's task count as the spread buckets last saw it."""
 
     def __init__(
-        self, views: LiveViews, call: _Call, demand: TaskDemand, chain: list[Strategy]
+        self, views: LiveViews, call: Call, demand: TaskDemand, chain: list[Strategy]
     ) -> None:
         self.views = views
         self.call = call
         self.demand = demand
         self.cursor = views.changes.cursor
-        self.root: _Node = _build_tree(call, demand, call.feasible(demand), chain, None)
+        self.root: Node = build_tree(call, demand, call.feasible(demand), chain, None)
         self.seen = [call.group_count(i, demand.group) for i in range(len(views))]
         self.dirty: set[int] = set()
 
@@ -144,7 +135,7 @@ class _Standing:
             self._recount(i)
             self.root.sync(i, call.reject(i, demand) is None)
         dirty.clear()
-        if isinstance(self.root, _Buckets):
+        if isinstance(self.root, Buckets):
             self.root.reheap()
         return True
 
