@@ -13,7 +13,7 @@ import pytest
 
 from dockyard import images
 from tests.lab_fixture import lab  # noqa: F401  (the 3-host lab, one per test session)
-from tests.support import STARTED, LocalCluster
+from tests.support import ENGINE_TEST, STARTED, LocalCluster
 
 
 def _docker_up() -> bool:
@@ -34,6 +34,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     STARTED.clear()  # the clusters a test makes, fixtures included, for its failure report
+    ENGINE_TEST["allowed"] = "docker" in item.keywords or "lab" in item.keywords
 
 
 @pytest.hookimpl(wrapper=True)

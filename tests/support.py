@@ -140,6 +140,21 @@ def controller_argv(
 
 
 STARTED: list[LocalCluster] = []  # made during the current test (tests/conftest.py)
+# whether the current test is marked docker or lab (tests/conftest.py sets it): only those run
+# under the Docker lock, so only they may start a real agent, which claims the shared engine
+ENGINE_TEST = {"allowed": True}
+
+
+def _refuse_unmarked_agent(argv: list[str]) -> None:
+    """A real `dockyard agent` asks Docker for its engine and claims it (one agent per engine)
+    before anything else, even before it enrolls. Started from a test not marked docker, it
+    runs in "not docker" runs, outside the Docker lock, and refuses, or is refused by, the
+    agents of a run going on beside it: fail at once, with what to do, instead."""
+    if argv[1:4] == ["-m", "dockyard.cli.main", "agent"] and not ENGINE_TEST["allowed"]:
+        raise AssertionError(
+            "this test starts a real agent, which claims the Docker engine: mark it "
+            "@pytest.mark.docker so it runs with the Docker tests, under the Docker lock"
+        )
 
 
 @dataclass
@@ -150,6 +165,7 @@ class Proc:
     popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        _refuse_unmarked_agent(self.argv)
         with self.log.open("ab") as log:
             self.popen = subprocess.Popen(
                 self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

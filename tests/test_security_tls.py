@@ -196,6 +196,9 @@ def test_real_agent_joins_over_mutual_tls(
         proc.kill()
 
 
+# docker: the agent claims its Docker engine (docker info, then one agent per engine) before
+# it enrolls; outside the Docker lock it met the agent of a run going on beside it
+@pytest.mark.docker
 def test_real_agent_with_wrong_ca_hash_exits_with_advice(
     sc: SecureController, tmp_path: Path
 ) -> None:
@@ -208,9 +211,23 @@ def test_real_agent_with_wrong_ca_hash_exits_with_advice(
     try:
         assert proc.popen is not None
         proc.popen.wait(timeout=30)
-        assert "does not match --ca-hash" in (tmp_path / "agent.log").read_text()
+        log = (tmp_path / "agent.log").read_text()
+        assert "does not match --ca-hash" in log, log  # the whole line, not pytest's cut
     finally:
         proc.kill()
+
+
+def test_a_test_not_marked_docker_cannot_start_a_real_agent(tmp_path: Path) -> None:
+    """Run unlocked beside a Docker run, such a test's agent took the engine from the other
+    run's agent (one agent per engine), or lost it: refused before anything starts."""
+    argv = [sys.executable, "-m", "dockyard.cli.main", "agent", "--controller", "127.0.0.1:9"]
+    proc = Proc("agent", argv, tmp_path / "agent.log")
+    try:
+        with pytest.raises(AssertionError, match=r"mark it @pytest\.mark\.docker"):
+            proc.start()
+        assert proc.popen is None
+    finally:
+        proc.kill()  # had it started
 
 
 def test_connected_agent_renews_before_expiry(sc: SecureController, tmp_path: Path) -> None:
