@@ -90,6 +90,7 @@ def _apply_containers(task: Task, report: agent_pb2.TaskStatus, messages: list[s
         c.last_status = new_status
         c.runtime_id = rc.docker_id or c.runtime_id
         c.health = rc.health or c.health
+        c.image_digest = rc.image_digest or c.image_digest
         c.reason = rc.reason or c.reason
         if rc.has_exit_code:
             c.exit_code = rc.exit_code

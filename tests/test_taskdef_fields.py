@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import botocore.session
 import pytest
 
 from controller import taskdef, taskdef_fields
+from controller.ecs_shapes import validate_request
 from dockyard.errors import ApiError
 
 SHAPES = {
@@ -42,7 +44,7 @@ def test_every_botocore_member_is_in_exactly_one_list(shape: str) -> None:
 def test_the_lists_are_one_entry_per_line_and_alphabetical() -> None:
     for _honoured, refused in SHAPES.values():
         assert list(refused) == sorted(refused)
-    source = open(taskdef_fields.__file__).read()
+    source = Path(taskdef_fields.__file__).read_text()
     for name in ("CONTAINER_HONOURED", "TASK_HONOURED", "VOLUME_HONOURED"):
         block = source.split(f"{name} = frozenset(\n    {{\n", 1)[1].split("    }", 1)[0]
         entries = [line.strip().strip('",') for line in block.splitlines()]
@@ -224,3 +226,32 @@ def test_honoured_storage_logs_and_platform_register() -> None:
     assert doc["placementConstraints"] == [
         {"type": "memberOf", "expression": "attribute:ecs.cpu-architecture == x86_64"}
     ]
+
+
+def test_the_readme_lists_the_same_fields() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Real applications:", 1)[1].split("\n## ", 1)[0]
+    for where, names in (
+        ("container", taskdef_fields.CONTAINER_HONOURED),
+        ("task", taskdef_fields.TASK_HONOURED),
+        ("volume", taskdef_fields.VOLUME_HONOURED),
+    ):
+        line = next(x for x in section.splitlines() if x.startswith(f"- **{where}**: "))
+        assert sorted(x.strip("`, ") for x in line.split(": ", 1)[1].split()) == sorted(names)
+    rows = {tuple(c.strip(" `") for c in x.split("|")[1:3]) for x in section.splitlines()}
+    for where, refused in (
+        ("container", taskdef_fields.CONTAINER_REFUSED),
+        ("task", taskdef_fields.TASK_REFUSED),
+        ("volume", taskdef_fields.VOLUME_REFUSED),
+        ("linuxParameters", taskdef_fields.LINUX_PARAMETERS_REFUSED),
+    ):
+        for name in refused:
+            assert (where, name) in rows, f"README: refused {where} field {name}"
+
+
+def test_the_ecs_api_takes_dockers_local_and_none_log_drivers() -> None:
+    for driver in ("local", "none", "json-file"):
+        validate_request("RegisterTaskDefinition", td({"logConfiguration": {"logDriver": driver}}))
+    with pytest.raises(ApiError) as err:
+        validate_request("RegisterTaskDefinition", td({"logConfiguration": {"logDriver": "x"}}))
+    assert "local, none" in err.value.message
