@@ -394,3 +394,54 @@ def test_awslogs_runs_only_where_the_agent_allows_it(cluster: LocalCluster) -> N
     assert task["stopCode"] == "TaskFailedToStart"
     assert "awslogs is not allowed on this instance" in task["stoppedReason"]
     assert "--allow-awslogs" in task["stoppedReason"]
+
+
+@docker
+def test_log_secret_options_are_resolved_like_secrets(cluster: LocalCluster) -> None:
+    c = cluster.client()
+    log = {
+        "logDriver": "json-file",
+        "options": {"max-file": "2"},
+        "secretOptions": [{"name": "max-size", "valueFrom": "log-size"}],
+    }
+    doc = {
+        "family": "secret-logs",
+        "executionRoleArn": "exec",
+        "containerDefinitions": [
+            {"name": "main", "image": "dockyard/sleeper:latest", "memory": 32,
+             "logConfiguration": log}
+        ],
+    }  # fmt: skip
+    c.call("CreateRole", {"roleName": "exec", "accessKeyId": "AKIDEXEC", "secretAccessKey": "x"})
+    c.call("RegisterTaskDefinition", doc)
+    with pytest.raises(ApiError) as err:  # the secret does not exist yet
+        c.call("RunTask", {"taskDefinition": "secret-logs"})
+    assert "containerDefinitions[0].logConfiguration.secretOptions[0].valueFrom" in str(err.value)
+    c.call("PutSecret", {"name": "log-size", "value": "3m"})
+    arn = c.call("RunTask", {"taskDefinition": "secret-logs"})["tasks"][0]["taskArn"]
+    task = cluster.wait_status([arn], "RUNNING")[0]
+    config = docker_inspect(task["containers"][0]["runtimeId"])["HostConfig"]["LogConfig"]
+    assert config == {"Type": "json-file", "Config": {"max-file": "2", "max-size": "3m"}}
+
+
+@docker
+def test_runtime_platform_places_only_on_matching_agents(cluster: LocalCluster) -> None:
+    c = cluster.client()
+    here = sh("docker", "info", "--format", "{{.Architecture}}").strip()
+    other = "ARM64" if here in ("x86_64", "amd64") else "X86_64"
+    mine = "X86_64" if other == "ARM64" else "ARM64"
+    for family, arch in (("elsewhere", other), ("here", mine)):
+        c.call(
+            "RegisterTaskDefinition",
+            {
+                "family": family,
+                "runtimePlatform": {"operatingSystemFamily": "LINUX", "cpuArchitecture": arch},
+                "containerDefinitions": [
+                    {"name": "main", "image": "dockyard/sleeper:latest", "memory": 32}
+                ],
+            },
+        )
+    out = c.call("RunTask", {"taskDefinition": "elsewhere"})
+    assert out["tasks"] == [] and out["failures"][0]["reason"] == "ATTRIBUTE"
+    arn = c.call("RunTask", {"taskDefinition": "here"})["tasks"][0]["taskArn"]
+    cluster.wait_status([arn], "RUNNING")
