@@ -255,6 +255,24 @@ def _storage(
     return out
 
 
+def _check_shared(name: str, wanted: dict[str, Any], existing: dict[str, Any]) -> None:
+    """An existing shared volume serves an autoprovisioning task only if its driver, options
+    and labels are the ones the definition asks for (ECS refuses a mismatch too)."""
+    have_labels = existing.get("Labels") or {}
+    problems = []
+    if existing.get("Driver") != wanted["Driver"]:
+        problems.append(f"driver {existing.get('Driver')!r}, not {wanted['Driver']!r}")
+    if wanted["DriverOpts"] and (existing.get("Options") or {}) != wanted["DriverOpts"]:
+        problems.append(f"driverOpts {existing.get('Options') or {}}")
+    if any(have_labels.get(k) != v for k, v in wanted["Labels"].items()):
+        problems.append(f"labels {have_labels}")
+    if problems:
+        raise ContainerError(
+            f"CannotCreateContainerError: shared volume {name!r} exists with "
+            f"{', '.join(problems)}: the task definition asks otherwise"
+        )
+
+
 def _links(spec: agent_pb2.ContainerSpec, docker_names: dict[str, str]) -> list[str]:
     out = []
     for link in spec.links:
@@ -613,20 +631,25 @@ class DockerDriver:
             }
             if vol.docker.scope != "shared":
                 body["Labels"] |= {labels.TASK_ARN: task.task_arn, labels.CLUSTER: task.cluster}
-            elif not vol.docker.autoprovision:
-                if await self._volume_exists(name):
-                    continue  # used as it is, as on ECS
-                raise ContainerError(
-                    f"CannotCreateContainerError: shared volume {name!r} does not exist on this"
-                    " host (create it with docker volume create, or set autoprovision)"
-                )
+            else:
+                existing = await self._volume(name)
+                if existing is not None:
+                    if vol.docker.autoprovision:  # ECS: an autoprovisioned one must match
+                        _check_shared(name, body, existing)
+                    continue  # used as it is
+                if not vol.docker.autoprovision:
+                    raise ContainerError(
+                        f"CannotCreateContainerError: shared volume {name!r} does not exist on "
+                        "this host (create it with docker volume create, or set autoprovision)"
+                    )
             with self._errors(f"CannotCreateContainerError: volume {name}"):
                 await self._docker.volumes.create(body)  # idempotent for the same name
 
-    async def _volume_exists(self, name: str) -> bool:
+    async def _volume(self, name: str) -> dict[str, Any] | None:
+        """Docker's volume JSON by name; None if there is none."""
         with self._errors(f"inspect volume {name}"):
             found = await self._docker.volumes.list(filters={"name": [name]})
-        return any(v["Name"] == name for v in found.get("Volumes") or [])
+        return next((v for v in found.get("Volumes") or [] if v["Name"] == name), None)
 
     async def _wait_sources(
         self, task: agent_pb2.DesiredTask, spec: agent_pb2.ContainerSpec, names: dict[str, str]

@@ -288,6 +288,21 @@ async def test_a_missing_shared_volume_without_autoprovision_is_refused(
 
 
 @docker
+async def test_an_autoprovisioned_shared_volume_must_match_the_one_found(
+    driver: DockerDriver, names: dict[str, str]
+) -> None:
+    sh("docker", "volume", "create", "--label", "team=red", names["shared"])
+    s = spec(mounts=[agent_pb2.Mount(source_volume=names["shared"], container_path="/v")])
+    wanted = agent_pb2.DockerVolume(scope="shared", autoprovision=True, labels={"team": "blue"})
+    task = make_task(names["cluster"], s, volumes=[
+        agent_pb2.VolumeSpec(name=names["shared"], docker=wanted)])  # fmt: skip
+    with pytest.raises(ContainerError, match="exists with labels"):
+        await driver.create_and_start(task, task.containers[0], "i-apps")
+    task.volumes[0].docker.labels["team"] = "red"  # as found: used
+    assert await driver.create_and_start(task, task.containers[0], "i-apps")
+
+
+@docker
 async def test_logs_of_a_container_logging_to_none_say_why(
     driver: DockerDriver, names: dict[str, str]
 ) -> None:
