@@ -25,6 +25,7 @@ from typing import Any
 import aiodocker
 import aiohttp
 from aiodocker.exceptions import DockerError
+from aiodocker.volumes import DockerVolume
 
 from agent.observed import ObservedContainer
 from agent.pull_progress import PullProgress
@@ -35,6 +36,7 @@ MIB = 1024 * 1024
 NS = 1_000_000_000
 NETWORK_MODES = ("bridge", "host", "none")
 PULL_BEHAVIORS = ("default", "always", "once", "prefer-cached")
+VOLUMES_FROM_WAIT_S = 300
 WATCHED_EVENTS = ("start", "die", "oom", "health_status", "destroy", "kill")
 HOST_SCHEMES = ("unix://", "tcp://", "http://", "https://", "ssh://")
 _ARCH = {"amd64": "x86_64", "x86-64": "x86_64", "arm64": "aarch64", "armhf": "armv7l"}
@@ -130,6 +132,12 @@ def container_config(
         config["StopTimeout"] = stop_timeout
     if spec.links and mode == "bridge":
         host["Links"] = _links(spec, docker_names)
+    host.update(_storage(task, spec, docker_names))
+    if spec.HasField("log_config") and spec.log_config.driver:
+        host["LogConfig"] = {
+            "Type": spec.log_config.driver,
+            "Config": dict(spec.log_config.options),
+        }
     return config
 
 
@@ -184,6 +192,62 @@ def _healthcheck(hc: agent_pb2.HealthCheck) -> dict[str, Any]:
     if hc.start_period_s:
         out["StartPeriod"] = hc.start_period_s * NS
     return out
+
+
+def volume_docker_name(task: agent_pb2.DesiredTask, vol: agent_pb2.VolumeSpec) -> str:
+    """A shared volume keeps the name it was given (the next task finds it, as on ECS); a
+    task-scoped one is the task's own."""
+    if vol.docker.scope == "shared":
+        return vol.name
+    raw = f"dockyard-{task.family}-{task.revision}-{vol.name}-{task_id(task.task_arn)}"
+    return re.sub(r"[^a-zA-Z0-9_.-]", "-", raw)
+
+
+def _task_volume(task: agent_pb2.DesiredTask, name: str, where: str) -> agent_pb2.VolumeSpec:
+    for vol in task.volumes:
+        if vol.name == name:
+            return vol
+    raise ContainerError(f"{where}: {name!r} is not a volume of the task")
+
+
+def _storage(
+    task: agent_pb2.DesiredTask, spec: agent_pb2.ContainerSpec, docker_names: dict[str, str]
+) -> dict[str, list[str]]:
+    """mountPoints -> Binds (host paths and Docker volumes), volumesFrom -> VolumesFrom."""
+    binds = []
+    for i, m in enumerate(spec.mounts):
+        vol = _task_volume(task, m.source_volume, f"mountPoints[{i}].sourceVolume")
+        source = vol.host_path or volume_docker_name(task, vol)
+        binds.append(f"{source}:{m.container_path}:{'ro' if m.read_only else 'rw'}")
+    volumes_from = []
+    for vf in spec.volumes_from:
+        if vf.source_container not in docker_names or vf.source_container == spec.name:
+            raise ContainerError(f"volumesFrom: {vf.source_container!r} is not another container")
+        volumes_from.append(f"{docker_names[vf.source_container]}:{'ro' if vf.read_only else 'rw'}")
+    out: dict[str, list[str]] = {}
+    if binds:
+        out["Binds"] = binds
+    if volumes_from:
+        out["VolumesFrom"] = volumes_from
+    return out
+
+
+def _check_shared(name: str, wanted: dict[str, Any], existing: dict[str, Any]) -> None:
+    """An existing shared volume serves an autoprovisioning task only if its driver, options
+    and labels are the ones the definition asks for (ECS refuses a mismatch too)."""
+    have_labels = existing.get("Labels") or {}
+    problems = []
+    if existing.get("Driver") != wanted["Driver"]:
+        problems.append(f"driver {existing.get('Driver')!r}, not {wanted['Driver']!r}")
+    if wanted["DriverOpts"] and (existing.get("Options") or {}) != wanted["DriverOpts"]:
+        problems.append(f"driverOpts {existing.get('Options') or {}}")
+    if any(have_labels.get(k) != v for k, v in wanted["Labels"].items()):
+        problems.append(f"labels {have_labels}")
+    if problems:
+        raise ContainerError(
+            f"CannotCreateContainerError: shared volume {name!r} exists with "
+            f"{', '.join(problems)}: the task definition asks otherwise"
+        )
 
 
 def _links(spec: agent_pb2.ContainerSpec, docker_names: dict[str, str]) -> list[str]:
@@ -252,7 +316,23 @@ def observed_from_inspect(data: dict[str, Any]) -> ObservedContainer | None:
         oom_killed=bool(st.get("OOMKilled")),
         error=st.get("Error") or "",
         bindings=_bindings(data),
+        image_id=str(data.get("Image") or ""),
+        image=str((data.get("Config") or {}).get("Image") or ""),
     )
+
+
+def image_digest(image: str, image_inspect: dict[str, Any]) -> str:
+    """ECS's imageDigest: the registry digest of the reference the container ran
+    (RepoDigests), else the image id for an image that never came from a registry."""
+    repo = normalize_image(image).rsplit(":", 1)[0] if "@" not in image else image.split("@")[0]
+    digests = image_inspect.get("RepoDigests") or []
+    for ref in digests:
+        name, _, digest = ref.partition("@")
+        if name == repo or name.endswith("/" + repo):
+            return digest
+    if digests:
+        return str(digests[0]).partition("@")[2]
+    return str(image_inspect.get("Id") or "")
 
 
 def normalize_image(image: str) -> str:
@@ -319,6 +399,7 @@ class DockerDriver:
         self._login_key = secrets.token_bytes(32)
         self._pulled: set[str] = set()
         self._name_locks: dict[str, tuple[asyncio.Lock, int]] = {}  # name -> (lock, users)
+        self._digests: dict[str, str] = {}  # "reference|image id" -> imageDigest
 
     @property
     def _docker(self) -> aiodocker.Docker:
@@ -498,6 +579,8 @@ class DockerDriver:
         async with self._exclusive(name):
             state = await self._state_of(name)
             if state is None:
+                await self._ensure_volumes(task, spec)
+                await self._wait_sources(task, spec, names)
                 state = await self._create(name, config)
             docker_id, status = state
             if status == "created":
@@ -505,6 +588,72 @@ class DockerDriver:
                 with self._errors(f"CannotStartContainerError: {name}"):
                     await self._docker.containers.container(docker_id).start()
             return docker_id
+
+    async def _ensure_volumes(
+        self, task: agent_pb2.DesiredTask, spec: agent_pb2.ContainerSpec
+    ) -> None:
+        """The Docker volumes the container mounts: a task's own are created (labelled with
+        the task, so they are removed with it); a shared one is created only with
+        autoprovision, else it must exist on this host."""
+        for m in spec.mounts:
+            vol = _task_volume(task, m.source_volume, "mountPoints")
+            if vol.host_path:
+                continue
+            name = volume_docker_name(task, vol)
+            body: dict[str, Any] = {
+                "Name": name,
+                "Driver": vol.docker.driver or "local",
+                "DriverOpts": dict(vol.docker.driver_opts),
+                "Labels": dict(vol.docker.labels),
+            }
+            if vol.docker.scope != "shared":
+                body["Labels"] |= {labels.TASK_ARN: task.task_arn, labels.CLUSTER: task.cluster}
+            else:
+                existing = await self._volume(name)
+                if existing is not None:
+                    if vol.docker.autoprovision:  # ECS: an autoprovisioned one must match
+                        _check_shared(name, body, existing)
+                    continue  # used as it is
+                if not vol.docker.autoprovision:
+                    raise ContainerError(
+                        f"CannotCreateContainerError: shared volume {name!r} does not exist on "
+                        "this host (create it with docker volume create, or set autoprovision)"
+                    )
+            with self._errors(f"CannotCreateContainerError: volume {name}"):
+                await self._docker.volumes.create(body)  # idempotent for the same name
+
+    async def _volume(self, name: str) -> dict[str, Any] | None:
+        """Docker's volume JSON by name; None if there is none."""
+        with self._errors(f"inspect volume {name}"):
+            found = await self._docker.volumes.list(filters={"name": [name]})
+        return next((v for v in found.get("Volumes") or [] if v["Name"] == name), None)
+
+    async def _wait_sources(
+        self, task: agent_pb2.DesiredTask, spec: agent_pb2.ContainerSpec, names: dict[str, str]
+    ) -> None:
+        """volumesFrom needs its source containers created: wait for their own start
+        (their image may still be pulling), up to VOLUMES_FROM_WAIT_S."""
+        deadline = time.monotonic() + VOLUMES_FROM_WAIT_S
+        for vf in spec.volumes_from:
+            source = names.get(vf.source_container, vf.source_container)
+            while await self._state_of(source) is None:
+                if time.monotonic() > deadline:
+                    raise ContainerError(
+                        f"CannotCreateContainerError: volumesFrom: container "
+                        f"{vf.source_container!r} of the task was not created"
+                    )
+                await asyncio.sleep(0.2)
+
+    async def remove_task_volumes(self, task_arn: str) -> None:
+        """Remove a task's own Docker volumes once no container uses them (in use: kept,
+        the last container's removal takes them)."""
+        with self._errors("list volumes"):
+            found = await self._docker.volumes.list(
+                filters={"label": [f"{labels.TASK_ARN}={task_arn}"]}
+            )
+        for v in found.get("Volumes") or []:
+            with contextlib.suppress(DockerError):  # 409: still in use
+                await DockerVolume(self._docker, v["Name"]).delete()
 
     async def _connect(self, docker_id: str, name: str, networks: Sequence[str]) -> None:
         for net in networks:
@@ -576,13 +725,18 @@ class DockerDriver:
                     raise
 
     async def remove(self, docker_id: str) -> None:
-        """Force-remove with anonymous volumes; missing or already being removed is fine."""
+        """Force-remove with anonymous volumes, then the task's own volumes no container of
+        it uses any more; missing or already being removed is fine."""
+        data = await self._get(docker_id)
         with self._errors(f"remove {docker_id}"):
             try:
                 await self._docker.containers.container(docker_id).delete(force=True, v=True)
             except DockerError as e:
                 if e.status != 404 and "already in progress" not in e.message:
                     raise
+        task_arn = ((data or {}).get("Config") or {}).get("Labels", {}).get(labels.TASK_ARN)
+        if task_arn:
+            await self.remove_task_volumes(task_arn)
 
     async def list_managed(
         self, cluster: str | None = None, instance_id: str | None = None
@@ -612,7 +766,21 @@ class DockerDriver:
     async def inspect(self, docker_id: str) -> ObservedContainer | None:
         """None when the container is gone or is not Dockyard's."""
         data = await self._get(docker_id)
-        return None if data is None else observed_from_inspect(data)
+        observed = None if data is None else observed_from_inspect(data)
+        if observed is not None and observed.image_id:
+            observed.image_digest = await self._digest(observed.image, observed.image_id)
+        return observed
+
+    async def _digest(self, image: str, image_id: str) -> str:
+        """image_digest of an image id, asked of the engine once per (reference, id)."""
+        key = f"{image}|{image_id}"
+        if key not in self._digests:
+            try:
+                found = await self._docker.images.inspect(image_id)
+            except DockerError:
+                return image_id  # removed meanwhile: the id is what ran
+            self._digests[key] = image_digest(image, found)
+        return self._digests[key]
 
     async def host_ports_in_use(self) -> tuple[set[int], set[int]]:
         """(tcp, udp) host ports published by any running container on this engine."""
@@ -658,7 +826,14 @@ class DockerDriver:
         if info is None:
             raise ContainerError(f"logs {docker_id}: no such container")
         tty = bool(info["Config"].get("Tty"))
-        with self._errors(f"logs {docker_id}"):
+        driver = ((info.get("HostConfig") or {}).get("LogConfig") or {}).get("Type", "")
+        if driver == "none":
+            raise ContainerError(
+                f"logs {docker_id}: the container logs to driver none: nothing is kept"
+            )
+        what = f"logs {docker_id} (log driver {driver or 'default'}; Docker reads back json-file,"
+        what += " local and journald, others only with its dual-logging cache)"
+        with self._errors(what):
             params: dict[str, Any] = {
                 "stdout": True,
                 "stderr": True,

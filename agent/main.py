@@ -32,6 +32,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         credentials_listen=args.credentials_listen,
         credentials_mode=args.credentials_mode,
         allow_shared_engine=getattr(args, "allow_shared_engine", False),
+        allow_awslogs=getattr(args, "allow_awslogs", False),
         image_cleanup=CleanupPolicy(
             args.image_cleanup_interval, args.image_min_age, args.images_per_cycle
         ),

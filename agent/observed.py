@@ -28,3 +28,6 @@ class ObservedContainer:
     oom_killed: bool
     error: str
     bindings: list[tuple[int, int, str, str]] = field(default_factory=list)
+    image_id: str = ""  # the image the container was created from (sha256:...)
+    image: str = ""  # the reference it was created with
+    image_digest: str = ""  # filled by the driver: registry digest, else image id

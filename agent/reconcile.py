@@ -141,6 +141,7 @@ def container_status(
         return status
     status.docker_id = obs.docker_id
     status.health = obs.health
+    status.image_digest = obs.image_digest
     if obs.state in RUNNING_STATES:
         status.last_status = "RUNNING"
     elif obs.state in EXITED_STATES:

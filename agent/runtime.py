@@ -47,6 +47,7 @@ class AgentConfig:
     credentials_listen: str = "127.0.0.1:51679"
     credentials_mode: str = "auto"
     allow_shared_engine: bool = False  # tests and simulations only (agent/engine_claim.py)
+    allow_awslogs: bool = False  # the operator vouches the engine can reach CloudWatch Logs
     image_cleanup: CleanupPolicy = field(default_factory=CleanupPolicy)
 
 
@@ -172,6 +173,11 @@ class Agent:
             "ecs.capability.network.host": "true",
             "dockyard.hostname": self.config.hostname,
             "dockyard.credentials-mode": self.endpoint.mode,
+            **(
+                {"ecs.capability.logging-driver.awslogs": "true"}
+                if self.config.allow_awslogs
+                else {}
+            ),
             **self.config.attributes,
         }
         return agent_pb2.Register(
@@ -297,6 +303,13 @@ class Agent:
             return
         spec = next(c for c in task.containers if c.name == action.container)
         loc = self.local.setdefault(action.task_arn, LocalTask())
+        if spec.log_config.driver == "awslogs" and not self.config.allow_awslogs:
+            reason = (
+                "CannotStartContainerError: logConfiguration awslogs is not allowed on this "
+                "instance (its agent runs without --allow-awslogs; use local or json-file)"
+            )
+            self._fail(loc, action, reason)
+            return
         try:
             loc.pull_started_at = loc.pull_started_at or time.time()
             await self.driver.ensure_image(

@@ -36,6 +36,42 @@ def _health(hc: dict[str, Any] | None) -> agent_pb2.HealthCheck | None:
     )
 
 
+def _volume(v: dict[str, Any]) -> agent_pb2.VolumeSpec:
+    """A host path is a bind mount; anything else a Docker volume (ECS: a volume with
+    neither is an empty Docker volume of the task's own)."""
+    host_path = (v.get("host") or {}).get("sourcePath", "")
+    if host_path:
+        return agent_pb2.VolumeSpec(name=v["name"], host_path=host_path)
+    cfg = v.get("dockerVolumeConfiguration") or {}
+    return agent_pb2.VolumeSpec(
+        name=v["name"],
+        docker=agent_pb2.DockerVolume(
+            scope=cfg.get("scope", "task"),
+            autoprovision=cfg.get("autoprovision", False),
+            driver=cfg.get("driver", ""),
+            driver_opts=cfg.get("driverOpts", {}),
+            labels=cfg.get("labels", {}),
+        ),
+    )
+
+
+def _storage_and_logs(cdef: dict[str, Any], spec: agent_pb2.ContainerSpec) -> None:
+    for mp in cdef.get("mountPoints", []):
+        spec.mounts.add(
+            source_volume=mp["sourceVolume"],
+            container_path=mp["containerPath"],
+            read_only=mp.get("readOnly", False),
+        )
+    for vf in cdef.get("volumesFrom", []):
+        spec.volumes_from.add(
+            source_container=vf["sourceContainer"], read_only=vf.get("readOnly", False)
+        )
+    log = cdef.get("logConfiguration")
+    if log:
+        spec.log_config.driver = log["logDriver"]
+        spec.log_config.options.update(log.get("options", {}))
+
+
 def container_spec(cdef: dict[str, Any], task: Task, index: int) -> agent_pb2.ContainerSpec:
     state = task.containers[index]
     spec = agent_pb2.ContainerSpec(
@@ -64,6 +100,7 @@ def container_spec(cdef: dict[str, Any], task: Task, index: int) -> agent_pb2.Co
     health = _health(cdef.get("healthCheck"))
     if health is not None:
         spec.health_check.CopyFrom(health)
+    _storage_and_logs(cdef, spec)
     return spec
 
 
@@ -88,6 +125,7 @@ def desired_task(
         service=task.service,
         known_status=task.last_status,
         stop_timeout_s=DEFAULT_STOP_TIMEOUT,
+        volumes=[_volume(v) for v in td.doc.get("volumes", [])],
     )
     if extras is not None:
         _add_extras(desired, extras)
@@ -99,6 +137,8 @@ def _add_extras(desired: agent_pb2.DesiredTask, extras: TaskExtras) -> None:
         desired.credentials.CopyFrom(extras.credentials)
     for spec in desired.containers:
         spec.secrets.update(extras.secrets.get(spec.name, {}))
+        if spec.HasField("log_config"):  # logConfiguration.secretOptions, resolved
+            spec.log_config.options.update(extras.log_options.get(spec.name, {}))
         auth = extras.registry_auth.get(spec.name)
         if auth is not None:
             spec.registry_auth.CopyFrom(auth)

@@ -203,8 +203,8 @@ class _RequestValidator(ParamValidator):
         if not isinstance(param, str):
             return
         self._check_max(len(param), shape, errors, name, "invalid length")
-        if shape.enum and param not in shape.enum:
-            errors.report(name, "invalid enum", param=param, allowed=shape.enum)
+        if shape.enum and param not in enum_values(shape):
+            errors.report(name, "invalid enum", param=param, allowed=enum_values(shape))
 
     def _validate_list(self, param: Any, shape: Shape, errors: Any, name: str) -> None:
         super()._validate_list(param, shape, errors, name)
@@ -218,6 +218,15 @@ class _RequestValidator(ParamValidator):
 
 
 _REQUEST_VALIDATOR = _RequestValidator()
+
+# Values Dockyard adds to ECS's enums: Docker's `local` and `none` log drivers exist on every
+# engine (ECS's API lists only the drivers its agents ship); botocore sends them unchecked.
+ENUM_EXTENSIONS: dict[str, tuple[str, ...]] = {"LogDriver": ("local", "none")}
+
+
+def enum_values(shape: Shape) -> list[str]:
+    """ECS's enum of a string shape, with Dockyard's additions."""
+    return [*shape.enum, *ENUM_EXTENSIONS.get(shape.name, ())]
 
 
 def validate_request(operation: str, body: dict[str, Any]) -> None:
@@ -281,8 +290,10 @@ def _prepare(value: Any, shape: Shape, path: str, problems: list[str]) -> Any:
         problems.append(f"{path.lstrip('.')}: timestamp must be epoch seconds, got {_short(value)}")
     if kind in ("integer", "long", "double", "float") and isinstance(value, bool):
         problems.append(f"{path.lstrip('.')}: expected {kind}, got boolean")
-    if kind == "string" and shape.enum and isinstance(value, str) and value not in shape.enum:
-        problems.append(f"{path.lstrip('.')}: {value!r} is not one of {', '.join(shape.enum)}")
+    if kind == "string" and shape.enum and isinstance(value, str):
+        if value not in enum_values(shape):
+            allowed = ", ".join(enum_values(shape))
+            problems.append(f"{path.lstrip('.')}: {value!r} is not one of {allowed}")
     return value
 
 

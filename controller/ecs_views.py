@@ -79,6 +79,7 @@ def task_view(t: Task, arns: ArnFactory, tags: bool = False) -> dict[str, Any]:
                     ],
                     "networkInterfaces": [],
                     "healthStatus": c.health,
+                    "imageDigest": c.image_digest or None,
                     "cpu": str(c.cpu),
                     "memory": str(c.memory) if c.memory else None,
                     "memoryReservation": str(c.memory_reservation)

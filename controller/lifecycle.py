@@ -86,10 +86,11 @@ def _apply_containers(task: Task, report: agent_pb2.TaskStatus, messages: list[s
         new_status = rc.last_status or c.last_status
         if CONTAINER_STATUSES.index(new_status) < CONTAINER_STATUSES.index(c.last_status):
             continue
-        before = (c.last_status, c.exit_code, c.runtime_id, c.health, c.reason)
+        before = (c.last_status, c.exit_code, c.runtime_id, c.health, c.reason, c.image_digest)
         c.last_status = new_status
         c.runtime_id = rc.docker_id or c.runtime_id
         c.health = rc.health or c.health
+        c.image_digest = rc.image_digest or c.image_digest
         c.reason = rc.reason or c.reason
         if rc.has_exit_code:
             c.exit_code = rc.exit_code
@@ -103,7 +104,7 @@ def _apply_containers(task: Task, report: agent_pb2.TaskStatus, messages: list[s
                 }
                 for b in rc.bindings
             ]
-        if (c.last_status, c.exit_code, c.runtime_id, c.health, c.reason) != before:
+        if (c.last_status, c.exit_code, c.runtime_id, c.health, c.reason, c.image_digest) != before:
             changed = True
             if c.last_status == "STOPPED" and before[0] != "STOPPED":
                 messages.append(

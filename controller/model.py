@@ -88,6 +88,7 @@ class ContainerState:
     runtime_id: str = ""
     health: str = "UNKNOWN"
     bindings: list[dict[str, Any]] = field(default_factory=list)
+    image_digest: str = ""  # what the agent ran (registry digest, else image id)
     command: list[str] | None = None
     environment: list[dict[str, str]] | None = None
 

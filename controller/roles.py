@@ -285,6 +285,14 @@ def registry_server(image: str) -> str:
     return ""
 
 
+def _secret_refs(named: Any, field: str) -> list[tuple[str, Any]]:
+    """(field of each valueFrom, the reference) for secrets or log secretOptions."""
+    return [
+        (f"{field}[{j}].valueFrom", s.get("valueFrom") if isinstance(s, dict) else None)
+        for j, s in enumerate(named or [])
+    ]
+
+
 @dataclass
 class TaskExtras:
     """What a task's desired state carries beyond its definition."""
@@ -292,6 +300,7 @@ class TaskExtras:
     credentials: agent_pb2.Credentials | None = None
     secrets: dict[str, dict[str, str]] = field(default_factory=dict)  # container -> env
     registry_auth: dict[str, agent_pb2.RegistryAuth] = field(default_factory=dict)
+    log_options: dict[str, dict[str, str]] = field(default_factory=dict)  # secretOptions
 
 
 # ---------------------------------------------------------------- the service
@@ -468,10 +477,11 @@ class RoleService:
     def _check_secrets(self, td: TaskDefinition, has_exec_role: bool) -> None:
         for i, c in enumerate(td.doc["containerDefinitions"]):
             f = f"containerDefinitions[{i}]"
-            refs = [
-                (f"{f}.secrets[{j}].valueFrom", s.get("valueFrom") if isinstance(s, dict) else None)
-                for j, s in enumerate(c.get("secrets") or [])
-            ]
+            refs = _secret_refs(c.get("secrets"), f"{f}.secrets")
+            refs += _secret_refs(
+                (c.get("logConfiguration") or {}).get("secretOptions"),
+                f"{f}.logConfiguration.secretOptions",
+            )
             repo = c.get("repositoryCredentials")
             if repo:
                 param = repo.get("credentialsParameter") if isinstance(repo, dict) else None
@@ -522,15 +532,23 @@ class RoleService:
             self._secrets_for(td, out)
         return out
 
+    def _resolved(self, named: list[dict[str, Any]] | None) -> dict[str, str]:
+        """[{name, valueFrom}] -> {name: secret value} (secrets and log secretOptions)."""
+        out = {}
+        for s in named or []:
+            value = self.secret_value(str(s.get("valueFrom", "")))
+            if value is not None and s.get("name"):
+                out[str(s["name"])] = value
+        return out
+
     def _secrets_for(self, td: TaskDefinition, out: TaskExtras) -> None:
         for c in td.doc["containerDefinitions"]:
-            env = {}
-            for s in c.get("secrets") or []:
-                value = self.secret_value(str(s.get("valueFrom", "")))
-                if value is not None and s.get("name"):
-                    env[str(s["name"])] = value
+            env = self._resolved(c.get("secrets"))
             if env:
                 out.secrets[c["name"]] = env
+            log_options = self._resolved((c.get("logConfiguration") or {}).get("secretOptions"))
+            if log_options:
+                out.log_options[c["name"]] = log_options
             repo = c.get("repositoryCredentials") or {}
             with contextlib.suppress(ApiError):
                 if repo.get("credentialsParameter"):

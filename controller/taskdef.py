@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from controller import taskdef_apps as apps
+from controller import taskdef_fields as fields
 from controller.request_limits import check_image, check_task_definition_size
 from dockyard.errors import ApiError, client_error, invalid
 
@@ -125,6 +127,14 @@ def _container(c: Any, i: int, network_mode: str) -> dict[str, Any]:
     f = f"containerDefinitions[{i}]"
     if not isinstance(c, dict):
         raise invalid(f, "must be an object")
+    fields.check(c, fields.CONTAINER_HONOURED, fields.CONTAINER_REFUSED, f)
+    if isinstance(c.get("linuxParameters"), dict):
+        fields.check(
+            c["linuxParameters"],
+            fields.LINUX_PARAMETERS_HONOURED,
+            fields.LINUX_PARAMETERS_REFUSED,
+            f"{f}.linuxParameters",
+        )
     name = c.get("name")
     if name in (None, ""):
         raise client_error("Container.name should not be null or empty.")  # ECS's words
@@ -162,9 +172,27 @@ def _container(c: Any, i: int, network_mode: str) -> dict[str, Any]:
         and all(isinstance(v, str) for v in c["dockerLabels"].values())
     ):
         raise invalid(f"{f}.dockerLabels", "must map strings to strings")
-    out.setdefault("mountPoints", [])
-    out.setdefault("volumesFrom", [])
+    if "logConfiguration" in c:
+        out["logConfiguration"] = apps.log_configuration(
+            c["logConfiguration"], f"{f}.logConfiguration"
+        )
+    if "versionConsistency" in c:
+        apps.version_consistency(c["versionConsistency"], f"{f}.versionConsistency")
     return out
+
+
+def _storage(containers: list[dict[str, Any]], volume_names: set[str]) -> None:
+    """mountPoints name declared volumes; volumesFrom names other containers, without cycles."""
+    names = [c["name"] for c in containers]
+    for i, c in enumerate(containers):
+        f = f"containerDefinitions[{i}]"
+        c["mountPoints"] = apps.mount_points(
+            c.get("mountPoints", []), f"{f}.mountPoints", volume_names
+        )
+        c["volumesFrom"] = apps.volumes_from(
+            c.get("volumesFrom", []), f"{f}.volumesFrom", c["name"], names
+        )
+    apps.check_volumes_from_cycles(containers)
 
 
 def validate(body: dict[str, Any]) -> dict[str, Any]:
@@ -172,6 +200,7 @@ def validate(body: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError("ClientException", "the task definition must be a JSON object")
     check_task_definition_size(body)
+    fields.check(body, fields.TASK_HONOURED, fields.TASK_REFUSED, "")
     family = body.get("family")
     if not isinstance(family, str) or not NAME_RE.match(family):
         raise invalid("family", "is required: 1-255 letters, digits, hyphens, underscores")
@@ -182,9 +211,7 @@ def validate(body: dict[str, Any]) -> dict[str, Any]:
         raise invalid(
             "networkMode", f"must be one of {', '.join(NETWORK_MODES)}, got {network_mode!r}"
         )
-    volumes = body.get("volumes", [])
-    if not isinstance(volumes, list):
-        raise invalid("volumes", "must be a list")
+    volumes = apps.volumes(body.get("volumes", []))
     defs = body.get("containerDefinitions")
     if not isinstance(defs, list) or not defs:
         raise invalid("containerDefinitions", "is required and must not be empty")
@@ -196,14 +223,19 @@ def validate(body: dict[str, Any]) -> dict[str, Any]:
         )
     containers = [_container(c, i, network_mode) for i, c in enumerate(defs)]
     _check_across_containers(containers, body)
+    _storage(containers, {v["name"] for v in volumes})
     out = {k: v for k, v in body.items() if k not in ("tags",)}
     out.update(family=family, networkMode=network_mode, containerDefinitions=containers)
     if body.get("cpu") not in (None, ""):
         out["cpu"] = str(parse_cpu(body["cpu"], "cpu"))
     if body.get("memory") not in (None, ""):
         out["memory"] = str(parse_memory(body["memory"], "memory"))
-    out["volumes"] = [_volume_defaults(v, f"volumes[{i}]") for i, v in enumerate(volumes)]
+    out["volumes"] = volumes
     out.setdefault("placementConstraints", [])
+    if "runtimePlatform" in body:
+        out["placementConstraints"] = list(out["placementConstraints"]) + apps.runtime_platform(
+            body["runtimePlatform"]
+        )
     compat = body.get("requiresCompatibilities")
     if compat is not None:  # ECS shows requiresCompatibilities only when it was given
         if "FARGATE" in compat and network_mode != "awsvpc":
@@ -211,16 +243,6 @@ def validate(body: dict[str, Any]) -> dict[str, Any]:
         out["requiresCompatibilities"] = compat
     out["compatibilities"] = ["EC2", "EXTERNAL"]
     return out
-
-
-def _volume_defaults(volume: Any, field: str) -> dict[str, Any]:
-    """A volume with the defaults ECS writes into its answer (an EFS volume's root is /)."""
-    if not isinstance(volume, dict):
-        raise invalid(field, "must be an object")
-    efs = volume.get("efsVolumeConfiguration")
-    if isinstance(efs, dict) and "rootDirectory" not in efs:
-        return {**volume, "efsVolumeConfiguration": {**efs, "rootDirectory": "/"}}
-    return volume
 
 
 def _check_across_containers(containers: list[dict[str, Any]], body: dict[str, Any]) -> None:

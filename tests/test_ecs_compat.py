@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from tests.support import LocalCluster, Proc, wait_for
 from tests.test_ecs_e2e import FAST, error_of, make_client
@@ -377,15 +378,14 @@ def test_family_prefix_names_one_family(ecs: Any, lc: LocalCluster) -> None:
 
 
 def test_register_answers_with_ecs_defaults(ecs: Any) -> None:
-    volumes = [
-        {"name": "efs", "efsVolumeConfiguration": {"fileSystemId": "fs-1"}},
-        {
-            "name": "rooted",
-            "efsVolumeConfiguration": {"fileSystemId": "fs-2", "rootDirectory": "/d"},
-        },
-    ]
+    volumes = [{"name": "data", "dockerVolumeConfiguration": {"driver": "local"}}]
     td = ecs.register_task_definition(**taskdef("defaults"), volumes=volumes)["taskDefinition"]
-    assert [v["efsVolumeConfiguration"]["rootDirectory"] for v in td["volumes"]] == ["/", "/d"]
+    assert td["volumes"][0]["dockerVolumeConfiguration"]["scope"] == "task"  # ECS's default
+    efs = [{"name": "efs", "efsVolumeConfiguration": {"fileSystemId": "fs-1"}}]
+    with pytest.raises(ClientError) as err:  # EFS is refused, not stored with defaults
+        ecs.register_task_definition(**taskdef("defaults"), volumes=efs)
+    assert err.value.response["Error"]["Code"] == "ClientException"
+    assert "volumes[0].efsVolumeConfiguration" in err.value.response["Error"]["Message"]
     assert "requiresCompatibilities" not in td  # not given, not invented
     assert td["networkMode"] == "bridge" and td["placementConstraints"] == []
     c = td["containerDefinitions"][0]

@@ -187,6 +187,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "second agent on an engine refuses to start",
     )
     a.add_argument(
+        "--allow-awslogs",
+        action="store_true",
+        help="pass logConfiguration awslogs to Docker (the engine itself needs AWS "
+        "credentials for CloudWatch Logs); without it such a task stops with the reason",
+    )
+    a.add_argument(
         "--image-cleanup-interval",
         type=float,
         default=1800.0,
