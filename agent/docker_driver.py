@@ -26,6 +26,7 @@ import aiodocker
 import aiohttp
 from aiodocker.exceptions import DockerError
 
+from agent import host_config
 from agent.observed import ObservedContainer
 from agent.pull_progress import PullProgress
 from dockyard import labels
@@ -130,6 +131,7 @@ def container_config(
         config["StopTimeout"] = stop_timeout
     if spec.links and mode == "bridge":
         host["Links"] = _links(spec, docker_names)
+    host_config.apply(config, task, spec, docker_names)
     return config
 
 
@@ -565,6 +567,11 @@ class DockerDriver:
                 return state
             await asyncio.sleep(min(0.01 * 2**attempt, 0.2))
         raise ContainerError(f"CannotCreateContainerError: {name}: name stays in conflict")
+
+    async def restart(self, docker_id: str) -> None:
+        """Start an exited container again, in place (restart policy): same id, same config."""
+        with self._errors(f"CannotStartContainerError: restart {docker_id}"):
+            await self._docker.containers.container(docker_id).start()
 
     async def stop(self, docker_id: str, timeout_s: int) -> None:
         """SIGTERM (or the image's stop signal), SIGKILL after timeout_s; missing is fine."""

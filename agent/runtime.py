@@ -17,11 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent import __version__, engine_claim, enroll, host, identity, image_cleanup, reconcile
+from agent import (
+    __version__,
+    engine_claim,
+    enroll,
+    host,
+    host_config,
+    identity,
+    image_cleanup,
+    reconcile,
+)
 from agent.credentials import TaskEndpoint
 from agent.docker_driver import DockerDriver, DockerUnavailable, DriverError, PullError
 from agent.image_cleanup import CleanupPolicy
-from agent.reconcile import LocalTask, Remove, Start, Stop
+from agent.reconcile import LocalTask, Remove, Restart, Start, Stop
 from agent.session import Handlers, Session
 from dockyard.v1 import agent_pb2
 
@@ -48,6 +57,8 @@ class AgentConfig:
     credentials_mode: str = "auto"
     allow_shared_engine: bool = False  # tests and simulations only (agent/engine_claim.py)
     image_cleanup: CleanupPolicy = field(default_factory=CleanupPolicy)
+    disable_privileged: bool = False  # ECS_DISABLE_PRIVILEGED
+    disable_host_devices: bool = False  # refuse linuxParameters.devices
 
 
 def _auth(spec: agent_pb2.ContainerSpec) -> dict[str, str] | None:
@@ -173,6 +184,7 @@ class Agent:
             "dockyard.hostname": self.config.hostname,
             "dockyard.credentials-mode": self.endpoint.mode,
             **self.config.attributes,
+            **self._policy,
         }
         return agent_pb2.Register(
             instance_id=self.identity.instance_id,
@@ -192,6 +204,11 @@ class Agent:
             # plaintext only: over mutual TLS the certificate proves who we are
             instance_secret=self.identity.secret if self.session.channel_factory is None else "",
         )
+
+    @property
+    def _policy(self) -> dict[str, str]:
+        c = self.config
+        return host_config.policy_attributes(c.disable_privileged, c.disable_host_devices)
 
     async def _reserved_ports(self, observed: list) -> tuple[list[int], list[int]]:
         docker_tcp, docker_udp = await self.driver.host_ports_in_use()
@@ -277,6 +294,8 @@ class Agent:
             key, coro = ("start", action.task_arn, action.container), self._start(action)
         elif isinstance(action, Stop):
             key, coro = ("stop", action.docker_id, ""), self._stop(action)
+        elif isinstance(action, Restart):
+            key, coro = ("restart", action.docker_id, ""), self._restart(action)
         else:
             key, coro = ("remove", action.docker_id, ""), self._remove(action)
         if key in self._inflight:
@@ -297,6 +316,10 @@ class Agent:
             return
         spec = next(c for c in task.containers if c.name == action.container)
         loc = self.local.setdefault(action.task_arn, LocalTask())
+        refusal = host_config.refused_by_policy(spec, self._policy)
+        if refusal:
+            self._fail(loc, action, refusal)
+            return
         try:
             loc.pull_started_at = loc.pull_started_at or time.time()
             await self.driver.ensure_image(
@@ -319,8 +342,22 @@ class Agent:
         except DriverError as err:
             self._fail(loc, action, _reason("CannotStartContainerError", err))
 
+    async def _restart(self, action: Restart) -> None:
+        """restartPolicy: start the exited container again and count it."""
+        loc = self.local.setdefault(action.task_arn, LocalTask())
+        try:
+            await self.driver.restart(action.docker_id)
+        except DockerUnavailable:
+            self.docker_healthy = False
+            return
+        except DriverError as err:
+            self._fail(loc, action, _reason("CannotStartContainerError", err))
+            return
+        loc.restarts[action.container] = loc.restarts.get(action.container, 0) + 1
+        log.info("restarted %s of %s (restart policy)", action.container, action.task_arn)
+
     @staticmethod
-    def _fail(loc: LocalTask, action: Start, reason: str) -> None:
+    def _fail(loc: LocalTask, action: Start | Restart, reason: str) -> None:
         log.warning(
             "task %s container %s failed to start: %s", action.task_arn, action.container, reason
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from controller.desired_host import add_host_settings
 from controller.model import Task, TaskDefinition
 from controller.taskdef import DEFAULT_STOP_TIMEOUT
 from dockyard.v1 import agent_pb2
@@ -64,6 +65,7 @@ def container_spec(cdef: dict[str, Any], task: Task, index: int) -> agent_pb2.Co
     health = _health(cdef.get("healthCheck"))
     if health is not None:
         spec.health_check.CopyFrom(health)
+    add_host_settings(spec, cdef)
     return spec
 
 
@@ -88,6 +90,8 @@ def desired_task(
         service=task.service,
         known_status=task.last_status,
         stop_timeout_s=DEFAULT_STOP_TIMEOUT,
+        pid_mode=td.doc.get("pidMode", ""),
+        ipc_mode=td.doc.get("ipcMode", ""),
     )
     if extras is not None:
         _add_extras(desired, extras)

@@ -13,6 +13,14 @@ from controller.state import ClusterState
 from dockyard.arns import ArnFactory
 
 
+def _restarts(count: int) -> str | None:
+    """ECS's Container has no restart count (its metadata endpoint's RestartCount does):
+    a container restarted by its restartPolicy says so in its reason (issue 18)."""
+    if not count:
+        return None
+    return f"Restarted {count} time{'s' if count > 1 else ''} by its restartPolicy"
+
+
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
 
@@ -66,7 +74,7 @@ def task_view(t: Task, arns: ArnFactory, tags: bool = False) -> dict[str, Any]:
                     "runtimeId": c.runtime_id or None,
                     "lastStatus": c.last_status,
                     "exitCode": c.exit_code,
-                    "reason": c.reason or None,
+                    "reason": c.reason or _restarts(c.restart_count),
                     "networkBindings": c.bindings
                     or [
                         {

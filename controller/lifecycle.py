@@ -86,8 +86,9 @@ def _apply_containers(task: Task, report: agent_pb2.TaskStatus, messages: list[s
         new_status = rc.last_status or c.last_status
         if CONTAINER_STATUSES.index(new_status) < CONTAINER_STATUSES.index(c.last_status):
             continue
-        before = (c.last_status, c.exit_code, c.runtime_id, c.health, c.reason)
+        before = (c.last_status, c.exit_code, c.runtime_id, c.health, c.reason, c.restart_count)
         c.last_status = new_status
+        c.restart_count = max(c.restart_count, rc.restart_count)
         c.runtime_id = rc.docker_id or c.runtime_id
         c.health = rc.health or c.health
         c.reason = rc.reason or c.reason
@@ -103,8 +104,11 @@ def _apply_containers(task: Task, report: agent_pb2.TaskStatus, messages: list[s
                 }
                 for b in rc.bindings
             ]
-        if (c.last_status, c.exit_code, c.runtime_id, c.health, c.reason) != before:
+        after = (c.last_status, c.exit_code, c.runtime_id, c.health, c.reason, c.restart_count)
+        if after != before:
             changed = True
+            if c.restart_count > before[5]:
+                messages.append(f"container {c.name} restarted by its restartPolicy")
             if c.last_status == "STOPPED" and before[0] != "STOPPED":
                 messages.append(
                     f"container {c.name} exited with code {c.exit_code}"

@@ -90,6 +90,7 @@ class ContainerState:
     bindings: list[dict[str, Any]] = field(default_factory=list)
     command: list[str] | None = None
     environment: list[dict[str, str]] | None = None
+    restart_count: int = 0  # restarts by the container's restartPolicy (issue 18)
 
 
 @dataclass

@@ -568,6 +568,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         raw = list(body.get("placementConstraints") or []) + list(
             td.doc.get("placementConstraints") or []
         )
+        raw += taskdef.taskdef_host.implied_constraints(td.doc)  # issue 18: agent policies
         out = []
         for i, c in enumerate(raw):
             if not isinstance(c, dict):

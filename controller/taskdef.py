@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from controller import taskdef_host
 from controller.request_limits import check_image, check_task_definition_size
 from dockyard.errors import ApiError, client_error, invalid
 
@@ -164,6 +165,7 @@ def _container(c: Any, i: int, network_mode: str) -> dict[str, Any]:
         raise invalid(f"{f}.dockerLabels", "must map strings to strings")
     out.setdefault("mountPoints", [])
     out.setdefault("volumesFrom", [])
+    out.update(taskdef_host.check_container(c, f, network_mode))
     return out
 
 
@@ -198,6 +200,7 @@ def validate(body: dict[str, Any]) -> dict[str, Any]:
     _check_across_containers(containers, body)
     out = {k: v for k, v in body.items() if k not in ("tags",)}
     out.update(family=family, networkMode=network_mode, containerDefinitions=containers)
+    out.update(taskdef_host.check_task(body, containers))
     if body.get("cpu") not in (None, ""):
         out["cpu"] = str(parse_cpu(body["cpu"], "cpu"))
     if body.get("memory") not in (None, ""):

@@ -187,6 +187,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "second agent on an engine refuses to start",
     )
     a.add_argument(
+        "--disable-privileged",
+        action="store_true",
+        default=os.environ.get("ECS_DISABLE_PRIVILEGED", "").lower() == "true",
+        help="refuse privileged containers; placement keeps such tasks off this instance "
+        "(ECS_DISABLE_PRIVILEGED)",
+    )
+    a.add_argument(
+        "--disable-host-devices",
+        action="store_true",
+        help="refuse containers with linuxParameters.devices; placement keeps such tasks "
+        "off this instance",
+    )
+    a.add_argument(
         "--image-cleanup-interval",
         type=float,
         default=1800.0,

@@ -112,7 +112,7 @@ class ResyncRequest(_message.Message):
     def __init__(self, have_version: _Optional[int] = ...) -> None: ...
 
 class ContainerStatus(_message.Message):
-    __slots__ = ("name", "docker_id", "last_status", "has_exit_code", "exit_code", "reason", "health", "bindings")
+    __slots__ = ("name", "docker_id", "last_status", "has_exit_code", "exit_code", "reason", "health", "bindings", "restart_count")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DOCKER_ID_FIELD_NUMBER: _ClassVar[int]
     LAST_STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +121,7 @@ class ContainerStatus(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     BINDINGS_FIELD_NUMBER: _ClassVar[int]
+    RESTART_COUNT_FIELD_NUMBER: _ClassVar[int]
     name: str
     docker_id: str
     last_status: str
@@ -129,7 +130,8 @@ class ContainerStatus(_message.Message):
     reason: str
     health: str
     bindings: _containers.RepeatedCompositeFieldContainer[PortBinding]
-    def __init__(self, name: _Optional[str] = ..., docker_id: _Optional[str] = ..., last_status: _Optional[str] = ..., has_exit_code: _Optional[bool] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., health: _Optional[str] = ..., bindings: _Optional[_Iterable[_Union[PortBinding, _Mapping]]] = ...) -> None: ...
+    restart_count: int
+    def __init__(self, name: _Optional[str] = ..., docker_id: _Optional[str] = ..., last_status: _Optional[str] = ..., has_exit_code: _Optional[bool] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., health: _Optional[str] = ..., bindings: _Optional[_Iterable[_Union[PortBinding, _Mapping]]] = ..., restart_count: _Optional[int] = ...) -> None: ...
 
 class PortBinding(_message.Message):
     __slots__ = ("container_port", "host_port", "protocol", "bind_ip")
@@ -240,7 +242,7 @@ class DesiredState(_message.Message):
     def __init__(self, version: _Optional[int] = ..., base_version: _Optional[int] = ..., full: _Optional[bool] = ..., tasks: _Optional[_Iterable[_Union[DesiredTask, _Mapping]]] = ..., forget: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DesiredTask(_message.Message):
-    __slots__ = ("task_arn", "cluster", "family", "revision", "desired_status", "containers", "network_mode", "stop_code", "stopped_reason", "task_role_arn", "credentials", "group", "service", "known_status", "stop_timeout_s")
+    __slots__ = ("task_arn", "cluster", "family", "revision", "desired_status", "containers", "network_mode", "stop_code", "stopped_reason", "task_role_arn", "credentials", "group", "service", "known_status", "stop_timeout_s", "pid_mode", "ipc_mode")
     TASK_ARN_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     FAMILY_FIELD_NUMBER: _ClassVar[int]
@@ -256,6 +258,8 @@ class DesiredTask(_message.Message):
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     KNOWN_STATUS_FIELD_NUMBER: _ClassVar[int]
     STOP_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    PID_MODE_FIELD_NUMBER: _ClassVar[int]
+    IPC_MODE_FIELD_NUMBER: _ClassVar[int]
     task_arn: str
     cluster: str
     family: str
@@ -271,7 +275,9 @@ class DesiredTask(_message.Message):
     service: str
     known_status: str
     stop_timeout_s: int
-    def __init__(self, task_arn: _Optional[str] = ..., cluster: _Optional[str] = ..., family: _Optional[str] = ..., revision: _Optional[int] = ..., desired_status: _Optional[str] = ..., containers: _Optional[_Iterable[_Union[ContainerSpec, _Mapping]]] = ..., network_mode: _Optional[str] = ..., stop_code: _Optional[str] = ..., stopped_reason: _Optional[str] = ..., task_role_arn: _Optional[str] = ..., credentials: _Optional[_Union[Credentials, _Mapping]] = ..., group: _Optional[str] = ..., service: _Optional[str] = ..., known_status: _Optional[str] = ..., stop_timeout_s: _Optional[int] = ...) -> None: ...
+    pid_mode: str
+    ipc_mode: str
+    def __init__(self, task_arn: _Optional[str] = ..., cluster: _Optional[str] = ..., family: _Optional[str] = ..., revision: _Optional[int] = ..., desired_status: _Optional[str] = ..., containers: _Optional[_Iterable[_Union[ContainerSpec, _Mapping]]] = ..., network_mode: _Optional[str] = ..., stop_code: _Optional[str] = ..., stopped_reason: _Optional[str] = ..., task_role_arn: _Optional[str] = ..., credentials: _Optional[_Union[Credentials, _Mapping]] = ..., group: _Optional[str] = ..., service: _Optional[str] = ..., known_status: _Optional[str] = ..., stop_timeout_s: _Optional[int] = ..., pid_mode: _Optional[str] = ..., ipc_mode: _Optional[str] = ...) -> None: ...
 
 class Credentials(_message.Message):
     __slots__ = ("id", "role_arn", "access_key_id", "secret_access_key", "session_token", "expiration")
@@ -322,7 +328,7 @@ class HealthCheck(_message.Message):
     def __init__(self, command: _Optional[_Iterable[str]] = ..., interval_s: _Optional[int] = ..., timeout_s: _Optional[int] = ..., retries: _Optional[int] = ..., start_period_s: _Optional[int] = ...) -> None: ...
 
 class ContainerSpec(_message.Message):
-    __slots__ = ("name", "image", "command", "entry_point", "environment", "port_mappings", "memory_mib", "memory_reservation_mib", "cpu", "essential", "stop_timeout_s", "docker_labels", "health_check", "working_directory", "user", "links", "hostname", "secrets", "registry_auth")
+    __slots__ = ("name", "image", "command", "entry_point", "environment", "port_mappings", "memory_mib", "memory_reservation_mib", "cpu", "essential", "stop_timeout_s", "docker_labels", "health_check", "working_directory", "user", "links", "hostname", "secrets", "registry_auth", "linux", "ulimits", "security", "dns", "depends_on", "start_timeout_s", "restart_policy", "interactive", "pseudo_terminal")
     class DockerLabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -356,6 +362,15 @@ class ContainerSpec(_message.Message):
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     SECRETS_FIELD_NUMBER: _ClassVar[int]
     REGISTRY_AUTH_FIELD_NUMBER: _ClassVar[int]
+    LINUX_FIELD_NUMBER: _ClassVar[int]
+    ULIMITS_FIELD_NUMBER: _ClassVar[int]
+    SECURITY_FIELD_NUMBER: _ClassVar[int]
+    DNS_FIELD_NUMBER: _ClassVar[int]
+    DEPENDS_ON_FIELD_NUMBER: _ClassVar[int]
+    START_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    RESTART_POLICY_FIELD_NUMBER: _ClassVar[int]
+    INTERACTIVE_FIELD_NUMBER: _ClassVar[int]
+    PSEUDO_TERMINAL_FIELD_NUMBER: _ClassVar[int]
     name: str
     image: str
     command: _containers.RepeatedScalarFieldContainer[str]
@@ -375,7 +390,115 @@ class ContainerSpec(_message.Message):
     hostname: str
     secrets: _containers.ScalarMap[str, str]
     registry_auth: RegistryAuth
-    def __init__(self, name: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., entry_point: _Optional[_Iterable[str]] = ..., environment: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ..., port_mappings: _Optional[_Iterable[_Union[PortMapping, _Mapping]]] = ..., memory_mib: _Optional[int] = ..., memory_reservation_mib: _Optional[int] = ..., cpu: _Optional[int] = ..., essential: _Optional[bool] = ..., stop_timeout_s: _Optional[int] = ..., docker_labels: _Optional[_Mapping[str, str]] = ..., health_check: _Optional[_Union[HealthCheck, _Mapping]] = ..., working_directory: _Optional[str] = ..., user: _Optional[str] = ..., links: _Optional[_Iterable[str]] = ..., hostname: _Optional[str] = ..., secrets: _Optional[_Mapping[str, str]] = ..., registry_auth: _Optional[_Union[RegistryAuth, _Mapping]] = ...) -> None: ...
+    linux: LinuxParams
+    ulimits: _containers.RepeatedCompositeFieldContainer[Ulimit]
+    security: Security
+    dns: Dns
+    depends_on: _containers.RepeatedCompositeFieldContainer[Dependency]
+    start_timeout_s: int
+    restart_policy: RestartPolicy
+    interactive: bool
+    pseudo_terminal: bool
+    def __init__(self, name: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., entry_point: _Optional[_Iterable[str]] = ..., environment: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ..., port_mappings: _Optional[_Iterable[_Union[PortMapping, _Mapping]]] = ..., memory_mib: _Optional[int] = ..., memory_reservation_mib: _Optional[int] = ..., cpu: _Optional[int] = ..., essential: _Optional[bool] = ..., stop_timeout_s: _Optional[int] = ..., docker_labels: _Optional[_Mapping[str, str]] = ..., health_check: _Optional[_Union[HealthCheck, _Mapping]] = ..., working_directory: _Optional[str] = ..., user: _Optional[str] = ..., links: _Optional[_Iterable[str]] = ..., hostname: _Optional[str] = ..., secrets: _Optional[_Mapping[str, str]] = ..., registry_auth: _Optional[_Union[RegistryAuth, _Mapping]] = ..., linux: _Optional[_Union[LinuxParams, _Mapping]] = ..., ulimits: _Optional[_Iterable[_Union[Ulimit, _Mapping]]] = ..., security: _Optional[_Union[Security, _Mapping]] = ..., dns: _Optional[_Union[Dns, _Mapping]] = ..., depends_on: _Optional[_Iterable[_Union[Dependency, _Mapping]]] = ..., start_timeout_s: _Optional[int] = ..., restart_policy: _Optional[_Union[RestartPolicy, _Mapping]] = ..., interactive: _Optional[bool] = ..., pseudo_terminal: _Optional[bool] = ...) -> None: ...
+
+class LinuxParams(_message.Message):
+    __slots__ = ("cap_add", "cap_drop", "devices", "init", "shared_memory_mib", "tmpfs", "max_swap_mib", "swappiness")
+    CAP_ADD_FIELD_NUMBER: _ClassVar[int]
+    CAP_DROP_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    INIT_FIELD_NUMBER: _ClassVar[int]
+    SHARED_MEMORY_MIB_FIELD_NUMBER: _ClassVar[int]
+    TMPFS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SWAP_MIB_FIELD_NUMBER: _ClassVar[int]
+    SWAPPINESS_FIELD_NUMBER: _ClassVar[int]
+    cap_add: _containers.RepeatedScalarFieldContainer[str]
+    cap_drop: _containers.RepeatedScalarFieldContainer[str]
+    devices: _containers.RepeatedCompositeFieldContainer[Device]
+    init: bool
+    shared_memory_mib: int
+    tmpfs: _containers.RepeatedCompositeFieldContainer[Tmpfs]
+    max_swap_mib: int
+    swappiness: int
+    def __init__(self, cap_add: _Optional[_Iterable[str]] = ..., cap_drop: _Optional[_Iterable[str]] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., init: _Optional[bool] = ..., shared_memory_mib: _Optional[int] = ..., tmpfs: _Optional[_Iterable[_Union[Tmpfs, _Mapping]]] = ..., max_swap_mib: _Optional[int] = ..., swappiness: _Optional[int] = ...) -> None: ...
+
+class Device(_message.Message):
+    __slots__ = ("host_path", "container_path", "permissions")
+    HOST_PATH_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_PATH_FIELD_NUMBER: _ClassVar[int]
+    PERMISSIONS_FIELD_NUMBER: _ClassVar[int]
+    host_path: str
+    container_path: str
+    permissions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, host_path: _Optional[str] = ..., container_path: _Optional[str] = ..., permissions: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Tmpfs(_message.Message):
+    __slots__ = ("container_path", "size_mib", "mount_options")
+    CONTAINER_PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_MIB_FIELD_NUMBER: _ClassVar[int]
+    MOUNT_OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    container_path: str
+    size_mib: int
+    mount_options: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, container_path: _Optional[str] = ..., size_mib: _Optional[int] = ..., mount_options: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Ulimit(_message.Message):
+    __slots__ = ("name", "soft", "hard")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SOFT_FIELD_NUMBER: _ClassVar[int]
+    HARD_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    soft: int
+    hard: int
+    def __init__(self, name: _Optional[str] = ..., soft: _Optional[int] = ..., hard: _Optional[int] = ...) -> None: ...
+
+class Security(_message.Message):
+    __slots__ = ("privileged", "readonly_root_filesystem", "security_options", "sysctls")
+    class SysctlsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    PRIVILEGED_FIELD_NUMBER: _ClassVar[int]
+    READONLY_ROOT_FILESYSTEM_FIELD_NUMBER: _ClassVar[int]
+    SECURITY_OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    SYSCTLS_FIELD_NUMBER: _ClassVar[int]
+    privileged: bool
+    readonly_root_filesystem: bool
+    security_options: _containers.RepeatedScalarFieldContainer[str]
+    sysctls: _containers.ScalarMap[str, str]
+    def __init__(self, privileged: _Optional[bool] = ..., readonly_root_filesystem: _Optional[bool] = ..., security_options: _Optional[_Iterable[str]] = ..., sysctls: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class Dns(_message.Message):
+    __slots__ = ("servers", "search_domains", "extra_hosts", "disable_networking")
+    SERVERS_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_DOMAINS_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_HOSTS_FIELD_NUMBER: _ClassVar[int]
+    DISABLE_NETWORKING_FIELD_NUMBER: _ClassVar[int]
+    servers: _containers.RepeatedScalarFieldContainer[str]
+    search_domains: _containers.RepeatedScalarFieldContainer[str]
+    extra_hosts: _containers.RepeatedScalarFieldContainer[str]
+    disable_networking: bool
+    def __init__(self, servers: _Optional[_Iterable[str]] = ..., search_domains: _Optional[_Iterable[str]] = ..., extra_hosts: _Optional[_Iterable[str]] = ..., disable_networking: _Optional[bool] = ...) -> None: ...
+
+class Dependency(_message.Message):
+    __slots__ = ("container", "condition")
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    CONDITION_FIELD_NUMBER: _ClassVar[int]
+    container: str
+    condition: str
+    def __init__(self, container: _Optional[str] = ..., condition: _Optional[str] = ...) -> None: ...
+
+class RestartPolicy(_message.Message):
+    __slots__ = ("enabled", "ignored_exit_codes", "attempt_period_s")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    IGNORED_EXIT_CODES_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_PERIOD_S_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    ignored_exit_codes: _containers.RepeatedScalarFieldContainer[int]
+    attempt_period_s: int
+    def __init__(self, enabled: _Optional[bool] = ..., ignored_exit_codes: _Optional[_Iterable[int]] = ..., attempt_period_s: _Optional[int] = ...) -> None: ...
 
 class RegistryAuth(_message.Message):
     __slots__ = ("username", "password", "server")

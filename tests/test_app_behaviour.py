@@ -1,0 +1,104 @@
+"""Start order and restart policy on a real engine, controller and agent as processes
+(issue 18): what a user sees in DescribeTasks and in `docker inspect`."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from tests.support import LocalCluster, docker, wait_for
+from tests.test_foundation import register, run
+
+pytestmark = pytest.mark.docker
+
+
+def state(docker_id: str) -> dict[str, Any]:
+    return json.loads(docker("inspect", docker_id))[0]["State"]
+
+
+def at(ts: str) -> float:
+    """Docker's RFC 3339 nanosecond time -> epoch seconds (microsecond precision)."""
+    head, _, frac = ts.rstrip("Z").partition(".")
+    return datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}+00:00").timestamp()
+
+
+SLEEPER = {"image": "dockyard/sleeper:latest", "memory": 32}
+INIT = {
+    "name": "init",
+    "image": "dockyard/crasher:latest",
+    "memory": 16,
+    "essential": False,
+    "environment": [{"name": "DELAY", "value": "1"}, {"name": "EXIT_CODE", "value": "0"}],
+}
+
+
+def test_depends_on_orders_the_start_and_reverses_the_stop(cluster: LocalCluster) -> None:
+    app = {
+        "name": "app",
+        **SLEEPER,
+        "dependsOn": [
+            {"containerName": "init", "condition": "SUCCESS"},
+            {"containerName": "db", "condition": "START"},
+        ],
+    }
+    register(cluster, "ordered", INIT, {"name": "db", **SLEEPER}, app)
+    [arn] = run(cluster, "ordered")
+    [task] = cluster.wait_status([arn], "RUNNING", timeout=60)
+    ids = {c["name"]: c["runtimeId"] for c in task["containers"]}
+    init, db, first = state(ids["init"]), state(ids["db"]), state(ids["app"])
+    assert init["ExitCode"] == 0
+    assert at(first["StartedAt"]) >= at(init["FinishedAt"])  # SUCCESS: after init exited 0
+    assert at(first["StartedAt"]) >= at(db["StartedAt"])
+    cluster.client().call("StopTask", {"task": arn, "reason": "done"})
+    cluster.wait_status([arn], "STOPPED", timeout=60)
+    assert at(state(ids["app"])["FinishedAt"]) <= at(state(ids["db"])["FinishedAt"])
+
+
+def test_a_dependency_that_cannot_be_met_stops_the_task(cluster: LocalCluster) -> None:
+    failing = {**INIT, "environment": [{"name": "DELAY", "value": "0"}]}  # exits 3
+    app = {
+        "name": "app",
+        **SLEEPER,
+        "dependsOn": [{"containerName": "init", "condition": "SUCCESS"}],
+    }
+    register(cluster, "unmet", failing, app)
+    [arn] = run(cluster, "unmet")
+    [task] = cluster.wait_status([arn], "STOPPED", timeout=60)
+    assert task["stopCode"] == "TaskFailedToStart"
+    assert "dependency [init] for target [app]" in task["stoppedReason"]
+    assert "exited with code 3" in task["stoppedReason"]
+    never = next(c for c in task["containers"] if c["name"] == "app")
+    assert "runtimeId" not in never  # app was never created
+
+
+def test_restart_policy_restarts_in_place_and_gives_up_on_early_exits(
+    cluster: LocalCluster,
+) -> None:
+    policy = {"enabled": True, "restartAttemptPeriod": 60}
+    crasher = {"image": "dockyard/crasher:latest", "memory": 16, "restartPolicy": policy}
+    slow = {"name": "slow", **crasher, "environment": [{"name": "DELAY", "value": "61"}]}
+    fast = {"name": "fast", **crasher, "environment": [{"name": "DELAY", "value": "1"}]}
+    register(cluster, "slowcrash", slow)
+    register(cluster, "fastcrash", fast)
+    [slow_arn] = run(cluster, "slowcrash")
+    [fast_arn] = run(cluster, "fastcrash")
+    [stopped] = cluster.wait_status([fast_arn], "STOPPED", timeout=60)
+    assert stopped["stopCode"] == "EssentialContainerExited"
+    assert "restartAttemptPeriod (60s)" in stopped["stoppedReason"]
+    [first] = cluster.wait_status([slow_arn], "RUNNING", timeout=30)
+
+    def restarted() -> dict[str, Any] | None:
+        [t] = cluster.describe([slow_arn])
+        return (
+            t
+            if t["containers"][0].get("reason") == "Restarted 1 time by its restartPolicy"
+            else None
+        )
+
+    again = wait_for(restarted, 120, interval=0.5, what="one restart by the policy")
+    assert again["lastStatus"] == "RUNNING"
+    assert again["containers"][0]["runtimeId"] == first["containers"][0]["runtimeId"]
+    assert state(first["containers"][0]["runtimeId"])["Running"]
