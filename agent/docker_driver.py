@@ -254,6 +254,7 @@ def observed_from_inspect(data: dict[str, Any]) -> ObservedContainer | None:
         oom_killed=bool(st.get("OOMKilled")),
         error=st.get("Error") or "",
         bindings=_bindings(data),
+        gpu_ids=[g for g in lab.get(host_config.GPU_LABEL, "").split(",") if g],
     )
 
 

@@ -15,6 +15,7 @@ from dockyard.labels import HOST_DEVICES_DISABLED, PRIVILEGED_DISABLED
 from dockyard.v1 import agent_pb2
 
 MIB = 1024 * 1024
+GPU_LABEL = "dockyard.gpu-ids"  # the GPUs a container was given: the agent's GPU ledger
 _PERMISSIONS = {"read": "r", "write": "w", "mknod": "m"}
 
 
@@ -65,6 +66,11 @@ def apply(
     if spec.pseudo_terminal:
         config["Tty"] = True
     host.update(_namespaces(task, spec, docker_names))
+    if spec.gpu_ids:
+        host["DeviceRequests"] = [
+            {"Driver": "nvidia", "DeviceIDs": list(spec.gpu_ids), "Capabilities": [["gpu"]]}
+        ]
+        config["Labels"][GPU_LABEL] = ",".join(spec.gpu_ids)
 
 
 def _linux(spec: agent_pb2.ContainerSpec) -> dict[str, Any]:

@@ -34,6 +34,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         allow_shared_engine=getattr(args, "allow_shared_engine", False),
         disable_privileged=getattr(args, "disable_privileged", False),
         disable_host_devices=getattr(args, "disable_host_devices", False),
+        gpus_from=getattr(args, "gpus_from", ""),
         image_cleanup=CleanupPolicy(
             args.image_cleanup_interval, args.image_min_age, args.images_per_cycle
         ),

@@ -28,3 +28,4 @@ class ObservedContainer:
     oom_killed: bool
     error: str
     bindings: list[tuple[int, int, str, str]] = field(default_factory=list)
+    gpu_ids: list[str] = field(default_factory=list)  # from the dockyard.gpu-ids label

@@ -202,6 +202,7 @@ def container_status(
         return status
     status.docker_id = obs.docker_id
     status.health = obs.health
+    status.gpu_ids.extend(obs.gpu_ids)
     if obs.state in RUNNING_STATES:
         status.last_status = "RUNNING"
     elif obs.state in EXITED_STATES:

@@ -21,6 +21,7 @@ from agent import (
     __version__,
     engine_claim,
     enroll,
+    gpus,
     host,
     host_config,
     identity,
@@ -59,6 +60,7 @@ class AgentConfig:
     image_cleanup: CleanupPolicy = field(default_factory=CleanupPolicy)
     disable_privileged: bool = False  # ECS_DISABLE_PRIVILEGED
     disable_host_devices: bool = False  # refuse linuxParameters.devices
+    gpus_from: str = ""  # tests: declare GPUs (one id per line) instead of nvidia-smi
 
 
 def _auth(spec: agent_pb2.ContainerSpec) -> dict[str, str] | None:
@@ -112,6 +114,8 @@ class Agent:
         self._log_tasks: dict[int, asyncio.Task[None]] = {}
         self._loops: list[asyncio.Task[None]] = []
         self.claim: engine_claim.Claim | None = None
+        self.gpus = gpus.detect(config.gpus_from)
+        self._gpus_claimed: set[str] = set()  # picked for containers being created
 
     async def claim_engine(self) -> None:
         """Hold this Docker engine before touching its host's settings; raises
@@ -196,6 +200,7 @@ class Agent:
                 memory_mib=max(0, info.memory_mib - self.config.reserved_memory),
                 reserved_tcp_ports=reserved_tcp,
                 reserved_udp_ports=reserved_udp,
+                gpu_ids=self.gpus,
             ),
             attributes=attrs,
             tasks=reconcile.snapshot(observed),
@@ -332,9 +337,13 @@ class Agent:
             if self.driver.was_pulled(spec.image):
                 self.images.used(spec.image)
             spec = await self.endpoint.prepare(task, spec)
-            await self.driver.create_and_start(
-                task, spec, self.identity.instance_id, self.endpoint.networks(task)
-            )
+            spec = await self._with_gpus(spec)
+            try:
+                await self.driver.create_and_start(
+                    task, spec, self.identity.instance_id, self.endpoint.networks(task)
+                )
+            finally:
+                self._gpus_claimed.difference_update(spec.gpu_ids)
         except PullError as err:
             self._fail(loc, action, _reason("CannotPullContainerError", err))
         except DockerUnavailable:
@@ -355,6 +364,27 @@ class Agent:
             return
         loc.restarts[action.container] = loc.restarts.get(action.container, 0) + 1
         log.info("restarted %s of %s (restart policy)", action.container, action.task_arn)
+
+    async def _with_gpus(self, spec: agent_pb2.ContainerSpec) -> agent_pb2.ContainerSpec:
+        """A copy of the spec naming free GPUs of this host (resourceRequirements GPU).
+        In use: those on our containers' labels and those being created now."""
+        if not spec.gpus:
+            return spec
+        if spec.gpu_ids:  # the container exists already with its GPUs (a repeated start)
+            return spec
+        observed = await self._observe()
+        in_use = {g for o in observed if o.state not in ("exited", "dead") for g in o.gpu_ids}
+        picked = gpus.pick(self.gpus, in_use | self._gpus_claimed, spec.gpus)
+        if not picked:
+            raise DriverError(
+                f"CannotStartContainerError: {spec.name}: {spec.gpus} GPU(s) asked, "
+                f"{len(self.gpus) - len(in_use | self._gpus_claimed)} free on this instance"
+            )
+        self._gpus_claimed.update(picked)
+        out = agent_pb2.ContainerSpec()
+        out.CopyFrom(spec)
+        out.gpu_ids[:] = picked
+        return out
 
     @staticmethod
     def _fail(loc: LocalTask, action: Start | Restart, reason: str) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.taskdef_host import RESTART_PERIOD
+from controller.taskdef_host import RESTART_PERIOD, container_gpus
 from dockyard.v1 import agent_pb2
 
 
@@ -50,6 +50,7 @@ def add_host_settings(spec: agent_pb2.ContainerSpec, cdef: dict[str, Any]) -> No
                 attempt_period_s=rp.get("restartAttemptPeriod", RESTART_PERIOD[2]),
             )
         )
+    spec.gpus = container_gpus(cdef)
     spec.interactive = cdef.get("interactive", False)
     spec.pseudo_terminal = cdef.get("pseudoTerminal", False)
 

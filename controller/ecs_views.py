@@ -87,6 +87,7 @@ def task_view(t: Task, arns: ArnFactory, tags: bool = False) -> dict[str, Any]:
                     ],
                     "networkInterfaces": [],
                     "healthStatus": c.health,
+                    "gpuIds": c.gpu_ids or None,
                     "cpu": str(c.cpu),
                     "memory": str(c.memory) if c.memory else None,
                     "memoryReservation": str(c.memory_reservation)
@@ -166,6 +167,22 @@ def _resources(
     ]
 
 
+def _gpus(ids: list[str]) -> list[dict[str, Any]]:
+    """ECS's GPU resource: the host's GPU ids (issue 18)."""
+    if not ids:
+        return []
+    return [
+        {
+            "name": "GPU",
+            "type": "STRINGSET",
+            "stringSetValue": list(ids),
+            "integerValue": 0,
+            "doubleValue": 0.0,
+            "longValue": 0,
+        }
+    ]
+
+
 def instance_view(inst: Instance, state: ClusterState, tags: bool = False) -> dict[str, Any]:
     """ECS's ContainerInstance; `tags`: show its tags (ECS: only with include TAGS)."""
     view = state.views.get(inst.arn)
@@ -188,7 +205,8 @@ def instance_view(inst: Instance, state: ClusterState, tags: bool = False) -> di
         "remainingResources": remaining,
         "registeredResources": _resources(
             inst.cpu_total, inst.memory_total, inst.reserved_tcp, inst.reserved_udp
-        ),
+        )
+        + _gpus(inst.gpu_ids),
         "status": inst.status,
         "agentConnected": inst.connected,
         "runningTasksCount": sum(t.last_status == "RUNNING" for t in tasks),

@@ -94,6 +94,8 @@ def _apply_containers(task: Task, report: agent_pb2.TaskStatus, messages: list[s
         c.reason = rc.reason or c.reason
         if rc.has_exit_code:
             c.exit_code = rc.exit_code
+        if rc.gpu_ids:
+            c.gpu_ids = list(rc.gpu_ids)
         if rc.bindings:
             c.bindings = [
                 {

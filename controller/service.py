@@ -614,6 +614,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
             dynamic_tcp=dyn_tcp,
             dynamic_udp=dyn_udp,
             group=group,
+            gpus=taskdef.taskdef_host.task_gpus(td.doc),  # issue 18: resourceRequirements GPU
         )
 
     def _new_task(

@@ -105,7 +105,39 @@ def check_container(c: dict[str, Any], f: str, network_mode: str) -> dict[str, A
         out["startTimeout"] = _int(c["startTimeout"], f"{f}.startTimeout", 2, 3600)
     if "restartPolicy" in c:
         out["restartPolicy"] = _restart_policy(c["restartPolicy"], f"{f}.restartPolicy")
+    if "resourceRequirements" in c:
+        out["resourceRequirements"] = _requirements(c["resourceRequirements"], f)
     return out
+
+
+def _requirements(value: Any, f: str) -> list[dict[str, str]]:
+    out = []
+    for i, r in enumerate(_list(value, f"{f}.resourceRequirements")):
+        r = _object(r, f"{f}.resourceRequirements[{i}]")
+        if r.get("type") == "InferenceAccelerator":
+            raise invalid(
+                f"{f}.resourceRequirements[{i}].type",
+                "InferenceAccelerator (Elastic Inference) does not exist outside AWS; use GPU",
+            )
+        if r.get("type") != "GPU":
+            raise invalid(f"{f}.resourceRequirements[{i}].type", "must be GPU")
+        value = r.get("value")
+        if not isinstance(value, str) or not value.isdigit() or int(value) < 1:
+            raise invalid(f"{f}.resourceRequirements[{i}].value", 'must be a GPU count like "1"')
+        out.append({"type": "GPU", "value": str(int(value))})
+    if len(out) > 1:
+        raise invalid(f"{f}.resourceRequirements", "GPU may be given once")
+    return out
+
+
+def container_gpus(c: dict[str, Any]) -> int:
+    """GPUs a (validated) container definition asks for."""
+    return sum(int(r["value"]) for r in c.get("resourceRequirements", []) if r["type"] == "GPU")
+
+
+def task_gpus(doc: dict[str, Any]) -> int:
+    """GPUs a task of this (validated) definition holds on its instance."""
+    return sum(container_gpus(c) for c in doc.get("containerDefinitions", []))
 
 
 def _ulimits(c: dict[str, Any], f: str) -> list[Any]:

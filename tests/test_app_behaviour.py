@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -102,3 +103,32 @@ def test_restart_policy_restarts_in_place_and_gives_up_on_early_exits(
     assert again["lastStatus"] == "RUNNING"
     assert again["containers"][0]["runtimeId"] == first["containers"][0]["runtimeId"]
     assert state(first["containers"][0]["runtimeId"])["Running"]
+
+
+def test_an_agent_with_declared_gpus_gets_gpu_tasks_with_their_device_request(
+    bare_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    listing = tmp_path / "gpus"
+    listing.write_text("GPU-fake-0\nGPU-fake-1\n")
+    bare_cluster.start_controller()
+    bare_cluster.start_agent("a1", "--gpus-from", str(listing))
+    instance = bare_cluster.wait_connected("a1")
+    [gpu] = [r for r in instance["registeredResources"] if r["name"] == "GPU"]
+    assert gpu["stringSetValue"] == ["GPU-fake-0", "GPU-fake-1"]
+    need = {"name": "train", **SLEEPER, "resourceRequirements": [{"type": "GPU", "value": "3"}]}
+    register(bare_cluster, "toomany", need)
+    out = bare_cluster.client().call("RunTask", {"taskDefinition": "toomany"})
+    assert [f["reason"] for f in out["failures"]] == ["RESOURCE:GPU"]
+    register(
+        bare_cluster, "train", {**need, "resourceRequirements": [{"type": "GPU", "value": "1"}]}
+    )
+    [arn] = run(bare_cluster, "train")
+    # placed; Docker then cannot start it here (no NVIDIA runtime): the device request was made
+    [task] = bare_cluster.wait_status([arn], "STOPPED", timeout=60)
+    assert task["stopCode"] == "TaskFailedToStart"
+    [container] = task["containers"]
+    assert container["gpuIds"] == ["GPU-fake-0"]
+    [request] = json.loads(docker("inspect", container["runtimeId"]))[0]["HostConfig"][
+        "DeviceRequests"
+    ]
+    assert request["DeviceIDs"] == ["GPU-fake-0"] and request["Driver"] == "nvidia"

@@ -200,6 +200,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "off this instance",
     )
     a.add_argument(
+        "--gpus-from",
+        default=os.environ.get("DOCKYARD_GPUS_FROM", ""),
+        metavar="FILE",
+        help="for tests and simulations only: declare this host's GPUs (one id per line) "
+        "instead of asking nvidia-smi; placement counts them, Docker cannot use them",
+    )
+    a.add_argument(
         "--image-cleanup-interval",
         type=float,
         default=1800.0,

@@ -47,16 +47,18 @@ class AgentMessage(_message.Message):
     def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., status: _Optional[_Union[StatusBatch, _Mapping]] = ..., resync: _Optional[_Union[ResyncRequest, _Mapping]] = ..., log_chunk: _Optional[_Union[LogChunk, _Mapping]] = ...) -> None: ...
 
 class Resources(_message.Message):
-    __slots__ = ("cpu", "memory_mib", "reserved_tcp_ports", "reserved_udp_ports")
+    __slots__ = ("cpu", "memory_mib", "reserved_tcp_ports", "reserved_udp_ports", "gpu_ids")
     CPU_FIELD_NUMBER: _ClassVar[int]
     MEMORY_MIB_FIELD_NUMBER: _ClassVar[int]
     RESERVED_TCP_PORTS_FIELD_NUMBER: _ClassVar[int]
     RESERVED_UDP_PORTS_FIELD_NUMBER: _ClassVar[int]
+    GPU_IDS_FIELD_NUMBER: _ClassVar[int]
     cpu: int
     memory_mib: int
     reserved_tcp_ports: _containers.RepeatedScalarFieldContainer[int]
     reserved_udp_ports: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, cpu: _Optional[int] = ..., memory_mib: _Optional[int] = ..., reserved_tcp_ports: _Optional[_Iterable[int]] = ..., reserved_udp_ports: _Optional[_Iterable[int]] = ...) -> None: ...
+    gpu_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, cpu: _Optional[int] = ..., memory_mib: _Optional[int] = ..., reserved_tcp_ports: _Optional[_Iterable[int]] = ..., reserved_udp_ports: _Optional[_Iterable[int]] = ..., gpu_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Register(_message.Message):
     __slots__ = ("instance_id", "cluster", "hostname", "agent_version", "total", "attributes", "tasks", "join_token", "address", "instance_secret")
@@ -112,7 +114,7 @@ class ResyncRequest(_message.Message):
     def __init__(self, have_version: _Optional[int] = ...) -> None: ...
 
 class ContainerStatus(_message.Message):
-    __slots__ = ("name", "docker_id", "last_status", "has_exit_code", "exit_code", "reason", "health", "bindings", "restart_count")
+    __slots__ = ("name", "docker_id", "last_status", "has_exit_code", "exit_code", "reason", "health", "bindings", "restart_count", "gpu_ids")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DOCKER_ID_FIELD_NUMBER: _ClassVar[int]
     LAST_STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +124,7 @@ class ContainerStatus(_message.Message):
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     BINDINGS_FIELD_NUMBER: _ClassVar[int]
     RESTART_COUNT_FIELD_NUMBER: _ClassVar[int]
+    GPU_IDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     docker_id: str
     last_status: str
@@ -131,7 +134,8 @@ class ContainerStatus(_message.Message):
     health: str
     bindings: _containers.RepeatedCompositeFieldContainer[PortBinding]
     restart_count: int
-    def __init__(self, name: _Optional[str] = ..., docker_id: _Optional[str] = ..., last_status: _Optional[str] = ..., has_exit_code: _Optional[bool] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., health: _Optional[str] = ..., bindings: _Optional[_Iterable[_Union[PortBinding, _Mapping]]] = ..., restart_count: _Optional[int] = ...) -> None: ...
+    gpu_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., docker_id: _Optional[str] = ..., last_status: _Optional[str] = ..., has_exit_code: _Optional[bool] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., health: _Optional[str] = ..., bindings: _Optional[_Iterable[_Union[PortBinding, _Mapping]]] = ..., restart_count: _Optional[int] = ..., gpu_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PortBinding(_message.Message):
     __slots__ = ("container_port", "host_port", "protocol", "bind_ip")
@@ -328,7 +332,7 @@ class HealthCheck(_message.Message):
     def __init__(self, command: _Optional[_Iterable[str]] = ..., interval_s: _Optional[int] = ..., timeout_s: _Optional[int] = ..., retries: _Optional[int] = ..., start_period_s: _Optional[int] = ...) -> None: ...
 
 class ContainerSpec(_message.Message):
-    __slots__ = ("name", "image", "command", "entry_point", "environment", "port_mappings", "memory_mib", "memory_reservation_mib", "cpu", "essential", "stop_timeout_s", "docker_labels", "health_check", "working_directory", "user", "links", "hostname", "secrets", "registry_auth", "linux", "ulimits", "security", "dns", "depends_on", "start_timeout_s", "restart_policy", "interactive", "pseudo_terminal")
+    __slots__ = ("name", "image", "command", "entry_point", "environment", "port_mappings", "memory_mib", "memory_reservation_mib", "cpu", "essential", "stop_timeout_s", "docker_labels", "health_check", "working_directory", "user", "links", "hostname", "secrets", "registry_auth", "linux", "ulimits", "security", "dns", "depends_on", "start_timeout_s", "restart_policy", "interactive", "pseudo_terminal", "gpus", "gpu_ids")
     class DockerLabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -371,6 +375,8 @@ class ContainerSpec(_message.Message):
     RESTART_POLICY_FIELD_NUMBER: _ClassVar[int]
     INTERACTIVE_FIELD_NUMBER: _ClassVar[int]
     PSEUDO_TERMINAL_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    GPU_IDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     image: str
     command: _containers.RepeatedScalarFieldContainer[str]
@@ -399,7 +405,9 @@ class ContainerSpec(_message.Message):
     restart_policy: RestartPolicy
     interactive: bool
     pseudo_terminal: bool
-    def __init__(self, name: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., entry_point: _Optional[_Iterable[str]] = ..., environment: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ..., port_mappings: _Optional[_Iterable[_Union[PortMapping, _Mapping]]] = ..., memory_mib: _Optional[int] = ..., memory_reservation_mib: _Optional[int] = ..., cpu: _Optional[int] = ..., essential: _Optional[bool] = ..., stop_timeout_s: _Optional[int] = ..., docker_labels: _Optional[_Mapping[str, str]] = ..., health_check: _Optional[_Union[HealthCheck, _Mapping]] = ..., working_directory: _Optional[str] = ..., user: _Optional[str] = ..., links: _Optional[_Iterable[str]] = ..., hostname: _Optional[str] = ..., secrets: _Optional[_Mapping[str, str]] = ..., registry_auth: _Optional[_Union[RegistryAuth, _Mapping]] = ..., linux: _Optional[_Union[LinuxParams, _Mapping]] = ..., ulimits: _Optional[_Iterable[_Union[Ulimit, _Mapping]]] = ..., security: _Optional[_Union[Security, _Mapping]] = ..., dns: _Optional[_Union[Dns, _Mapping]] = ..., depends_on: _Optional[_Iterable[_Union[Dependency, _Mapping]]] = ..., start_timeout_s: _Optional[int] = ..., restart_policy: _Optional[_Union[RestartPolicy, _Mapping]] = ..., interactive: _Optional[bool] = ..., pseudo_terminal: _Optional[bool] = ...) -> None: ...
+    gpus: int
+    gpu_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., entry_point: _Optional[_Iterable[str]] = ..., environment: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ..., port_mappings: _Optional[_Iterable[_Union[PortMapping, _Mapping]]] = ..., memory_mib: _Optional[int] = ..., memory_reservation_mib: _Optional[int] = ..., cpu: _Optional[int] = ..., essential: _Optional[bool] = ..., stop_timeout_s: _Optional[int] = ..., docker_labels: _Optional[_Mapping[str, str]] = ..., health_check: _Optional[_Union[HealthCheck, _Mapping]] = ..., working_directory: _Optional[str] = ..., user: _Optional[str] = ..., links: _Optional[_Iterable[str]] = ..., hostname: _Optional[str] = ..., secrets: _Optional[_Mapping[str, str]] = ..., registry_auth: _Optional[_Union[RegistryAuth, _Mapping]] = ..., linux: _Optional[_Union[LinuxParams, _Mapping]] = ..., ulimits: _Optional[_Iterable[_Union[Ulimit, _Mapping]]] = ..., security: _Optional[_Union[Security, _Mapping]] = ..., dns: _Optional[_Union[Dns, _Mapping]] = ..., depends_on: _Optional[_Iterable[_Union[Dependency, _Mapping]]] = ..., start_timeout_s: _Optional[int] = ..., restart_policy: _Optional[_Union[RestartPolicy, _Mapping]] = ..., interactive: _Optional[bool] = ..., pseudo_terminal: _Optional[bool] = ..., gpus: _Optional[int] = ..., gpu_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LinuxParams(_message.Message):
     __slots__ = ("cap_add", "cap_drop", "devices", "init", "shared_memory_mib", "tmpfs", "max_swap_mib", "swappiness")
