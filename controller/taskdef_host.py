@@ -100,7 +100,7 @@ def check_container(c: dict[str, Any], f: str, network_mode: str) -> dict[str, A
                 )
     if "systemControls" in c:
         out["systemControls"] = _sysctls(c["systemControls"], f"{f}.systemControls", network_mode)
-    _check_network_fields(c, f, network_mode)
+    _check_network_fields(c, f)
     if "startTimeout" in c:
         out["startTimeout"] = _int(c["startTimeout"], f"{f}.startTimeout", 2, 3600)
     if "restartPolicy" in c:
@@ -272,15 +272,11 @@ def _sysctls(value: Any, f: str, network_mode: str) -> list[dict[str, str]]:
     return out
 
 
-def _check_network_fields(c: dict[str, Any], f: str, network_mode: str) -> None:
+def _check_network_fields(c: dict[str, Any], f: str) -> None:
     for key in ("dnsServers", "dnsSearchDomains"):
         if key not in c:
             continue
         values = _strings(c[key], f"{f}.{key}")
-        if network_mode == "host":
-            raise invalid(
-                f"{f}.{key}", "cannot be set in host network mode (the host's resolver is used)"
-            )
         for i, v in enumerate(values):
             if key == "dnsServers":
                 try:
@@ -303,10 +299,6 @@ def _check_network_fields(c: dict[str, Any], f: str, network_mode: str) -> None:
     if "hostname" in c:
         if not isinstance(c["hostname"], str) or not HOSTNAME_RE.match(c["hostname"]):
             raise invalid(f"{f}.hostname", "must be a host name (letters, digits, dots, hyphens)")
-        if network_mode == "host":
-            raise invalid(
-                f"{f}.hostname", "cannot be set in host network mode (the host's name is used)"
-            )
 
 
 def _restart_policy(value: Any, f: str) -> dict[str, Any]:

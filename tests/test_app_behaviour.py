@@ -132,3 +132,19 @@ def test_an_agent_with_declared_gpus_gets_gpu_tasks_with_their_device_request(
         "DeviceRequests"
     ]
     assert request["DeviceIDs"] == ["GPU-fake-0"] and request["Driver"] == "nvidia"
+
+
+def test_an_agent_that_disables_privileged_is_skipped_by_placement(
+    bare_cluster: LocalCluster,
+) -> None:
+    bare_cluster.start_controller()
+    bare_cluster.start_agent("a1", "--disable-privileged")
+    instance = bare_cluster.wait_connected("a1")
+    attrs = {a["name"]: a.get("value") for a in instance["attributes"]}
+    assert attrs["dockyard.policy.privileged-disabled"] == "true"
+    register(bare_cluster, "root", {"name": "root", **SLEEPER, "privileged": True})
+    out = bare_cluster.client().call("RunTask", {"taskDefinition": "root"})
+    assert not out["tasks"] and [f["reason"] for f in out["failures"]] == ["ATTRIBUTE"]
+    register(bare_cluster, "plain", {"name": "plain", **SLEEPER})
+    [arn] = run(bare_cluster, "plain")
+    bare_cluster.wait_status([arn], "RUNNING", timeout=60)

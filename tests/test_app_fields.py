@@ -176,15 +176,13 @@ def test_task_namespaces_need_an_essential_container_that_depends_on_nothing() -
         taskdef.validate(doc)
 
 
-def test_host_network_mode_refuses_what_would_change_the_host() -> None:
-    for field in ("dnsServers", "hostname", "systemControls[0].namespace"):
-        b = body(networkMode="host")
-        app = b["containerDefinitions"][0]
-        for other in ("dnsServers", "dnsSearchDomains", "hostname", "systemControls"):
-            if not field.startswith(other):
-                app.pop(other)
-        with pytest.raises(ApiError, match="host network mode"):
-            taskdef.validate(b)
+def test_host_network_mode_refuses_network_sysctls_but_keeps_dns_and_hostname() -> None:
+    b = body(networkMode="host")
+    with pytest.raises(ApiError, match=r"systemControls\[0\].namespace: .*host network mode"):
+        taskdef.validate(b)
+    b["containerDefinitions"][0].pop("systemControls")
+    app = _config(_desired(b), "app")  # Docker takes DNS, hosts and hostname in host mode
+    assert (app["HostConfig"]["Dns"], app["Hostname"]) == (["10.0.0.2"], "apphost")
 
 
 def _desired(doc: dict[str, Any], cluster_name: str = "apps") -> agent_pb2.DesiredTask:
