@@ -114,28 +114,28 @@ class ResyncRequest(_message.Message):
     def __init__(self, have_version: _Optional[int] = ...) -> None: ...
 
 class ContainerStatus(_message.Message):
-    __slots__ = ("name", "docker_id", "last_status", "has_exit_code", "exit_code", "reason", "health", "bindings", "restart_count", "gpu_ids")
+    __slots__ = ("name", "docker_id", "restart_count", "gpu_ids", "last_status", "has_exit_code", "exit_code", "reason", "health", "bindings")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DOCKER_ID_FIELD_NUMBER: _ClassVar[int]
+    RESTART_COUNT_FIELD_NUMBER: _ClassVar[int]
+    GPU_IDS_FIELD_NUMBER: _ClassVar[int]
     LAST_STATUS_FIELD_NUMBER: _ClassVar[int]
     HAS_EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     BINDINGS_FIELD_NUMBER: _ClassVar[int]
-    RESTART_COUNT_FIELD_NUMBER: _ClassVar[int]
-    GPU_IDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     docker_id: str
+    restart_count: int
+    gpu_ids: _containers.RepeatedScalarFieldContainer[str]
     last_status: str
     has_exit_code: bool
     exit_code: int
     reason: str
     health: str
     bindings: _containers.RepeatedCompositeFieldContainer[PortBinding]
-    restart_count: int
-    gpu_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., docker_id: _Optional[str] = ..., last_status: _Optional[str] = ..., has_exit_code: _Optional[bool] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., health: _Optional[str] = ..., bindings: _Optional[_Iterable[_Union[PortBinding, _Mapping]]] = ..., restart_count: _Optional[int] = ..., gpu_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., docker_id: _Optional[str] = ..., restart_count: _Optional[int] = ..., gpu_ids: _Optional[_Iterable[str]] = ..., last_status: _Optional[str] = ..., has_exit_code: _Optional[bool] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., health: _Optional[str] = ..., bindings: _Optional[_Iterable[_Union[PortBinding, _Mapping]]] = ...) -> None: ...
 
 class PortBinding(_message.Message):
     __slots__ = ("container_port", "host_port", "protocol", "bind_ip")
@@ -246,7 +246,7 @@ class DesiredState(_message.Message):
     def __init__(self, version: _Optional[int] = ..., base_version: _Optional[int] = ..., full: _Optional[bool] = ..., tasks: _Optional[_Iterable[_Union[DesiredTask, _Mapping]]] = ..., forget: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DesiredTask(_message.Message):
-    __slots__ = ("task_arn", "cluster", "family", "revision", "desired_status", "containers", "network_mode", "stop_code", "stopped_reason", "task_role_arn", "credentials", "group", "service", "known_status", "stop_timeout_s", "pid_mode", "ipc_mode")
+    __slots__ = ("task_arn", "cluster", "family", "revision", "desired_status", "containers", "network_mode", "pid_mode", "ipc_mode", "stop_code", "stopped_reason", "task_role_arn", "credentials", "group", "service", "known_status", "stop_timeout_s")
     TASK_ARN_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     FAMILY_FIELD_NUMBER: _ClassVar[int]
@@ -254,6 +254,8 @@ class DesiredTask(_message.Message):
     DESIRED_STATUS_FIELD_NUMBER: _ClassVar[int]
     CONTAINERS_FIELD_NUMBER: _ClassVar[int]
     NETWORK_MODE_FIELD_NUMBER: _ClassVar[int]
+    PID_MODE_FIELD_NUMBER: _ClassVar[int]
+    IPC_MODE_FIELD_NUMBER: _ClassVar[int]
     STOP_CODE_FIELD_NUMBER: _ClassVar[int]
     STOPPED_REASON_FIELD_NUMBER: _ClassVar[int]
     TASK_ROLE_ARN_FIELD_NUMBER: _ClassVar[int]
@@ -262,8 +264,6 @@ class DesiredTask(_message.Message):
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     KNOWN_STATUS_FIELD_NUMBER: _ClassVar[int]
     STOP_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
-    PID_MODE_FIELD_NUMBER: _ClassVar[int]
-    IPC_MODE_FIELD_NUMBER: _ClassVar[int]
     task_arn: str
     cluster: str
     family: str
@@ -271,6 +271,8 @@ class DesiredTask(_message.Message):
     desired_status: str
     containers: _containers.RepeatedCompositeFieldContainer[ContainerSpec]
     network_mode: str
+    pid_mode: str
+    ipc_mode: str
     stop_code: str
     stopped_reason: str
     task_role_arn: str
@@ -279,9 +281,7 @@ class DesiredTask(_message.Message):
     service: str
     known_status: str
     stop_timeout_s: int
-    pid_mode: str
-    ipc_mode: str
-    def __init__(self, task_arn: _Optional[str] = ..., cluster: _Optional[str] = ..., family: _Optional[str] = ..., revision: _Optional[int] = ..., desired_status: _Optional[str] = ..., containers: _Optional[_Iterable[_Union[ContainerSpec, _Mapping]]] = ..., network_mode: _Optional[str] = ..., stop_code: _Optional[str] = ..., stopped_reason: _Optional[str] = ..., task_role_arn: _Optional[str] = ..., credentials: _Optional[_Union[Credentials, _Mapping]] = ..., group: _Optional[str] = ..., service: _Optional[str] = ..., known_status: _Optional[str] = ..., stop_timeout_s: _Optional[int] = ..., pid_mode: _Optional[str] = ..., ipc_mode: _Optional[str] = ...) -> None: ...
+    def __init__(self, task_arn: _Optional[str] = ..., cluster: _Optional[str] = ..., family: _Optional[str] = ..., revision: _Optional[int] = ..., desired_status: _Optional[str] = ..., containers: _Optional[_Iterable[_Union[ContainerSpec, _Mapping]]] = ..., network_mode: _Optional[str] = ..., pid_mode: _Optional[str] = ..., ipc_mode: _Optional[str] = ..., stop_code: _Optional[str] = ..., stopped_reason: _Optional[str] = ..., task_role_arn: _Optional[str] = ..., credentials: _Optional[_Union[Credentials, _Mapping]] = ..., group: _Optional[str] = ..., service: _Optional[str] = ..., known_status: _Optional[str] = ..., stop_timeout_s: _Optional[int] = ...) -> None: ...
 
 class Credentials(_message.Message):
     __slots__ = ("id", "role_arn", "access_key_id", "secret_access_key", "session_token", "expiration")
@@ -332,7 +332,7 @@ class HealthCheck(_message.Message):
     def __init__(self, command: _Optional[_Iterable[str]] = ..., interval_s: _Optional[int] = ..., timeout_s: _Optional[int] = ..., retries: _Optional[int] = ..., start_period_s: _Optional[int] = ...) -> None: ...
 
 class ContainerSpec(_message.Message):
-    __slots__ = ("name", "image", "command", "entry_point", "environment", "port_mappings", "memory_mib", "memory_reservation_mib", "cpu", "essential", "stop_timeout_s", "docker_labels", "health_check", "working_directory", "user", "links", "hostname", "secrets", "registry_auth", "linux", "ulimits", "security", "dns", "depends_on", "start_timeout_s", "restart_policy", "interactive", "pseudo_terminal", "gpus", "gpu_ids")
+    __slots__ = ("name", "image", "command", "entry_point", "environment", "port_mappings", "memory_mib", "memory_reservation_mib", "cpu", "essential", "linux", "ulimits", "security", "dns", "depends_on", "start_timeout_s", "restart_policy", "interactive", "pseudo_terminal", "gpus", "gpu_ids", "stop_timeout_s", "docker_labels", "health_check", "working_directory", "user", "links", "hostname", "secrets", "registry_auth")
     class DockerLabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -357,15 +357,6 @@ class ContainerSpec(_message.Message):
     MEMORY_RESERVATION_MIB_FIELD_NUMBER: _ClassVar[int]
     CPU_FIELD_NUMBER: _ClassVar[int]
     ESSENTIAL_FIELD_NUMBER: _ClassVar[int]
-    STOP_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
-    DOCKER_LABELS_FIELD_NUMBER: _ClassVar[int]
-    HEALTH_CHECK_FIELD_NUMBER: _ClassVar[int]
-    WORKING_DIRECTORY_FIELD_NUMBER: _ClassVar[int]
-    USER_FIELD_NUMBER: _ClassVar[int]
-    LINKS_FIELD_NUMBER: _ClassVar[int]
-    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
-    SECRETS_FIELD_NUMBER: _ClassVar[int]
-    REGISTRY_AUTH_FIELD_NUMBER: _ClassVar[int]
     LINUX_FIELD_NUMBER: _ClassVar[int]
     ULIMITS_FIELD_NUMBER: _ClassVar[int]
     SECURITY_FIELD_NUMBER: _ClassVar[int]
@@ -377,6 +368,15 @@ class ContainerSpec(_message.Message):
     PSEUDO_TERMINAL_FIELD_NUMBER: _ClassVar[int]
     GPUS_FIELD_NUMBER: _ClassVar[int]
     GPU_IDS_FIELD_NUMBER: _ClassVar[int]
+    STOP_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    DOCKER_LABELS_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_CHECK_FIELD_NUMBER: _ClassVar[int]
+    WORKING_DIRECTORY_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    LINKS_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    SECRETS_FIELD_NUMBER: _ClassVar[int]
+    REGISTRY_AUTH_FIELD_NUMBER: _ClassVar[int]
     name: str
     image: str
     command: _containers.RepeatedScalarFieldContainer[str]
@@ -387,15 +387,6 @@ class ContainerSpec(_message.Message):
     memory_reservation_mib: int
     cpu: int
     essential: bool
-    stop_timeout_s: int
-    docker_labels: _containers.ScalarMap[str, str]
-    health_check: HealthCheck
-    working_directory: str
-    user: str
-    links: _containers.RepeatedScalarFieldContainer[str]
-    hostname: str
-    secrets: _containers.ScalarMap[str, str]
-    registry_auth: RegistryAuth
     linux: LinuxParams
     ulimits: _containers.RepeatedCompositeFieldContainer[Ulimit]
     security: Security
@@ -407,7 +398,46 @@ class ContainerSpec(_message.Message):
     pseudo_terminal: bool
     gpus: int
     gpu_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., entry_point: _Optional[_Iterable[str]] = ..., environment: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ..., port_mappings: _Optional[_Iterable[_Union[PortMapping, _Mapping]]] = ..., memory_mib: _Optional[int] = ..., memory_reservation_mib: _Optional[int] = ..., cpu: _Optional[int] = ..., essential: _Optional[bool] = ..., stop_timeout_s: _Optional[int] = ..., docker_labels: _Optional[_Mapping[str, str]] = ..., health_check: _Optional[_Union[HealthCheck, _Mapping]] = ..., working_directory: _Optional[str] = ..., user: _Optional[str] = ..., links: _Optional[_Iterable[str]] = ..., hostname: _Optional[str] = ..., secrets: _Optional[_Mapping[str, str]] = ..., registry_auth: _Optional[_Union[RegistryAuth, _Mapping]] = ..., linux: _Optional[_Union[LinuxParams, _Mapping]] = ..., ulimits: _Optional[_Iterable[_Union[Ulimit, _Mapping]]] = ..., security: _Optional[_Union[Security, _Mapping]] = ..., dns: _Optional[_Union[Dns, _Mapping]] = ..., depends_on: _Optional[_Iterable[_Union[Dependency, _Mapping]]] = ..., start_timeout_s: _Optional[int] = ..., restart_policy: _Optional[_Union[RestartPolicy, _Mapping]] = ..., interactive: _Optional[bool] = ..., pseudo_terminal: _Optional[bool] = ..., gpus: _Optional[int] = ..., gpu_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    stop_timeout_s: int
+    docker_labels: _containers.ScalarMap[str, str]
+    health_check: HealthCheck
+    working_directory: str
+    user: str
+    links: _containers.RepeatedScalarFieldContainer[str]
+    hostname: str
+    secrets: _containers.ScalarMap[str, str]
+    registry_auth: RegistryAuth
+    def __init__(self, name: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., entry_point: _Optional[_Iterable[str]] = ..., environment: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ..., port_mappings: _Optional[_Iterable[_Union[PortMapping, _Mapping]]] = ..., memory_mib: _Optional[int] = ..., memory_reservation_mib: _Optional[int] = ..., cpu: _Optional[int] = ..., essential: _Optional[bool] = ..., linux: _Optional[_Union[LinuxParams, _Mapping]] = ..., ulimits: _Optional[_Iterable[_Union[Ulimit, _Mapping]]] = ..., security: _Optional[_Union[Security, _Mapping]] = ..., dns: _Optional[_Union[Dns, _Mapping]] = ..., depends_on: _Optional[_Iterable[_Union[Dependency, _Mapping]]] = ..., start_timeout_s: _Optional[int] = ..., restart_policy: _Optional[_Union[RestartPolicy, _Mapping]] = ..., interactive: _Optional[bool] = ..., pseudo_terminal: _Optional[bool] = ..., gpus: _Optional[int] = ..., gpu_ids: _Optional[_Iterable[str]] = ..., stop_timeout_s: _Optional[int] = ..., docker_labels: _Optional[_Mapping[str, str]] = ..., health_check: _Optional[_Union[HealthCheck, _Mapping]] = ..., working_directory: _Optional[str] = ..., user: _Optional[str] = ..., links: _Optional[_Iterable[str]] = ..., hostname: _Optional[str] = ..., secrets: _Optional[_Mapping[str, str]] = ..., registry_auth: _Optional[_Union[RegistryAuth, _Mapping]] = ...) -> None: ...
+
+class RegistryAuth(_message.Message):
+    __slots__ = ("username", "password", "server")
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    SERVER_FIELD_NUMBER: _ClassVar[int]
+    username: str
+    password: str
+    server: str
+    def __init__(self, username: _Optional[str] = ..., password: _Optional[str] = ..., server: _Optional[str] = ...) -> None: ...
+
+class LogRequest(_message.Message):
+    __slots__ = ("request_id", "task_arn", "container", "follow", "tail")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ARN_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    task_arn: str
+    container: str
+    follow: bool
+    tail: int
+    def __init__(self, request_id: _Optional[int] = ..., task_arn: _Optional[str] = ..., container: _Optional[str] = ..., follow: _Optional[bool] = ..., tail: _Optional[int] = ...) -> None: ...
+
+class LogCancel(_message.Message):
+    __slots__ = ("request_id",)
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    def __init__(self, request_id: _Optional[int] = ...) -> None: ...
 
 class LinuxParams(_message.Message):
     __slots__ = ("cap_add", "cap_drop", "devices", "init", "shared_memory_mib", "tmpfs", "max_swap_mib", "swappiness")
@@ -507,33 +537,3 @@ class RestartPolicy(_message.Message):
     ignored_exit_codes: _containers.RepeatedScalarFieldContainer[int]
     attempt_period_s: int
     def __init__(self, enabled: _Optional[bool] = ..., ignored_exit_codes: _Optional[_Iterable[int]] = ..., attempt_period_s: _Optional[int] = ...) -> None: ...
-
-class RegistryAuth(_message.Message):
-    __slots__ = ("username", "password", "server")
-    USERNAME_FIELD_NUMBER: _ClassVar[int]
-    PASSWORD_FIELD_NUMBER: _ClassVar[int]
-    SERVER_FIELD_NUMBER: _ClassVar[int]
-    username: str
-    password: str
-    server: str
-    def __init__(self, username: _Optional[str] = ..., password: _Optional[str] = ..., server: _Optional[str] = ...) -> None: ...
-
-class LogRequest(_message.Message):
-    __slots__ = ("request_id", "task_arn", "container", "follow", "tail")
-    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
-    TASK_ARN_FIELD_NUMBER: _ClassVar[int]
-    CONTAINER_FIELD_NUMBER: _ClassVar[int]
-    FOLLOW_FIELD_NUMBER: _ClassVar[int]
-    TAIL_FIELD_NUMBER: _ClassVar[int]
-    request_id: int
-    task_arn: str
-    container: str
-    follow: bool
-    tail: int
-    def __init__(self, request_id: _Optional[int] = ..., task_arn: _Optional[str] = ..., container: _Optional[str] = ..., follow: _Optional[bool] = ..., tail: _Optional[int] = ...) -> None: ...
-
-class LogCancel(_message.Message):
-    __slots__ = ("request_id",)
-    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
-    request_id: int
-    def __init__(self, request_id: _Optional[int] = ...) -> None: ...
