@@ -202,7 +202,6 @@ def container_status(
         return status
     status.docker_id = obs.docker_id
     status.health = obs.health
-    status.gpu_ids.extend(obs.gpu_ids)
     if obs.state in RUNNING_STATES:
         status.last_status = "RUNNING"
     elif obs.state in EXITED_STATES:
@@ -219,6 +218,7 @@ def container_status(
         status.bindings.append(
             agent_pb2.PortBinding(container_port=cport, host_port=hport, protocol=proto, bind_ip=ip)
         )
+    status.gpu_ids.extend(obs.gpu_ids)  # issue 18: the GPUs the container was given
     return status
 
 

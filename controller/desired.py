@@ -62,10 +62,10 @@ def container_spec(cdef: dict[str, Any], task: Task, index: int) -> agent_pb2.Co
         links=cdef.get("links", []),
         hostname=cdef.get("hostname", ""),
     )
+    add_host_settings(spec, cdef)
     health = _health(cdef.get("healthCheck"))
     if health is not None:
         spec.health_check.CopyFrom(health)
-    add_host_settings(spec, cdef)
     return spec
 
 
@@ -83,6 +83,8 @@ def desired_task(
         desired_status=task.desired_status,
         containers=[container_spec(c, task, i) for i, c in enumerate(defs)],
         network_mode=td.doc.get("networkMode", "bridge"),
+        pid_mode=td.doc.get("pidMode", ""),  # issue 18
+        ipc_mode=td.doc.get("ipcMode", ""),
         stop_code=task.stop_code,
         stopped_reason=task.stopped_reason,
         task_role_arn=task.overrides.get("taskRoleArn") or td.doc.get("taskRoleArn", ""),
@@ -90,8 +92,6 @@ def desired_task(
         service=task.service,
         known_status=task.last_status,
         stop_timeout_s=DEFAULT_STOP_TIMEOUT,
-        pid_mode=td.doc.get("pidMode", ""),
-        ipc_mode=td.doc.get("ipcMode", ""),
     )
     if extras is not None:
         _add_extras(desired, extras)

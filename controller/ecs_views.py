@@ -86,8 +86,8 @@ def task_view(t: Task, arns: ArnFactory, tags: bool = False) -> dict[str, Any]:
                         for p in c.ports
                     ],
                     "networkInterfaces": [],
+                    "gpuIds": c.gpu_ids or None,  # issue 18
                     "healthStatus": c.health,
-                    "gpuIds": c.gpu_ids or None,
                     "cpu": str(c.cpu),
                     "memory": str(c.memory) if c.memory else None,
                     "memoryReservation": str(c.memory_reservation)

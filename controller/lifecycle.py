@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controller.model import CONTAINER_STATUSES, STATUS_RANK, Task
+from controller.model import CONTAINER_STATUSES, STATUS_RANK, ContainerState, Task
 from dockyard.v1 import agent_pb2
 
 HEALTH = ("HEALTHY", "UNHEALTHY", "UNKNOWN")
@@ -83,19 +83,17 @@ def _apply_containers(task: Task, report: agent_pb2.TaskStatus, messages: list[s
         c = by_name.get(rc.name)
         if c is None:
             raise BadReport(f"task {task.arn} has no container {rc.name!r}")
+        changed = _restarts_and_gpus(c, rc, messages) or changed
         new_status = rc.last_status or c.last_status
         if CONTAINER_STATUSES.index(new_status) < CONTAINER_STATUSES.index(c.last_status):
             continue
-        before = (c.last_status, c.exit_code, c.runtime_id, c.health, c.reason, c.restart_count)
+        before = (c.last_status, c.exit_code, c.runtime_id, c.health, c.reason)
         c.last_status = new_status
-        c.restart_count = max(c.restart_count, rc.restart_count)
         c.runtime_id = rc.docker_id or c.runtime_id
         c.health = rc.health or c.health
         c.reason = rc.reason or c.reason
         if rc.has_exit_code:
             c.exit_code = rc.exit_code
-        if rc.gpu_ids:
-            c.gpu_ids = list(rc.gpu_ids)
         if rc.bindings:
             c.bindings = [
                 {
@@ -106,16 +104,29 @@ def _apply_containers(task: Task, report: agent_pb2.TaskStatus, messages: list[s
                 }
                 for b in rc.bindings
             ]
-        after = (c.last_status, c.exit_code, c.runtime_id, c.health, c.reason, c.restart_count)
-        if after != before:
+        if (c.last_status, c.exit_code, c.runtime_id, c.health, c.reason) != before:
             changed = True
-            if c.restart_count > before[5]:
-                messages.append(f"container {c.name} restarted by its restartPolicy")
             if c.last_status == "STOPPED" and before[0] != "STOPPED":
                 messages.append(
                     f"container {c.name} exited with code {c.exit_code}"
                     + (f": {c.reason}" if c.reason else "")
                 )
+    return changed
+
+
+def _restarts_and_gpus(
+    c: ContainerState, rc: agent_pb2.ContainerStatus, messages: list[str]
+) -> bool:
+    """Issue 18: restarts by the container's restartPolicy (each an event) and the GPUs the
+    agent gave it. True when either changed."""
+    changed = False
+    if rc.restart_count > c.restart_count:
+        c.restart_count = rc.restart_count
+        messages.append(f"container {c.name} restarted by its restartPolicy")
+        changed = True
+    if rc.gpu_ids and list(rc.gpu_ids) != c.gpu_ids:
+        c.gpu_ids = list(rc.gpu_ids)
+        changed = True
     return changed
 
 
