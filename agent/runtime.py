@@ -370,7 +370,7 @@ class Agent:
         In use: those on our containers' labels and those being created now."""
         if not spec.gpus:
             return spec
-        if spec.gpu_ids:  # the container exists already with its GPUs (a repeated start)
+        if spec.gpu_ids:  # picked already: nothing to do
             return spec
         observed = await self._observe()
         in_use = {g for o in observed if o.state not in ("exited", "dead") for g in o.gpu_ids}
