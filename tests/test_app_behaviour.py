@@ -145,6 +145,7 @@ def test_an_agent_that_disables_privileged_is_skipped_by_placement(
     register(bare_cluster, "root", {"name": "root", **SLEEPER, "privileged": True})
     out = bare_cluster.client().call("RunTask", {"taskDefinition": "root"})
     assert not out["tasks"] and [f["reason"] for f in out["failures"]] == ["ATTRIBUTE"]
+    assert "dockyard.policy.privileged-disabled" in out["failures"][0]["detail"]
     register(bare_cluster, "plain", {"name": "plain", **SLEEPER})
     [arn] = run(bare_cluster, "plain")
     bare_cluster.wait_status([arn], "RUNNING", timeout=60)

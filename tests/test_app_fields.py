@@ -272,6 +272,7 @@ def test_an_agent_policy_keeps_privileged_tasks_and_host_devices_away() -> None:
         ]
         [failure] = place_run([TaskDemand(1, 1)], [strict], rules)
         assert isinstance(failure, Failure) and failure.reason == "ATTRIBUTE"
+        assert "dockyard.policy." in failure.detail and "-disabled !exists" in failure.detail
     assert taskdef_host.implied_constraints(plain) == []
 
 

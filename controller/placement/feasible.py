@@ -302,6 +302,9 @@ class Call:
         parts = ", ".join(f"{counts[r]} {r}" for r in ordered)
         total = len(self.views)
         detail = f"no container instance meets all requirements: {parts} ({total} instances)"
+        if counts.keys() & {model.ATTRIBUTE, model.MISSING_ATTRIBUTE}:  # say which: the
+            # task's own memberOf, or one a definition implies (an agent's policy, issue 18)
+            detail += "; memberOf " + " and ".join(str(e) for e in self.rules.member_of)
         return Failure(ordered[-1], detail, dict(counts))
 
 
