@@ -27,6 +27,7 @@ from agent import (
     identity,
     image_cleanup,
     reconcile,
+    restart_ledger,
 )
 from agent.credentials import TaskEndpoint
 from agent.docker_driver import DockerDriver, DockerUnavailable, DriverError, PullError
@@ -106,7 +107,10 @@ class Agent:
         self.desired: dict[str, agent_pb2.DesiredTask] = {}
         self.version = 0
         self.have_full = False
-        self.local: dict[str, LocalTask] = {}
+        self.local: dict[str, LocalTask] = {
+            arn: LocalTask(restarts=counts)
+            for arn, counts in restart_ledger.load(config.state_dir).items()
+        }
         self.reported: dict[str, bytes] = {}
         self.docker_healthy = True
         self.wake = asyncio.Event()
@@ -246,10 +250,12 @@ class Agent:
         else:
             for t in msg.tasks:
                 self.desired[t.task_arn] = t
+            forgotten = [self.local.pop(arn, None) for arn in msg.forget]
             for arn in msg.forget:
                 self.desired.pop(arn, None)
-                self.local.pop(arn, None)
                 self.reported.pop(arn, None)
+            if any(loc is not None and loc.restarts for loc in forgotten):
+                self._save_restarts()
         self.version = msg.version
         self.wake.set()
         return True
@@ -363,7 +369,15 @@ class Agent:
             self._fail(loc, action, _reason("CannotStartContainerError", err))
             return
         loc.restarts[action.container] = loc.restarts.get(action.container, 0) + 1
+        self._save_restarts()
         log.info("restarted %s of %s (restart policy)", action.container, action.task_arn)
+
+    def _save_restarts(self) -> None:
+        counts = {arn: loc.restarts for arn, loc in self.local.items() if loc.restarts}
+        try:
+            restart_ledger.save(self.config.state_dir, counts)
+        except OSError as err:  # the count is a report, never a reason to stop
+            log.warning("cannot save restart counts: %s", err)
 
     async def _with_gpus(self, spec: agent_pb2.ContainerSpec) -> agent_pb2.ContainerSpec:
         """A copy of the spec naming free GPUs of this host (resourceRequirements GPU).

@@ -4,9 +4,12 @@ the reverse stop order (issue 18)."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
+from agent import restart_ledger
 from agent.docker_driver import ObservedContainer
 from agent.reconcile import LocalTask, Restart, Start, Stop, plan
+from agent.runtime import Agent, AgentConfig
 from controller import ecs_views, lifecycle
 from controller.model import ContainerState, Task
 from dockyard.arns import ArnFactory
@@ -176,3 +179,16 @@ def test_the_controller_shows_restarts_in_the_reason_and_an_event() -> None:
     assert change is not None and "container app restarted by its restartPolicy" in change.messages
     view = ecs_views.task_view(t, ArnFactory())
     assert view["containers"][0]["reason"] == "Restarted 2 times by its restartPolicy"
+
+
+async def test_restart_counts_survive_an_agent_restart(tmp_path: Path) -> None:
+    config = AgentConfig(controller="127.0.0.1:1", state_dir=tmp_path)
+    first = Agent(config)
+    first.local[ARN] = LocalTask(restarts={"app": 3})
+    first._save_restarts()
+    await first.driver.close()
+    again = Agent(config)  # the same state dir: the same instance, its counts kept
+    assert again.local[ARN].restarts == {"app": 3}
+    await again.driver.close()
+    (tmp_path / restart_ledger.FILE).write_text("not json")
+    assert restart_ledger.load(tmp_path) == {}  # unreadable: counted from 0, said in the log
