@@ -427,6 +427,8 @@ class TaskEndpoint:
             doc["ExitCode"] = cstatus.exit_code
         if cstatus is not None and cstatus.health in ("HEALTHY", "UNHEALTHY"):
             doc["Health"] = {"status": cstatus.health}
+        if spec.restart_policy.enabled:  # ECS's metadata v4 field, with a restart policy
+            doc["RestartCount"] = cstatus.restart_count if cstatus else 0
         data = await self.inspect(docker_name(task, spec))
         if data is not None:
             doc.update(_from_inspect(data, task.network_mode or "bridge"))

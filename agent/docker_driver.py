@@ -27,6 +27,7 @@ import aiohttp
 from aiodocker.exceptions import DockerError
 from aiodocker.volumes import DockerVolume
 
+from agent import host_config
 from agent.observed import ObservedContainer
 from agent.pull_progress import PullProgress
 from dockyard import labels
@@ -138,6 +139,7 @@ def container_config(
             "Type": spec.log_config.driver,
             "Config": dict(spec.log_config.options),
         }
+    host_config.apply(config, task, spec, docker_names)
     return config
 
 
@@ -318,6 +320,7 @@ def observed_from_inspect(data: dict[str, Any]) -> ObservedContainer | None:
         bindings=_bindings(data),
         image_id=str(data.get("Image") or ""),
         image=str((data.get("Config") or {}).get("Image") or ""),
+        gpu_ids=[g for g in lab.get(host_config.GPU_LABEL, "").split(",") if g],
     )
 
 
@@ -714,6 +717,11 @@ class DockerDriver:
                 return state
             await asyncio.sleep(min(0.01 * 2**attempt, 0.2))
         raise ContainerError(f"CannotCreateContainerError: {name}: name stays in conflict")
+
+    async def restart(self, docker_id: str) -> None:
+        """Start an exited container again, in place (restart policy): same id, same config."""
+        with self._errors(f"CannotStartContainerError: restart {docker_id}"):
+            await self._docker.containers.container(docker_id).start()
 
     async def stop(self, docker_id: str, timeout_s: int) -> None:
         """SIGTERM (or the image's stop signal), SIGKILL after timeout_s; missing is fine."""

@@ -33,6 +33,9 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         credentials_mode=args.credentials_mode,
         allow_shared_engine=getattr(args, "allow_shared_engine", False),
         allow_awslogs=getattr(args, "allow_awslogs", False),
+        disable_privileged=getattr(args, "disable_privileged", False),
+        disable_host_devices=getattr(args, "disable_host_devices", False),
+        gpus_from=getattr(args, "gpus_from", ""),
         image_cleanup=CleanupPolicy(
             args.image_cleanup_interval, args.image_min_age, args.images_per_cycle
         ),

@@ -31,3 +31,4 @@ class ObservedContainer:
     image_id: str = ""  # the image the container was created from (sha256:...)
     image: str = ""  # the reference it was created with
     image_digest: str = ""  # filled by the driver: registry digest, else image id
+    gpu_ids: list[str] = field(default_factory=list)  # from the dockyard.gpu-ids label

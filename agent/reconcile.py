@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from agent import restarts, start_order
 from agent.observed import ObservedContainer
 from dockyard.v1 import agent_pb2
 
@@ -27,6 +28,7 @@ class LocalTask:
     pull_started_at: float = 0.0
     pull_stopped_at: float = 0.0
     events: list[str] = field(default_factory=list)
+    restarts: dict[str, int] = field(default_factory=dict)  # container -> restarts by policy
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,16 @@ class Remove:
     docker_id: str
 
 
-Action = Start | Stop | Remove
+@dataclass(frozen=True)
+class Restart:
+    """Start an exited container again, in place (its restartPolicy allows it)."""
+
+    task_arn: str
+    container: str
+    docker_id: str
+
+
+Action = Start | Stop | Remove | Restart
 
 
 @dataclass
@@ -77,7 +88,7 @@ def plan(
     result = Plan(actions=[], statuses={}, local_stops={})
     containers = by_task(observed)
     for arn, task in desired.items():
-        _plan_task(task, containers.get(arn, {}), local.get(arn) or LocalTask(), result)
+        _plan_task(task, containers.get(arn, {}), local.get(arn) or LocalTask(), now, result)
     for arn, named in containers.items():
         if arn not in desired:
             _plan_unwanted(arn, named, now, retention_s, result)
@@ -85,40 +96,83 @@ def plan(
 
 
 def _plan_task(
-    task: agent_pb2.DesiredTask, seen: dict[str, ObservedContainer], loc: LocalTask, result: Plan
+    task: agent_pb2.DesiredTask,
+    seen: dict[str, ObservedContainer],
+    loc: LocalTask,
+    now: float,
+    result: Plan,
 ) -> None:
     stop_code, reason = loc.stop_code, loc.stopped_reason
+    again = _to_restart(task, seen) if task.desired_status == "RUNNING" and not stop_code else {}
     if task.desired_status == "RUNNING" and not stop_code:
-        stop_code, reason = _self_stop(task, seen)
+        stop_code, reason = _self_stop(task, seen, again) or _unmet_dependency(task, seen, now)
         if stop_code:
             result.local_stops[task.task_arn] = (stop_code, reason)
     stopping = task.desired_status != "RUNNING" or bool(stop_code)
     for spec in task.containers:
         obs = seen.get(spec.name)
         if stopping:
-            if obs is not None and obs.state in RUNNING_STATES:
+            if (
+                obs is not None
+                and obs.state in RUNNING_STATES
+                and start_order.may_stop(spec.name, task, seen)
+            ):
                 timeout = spec.stop_timeout_s or task.stop_timeout_s or 30
                 result.actions.append(Stop(task.task_arn, obs.docker_id, timeout))
-        elif obs is None or obs.state == "created":
+        elif (obs is None or obs.state == "created") and start_order.gate(
+            spec.name, task, seen, now
+        ).go:
             result.actions.append(Start(task.task_arn, spec.name))
-    result.statuses[task.task_arn] = task_status(task, seen, stopping, stop_code, reason, loc)
+        elif spec.name in again and obs is not None:
+            result.actions.append(Restart(task.task_arn, spec.name, obs.docker_id))
+    result.statuses[task.task_arn] = task_status(
+        task, seen, stopping, stop_code, reason, loc, set() if stopping else set(again)
+    )
 
 
-def _self_stop(task: agent_pb2.DesiredTask, seen: dict[str, ObservedContainer]) -> tuple[str, str]:
-    """Reasons the agent stops a task on its own: an essential container exited or vanished."""
+def _to_restart(task: agent_pb2.DesiredTask, seen: dict[str, ObservedContainer]) -> dict[str, str]:
+    """Exited containers whose restartPolicy restarts them now (name -> docker id)."""
+    out = {}
+    for spec in task.containers:
+        obs = seen.get(spec.name)
+        if obs is not None and restarts.why_not(spec, obs) is None:
+            out[spec.name] = obs.docker_id
+    return out
+
+
+def _unmet_dependency(
+    task: agent_pb2.DesiredTask, seen: dict[str, ObservedContainer], now: float
+) -> tuple[str, str]:
+    """A container not started yet whose dependsOn can never be met fails the task."""
+    for spec in task.containers:
+        obs = seen.get(spec.name)
+        if obs is None or obs.state == "created":
+            failure = start_order.gate(spec.name, task, seen, now).failure
+            if failure:
+                return "TaskFailedToStart", f"CannotStartContainerError: {failure}"
+    return "", ""
+
+
+def _self_stop(
+    task: agent_pb2.DesiredTask, seen: dict[str, ObservedContainer], again: dict[str, str]
+) -> tuple[str, str] | None:
+    """Reasons the agent stops a task on its own: an essential container exited (and its
+    restart policy, if any, does not restart it) or vanished."""
     started = task.known_status in STARTED_STATUSES
     for spec in task.containers:
         obs = seen.get(spec.name)
-        if not spec.essential:
+        if not spec.essential or spec.name in again:
             continue
         if obs is not None and obs.state in EXITED_STATES:
+            why = restarts.why_not(spec, obs)
             return (
                 "EssentialContainerExited",
-                f"Essential container in task exited ({spec.name}: exit code {obs.exit_code})",
+                f"Essential container in task exited ({spec.name}: exit code {obs.exit_code})"
+                + (f"; {why}" if why else ""),
             )
         if obs is None and started:
             return "EssentialContainerExited", f"Container {spec.name} vanished"
-    return "", ""
+    return None
 
 
 def _plan_unwanted(
@@ -133,9 +187,16 @@ def _plan_unwanted(
 
 
 def container_status(
-    spec: agent_pb2.ContainerSpec, obs: ObservedContainer | None, stopping: bool
+    spec: agent_pb2.ContainerSpec,
+    obs: ObservedContainer | None,
+    stopping: bool,
+    restarting: bool = False,
+    restart_count: int = 0,
 ) -> agent_pb2.ContainerStatus:
-    status = agent_pb2.ContainerStatus(name=spec.name)
+    status = agent_pb2.ContainerStatus(name=spec.name, restart_count=restart_count)
+    if obs is not None and restarting:  # exited, started again in place: still RUNNING
+        status.docker_id, status.health, status.last_status = obs.docker_id, obs.health, "RUNNING"
+        return status
     if obs is None:
         status.last_status = "STOPPED" if stopping else "PENDING"
         return status
@@ -158,6 +219,7 @@ def container_status(
         status.bindings.append(
             agent_pb2.PortBinding(container_port=cport, host_port=hport, protocol=proto, bind_ip=ip)
         )
+    status.gpu_ids.extend(obs.gpu_ids)  # issue 18: the GPUs the container was given
     return status
 
 
@@ -168,8 +230,15 @@ def task_status(
     stop_code: str,
     reason: str,
     loc: LocalTask,
+    restarting: set[str] | None = None,
 ) -> agent_pb2.TaskStatus:
-    containers = [container_status(s, seen.get(s.name), stopping) for s in task.containers]
+    restarting = restarting or set()
+    containers = [
+        container_status(
+            s, seen.get(s.name), stopping, s.name in restarting, loc.restarts.get(s.name, 0)
+        )
+        for s in task.containers
+    ]
     states = [c.last_status for c in containers]
     essential = [
         c.last_status for c, s in zip(containers, task.containers, strict=True) if s.essential

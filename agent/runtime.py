@@ -17,11 +17,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent import __version__, engine_claim, enroll, host, identity, image_cleanup, reconcile
+from agent import (
+    __version__,
+    engine_claim,
+    enroll,
+    gpus,
+    host,
+    host_config,
+    identity,
+    image_cleanup,
+    reconcile,
+    restart_ledger,
+)
 from agent.credentials import TaskEndpoint
 from agent.docker_driver import DockerDriver, DockerUnavailable, DriverError, PullError
 from agent.image_cleanup import CleanupPolicy
-from agent.reconcile import LocalTask, Remove, Start, Stop
+from agent.reconcile import LocalTask, Remove, Restart, Start, Stop
 from agent.session import Handlers, Session
 from dockyard.v1 import agent_pb2
 
@@ -49,6 +60,9 @@ class AgentConfig:
     allow_shared_engine: bool = False  # tests and simulations only (agent/engine_claim.py)
     allow_awslogs: bool = False  # the operator vouches the engine can reach CloudWatch Logs
     image_cleanup: CleanupPolicy = field(default_factory=CleanupPolicy)
+    disable_privileged: bool = False  # ECS_DISABLE_PRIVILEGED
+    disable_host_devices: bool = False  # refuse linuxParameters.devices
+    gpus_from: str = ""  # tests: declare GPUs (one id per line) instead of nvidia-smi
 
 
 def _auth(spec: agent_pb2.ContainerSpec) -> dict[str, str] | None:
@@ -94,7 +108,10 @@ class Agent:
         self.desired: dict[str, agent_pb2.DesiredTask] = {}
         self.version = 0
         self.have_full = False
-        self.local: dict[str, LocalTask] = {}
+        self.local: dict[str, LocalTask] = {
+            arn: LocalTask(restarts=counts)
+            for arn, counts in restart_ledger.load(config.state_dir).items()
+        }
         self.reported: dict[str, bytes] = {}
         self.docker_healthy = True
         self.wake = asyncio.Event()
@@ -102,6 +119,8 @@ class Agent:
         self._log_tasks: dict[int, asyncio.Task[None]] = {}
         self._loops: list[asyncio.Task[None]] = []
         self.claim: engine_claim.Claim | None = None
+        self.gpus = gpus.detect(config.gpus_from)
+        self._gpus_claimed: set[str] = set()  # picked for containers being created
 
     async def claim_engine(self) -> None:
         """Hold this Docker engine before touching its host's settings; raises
@@ -179,6 +198,7 @@ class Agent:
                 else {}
             ),
             **self.config.attributes,
+            **self._policy,
         }
         return agent_pb2.Register(
             instance_id=self.identity.instance_id,
@@ -190,6 +210,7 @@ class Agent:
                 memory_mib=max(0, info.memory_mib - self.config.reserved_memory),
                 reserved_tcp_ports=reserved_tcp,
                 reserved_udp_ports=reserved_udp,
+                gpu_ids=self.gpus,
             ),
             attributes=attrs,
             tasks=reconcile.snapshot(observed),
@@ -198,6 +219,11 @@ class Agent:
             # plaintext only: over mutual TLS the certificate proves who we are
             instance_secret=self.identity.secret if self.session.channel_factory is None else "",
         )
+
+    @property
+    def _policy(self) -> dict[str, str]:
+        c = self.config
+        return host_config.policy_attributes(c.disable_privileged, c.disable_host_devices)
 
     async def _reserved_ports(self, observed: list) -> tuple[list[int], list[int]]:
         docker_tcp, docker_udp = await self.driver.host_ports_in_use()
@@ -230,10 +256,12 @@ class Agent:
         else:
             for t in msg.tasks:
                 self.desired[t.task_arn] = t
+            forgotten = [self.local.pop(arn, None) for arn in msg.forget]
             for arn in msg.forget:
                 self.desired.pop(arn, None)
-                self.local.pop(arn, None)
                 self.reported.pop(arn, None)
+            if any(loc is not None and loc.restarts for loc in forgotten):
+                self._save_restarts()
         self.version = msg.version
         self.wake.set()
         return True
@@ -283,6 +311,8 @@ class Agent:
             key, coro = ("start", action.task_arn, action.container), self._start(action)
         elif isinstance(action, Stop):
             key, coro = ("stop", action.docker_id, ""), self._stop(action)
+        elif isinstance(action, Restart):
+            key, coro = ("restart", action.docker_id, ""), self._restart(action)
         else:
             key, coro = ("remove", action.docker_id, ""), self._remove(action)
         if key in self._inflight:
@@ -310,6 +340,10 @@ class Agent:
             )
             self._fail(loc, action, reason)
             return
+        refusal = host_config.refused_by_policy(spec, self._policy)
+        if refusal:
+            self._fail(loc, action, refusal)
+            return
         try:
             loc.pull_started_at = loc.pull_started_at or time.time()
             await self.driver.ensure_image(
@@ -322,9 +356,13 @@ class Agent:
             if self.driver.was_pulled(spec.image):
                 self.images.used(spec.image)
             spec = await self.endpoint.prepare(task, spec)
-            await self.driver.create_and_start(
-                task, spec, self.identity.instance_id, self.endpoint.networks(task)
-            )
+            spec = await self._with_gpus(spec)
+            try:
+                await self.driver.create_and_start(
+                    task, spec, self.identity.instance_id, self.endpoint.networks(task)
+                )
+            finally:
+                self._gpus_claimed.difference_update(spec.gpu_ids)
         except PullError as err:
             self._fail(loc, action, _reason("CannotPullContainerError", err))
         except DockerUnavailable:
@@ -332,8 +370,51 @@ class Agent:
         except DriverError as err:
             self._fail(loc, action, _reason("CannotStartContainerError", err))
 
+    async def _restart(self, action: Restart) -> None:
+        """restartPolicy: start the exited container again and count it."""
+        loc = self.local.setdefault(action.task_arn, LocalTask())
+        try:
+            await self.driver.restart(action.docker_id)
+        except DockerUnavailable:
+            self.docker_healthy = False
+            return
+        except DriverError as err:
+            self._fail(loc, action, _reason("CannotStartContainerError", err))
+            return
+        loc.restarts[action.container] = loc.restarts.get(action.container, 0) + 1
+        self._save_restarts()
+        log.info("restarted %s of %s (restart policy)", action.container, action.task_arn)
+
+    def _save_restarts(self) -> None:
+        counts = {arn: loc.restarts for arn, loc in self.local.items() if loc.restarts}
+        try:
+            restart_ledger.save(self.config.state_dir, counts)
+        except OSError as err:  # the count is a report, never a reason to stop
+            log.warning("cannot save restart counts: %s", err)
+
+    async def _with_gpus(self, spec: agent_pb2.ContainerSpec) -> agent_pb2.ContainerSpec:
+        """A copy of the spec naming free GPUs of this host (resourceRequirements GPU).
+        In use: those on our containers' labels and those being created now."""
+        if not spec.gpus:
+            return spec
+        if spec.gpu_ids:  # picked already: nothing to do
+            return spec
+        observed = await self._observe()
+        in_use = {g for o in observed if o.state not in ("exited", "dead") for g in o.gpu_ids}
+        picked = gpus.pick(self.gpus, in_use | self._gpus_claimed, spec.gpus)
+        if not picked:
+            raise DriverError(
+                f"CannotStartContainerError: {spec.name}: {spec.gpus} GPU(s) asked, "
+                f"{len(self.gpus) - len(in_use | self._gpus_claimed)} free on this instance"
+            )
+        self._gpus_claimed.update(picked)
+        out = agent_pb2.ContainerSpec()
+        out.CopyFrom(spec)
+        out.gpu_ids[:] = picked
+        return out
+
     @staticmethod
-    def _fail(loc: LocalTask, action: Start, reason: str) -> None:
+    def _fail(loc: LocalTask, action: Start | Restart, reason: str) -> None:
         log.warning(
             "task %s container %s failed to start: %s", action.task_arn, action.container, reason
         )

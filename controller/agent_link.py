@@ -61,6 +61,7 @@ class AgentLink:
         inst.memory_total = max(0, reg.total.memory_mib)
         inst.reserved_tcp = sorted({p for p in reg.total.reserved_tcp_ports if 0 < p < 65536})
         inst.reserved_udp = sorted({p for p in reg.total.reserved_udp_ports if 0 < p < 65536})
+        inst.gpu_ids = sorted({g[:128] for g in reg.total.gpu_ids})[:64]
         inst.attributes = {k[:128]: v[:128] for k, v in list(reg.attributes.items())[:100]}
         inst.epoch += 1
         inst.connected, inst.docker_healthy, inst.disconnected_at = True, True, None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from controller.desired_host import add_host_settings
 from controller.model import Task, TaskDefinition
 from controller.taskdef import DEFAULT_STOP_TIMEOUT
 from dockyard.v1 import agent_pb2
@@ -97,6 +98,7 @@ def container_spec(cdef: dict[str, Any], task: Task, index: int) -> agent_pb2.Co
         links=cdef.get("links", []),
         hostname=cdef.get("hostname", ""),
     )
+    add_host_settings(spec, cdef)
     health = _health(cdef.get("healthCheck"))
     if health is not None:
         spec.health_check.CopyFrom(health)
@@ -118,6 +120,8 @@ def desired_task(
         desired_status=task.desired_status,
         containers=[container_spec(c, task, i) for i, c in enumerate(defs)],
         network_mode=td.doc.get("networkMode", "bridge"),
+        pid_mode=td.doc.get("pidMode", ""),  # issue 18
+        ipc_mode=td.doc.get("ipcMode", ""),
         stop_code=task.stop_code,
         stopped_reason=task.stopped_reason,
         task_role_arn=task.overrides.get("taskRoleArn") or td.doc.get("taskRoleArn", ""),

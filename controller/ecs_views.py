@@ -13,6 +13,14 @@ from controller.state import ClusterState
 from dockyard.arns import ArnFactory
 
 
+def _restarts(count: int) -> str | None:
+    """ECS's Container has no restart count (its metadata endpoint's RestartCount does):
+    a container restarted by its restartPolicy says so in its reason (issue 18)."""
+    if not count:
+        return None
+    return f"Restarted {count} time{'s' if count > 1 else ''} by its restartPolicy"
+
+
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
 
@@ -66,7 +74,7 @@ def task_view(t: Task, arns: ArnFactory, tags: bool = False) -> dict[str, Any]:
                     "runtimeId": c.runtime_id or None,
                     "lastStatus": c.last_status,
                     "exitCode": c.exit_code,
-                    "reason": c.reason or None,
+                    "reason": c.reason or _restarts(c.restart_count),
                     "networkBindings": c.bindings
                     or [
                         {
@@ -78,6 +86,7 @@ def task_view(t: Task, arns: ArnFactory, tags: bool = False) -> dict[str, Any]:
                         for p in c.ports
                     ],
                     "networkInterfaces": [],
+                    "gpuIds": c.gpu_ids or None,  # issue 18
                     "healthStatus": c.health,
                     "imageDigest": c.image_digest or None,
                     "cpu": str(c.cpu),
@@ -159,6 +168,22 @@ def _resources(
     ]
 
 
+def _gpus(ids: list[str]) -> list[dict[str, Any]]:
+    """ECS's GPU resource: the host's GPU ids (issue 18)."""
+    if not ids:
+        return []
+    return [
+        {
+            "name": "GPU",
+            "type": "STRINGSET",
+            "stringSetValue": list(ids),
+            "integerValue": 0,
+            "doubleValue": 0.0,
+            "longValue": 0,
+        }
+    ]
+
+
 def instance_view(inst: Instance, state: ClusterState, tags: bool = False) -> dict[str, Any]:
     """ECS's ContainerInstance; `tags`: show its tags (ECS: only with include TAGS)."""
     view = state.views.get(inst.arn)
@@ -181,7 +206,8 @@ def instance_view(inst: Instance, state: ClusterState, tags: bool = False) -> di
         "remainingResources": remaining,
         "registeredResources": _resources(
             inst.cpu_total, inst.memory_total, inst.reserved_tcp, inst.reserved_udp
-        ),
+        )
+        + _gpus(inst.gpu_ids),
         "status": inst.status,
         "agentConnected": inst.connected,
         "runningTasksCount": sum(t.last_status == "RUNNING" for t in tasks),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controller.model import CONTAINER_STATUSES, STATUS_RANK, Task
+from controller.model import CONTAINER_STATUSES, STATUS_RANK, ContainerState, Task
 from dockyard.v1 import agent_pb2
 
 HEALTH = ("HEALTHY", "UNHEALTHY", "UNKNOWN")
@@ -83,6 +83,7 @@ def _apply_containers(task: Task, report: agent_pb2.TaskStatus, messages: list[s
         c = by_name.get(rc.name)
         if c is None:
             raise BadReport(f"task {task.arn} has no container {rc.name!r}")
+        changed = _restarts_and_gpus(c, rc, messages) or changed
         new_status = rc.last_status or c.last_status
         if CONTAINER_STATUSES.index(new_status) < CONTAINER_STATUSES.index(c.last_status):
             continue
@@ -111,6 +112,22 @@ def _apply_containers(task: Task, report: agent_pb2.TaskStatus, messages: list[s
                     f"container {c.name} exited with code {c.exit_code}"
                     + (f": {c.reason}" if c.reason else "")
                 )
+    return changed
+
+
+def _restarts_and_gpus(
+    c: ContainerState, rc: agent_pb2.ContainerStatus, messages: list[str]
+) -> bool:
+    """Issue 18: restarts by the container's restartPolicy (each an event) and the GPUs the
+    agent gave it. True when either changed."""
+    changed = False
+    if rc.restart_count > c.restart_count:
+        c.restart_count = rc.restart_count
+        messages.append(f"container {c.name} restarted by its restartPolicy")
+        changed = True
+    if rc.gpu_ids and list(rc.gpu_ids) != c.gpu_ids:
+        c.gpu_ids = list(rc.gpu_ids)
+        changed = True
     return changed
 
 

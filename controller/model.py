@@ -91,6 +91,8 @@ class ContainerState:
     image_digest: str = ""  # what the agent ran (registry digest, else image id)
     command: list[str] | None = None
     environment: list[dict[str, str]] | None = None
+    restart_count: int = 0  # restarts by the container's restartPolicy (issue 18)
+    gpu_ids: list[str] = field(default_factory=list)  # the GPUs the agent gave it
 
 
 @dataclass
@@ -159,6 +161,7 @@ class Instance:
     memory_total: int = 0
     reserved_tcp: list[int] = field(default_factory=list)
     reserved_udp: list[int] = field(default_factory=list)
+    gpu_ids: list[str] = field(default_factory=list)  # reported by the agent (issue 18)
     attributes: dict[str, str] = field(default_factory=dict)  # reported by the agent
     custom_attributes: dict[str, str] = field(default_factory=dict)  # set with PutAttributes
     epoch: int = 0

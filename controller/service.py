@@ -568,6 +568,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         raw = list(body.get("placementConstraints") or []) + list(
             td.doc.get("placementConstraints") or []
         )
+        raw += taskdef.taskdef_host.implied_constraints(td.doc)  # issue 18: agent policies
         out = []
         for i, c in enumerate(raw):
             if not isinstance(c, dict):
@@ -613,6 +614,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
             dynamic_tcp=dyn_tcp,
             dynamic_udp=dyn_udp,
             group=group,
+            gpus=taskdef.taskdef_host.task_gpus(td.doc),  # issue 18: resourceRequirements GPU
         )
 
     def _new_task(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
+from controller import taskdef_host
 from controller.model import Cluster, Instance, Task, TaskDefinition, to_doc
 from controller.placement.model import ChangeLog, InstanceView, LiveViews
 from controller.records import Put
@@ -50,6 +51,7 @@ class ClusterState:
         self.instances_in_cluster: dict[str, dict[str, None]] = defaultdict(dict)
         self._cluster_views: dict[str, LiveViews] = {}  # invalidated on change
         self.view_changes = ChangeLog()  # views changed in place by claims (placement reads it)
+        self._task_gpus: dict[str, int] = {}  # task -> GPUs it claimed (issue 18)
 
     # ------------------------------------------------------------------ objects
 
@@ -130,6 +132,8 @@ class ClusterState:
         self.view_changes.append(view.arn)
         view.cpu_free -= sign * task.cpu
         view.memory_free -= sign * task.memory
+        gpus = self._gpus_of(task) if sign > 0 else self._task_gpus.pop(task.arn, 0)
+        view.gpu_free -= sign * gpus
         view.running_tasks_count += sign
         if task.group:
             count = view.task_groups.get(task.group, 0) + sign
@@ -145,6 +149,14 @@ class ClusterState:
             inst = self.instances[task.instance_arn]
             view.tcp_ports_used -= tcp - set(inst.reserved_tcp)
             view.udp_ports_used -= udp - set(inst.reserved_udp)
+
+    def _gpus_of(self, task: Task) -> int:
+        """GPUs a task holds (resourceRequirements), remembered until it releases them."""
+        td = self.taskdefs.get(task.family, {}).get(task.revision)
+        gpus = taskdef_host.task_gpus(td.doc) if td is not None else 0
+        if gpus:
+            self._task_gpus[task.arn] = gpus
+        return gpus
 
     def refresh_view(self, instance_arn: str) -> InstanceView:
         """Rebuild an instance's placement view from its totals and its active tasks."""
@@ -165,6 +177,7 @@ class ClusterState:
             task_groups={},
             cpu_total=inst.cpu_total,
             memory_total=inst.memory_total,
+            gpu_free=len(inst.gpu_ids),
         )
         self.views[instance_arn] = view
         self._cluster_views.pop(inst.cluster, None)

@@ -12,6 +12,7 @@ from typing import Any
 
 from controller import taskdef_apps as apps
 from controller import taskdef_fields as fields
+from controller import taskdef_host
 from controller.request_limits import check_image, check_task_definition_size
 from dockyard.errors import ApiError, client_error, invalid
 
@@ -178,6 +179,9 @@ def _container(c: Any, i: int, network_mode: str) -> dict[str, Any]:
         )
     if "versionConsistency" in c:
         apps.version_consistency(c["versionConsistency"], f"{f}.versionConsistency")
+    out.setdefault("mountPoints", [])
+    out.setdefault("volumesFrom", [])
+    out.update(taskdef_host.check_container(c, f, network_mode))
     return out
 
 
@@ -226,6 +230,7 @@ def validate(body: dict[str, Any]) -> dict[str, Any]:
     _storage(containers, {v["name"] for v in volumes})
     out = {k: v for k, v in body.items() if k not in ("tags",)}
     out.update(family=family, networkMode=network_mode, containerDefinitions=containers)
+    out.update(taskdef_host.check_task(body, containers))
     if body.get("cpu") not in (None, ""):
         out["cpu"] = str(parse_cpu(body["cpu"], "cpu"))
     if body.get("memory") not in (None, ""):

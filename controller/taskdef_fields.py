@@ -15,31 +15,45 @@ from typing import Any
 
 from dockyard.errors import invalid
 
-_LATER = "is not applied on Docker by Dockyard yet; remove it"
-
 # ---------------------------------------------------------------- ContainerDefinition
 
 CONTAINER_HONOURED = frozenset(
     {
         "command",
         "cpu",
+        "dependsOn",
+        "disableNetworking",
+        "dnsSearchDomains",
+        "dnsServers",
         "dockerLabels",
+        "dockerSecurityOptions",
         "entryPoint",
         "environment",
         "essential",
+        "extraHosts",
         "healthCheck",
         "hostname",
         "image",
+        "interactive",
         "links",
+        "linuxParameters",
         "logConfiguration",
         "memory",
         "memoryReservation",
         "mountPoints",
         "name",
         "portMappings",
+        "privileged",
+        "pseudoTerminal",
+        "readonlyRootFilesystem",
         "repositoryCredentials",
+        "resourceRequirements",
+        "restartPolicy",
         "secrets",
+        "startTimeout",
         "stopTimeout",
+        "systemControls",
+        "ulimits",
         "user",
         "versionConsistency",
         "volumesFrom",
@@ -50,26 +64,10 @@ CONTAINER_HONOURED = frozenset(
 CONTAINER_REFUSED = {
     "credentialSpecs": "Active Directory credential specs are for Windows containers; "
     "Dockyard runs Linux containers",
-    "dependsOn": _LATER,
-    "disableNetworking": f"{_LATER} (networkMode none gives a container no network)",
-    "dnsSearchDomains": _LATER,
-    "dnsServers": _LATER,
-    "dockerSecurityOptions": _LATER,
     "environmentFiles": "environment files are read from Amazon S3, which Dockyard has no "
     "access to: use environment, or secrets (dockyard secrets put)",
-    "extraHosts": _LATER,
     "firelensConfiguration": "FireLens needs a log router AWS provisions: use "
     "logConfiguration with the fluentd or gelf driver",
-    "interactive": _LATER,
-    "linuxParameters": _LATER,
-    "privileged": _LATER,
-    "pseudoTerminal": _LATER,
-    "readonlyRootFilesystem": _LATER,
-    "resourceRequirements": _LATER,
-    "restartPolicy": _LATER,
-    "startTimeout": _LATER,
-    "systemControls": _LATER,
-    "ulimits": _LATER,
 }
 
 # ---------------------------------------------------------------- RegisterTaskDefinition
@@ -80,8 +78,10 @@ TASK_HONOURED = frozenset(
         "cpu",
         "executionRoleArn",
         "family",
+        "ipcMode",
         "memory",
         "networkMode",
+        "pidMode",
         "placementConstraints",
         "requiresCompatibilities",
         "runtimePlatform",
@@ -96,8 +96,6 @@ TASK_REFUSED = {
     "inject faults with docker kill/pause or the lab's chaos tools",
     "ephemeralStorage": "a Fargate setting: on a Docker host a task's disk is the host's",
     "inferenceAccelerators": "Elastic Inference accelerators exist only on AWS",
-    "ipcMode": _LATER,
-    "pidMode": _LATER,
     "proxyConfiguration": "App Mesh proxy configuration needs awsvpc network mode, which "
     "Dockyard does not have",
     "trustedExecutionConfiguration": "trusted execution needs AWS Nitro hardware",
@@ -127,17 +125,19 @@ VOLUME_REFUSED = {
 
 # ---------------------------------------------------------------- LinuxParameters
 
-LINUX_PARAMETERS_HONOURED: frozenset[str] = frozenset()
+LINUX_PARAMETERS_HONOURED = frozenset(
+    {
+        "capabilities",
+        "devices",
+        "initProcessEnabled",
+        "maxSwap",
+        "sharedMemorySize",
+        "swappiness",
+        "tmpfs",
+    }
+)
 
-LINUX_PARAMETERS_REFUSED = {
-    "capabilities": _LATER,
-    "devices": _LATER,
-    "initProcessEnabled": _LATER,
-    "maxSwap": _LATER,
-    "sharedMemorySize": _LATER,
-    "swappiness": _LATER,
-    "tmpfs": _LATER,
-}
+LINUX_PARAMETERS_REFUSED: dict[str, str] = {}
 
 # Values that ask for nothing: ECS writes them into exported definitions, so they pass.
 _HARMLESS: dict[str, tuple[Any, ...]] = {

@@ -33,3 +33,9 @@ def container_labels(
         INSTANCE: instance_id,
     }
     return ours | {ECS_ALIASES[k]: v for k, v in ours.items() if k in ECS_ALIASES}
+
+
+# Instance attributes an agent's policy flags report (issue 18): placement keeps tasks the
+# policy refuses off the instance (controller/taskdef_host.implied_constraints).
+PRIVILEGED_DISABLED = "dockyard.policy.privileged-disabled"  # dockyard agent --disable-privileged
+HOST_DEVICES_DISABLED = "dockyard.policy.host-devices-disabled"  # --disable-host-devices

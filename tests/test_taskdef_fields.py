@@ -117,14 +117,14 @@ def _refusal(body: dict[str, Any]) -> str:
             "name@sha256",
         ),
         (
-            td({"ulimits": [{"name": "nofile", "softLimit": 1, "hardLimit": 1}]}),
-            "containerDefinitions[0].ulimits",
-            "not applied",
+            td({"ulimits": [{"name": "nofile", "softLimit": 2, "hardLimit": 1}]}),
+            "containerDefinitions[0].ulimits[0].softLimit",
+            "exceeds hardLimit",
         ),
         (
             td({"dependsOn": [{"containerName": "nope", "condition": "START"}]}),
-            "containerDefinitions[0].dependsOn",
-            "not applied",
+            "containerDefinitions[0].dependsOn[0].containerName",
+            "is not a container of this task definition",
         ),
         (
             td({"logConfiguration": {"logDriver": "splunk"}}),

@@ -13,7 +13,7 @@ import logging
 from collections import defaultdict
 from typing import Any
 
-from controller import placement
+from controller import placement, taskdef_host
 from controller.model import Instance, Task, TaskDefinition, now
 from controller.orchestrator import planner
 from controller.orchestrator.model import (
@@ -266,6 +266,7 @@ class ServiceScheduler:
     def _rules(self, svc: Service) -> Rules:
         td = self.taskdef(svc.task_definition)
         raw = svc.constraints + list((td.doc.get("placementConstraints") or []) if td else [])
+        raw += taskdef_host.implied_constraints(td.doc) if td else []  # issue 18
         return compile_rules(
             [placement.Constraint(c.get("type", ""), c.get("expression", "")) for c in raw]
         )

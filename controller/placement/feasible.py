@@ -36,6 +36,7 @@ FILTER_ORDER = (
     model.AGENT,
     model.CPU,
     model.MEMORY,
+    model.GPU,
     model.PORTS,
     model.PORTS_UDP,
     model.MISSING_ATTRIBUTE,
@@ -50,11 +51,12 @@ _RANK = {reason: n for n, reason in enumerate(FILTER_ORDER)}
 class _Delta:
     """What this call has taken from one instance so far."""
 
-    __slots__ = ("cpu", "groups", "memory", "tasks", "tcp", "udp")
+    __slots__ = ("cpu", "gpus", "groups", "memory", "tasks", "tcp", "udp")
 
     def __init__(self) -> None:
         self.cpu = 0
         self.memory = 0
+        self.gpus = 0
         self.tasks = 0
         self.tcp: set[int] = set()
         self.udp: set[int] = set()
@@ -117,6 +119,7 @@ class Call:
             bool(demand.dynamic_tcp),
             bool(demand.dynamic_udp),
             self.rules.distinct and bool(demand.group),
+            demand.gpus,
         )
         idx = scan(
             self.views,
@@ -141,6 +144,8 @@ class Call:
             caps.append((v.cpu_free - (d.cpu if d else 0)) // demand.cpu)
         if demand.memory:
             caps.append((v.memory_free - (d.memory if d else 0)) // demand.memory)
+        if demand.gpus:
+            caps.append((v.gpu_free - (d.gpus if d else 0)) // demand.gpus)
         if demand.tcp_ports or demand.udp_ports or self.rules.distinct:
             caps.append(1)
         for used, taken, need in (
@@ -170,6 +175,8 @@ class Call:
             return model.CPU
         if v.memory_free - (d.memory if d else 0) < demand.memory:
             return model.MEMORY
+        if demand.gpus and v.gpu_free - (d.gpus if d else 0) < demand.gpus:
+            return model.GPU
         reason = self._ports_reason(i, demand)
         if reason:
             return reason
@@ -259,6 +266,7 @@ class Call:
             d = self.deltas[i] = _Delta()
         d.cpu += demand.cpu
         d.memory += demand.memory
+        d.gpus += demand.gpus
         d.tasks += 1
         d.groups[demand.group] += 1
         d.tcp.update(demand.tcp_ports)
@@ -294,6 +302,9 @@ class Call:
         parts = ", ".join(f"{counts[r]} {r}" for r in ordered)
         total = len(self.views)
         detail = f"no container instance meets all requirements: {parts} ({total} instances)"
+        if counts.keys() & {model.ATTRIBUTE, model.MISSING_ATTRIBUTE}:  # say which: the
+            # task's own memberOf, or one a definition implies (an agent's policy, issue 18)
+            detail += "; memberOf " + " and ".join(str(e) for e in self.rules.member_of)
         return Failure(ordered[-1], detail, dict(counts))
 
 
@@ -302,12 +313,14 @@ class Call:
 
 @functools.lru_cache(maxsize=256)
 def _scanner(
-    rules: Rules, static_ports: bool, dyn_tcp: bool, dyn_udp: bool, distinct: bool
+    rules: Rules, static_ports: bool, dyn_tcp: bool, dyn_udp: bool, distinct: bool, gpus: int = 0
 ) -> Callable[..., list[int]]:
     """Generate the bulk filter for one kind of demand: a single list comprehension, with the
     memberOf expressions inlined, run once per group of identical demands."""
     ns: dict[str, Any] = {}
     conds = ["v.memory_free >= mem", "v.cpu_free >= cpu", "v.connected", "v.status == 'ACTIVE'"]
+    if gpus:
+        conds.append(f"v.gpu_free >= {int(gpus)}")
     if static_ports:
         conds.append("slow_ports(v)")
     else:  # fast path: enough free ephemeral ports even if every used port were in the range

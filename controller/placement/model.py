@@ -17,6 +17,7 @@ DRAINING = "DRAINING"  # instance is DRAINING: ECS places nothing new on it
 AGENT = "AGENT"  # ACTIVE instance whose agent is not connected (ECS's AGENT reason)
 CPU = "RESOURCE:CPU"
 MEMORY = "RESOURCE:MEMORY"
+GPU = "RESOURCE:GPU"  # fewer free GPUs than the task's resourceRequirements ask (issue 18)
 PORTS = "RESOURCE:PORTS"  # a static tcp host port is taken, or too few free ephemeral tcp ports
 PORTS_UDP = "RESOURCE:PORTS_UDP"  # the same for udp
 MISSING_ATTRIBUTE = "MissingAttribute"  # memberOf is false and names an attribute the host lacks
@@ -43,6 +44,7 @@ class InstanceView:
     task_groups: dict[str, int]
     cpu_total: int = 0
     memory_total: int = 0
+    gpu_free: int = 0
 
 
 @dataclass(slots=True)
@@ -56,6 +58,7 @@ class TaskDemand:
     dynamic_tcp: int = 0
     dynamic_udp: int = 0
     group: str = ""
+    gpus: int = 0
 
     def shape(self) -> tuple[object, ...]:
         """A hashable key: demands with equal shapes are interchangeable."""
@@ -67,6 +70,7 @@ class TaskDemand:
             self.dynamic_tcp,
             self.dynamic_udp,
             self.group,
+            self.gpus,
         )
 
 

@@ -193,6 +193,26 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "credentials for CloudWatch Logs); without it such a task stops with the reason",
     )
     a.add_argument(
+        "--disable-privileged",
+        action="store_true",
+        default=os.environ.get("ECS_DISABLE_PRIVILEGED", "").lower() == "true",
+        help="refuse privileged containers; placement keeps such tasks off this instance "
+        "(ECS_DISABLE_PRIVILEGED)",
+    )
+    a.add_argument(
+        "--disable-host-devices",
+        action="store_true",
+        help="refuse containers with linuxParameters.devices; placement keeps such tasks "
+        "off this instance",
+    )
+    a.add_argument(
+        "--gpus-from",
+        default=os.environ.get("DOCKYARD_GPUS_FROM", ""),
+        metavar="FILE",
+        help="for tests and simulations only: declare this host's GPUs (one id per line) "
+        "instead of asking nvidia-smi; placement counts them, Docker cannot use them",
+    )
+    a.add_argument(
         "--image-cleanup-interval",
         type=float,
         default=1800.0,

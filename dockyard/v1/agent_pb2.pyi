@@ -47,16 +47,18 @@ class AgentMessage(_message.Message):
     def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., status: _Optional[_Union[StatusBatch, _Mapping]] = ..., resync: _Optional[_Union[ResyncRequest, _Mapping]] = ..., log_chunk: _Optional[_Union[LogChunk, _Mapping]] = ...) -> None: ...
 
 class Resources(_message.Message):
-    __slots__ = ("cpu", "memory_mib", "reserved_tcp_ports", "reserved_udp_ports")
+    __slots__ = ("cpu", "memory_mib", "reserved_tcp_ports", "reserved_udp_ports", "gpu_ids")
     CPU_FIELD_NUMBER: _ClassVar[int]
     MEMORY_MIB_FIELD_NUMBER: _ClassVar[int]
     RESERVED_TCP_PORTS_FIELD_NUMBER: _ClassVar[int]
     RESERVED_UDP_PORTS_FIELD_NUMBER: _ClassVar[int]
+    GPU_IDS_FIELD_NUMBER: _ClassVar[int]
     cpu: int
     memory_mib: int
     reserved_tcp_ports: _containers.RepeatedScalarFieldContainer[int]
     reserved_udp_ports: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, cpu: _Optional[int] = ..., memory_mib: _Optional[int] = ..., reserved_tcp_ports: _Optional[_Iterable[int]] = ..., reserved_udp_ports: _Optional[_Iterable[int]] = ...) -> None: ...
+    gpu_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, cpu: _Optional[int] = ..., memory_mib: _Optional[int] = ..., reserved_tcp_ports: _Optional[_Iterable[int]] = ..., reserved_udp_ports: _Optional[_Iterable[int]] = ..., gpu_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Register(_message.Message):
     __slots__ = ("instance_id", "cluster", "hostname", "agent_version", "total", "attributes", "tasks", "join_token", "address", "instance_secret")
@@ -112,9 +114,11 @@ class ResyncRequest(_message.Message):
     def __init__(self, have_version: _Optional[int] = ...) -> None: ...
 
 class ContainerStatus(_message.Message):
-    __slots__ = ("name", "docker_id", "last_status", "has_exit_code", "exit_code", "reason", "health", "bindings", "image_digest")
+    __slots__ = ("name", "docker_id", "restart_count", "gpu_ids", "last_status", "has_exit_code", "exit_code", "reason", "health", "bindings", "image_digest")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DOCKER_ID_FIELD_NUMBER: _ClassVar[int]
+    RESTART_COUNT_FIELD_NUMBER: _ClassVar[int]
+    GPU_IDS_FIELD_NUMBER: _ClassVar[int]
     LAST_STATUS_FIELD_NUMBER: _ClassVar[int]
     HAS_EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +128,8 @@ class ContainerStatus(_message.Message):
     IMAGE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     name: str
     docker_id: str
+    restart_count: int
+    gpu_ids: _containers.RepeatedScalarFieldContainer[str]
     last_status: str
     has_exit_code: bool
     exit_code: int
@@ -131,7 +137,7 @@ class ContainerStatus(_message.Message):
     health: str
     bindings: _containers.RepeatedCompositeFieldContainer[PortBinding]
     image_digest: str
-    def __init__(self, name: _Optional[str] = ..., docker_id: _Optional[str] = ..., last_status: _Optional[str] = ..., has_exit_code: _Optional[bool] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., health: _Optional[str] = ..., bindings: _Optional[_Iterable[_Union[PortBinding, _Mapping]]] = ..., image_digest: _Optional[str] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., docker_id: _Optional[str] = ..., restart_count: _Optional[int] = ..., gpu_ids: _Optional[_Iterable[str]] = ..., last_status: _Optional[str] = ..., has_exit_code: _Optional[bool] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., health: _Optional[str] = ..., bindings: _Optional[_Iterable[_Union[PortBinding, _Mapping]]] = ..., image_digest: _Optional[str] = ...) -> None: ...
 
 class PortBinding(_message.Message):
     __slots__ = ("container_port", "host_port", "protocol", "bind_ip")
@@ -242,7 +248,7 @@ class DesiredState(_message.Message):
     def __init__(self, version: _Optional[int] = ..., base_version: _Optional[int] = ..., full: _Optional[bool] = ..., tasks: _Optional[_Iterable[_Union[DesiredTask, _Mapping]]] = ..., forget: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DesiredTask(_message.Message):
-    __slots__ = ("task_arn", "cluster", "family", "revision", "desired_status", "containers", "network_mode", "stop_code", "stopped_reason", "task_role_arn", "credentials", "group", "service", "known_status", "stop_timeout_s", "volumes")
+    __slots__ = ("task_arn", "cluster", "family", "revision", "desired_status", "containers", "network_mode", "pid_mode", "ipc_mode", "stop_code", "stopped_reason", "task_role_arn", "credentials", "group", "service", "known_status", "stop_timeout_s", "volumes")
     TASK_ARN_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     FAMILY_FIELD_NUMBER: _ClassVar[int]
@@ -250,6 +256,8 @@ class DesiredTask(_message.Message):
     DESIRED_STATUS_FIELD_NUMBER: _ClassVar[int]
     CONTAINERS_FIELD_NUMBER: _ClassVar[int]
     NETWORK_MODE_FIELD_NUMBER: _ClassVar[int]
+    PID_MODE_FIELD_NUMBER: _ClassVar[int]
+    IPC_MODE_FIELD_NUMBER: _ClassVar[int]
     STOP_CODE_FIELD_NUMBER: _ClassVar[int]
     STOPPED_REASON_FIELD_NUMBER: _ClassVar[int]
     TASK_ROLE_ARN_FIELD_NUMBER: _ClassVar[int]
@@ -266,6 +274,8 @@ class DesiredTask(_message.Message):
     desired_status: str
     containers: _containers.RepeatedCompositeFieldContainer[ContainerSpec]
     network_mode: str
+    pid_mode: str
+    ipc_mode: str
     stop_code: str
     stopped_reason: str
     task_role_arn: str
@@ -275,7 +285,7 @@ class DesiredTask(_message.Message):
     known_status: str
     stop_timeout_s: int
     volumes: _containers.RepeatedCompositeFieldContainer[VolumeSpec]
-    def __init__(self, task_arn: _Optional[str] = ..., cluster: _Optional[str] = ..., family: _Optional[str] = ..., revision: _Optional[int] = ..., desired_status: _Optional[str] = ..., containers: _Optional[_Iterable[_Union[ContainerSpec, _Mapping]]] = ..., network_mode: _Optional[str] = ..., stop_code: _Optional[str] = ..., stopped_reason: _Optional[str] = ..., task_role_arn: _Optional[str] = ..., credentials: _Optional[_Union[Credentials, _Mapping]] = ..., group: _Optional[str] = ..., service: _Optional[str] = ..., known_status: _Optional[str] = ..., stop_timeout_s: _Optional[int] = ..., volumes: _Optional[_Iterable[_Union[VolumeSpec, _Mapping]]] = ...) -> None: ...
+    def __init__(self, task_arn: _Optional[str] = ..., cluster: _Optional[str] = ..., family: _Optional[str] = ..., revision: _Optional[int] = ..., desired_status: _Optional[str] = ..., containers: _Optional[_Iterable[_Union[ContainerSpec, _Mapping]]] = ..., network_mode: _Optional[str] = ..., pid_mode: _Optional[str] = ..., ipc_mode: _Optional[str] = ..., stop_code: _Optional[str] = ..., stopped_reason: _Optional[str] = ..., task_role_arn: _Optional[str] = ..., credentials: _Optional[_Union[Credentials, _Mapping]] = ..., group: _Optional[str] = ..., service: _Optional[str] = ..., known_status: _Optional[str] = ..., stop_timeout_s: _Optional[int] = ..., volumes: _Optional[_Iterable[_Union[VolumeSpec, _Mapping]]] = ...) -> None: ...
 
 class VolumeSpec(_message.Message):
     __slots__ = ("name", "host_path", "docker")
@@ -397,7 +407,7 @@ class HealthCheck(_message.Message):
     def __init__(self, command: _Optional[_Iterable[str]] = ..., interval_s: _Optional[int] = ..., timeout_s: _Optional[int] = ..., retries: _Optional[int] = ..., start_period_s: _Optional[int] = ...) -> None: ...
 
 class ContainerSpec(_message.Message):
-    __slots__ = ("name", "image", "command", "entry_point", "environment", "port_mappings", "memory_mib", "memory_reservation_mib", "cpu", "essential", "stop_timeout_s", "docker_labels", "health_check", "working_directory", "user", "links", "hostname", "secrets", "registry_auth", "mounts", "volumes_from", "log_config")
+    __slots__ = ("name", "image", "command", "entry_point", "environment", "port_mappings", "memory_mib", "memory_reservation_mib", "cpu", "essential", "linux", "ulimits", "security", "dns", "depends_on", "start_timeout_s", "restart_policy", "interactive", "pseudo_terminal", "gpus", "gpu_ids", "stop_timeout_s", "docker_labels", "health_check", "working_directory", "user", "links", "hostname", "secrets", "registry_auth", "mounts", "volumes_from", "log_config")
     class DockerLabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -422,6 +432,17 @@ class ContainerSpec(_message.Message):
     MEMORY_RESERVATION_MIB_FIELD_NUMBER: _ClassVar[int]
     CPU_FIELD_NUMBER: _ClassVar[int]
     ESSENTIAL_FIELD_NUMBER: _ClassVar[int]
+    LINUX_FIELD_NUMBER: _ClassVar[int]
+    ULIMITS_FIELD_NUMBER: _ClassVar[int]
+    SECURITY_FIELD_NUMBER: _ClassVar[int]
+    DNS_FIELD_NUMBER: _ClassVar[int]
+    DEPENDS_ON_FIELD_NUMBER: _ClassVar[int]
+    START_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    RESTART_POLICY_FIELD_NUMBER: _ClassVar[int]
+    INTERACTIVE_FIELD_NUMBER: _ClassVar[int]
+    PSEUDO_TERMINAL_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    GPU_IDS_FIELD_NUMBER: _ClassVar[int]
     STOP_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     DOCKER_LABELS_FIELD_NUMBER: _ClassVar[int]
     HEALTH_CHECK_FIELD_NUMBER: _ClassVar[int]
@@ -444,6 +465,17 @@ class ContainerSpec(_message.Message):
     memory_reservation_mib: int
     cpu: int
     essential: bool
+    linux: LinuxParams
+    ulimits: _containers.RepeatedCompositeFieldContainer[Ulimit]
+    security: Security
+    dns: Dns
+    depends_on: _containers.RepeatedCompositeFieldContainer[Dependency]
+    start_timeout_s: int
+    restart_policy: RestartPolicy
+    interactive: bool
+    pseudo_terminal: bool
+    gpus: int
+    gpu_ids: _containers.RepeatedScalarFieldContainer[str]
     stop_timeout_s: int
     docker_labels: _containers.ScalarMap[str, str]
     health_check: HealthCheck
@@ -456,7 +488,7 @@ class ContainerSpec(_message.Message):
     mounts: _containers.RepeatedCompositeFieldContainer[Mount]
     volumes_from: _containers.RepeatedCompositeFieldContainer[VolumeFrom]
     log_config: LogConfig
-    def __init__(self, name: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., entry_point: _Optional[_Iterable[str]] = ..., environment: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ..., port_mappings: _Optional[_Iterable[_Union[PortMapping, _Mapping]]] = ..., memory_mib: _Optional[int] = ..., memory_reservation_mib: _Optional[int] = ..., cpu: _Optional[int] = ..., essential: _Optional[bool] = ..., stop_timeout_s: _Optional[int] = ..., docker_labels: _Optional[_Mapping[str, str]] = ..., health_check: _Optional[_Union[HealthCheck, _Mapping]] = ..., working_directory: _Optional[str] = ..., user: _Optional[str] = ..., links: _Optional[_Iterable[str]] = ..., hostname: _Optional[str] = ..., secrets: _Optional[_Mapping[str, str]] = ..., registry_auth: _Optional[_Union[RegistryAuth, _Mapping]] = ..., mounts: _Optional[_Iterable[_Union[Mount, _Mapping]]] = ..., volumes_from: _Optional[_Iterable[_Union[VolumeFrom, _Mapping]]] = ..., log_config: _Optional[_Union[LogConfig, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., entry_point: _Optional[_Iterable[str]] = ..., environment: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ..., port_mappings: _Optional[_Iterable[_Union[PortMapping, _Mapping]]] = ..., memory_mib: _Optional[int] = ..., memory_reservation_mib: _Optional[int] = ..., cpu: _Optional[int] = ..., essential: _Optional[bool] = ..., linux: _Optional[_Union[LinuxParams, _Mapping]] = ..., ulimits: _Optional[_Iterable[_Union[Ulimit, _Mapping]]] = ..., security: _Optional[_Union[Security, _Mapping]] = ..., dns: _Optional[_Union[Dns, _Mapping]] = ..., depends_on: _Optional[_Iterable[_Union[Dependency, _Mapping]]] = ..., start_timeout_s: _Optional[int] = ..., restart_policy: _Optional[_Union[RestartPolicy, _Mapping]] = ..., interactive: _Optional[bool] = ..., pseudo_terminal: _Optional[bool] = ..., gpus: _Optional[int] = ..., gpu_ids: _Optional[_Iterable[str]] = ..., stop_timeout_s: _Optional[int] = ..., docker_labels: _Optional[_Mapping[str, str]] = ..., health_check: _Optional[_Union[HealthCheck, _Mapping]] = ..., working_directory: _Optional[str] = ..., user: _Optional[str] = ..., links: _Optional[_Iterable[str]] = ..., hostname: _Optional[str] = ..., secrets: _Optional[_Mapping[str, str]] = ..., registry_auth: _Optional[_Union[RegistryAuth, _Mapping]] = ..., mounts: _Optional[_Iterable[_Union[Mount, _Mapping]]] = ..., volumes_from: _Optional[_Iterable[_Union[VolumeFrom, _Mapping]]] = ..., log_config: _Optional[_Union[LogConfig, _Mapping]] = ...) -> None: ...
 
 class RegistryAuth(_message.Message):
     __slots__ = ("username", "password", "server")
@@ -487,3 +519,102 @@ class LogCancel(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     def __init__(self, request_id: _Optional[int] = ...) -> None: ...
+
+class LinuxParams(_message.Message):
+    __slots__ = ("cap_add", "cap_drop", "devices", "init", "shared_memory_mib", "tmpfs", "max_swap_mib", "swappiness")
+    CAP_ADD_FIELD_NUMBER: _ClassVar[int]
+    CAP_DROP_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    INIT_FIELD_NUMBER: _ClassVar[int]
+    SHARED_MEMORY_MIB_FIELD_NUMBER: _ClassVar[int]
+    TMPFS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SWAP_MIB_FIELD_NUMBER: _ClassVar[int]
+    SWAPPINESS_FIELD_NUMBER: _ClassVar[int]
+    cap_add: _containers.RepeatedScalarFieldContainer[str]
+    cap_drop: _containers.RepeatedScalarFieldContainer[str]
+    devices: _containers.RepeatedCompositeFieldContainer[Device]
+    init: bool
+    shared_memory_mib: int
+    tmpfs: _containers.RepeatedCompositeFieldContainer[Tmpfs]
+    max_swap_mib: int
+    swappiness: int
+    def __init__(self, cap_add: _Optional[_Iterable[str]] = ..., cap_drop: _Optional[_Iterable[str]] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., init: _Optional[bool] = ..., shared_memory_mib: _Optional[int] = ..., tmpfs: _Optional[_Iterable[_Union[Tmpfs, _Mapping]]] = ..., max_swap_mib: _Optional[int] = ..., swappiness: _Optional[int] = ...) -> None: ...
+
+class Device(_message.Message):
+    __slots__ = ("host_path", "container_path", "permissions")
+    HOST_PATH_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_PATH_FIELD_NUMBER: _ClassVar[int]
+    PERMISSIONS_FIELD_NUMBER: _ClassVar[int]
+    host_path: str
+    container_path: str
+    permissions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, host_path: _Optional[str] = ..., container_path: _Optional[str] = ..., permissions: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Tmpfs(_message.Message):
+    __slots__ = ("container_path", "size_mib", "mount_options")
+    CONTAINER_PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_MIB_FIELD_NUMBER: _ClassVar[int]
+    MOUNT_OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    container_path: str
+    size_mib: int
+    mount_options: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, container_path: _Optional[str] = ..., size_mib: _Optional[int] = ..., mount_options: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Ulimit(_message.Message):
+    __slots__ = ("name", "soft", "hard")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SOFT_FIELD_NUMBER: _ClassVar[int]
+    HARD_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    soft: int
+    hard: int
+    def __init__(self, name: _Optional[str] = ..., soft: _Optional[int] = ..., hard: _Optional[int] = ...) -> None: ...
+
+class Security(_message.Message):
+    __slots__ = ("privileged", "readonly_root_filesystem", "security_options", "sysctls")
+    class SysctlsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    PRIVILEGED_FIELD_NUMBER: _ClassVar[int]
+    READONLY_ROOT_FILESYSTEM_FIELD_NUMBER: _ClassVar[int]
+    SECURITY_OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    SYSCTLS_FIELD_NUMBER: _ClassVar[int]
+    privileged: bool
+    readonly_root_filesystem: bool
+    security_options: _containers.RepeatedScalarFieldContainer[str]
+    sysctls: _containers.ScalarMap[str, str]
+    def __init__(self, privileged: _Optional[bool] = ..., readonly_root_filesystem: _Optional[bool] = ..., security_options: _Optional[_Iterable[str]] = ..., sysctls: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class Dns(_message.Message):
+    __slots__ = ("servers", "search_domains", "extra_hosts", "disable_networking")
+    SERVERS_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_DOMAINS_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_HOSTS_FIELD_NUMBER: _ClassVar[int]
+    DISABLE_NETWORKING_FIELD_NUMBER: _ClassVar[int]
+    servers: _containers.RepeatedScalarFieldContainer[str]
+    search_domains: _containers.RepeatedScalarFieldContainer[str]
+    extra_hosts: _containers.RepeatedScalarFieldContainer[str]
+    disable_networking: bool
+    def __init__(self, servers: _Optional[_Iterable[str]] = ..., search_domains: _Optional[_Iterable[str]] = ..., extra_hosts: _Optional[_Iterable[str]] = ..., disable_networking: _Optional[bool] = ...) -> None: ...
+
+class Dependency(_message.Message):
+    __slots__ = ("container", "condition")
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    CONDITION_FIELD_NUMBER: _ClassVar[int]
+    container: str
+    condition: str
+    def __init__(self, container: _Optional[str] = ..., condition: _Optional[str] = ...) -> None: ...
+
+class RestartPolicy(_message.Message):
+    __slots__ = ("enabled", "ignored_exit_codes", "attempt_period_s")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    IGNORED_EXIT_CODES_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_PERIOD_S_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    ignored_exit_codes: _containers.RepeatedScalarFieldContainer[int]
+    attempt_period_s: int
+    def __init__(self, enabled: _Optional[bool] = ..., ignored_exit_codes: _Optional[_Iterable[int]] = ..., attempt_period_s: _Optional[int] = ...) -> None: ...
