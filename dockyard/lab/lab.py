@@ -380,6 +380,7 @@ def _remove_files(s: LabState) -> None:
         "registry",
         "controller",
         "controller.key",  # the key sealing the controller's secrets, beside its data dir
+        "ca.crt",  # `lab env`'s world-readable copy of the controller's CA
         "logs",
         st.STATE_FILE,
         st.LOCK_FILE,
