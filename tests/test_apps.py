@@ -375,9 +375,9 @@ def test_the_notes_sample_keeps_its_data_when_its_task_is_replaced(
         subprocess.run(["docker", "volume", "rm", "-f", volume], capture_output=True, check=False)
 
 
-def _logs(dy: Cli, task: dict[str, Any], line: str) -> bool:
+def _logs(cli: Cli, task: dict[str, Any], line: str) -> bool:
     def has() -> bool:
-        return line in dy("logs", task["taskArn"], "--container", "db").out
+        return line in cli("logs", task["taskArn"], "--container", "db").out
 
     return bool(wait_for_sync(has, 20, what=f"{line!r} in dockyard logs"))
 
