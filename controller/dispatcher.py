@@ -12,8 +12,9 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
@@ -43,6 +44,8 @@ class Session:
     pending: dict[str, Task] = field(default_factory=dict)
     logs: dict[int, asyncio.Queue[agent_pb2.LogChunk]] = field(default_factory=dict)
     closed: bool = False
+    reader: asyncio.Task[None] | None = None  # reads the agent's messages
+    ending: asyncio.Task[None] | None = None  # stops the reader and closes the session
 
 
 class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
@@ -62,6 +65,7 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
         self._log_ids = itertools.count(1)
         self._flush_scheduled = False
         self._dirty: dict[str, Session] = {}  # sessions with pending deltas
+        self._tasks: set[asyncio.Task[None]] = set()  # closes that must outlive their caller
         service.agents = self
 
     # ------------------------------------------------------------------ the stream
@@ -87,12 +91,14 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
             yield _refusal("BUSY", f"controller busy registering agents: retry in {hint} s", True)
             return
         try:
-            inst = await self._register(first.register)
+            inst = await self._registered(first.register)
         except ApiError as err:
             yield _refusal("REGISTRATION_REFUSED", err.message, fatal=True)
             return
         session = self._open(inst)
-        reader = asyncio.create_task(self._read(session, request_iterator))
+        session.reader = asyncio.create_task(self._read(session, request_iterator))
+        if context is not None:  # gRPC's word that the RPC is over, even if never resumed
+            context.add_done_callback(lambda _: self._end(session))
         try:
             yield agent_pb2.ControllerMessage(
                 registered=agent_pb2.Registered(
@@ -108,9 +114,50 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
                     break
                 yield msg  # type: ignore[misc]
         finally:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
-            await self._close(session, "stream closed")
+            # shielded: the handler is cancelled when the agent's stream drops, often just
+            # as the reader saw it end; a cancellation here must not leave the session open
+            await asyncio.shield(self._end(session))
+
+    async def _registered(self, reg: agent_pb2.Register) -> Instance:
+        """Register; if the stream is cancelled meanwhile, the registration still completes
+        and the instance is marked disconnected (no session will ever close it)."""
+        registering = asyncio.ensure_future(self._register_epoch(reg))
+        try:
+            inst, _ = await asyncio.shield(registering)
+        except asyncio.CancelledError:
+            registering.add_done_callback(self._abandoned)
+            raise
+        return inst
+
+    async def _register_epoch(self, reg: agent_pb2.Register) -> tuple[Instance, int]:
+        """The instance and the epoch this registration gave it (a later one bumps it)."""
+        inst = await self._register(reg)
+        return inst, inst.epoch
+
+    def _abandoned(self, registering: asyncio.Future[tuple[Instance, int]]) -> None:
+        if registering.cancelled() or registering.exception() is not None:
+            return
+        inst, epoch = registering.result()
+        self._background(self.link.disconnected(inst, epoch, "stream closed while registering"))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run `work` to its end even if its caller is cancelled (a reference is kept)."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _end(self, session: Session) -> asyncio.Task[None]:
+        """The one task ending `session`: stop its reader, close it (started once)."""
+        if session.ending is None:
+            session.ending = self._background(self._stop(session))
+        return session.ending
+
+    async def _stop(self, session: Session) -> None:
+        if session.reader is not None:
+            session.reader.cancel()
+            await asyncio.gather(session.reader, return_exceptions=True)
+        await self._close(session, "stream closed")
 
     async def _register(self, reg: agent_pb2.Register) -> Instance:
         """Register through a bounded number of slots (admitted callers wait for one)."""
@@ -167,6 +214,9 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
             log.exception("agent stream of %s failed", session.instance.arn)
         finally:
             session.outbox.put_nowait(_CLOSE)
+            # the stream is over: close the session now, not when the handler next runs
+            # (after a cancelled write gRPC never resumes it)
+            self._end(session)
 
     async def _handle(self, session: Session, msg: agent_pb2.AgentMessage) -> None:
         kind = msg.WhichOneof("body")
