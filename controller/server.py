@@ -25,6 +25,7 @@ from controller.api_grpc import ApiServicer
 from controller.dispatcher import Dispatcher
 from controller.ecs_region import region_middleware
 from controller.events import EventLog
+from controller.feed import ChangeFeed
 from controller.http_timeouts import runner_options
 from controller.liveness import DEFAULT_HEARTBEAT_BUDGET
 from controller.model import from_doc
@@ -92,6 +93,7 @@ class Controller:
         self.state = ClusterState()
         self.arns = ArnFactory(config.region, config.account)
         self.events = EventLog()
+        self.feed = ChangeFeed()  # committed changes: the dispatcher, the orchestrator listen
         self.sealer: sealing.Sealer  # opened at start: the store's secrets are sealed
         self.service: ClusterService
         self.dispatcher: Dispatcher
@@ -108,7 +110,9 @@ class Controller:
         self.sealer = await sealing.open_sealer(self.store, self.config.key_file)
         await self._load()
         self.events.seq = await self.store.last_event_seq()
-        self.service = ClusterService(self.store, self.state, self.events, self.arns)
+        self.service = ClusterService(
+            self.store, self.state, self.events, self.arns, feed=self.feed
+        )
         await self.service.roles.load(self.sealer)
         self.services = orchestrator.install(self.service, self.config.disconnect_grace)
         await self.services.load()

@@ -12,12 +12,13 @@ import logging
 import random
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 from controller import ecs_views, launch, lifecycle, placement, taskdef
 from controller.ecs_extra import EcsExtraOps, check_tags
 from controller.ecs_paging import paginate
 from controller.events import EventLog
+from controller.feed import TASK_DESIRED, TASK_STOPPED, ChangeFeed, task_changes
 from controller.launch import LaunchSpec
 from controller.model import (
     Cluster,
@@ -49,17 +50,6 @@ MAX_RUN_COUNT = 10
 NO_INSTANCES = "Container Instances cannot be empty."  # ECS's words
 MAX_CUSTOM_ATTRIBUTES = 10  # ECS: "up to 10 custom attributes for each resource"
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
-
-
-class AgentNotifier(Protocol):
-    """The dispatcher, as the service layer sees it: tell an instance its tasks changed."""
-
-    def tasks_changed(self, instance_arn: str, tasks: list[Task]) -> None: ...
-
-
-class _NoAgents:
-    def tasks_changed(self, instance_arn: str, tasks: list[Task]) -> None:
-        return None
 
 
 def _page(
@@ -108,6 +98,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         events: EventLog,
         arns: ArnFactory | None = None,
         rng: random.Random | None = None,
+        feed: ChangeFeed | None = None,
     ) -> None:
         self.store = store
         self.state = state
@@ -115,9 +106,8 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         self.arns = arns or ArnFactory()
         self.rng = rng or random.Random()
         self.placer = PlacementBatcher(self.rng)
-        self.agents: AgentNotifier = _NoAgents()
-        # called with tasks that reached STOPPED (the services' orchestrator listens)
-        self.stop_listeners: list[Callable[[list[Task]], None]] = []
+        # committed changes, published once: the dispatcher and the orchestrator subscribe
+        self.feed = feed or ChangeFeed()
         # counts a cluster's live services (the services' orchestrator sets it)
         self.service_counter: Callable[[str], int] = lambda cluster: 0
         self.scheduler: Any = None  # the services' scheduler, set by orchestrator.install
@@ -272,16 +262,15 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         return self.service_counter(cluster)
 
     def notify_agents(self, tasks: list[Task]) -> None:
-        """Tell each instance's agent which of its tasks changed (after they are committed)."""
-        by_instance: dict[str, list[Task]] = {}
-        for t in tasks:
-            by_instance.setdefault(t.instance_arn, []).append(t)
-        for arn, ts in by_instance.items():
-            self.agents.tasks_changed(arn, ts)
+        """Publish that these tasks' desired state changed (after they are committed): the
+        dispatcher, subscribed, sends each instance's agent its delta."""
+        if tasks:
+            self.feed.publish(task_changes(TASK_DESIRED, tasks))
 
     def tasks_stopped(self, tasks: list[Task]) -> None:
-        for listener in self.stop_listeners:
-            listener(tasks)
+        """Publish that these tasks reached STOPPED (after they are committed)."""
+        if tasks:
+            self.feed.publish(task_changes(TASK_STOPPED, tasks))
 
     async def op_ListClusters(self, body: dict[str, Any]) -> dict[str, Any]:
         arns = sorted(c.arn for c in self.state.clusters.values() if c.status == "ACTIVE")

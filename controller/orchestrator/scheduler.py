@@ -15,6 +15,7 @@ from collections import defaultdict
 from typing import Any
 
 from controller import launch, placement
+from controller.feed import TASK_STOPPED, Change
 from controller.launch import LaunchSpec
 from controller.model import Cluster, Instance, Task, TaskDefinition, now
 from controller.orchestrator import planner
@@ -91,7 +92,7 @@ class ServiceScheduler:
         # one snapshot of the instances per pass and (cluster, zone attribute): services that
         # share them share it (DAEMON services, whose eligibility differs, build their own)
         self._pass_nodes: dict[tuple[str, str], dict[str, Node]] | None = None
-        cs.stop_listeners.append(self.on_stopped)
+        cs.feed.subscribe((TASK_STOPPED,), self._on_stopped)
 
     # ------------------------------------------------------------------ lookups
 
@@ -385,6 +386,9 @@ class ServiceScheduler:
             )
 
     # ------------------------------------------------------------------ listener
+
+    def _on_stopped(self, changes: list[Change]) -> None:
+        self.on_stopped([c.new for c in changes])
 
     def on_stopped(self, tasks: list[Task]) -> None:
         """Tasks reached STOPPED: count failures of service tasks, then plan again soon."""
