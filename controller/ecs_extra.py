@@ -35,6 +35,7 @@ from dockyard.errors import (
 
 if TYPE_CHECKING:
     from controller.events import EventLog
+    from controller.orchestrator.records import ServiceRecords
     from controller.state import ClusterState
     from controller.store import Op, Store
     from dockyard.arns import ArnFactory
@@ -119,8 +120,7 @@ class EcsExtraOps:
         state: ClusterState
         events: EventLog
         arns: ArnFactory
-        service_counter: Callable[[str], int]
-        scheduler: Any
+        service_records: ServiceRecords
 
         async def commit(self, ops: list[Op]) -> None: ...
 
@@ -272,19 +272,14 @@ class EcsExtraOps:
         return _Target(inst.tags, save)
 
     async def _service_target(self, arn: str, rest: str) -> _Target:
-        sched = self._scheduler()
-        svc = sched.services.get(arn) if sched is not None else None
+        svc = self.service_records.services.get(arn)
         if svc is None or svc.status == "INACTIVE":
             raise service_not_found()  # ECS: whether or not its cluster exists
 
         async def save(tags: Tags) -> None:
-            await sched.set_tags(arn, tags)
+            await self.service_records.set_tags(arn, tags)
 
         return _Target(svc.tags, save)
-
-    def _scheduler(self) -> Any:
-        """The services' scheduler, if installed (it owns the live Service objects)."""
-        return self.scheduler
 
     # ------------------------------------------------------------------ delete revisions
 
@@ -338,8 +333,7 @@ class EcsExtraOps:
     def _in_use(self) -> set[str]:
         """ARNs of revisions a live task or a live service still references."""
         used = {t.task_definition_arn for t in self.state.tasks.values() if t.active}
-        sched = self._scheduler()
-        for svc in sched.services.values() if sched is not None else ():
+        for svc in self.service_records.services.values():
             if svc.status != "INACTIVE":
                 used.update(d.task_definition_arn for d in svc.deployments)
                 used.add(svc.task_definition_arn)
