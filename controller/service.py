@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from controller import ecs_views, launch, lifecycle, placement, taskdef
-from controller.ecs_extra import EcsExtraOps, check_tags
 from controller.ecs_paging import paginate
 from controller.events import EventLog
 from controller.feed import TASK_DESIRED, TASK_STOPPED, ChangeFeed, task_changes
@@ -29,6 +28,9 @@ from controller.model import (
 )
 from controller.ops import clusters as cluster_config
 from controller.ops.account_settings import AccountSettings
+from controller.ops.context import OpsContext
+from controller.ops.tags import TagOps, check_tags
+from controller.ops.task_definitions import TaskDefinitionRows
 from controller.placement_batch import PlacementBatcher
 from controller.roles import RoleService
 from controller.state import ClusterState
@@ -93,7 +95,7 @@ def _run_view(task: Task, arns: ArnFactory) -> dict[str, Any]:
     return ecs_views.task_view(task, arns, tags=bool(task.tags))
 
 
-class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ecs_extra
+class ClusterService:
     def __init__(
         self,
         store: Store,
@@ -114,6 +116,11 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         # committed changes, published once: the dispatcher and the orchestrator subscribe
         self.feed = feed or ChangeFeed()
         self.service_records = services  # ECS services (counted, tagged here)
+        self.ctx = OpsContext(store, state, events, self.arns, services)
+        self.commit = self.ctx.commit  # write ops in one transaction, durable on return
+        self.event: Callable[..., Op] = events.record  # an event row for the same commit
+        self.taskdefs = TaskDefinitionRows(self.ctx)  # tags, revision marks, deletions
+        self.tags = TagOps(self.ctx, self.taskdefs)
         self.roles = RoleService(self)  # roles, secrets, task credentials (issue 7)
         self.account_settings = AccountSettings(store, self.arns)  # controller.ops (issue 16)
 
@@ -131,7 +138,6 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
             "ListTaskDefinitions": self.op_ListTaskDefinitions,
             "ListTaskDefinitionFamilies": self.op_ListTaskDefinitionFamilies,
             "DeregisterTaskDefinition": self.op_DeregisterTaskDefinition,
-            "DeleteTaskDefinitions": self.op_DeleteTaskDefinitions,
             "RunTask": self.op_RunTask,
             "StartTask": self.op_StartTask,
             "StopTask": self.op_StopTask,
@@ -144,26 +150,12 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
             "PutAttributes": self.op_PutAttributes,
             "DeleteAttributes": self.op_DeleteAttributes,
             "ListAttributes": self.op_ListAttributes,
-            "TagResource": self.op_TagResource,
-            "UntagResource": self.op_UntagResource,
-            "ListTagsForResource": self.op_ListTagsForResource,
+            **self.taskdefs.handlers(),
+            **self.tags.handlers(),
             **self.roles.handlers(),
             **self.account_settings.handlers(),
             **cluster_config.ClusterOps(self).handlers(),
         }
-
-    async def commit(self, ops: list[Op]) -> None:
-        await self.store.write(ops)
-
-    def event(
-        self,
-        cluster: str,
-        kind: str,
-        subject: str,
-        message: str,
-        detail: dict[str, Any] | None = None,
-    ) -> Op:
-        return self.events.record(cluster, kind, subject, message, detail)
 
     # ------------------------------------------------------------------ lookups
 
@@ -314,7 +306,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
             raise client_error(err.message) from None
         family = doc["family"]
         tags = check_tags(body.get("tags"))
-        revision = await self.next_revision(family)  # no await from here to put_taskdef
+        revision = await self.taskdefs.next_revision(family)  # no await from here to put_taskdef
         doc.update(
             taskDefinitionArn=self.arns.task_definition(family, revision),
             revision=revision,
@@ -327,7 +319,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         await self.commit(
             [
                 self.state.put_taskdef(td),
-                *self.taskdef_tag_ops(td.arn, tags),
+                *self.taskdefs.taskdef_tag_ops(td.arn, tags),
                 self.event("", "taskdef", td.arn, "task definition registered"),
             ]
         )
@@ -337,7 +329,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         td = self.taskdef(body.get("taskDefinition"))
         out: dict[str, Any] = {"taskDefinition": ecs_views.taskdef_view(td)}
         if _with_tags(body):  # ECS: tags only when asked for
-            out["tags"] = await self.taskdef_tags(td.arn)
+            out["tags"] = await self.taskdefs.taskdef_tags(td.arn)
         return out
 
     async def op_ListTaskDefinitions(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -468,7 +460,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         token: str,
     ) -> dict[str, Any]:
         """A RunTask / StartTask launch, answered in ECS's RunTask shape."""
-        td_tags = await self.taskdef_tags(td.arn)
+        td_tags = await self.taskdefs.taskdef_tags(td.arn)
         spec = launch.from_request(cluster, td, body, count, instances, td_tags, token)
         tasks, failures = await self.launch(spec)
         return {"tasks": [_run_view(t, self.arns) for t in tasks], "failures": failures}
