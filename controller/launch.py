@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller import placement, taskdef
+from controller.ecs_extra import Tags, check_tags
 from controller.model import Cluster, ContainerState, PortAssignment, Task, TaskDefinition
-from controller.ops.tags import Tags, check_tags
 from controller.placement.model import Constraint, InstanceView, Strategy, TaskDemand
 from controller.request_limits import check_overrides_size
 from controller.validation import text

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from controller import ecs_views, launch, lifecycle, placement, taskdef
+from controller.ecs_extra import EcsExtraOps, check_tags
 from controller.ecs_paging import paginate
 from controller.events import EventLog
 from controller.feed import TASK_DESIRED, TASK_STOPPED, ChangeFeed, task_changes
@@ -28,9 +29,6 @@ from controller.model import (
 )
 from controller.ops import clusters as cluster_config
 from controller.ops.account_settings import AccountSettings
-from controller.ops.context import OpsContext
-from controller.ops.tags import TagOps, check_tags
-from controller.ops.task_definitions import TaskDefinitionRows
 from controller.placement_batch import PlacementBatcher
 from controller.roles import RoleService
 from controller.state import ClusterState
@@ -95,7 +93,7 @@ def _run_view(task: Task, arns: ArnFactory) -> dict[str, Any]:
     return ecs_views.task_view(task, arns, tags=bool(task.tags))
 
 
-class ClusterService:
+class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ecs_extra
     def __init__(
         self,
         store: Store,
@@ -116,11 +114,6 @@ class ClusterService:
         # committed changes, published once: the dispatcher and the orchestrator subscribe
         self.feed = feed or ChangeFeed()
         self.service_records = services  # ECS services (counted, tagged here)
-        self.ctx = OpsContext(store, state, events, self.arns, services)
-        self.commit = self.ctx.commit  # write ops in one transaction, durable on return
-        self.event: Callable[..., Op] = events.record  # an event row for the same commit
-        self.taskdefs = TaskDefinitionRows(self.ctx)  # tags, revision marks, deletions
-        self.tags = TagOps(self.ctx, self.taskdefs)
         self.roles = RoleService(self)  # roles, secrets, task credentials (issue 7)
         self.account_settings = AccountSettings(store, self.arns)  # controller.ops (issue 16)
 
@@ -138,6 +131,7 @@ class ClusterService:
             "ListTaskDefinitions": self.op_ListTaskDefinitions,
             "ListTaskDefinitionFamilies": self.op_ListTaskDefinitionFamilies,
             "DeregisterTaskDefinition": self.op_DeregisterTaskDefinition,
+            "DeleteTaskDefinitions": self.op_DeleteTaskDefinitions,
             "RunTask": self.op_RunTask,
             "StartTask": self.op_StartTask,
             "StopTask": self.op_StopTask,
@@ -150,12 +144,26 @@ class ClusterService:
             "PutAttributes": self.op_PutAttributes,
             "DeleteAttributes": self.op_DeleteAttributes,
             "ListAttributes": self.op_ListAttributes,
-            **self.taskdefs.handlers(),
-            **self.tags.handlers(),
+            "TagResource": self.op_TagResource,
+            "UntagResource": self.op_UntagResource,
+            "ListTagsForResource": self.op_ListTagsForResource,
             **self.roles.handlers(),
             **self.account_settings.handlers(),
             **cluster_config.ClusterOps(self).handlers(),
         }
+
+    async def commit(self, ops: list[Op]) -> None:
+        await self.store.write(ops)
+
+    def event(
+        self,
+        cluster: str,
+        kind: str,
+        subject: str,
+        message: str,
+        detail: dict[str, Any] | None = None,
+    ) -> Op:
+        return self.events.record(cluster, kind, subject, message, detail)
 
     # ------------------------------------------------------------------ lookups
 
@@ -306,7 +314,7 @@ class ClusterService:
             raise client_error(err.message) from None
         family = doc["family"]
         tags = check_tags(body.get("tags"))
-        revision = await self.taskdefs.next_revision(family)  # no await from here to put_taskdef
+        revision = await self.next_revision(family)  # no await from here to put_taskdef
         doc.update(
             taskDefinitionArn=self.arns.task_definition(family, revision),
             revision=revision,
@@ -319,7 +327,7 @@ class ClusterService:
         await self.commit(
             [
                 self.state.put_taskdef(td),
-                *self.taskdefs.taskdef_tag_ops(td.arn, tags),
+                *self.taskdef_tag_ops(td.arn, tags),
                 self.event("", "taskdef", td.arn, "task definition registered"),
             ]
         )
@@ -329,7 +337,7 @@ class ClusterService:
         td = self.taskdef(body.get("taskDefinition"))
         out: dict[str, Any] = {"taskDefinition": ecs_views.taskdef_view(td)}
         if _with_tags(body):  # ECS: tags only when asked for
-            out["tags"] = await self.taskdefs.taskdef_tags(td.arn)
+            out["tags"] = await self.taskdef_tags(td.arn)
         return out
 
     async def op_ListTaskDefinitions(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -460,7 +468,7 @@ class ClusterService:
         token: str,
     ) -> dict[str, Any]:
         """A RunTask / StartTask launch, answered in ECS's RunTask shape."""
-        td_tags = await self.taskdefs.taskdef_tags(td.arn)
+        td_tags = await self.taskdef_tags(td.arn)
         spec = launch.from_request(cluster, td, body, count, instances, td_tags, token)
         tasks, failures = await self.launch(spec)
         return {"tasks": [_run_view(t, self.arns) for t in tasks], "failures": failures}

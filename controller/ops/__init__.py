@@ -1,4 +1,3 @@
-"""ECS and Dockyard operations grouped per resource, listed in one table (`table.py`) and
-called through one chain (`chain.py`: validation, the handler, after-steps). The modules
-here work over a narrow context (`context.OpsContext`): account settings, clusters'
-configuration, service deployments and revisions, tags, task definitions' own rows."""
+"""ECS operations grouped per resource (account settings, clusters' configuration, service
+deployments and revisions), each module exposing `handlers()` for ClusterService's one
+dispatch table."""
