@@ -35,7 +35,6 @@ from dockyard.errors import (
 
 if TYPE_CHECKING:
     from controller.events import EventLog
-    from controller.orchestrator.records import ServiceRecords
     from controller.state import ClusterState
     from controller.store import Op, Store
     from dockyard.arns import ArnFactory
@@ -120,7 +119,8 @@ class EcsExtraOps:
         state: ClusterState
         events: EventLog
         arns: ArnFactory
-        service_records: ServiceRecords
+        service_counter: Callable[[str], int]
+        scheduler: Any
 
         async def commit(self, ops: list[Op]) -> None: ...
 
@@ -272,14 +272,19 @@ class EcsExtraOps:
         return _Target(inst.tags, save)
 
     async def _service_target(self, arn: str, rest: str) -> _Target:
-        svc = self.service_records.services.get(arn)
+        sched = self._scheduler()
+        svc = sched.services.get(arn) if sched is not None else None
         if svc is None or svc.status == "INACTIVE":
             raise service_not_found()  # ECS: whether or not its cluster exists
 
         async def save(tags: Tags) -> None:
-            await self.service_records.set_tags(arn, tags)
+            await sched.set_tags(arn, tags)
 
         return _Target(svc.tags, save)
+
+    def _scheduler(self) -> Any:
+        """The services' scheduler, if installed (it owns the live Service objects)."""
+        return self.scheduler
 
     # ------------------------------------------------------------------ delete revisions
 
@@ -333,7 +338,8 @@ class EcsExtraOps:
     def _in_use(self) -> set[str]:
         """ARNs of revisions a live task or a live service still references."""
         used = {t.task_definition_arn for t in self.state.tasks.values() if t.active}
-        for svc in self.service_records.services.values():
+        sched = self._scheduler()
+        for svc in sched.services.values() if sched is not None else ():
             if svc.status != "INACTIVE":
                 used.update(d.task_definition_arn for d in svc.deployments)
                 used.add(svc.task_definition_arn)

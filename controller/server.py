@@ -110,15 +110,12 @@ class Controller:
         self.sealer = await sealing.open_sealer(self.store, self.config.key_file)
         await self._load()
         self.events.seq = await self.store.last_event_seq()
-        records = orchestrator.ServiceRecords(self.store, self.arns, self.state.services)
         self.service = ClusterService(
-            self.store, self.state, self.events, self.arns, services=records, feed=self.feed
+            self.store, self.state, self.events, self.arns, feed=self.feed
         )
         await self.service.roles.load(self.sealer)
-        await records.load()
-        self.services = orchestrator.ServiceScheduler(
-            self.service, records, self.config.disconnect_grace
-        )
+        self.services = orchestrator.install(self.service, self.config.disconnect_grace)
+        await self.services.load()
         self.dispatcher = Dispatcher(
             self.service, self.config.heartbeat_period, self.config.heartbeat_budget
         )

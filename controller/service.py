@@ -12,7 +12,7 @@ import logging
 import random
 import re
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from controller import ecs_views, launch, lifecycle, placement, taskdef
 from controller.ecs_extra import EcsExtraOps, check_tags
@@ -42,9 +42,6 @@ from dockyard.errors import (
     cluster_not_found,
     invalid,
 )
-
-if TYPE_CHECKING:
-    from controller.orchestrator.records import ServiceRecords
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +98,6 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         events: EventLog,
         arns: ArnFactory | None = None,
         rng: random.Random | None = None,
-        *,
-        services: ServiceRecords,
         feed: ChangeFeed | None = None,
     ) -> None:
         self.store = store
@@ -113,7 +108,9 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         self.placer = PlacementBatcher(self.rng)
         # committed changes, published once: the dispatcher and the orchestrator subscribe
         self.feed = feed or ChangeFeed()
-        self.service_records = services  # ECS services (counted, tagged here)
+        # counts a cluster's live services (the services' orchestrator sets it)
+        self.service_counter: Callable[[str], int] = lambda cluster: 0
+        self.scheduler: Any = None  # the services' scheduler, set by orchestrator.install
         self.roles = RoleService(self)  # roles, secrets, task credentials (issue 7)
         self.account_settings = AccountSettings(store, self.arns)  # controller.ops (issue 16)
 
@@ -262,7 +259,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         return {"clusters": clusters, "failures": failures}
 
     def active_services(self, cluster: str) -> int:
-        return self.service_records.active_count(cluster)
+        return self.service_counter(cluster)
 
     def notify_agents(self, tasks: list[Task]) -> None:
         """Publish that these tasks' desired state changed (after they are committed): the

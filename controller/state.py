@@ -9,7 +9,7 @@ The store is written by the service layer with what these methods changed.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from controller.model import Cluster, Instance, Task, TaskDefinition, to_doc
 from controller.placement.model import ChangeLog, InstanceView, LiveViews
@@ -25,17 +25,12 @@ def task_ports(task: Task) -> tuple[set[int], set[int]]:
     return tcp, udp
 
 
-if TYPE_CHECKING:
-    from controller.orchestrator.model import Service
-
-
 class ClusterState:
     def __init__(self) -> None:
         self.clusters: dict[str, Cluster] = {}
         self.taskdefs: dict[str, dict[int, TaskDefinition]] = defaultdict(dict)
         self.tasks: dict[str, Task] = {}
         self.instances: dict[str, Instance] = {}
-        self.services: dict[str, Service] = {}  # ECS services by ARN (orchestrator.records)
         self.views: dict[str, InstanceView] = {}
         # tasks an instance's agent must know about (not yet STOPPED and reported)
         self.tasks_on: dict[str, set[str]] = defaultdict(set)

@@ -89,7 +89,7 @@ def _brief_times(times: dict[str, float]) -> dict[str, float]:
 
 
 class ServiceDeployments:
-    """The three read operations, over the services of the state (ServiceRecords)."""
+    """The three read operations; the services' scheduler holds the services."""
 
     def __init__(self, cs: ClusterService) -> None:
         self.cs = cs
@@ -104,7 +104,10 @@ class ServiceDeployments:
     # ------------------------------------------------------------------ lookups
 
     def _service(self, cluster: str, name: str) -> Service | None:
-        return self.cs.service_records.find(cluster, name)
+        if self.cs.scheduler is None:
+            return None
+        found: Service | None = self.cs.scheduler.find(cluster, name)
+        return found
 
     def _tasks(self, svc: Service) -> list[Task]:
         return self.cs.state.service_tasks(svc.cluster, svc.name)

@@ -1,19 +1,26 @@
 """ECS services: the model, a pure planner, the scheduler loop and the service operations.
 
-The controller builds the services' records (`records.ServiceRecords`, the state's
-services) before the service layer, hands them to it and to the `ServiceScheduler`, whose
-`run()` it starts as a background task, and binds `handlers(sched)` into the operations
-chain. The scheduler hears of stopped tasks on the change feed.
+`install(service, grace)` hooks it all into a ClusterService and returns the scheduler,
+whose `run()` the controller starts as a background task.
 """
 
 from __future__ import annotations
 
 from controller.ops.chain import Handler
 from controller.orchestrator.api import ServiceApi
-from controller.orchestrator.records import ServiceRecords
 from controller.orchestrator.scheduler import ServiceScheduler
+from controller.service import ClusterService
 
-__all__ = ["ServiceApi", "ServiceRecords", "ServiceScheduler", "handlers"]
+__all__ = ["ServiceApi", "ServiceScheduler", "handlers", "install"]
+
+
+def install(service: ClusterService, grace: float, tick: float = 0.5) -> ServiceScheduler:
+    """Create the scheduler and make active_services count (the service operations are
+    bound by the controller: `handlers(sched)`)."""
+    sched = ServiceScheduler(service, grace, tick)
+    service.service_counter = sched.active_count
+    service.scheduler = sched
+    return sched
 
 
 def handlers(sched: ServiceScheduler) -> dict[str, Handler]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from typing import Any
 
 from controller import launch, placement
 from controller.feed import TASK_STOPPED, Change
@@ -21,13 +22,16 @@ from controller.orchestrator import planner
 from controller.orchestrator.model import (
     Service,
     add_event,
+    grace_from_tags,
     notice,
+    service_from_doc,
+    to_doc,
 )
-from controller.orchestrator.records import ServiceRecords
 from controller.orchestrator.world import Member, Node, Plan, Start, Stop, World
 from controller.placement.constraints import Rules, compile_rules
 from controller.placement.model import InstanceView
 from controller.service import ClusterService
+from controller.store import Op, Put
 from dockyard.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -69,26 +73,19 @@ def zone_attribute(svc: Service) -> str:
 
 
 class ServiceScheduler:
-    def __init__(
-        self, cs: ClusterService, records: ServiceRecords, grace: float, tick: float = 0.5
-    ) -> None:
+    def __init__(self, cs: ClusterService, grace: float, tick: float = 0.5) -> None:
         self.cs = cs
         self.state = cs.state
-        self.records = records  # the services, their locks and stored docs
-        self.services = records.services  # by ARN (the state's dict)
-        self.find = records.find
-        self.active_count = records.active_count
-        self.lock_for = records.lock_for
-        self.save = records.save
-        self.set_tags = records.set_tags
-        self.load = records.load
         self.grace = grace
         self.tick = tick
+        self.services: dict[str, Service] = {}  # by ARN
         self._pass_lock = asyncio.Lock()  # one pass at a time
         # one service's world and plan per loop turn (up to ~0.2 s at 5,000 tasks): the
         # services of a pass, planned back to back, held the loop for a second
         self._planning = asyncio.Lock()
+        self._locks: dict[str, asyncio.Lock] = {}  # per service ARN: see lock_for
         self._wake = asyncio.Event()
+        self._saved: dict[str, dict[str, Any]] = {}
         self._docker_down: dict[str, float] = {}
         self._planned_at: dict[str, float] = {}  # service ARN -> when a pass last planned it
         self._started = now()
@@ -99,11 +96,23 @@ class ServiceScheduler:
 
     # ------------------------------------------------------------------ lookups
 
+    def find(self, cluster: str, name: str) -> Service | None:
+        return self.services.get(self.cs.arns.service(cluster, name))
+
+    def active_count(self, cluster: str) -> int:
+        return sum(s.cluster == cluster and s.status != "INACTIVE" for s in self.services.values())
+
     def taskdef(self, family_rev: str) -> TaskDefinition | None:
         family, _, rev = family_rev.rpartition(":")
         return self.state.taskdefs.get(family, {}).get(int(rev)) if rev.isdigit() else None
 
     # ------------------------------------------------------------------ lifecycle
+
+    async def load(self) -> None:
+        for doc in await self.cs.store.load("service"):
+            svc = service_from_doc(doc)
+            self.services[svc.arn] = svc
+            self._saved[svc.arn] = doc
 
     def wake(self) -> None:
         self._wake.set()
@@ -122,6 +131,12 @@ class ServiceScheduler:
                 await self.pass_once()
             except Exception:
                 log.exception("service scheduler pass failed")
+
+    def lock_for(self, arn: str) -> asyncio.Lock:
+        """Serialises one service's plan-and-apply with API writes to that service. Writes
+        to other services never wait for a pass (one global lock made an UpdateService wait
+        seconds behind a pass that was starting thousands of another service's tasks)."""
+        return self._locks.setdefault(arn, asyncio.Lock())
 
     async def pass_once(self) -> None:
         """Plan and apply every service that needs it (`_due`). Services are reconciled
@@ -195,6 +210,25 @@ class ServiceScheduler:
         await self.apply(p.service, p, {t.arn: t for t in tasks})
         await self.save(self.services[svc.arn])
         return p
+
+    async def set_tags(self, arn: str, tags: list[dict[str, str]]) -> None:
+        """Tag/UntagResource on a service; its disconnect-grace tag takes effect at once."""
+        grace = grace_from_tags(tags)  # refuses a bad value before anything changes
+        async with self.lock_for(arn):
+            svc = self.services[arn]
+            svc.tags, svc.grace = tags, grace
+            await self.save(svc)
+
+    async def save(self, svc: Service, *with_ops: Op) -> None:
+        """Commit the service if it changed, in one transaction with `with_ops` (its event):
+        each commit waits for the store's next group commit, so one is half the latency."""
+        doc = to_doc(svc)
+        changed = doc != self._saved.get(svc.arn)
+        ops = [Put("service", svc.arn, svc.cluster, doc)] if changed else []
+        if ops or with_ops:
+            await self.cs.commit([*ops, *with_ops])
+        if changed:
+            self._saved[svc.arn] = doc
 
     # ------------------------------------------------------------------ the world
 
