@@ -62,7 +62,7 @@ async def measure(n: int, tasks: int, concurrency: int) -> tuple[float, int]:
         await ctl.start()
         try:
             await add_instances(ctl, n)
-            await ctl.service.call("RegisterTaskDefinition", TASKDEF)
+            await ctl.api.call("RegisterTaskDefinition", TASKDEF)
             body = {
                 "taskDefinition": "bench",
                 "count": 10,
@@ -75,7 +75,7 @@ async def measure(n: int, tasks: int, concurrency: int) -> tuple[float, int]:
             async def worker(k: int) -> None:
                 nonlocal placed
                 for _ in range(k):
-                    out = await ctl.service.call("RunTask", body)
+                    out = await ctl.api.call("RunTask", body)
                     placed += len(out["tasks"])
 
             t0 = time.perf_counter()
@@ -99,9 +99,9 @@ async def measure_service(n: int, tasks: int) -> float:
         await ctl.start()
         try:
             await add_instances(ctl, n)
-            await ctl.service.call("RegisterTaskDefinition", TASKDEF)
+            await ctl.api.call("RegisterTaskDefinition", TASKDEF)
             t0 = time.perf_counter()
-            await ctl.service.call(
+            await ctl.api.call(
                 "CreateService",
                 {
                     "serviceName": "bench",

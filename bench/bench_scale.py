@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ from tests.support import wait_for
 # 20 % spare capacity (12 slots for 10 tasks per host): tasks of a host that drops out
 # under load can be placed elsewhere, so "all RUNNING" is reachable
 SIM_FLAGS = ("--start-latency-ms", "500", "--containers-per-agent", "12")
+PROBE_PERIOD_S = 0.2  # the API probe: one call every 200 ms during a throughput run
 SERVICE_MAX = 5000  # ECS's tasks per service: bigger targets use several services
 TASKDEF = {
     "family": "scale",
@@ -96,12 +98,21 @@ def _services(client: Client, tasks: int) -> list[tuple[str, int]]:
     return out
 
 
-def _run_tasks(rig: ScaleRig, tasks: int, use_services: bool, at_once: bool = False) -> None:
+def _run_tasks(
+    rig: ScaleRig,
+    tasks: int,
+    use_services: bool,
+    at_once: bool = False,
+    probe: ApiProbe | None = None,
+) -> None:
     """Scale services (ECS caps one at 5,000 tasks) one UpdateService after another, or
-    all at once (one scaling event); or run the tasks with RunTask calls of 10."""
+    all at once (one scaling event); or run the tasks with RunTask calls of 10. `probe`
+    starts once the services exist, just before they are scaled."""
     client = rig.client()
     if use_services:
         updates = [{"service": name, "desiredCount": n} for name, n in _services(client, tasks)]
+        if probe is not None:
+            probe.start()
         with ThreadPoolExecutor(len(updates) if at_once else 1) as pool:
             list(pool.map(lambda body: client.call("UpdateService", body), updates))
         return
@@ -109,6 +120,46 @@ def _run_tasks(rig: ScaleRig, tasks: int, use_services: bool, at_once: bool = Fa
     body = {"taskDefinition": "scale", "count": 10}
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda _: client.call("RunTask", body), range(tasks // 10)))
+
+
+class ApiProbe:
+    """A steady trickle of DescribeServices / UpdateService calls (one every PROBE_PERIOD_S,
+    alternating, on their own connection) while the run scales: client-side latencies of
+    the API calls a user makes meanwhile (issue 17's goal: p99 <= 250 ms)."""
+
+    def __init__(self, client: Client, service: str, desired: int) -> None:
+        self.client, self.service, self.desired = client, service, desired
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> ApiProbe:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        calls: list[tuple[str, dict[str, Any]]] = [
+            ("DescribeServices", {"services": [self.service]}),
+            ("UpdateService", {"service": self.service, "desiredCount": self.desired}),
+        ]
+        i = 0
+        while not self._stop.wait(PROBE_PERIOD_S):
+            op, body = calls[i % 2]
+            i += 1
+            t = time.monotonic()
+            self.client.call(op, body)
+            self.latencies.append(time.monotonic() - t)
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        ms = sorted(x * 1000 for x in self.latencies) or [0.0]
+        return {
+            "api_calls": len(self.latencies),
+            "api_p50_ms": round(ms[len(ms) // 2]),
+            "api_p99_ms": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))]),
+            "api_max_ms": round(ms[-1]),
+        }
 
 
 def _via(args: argparse.Namespace) -> str:
@@ -122,8 +173,11 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         rig.start_sims(args.agents, sim_processes(args.agents), *SIM_FLAGS)
         rig.wait_connected(args.agents, args.timeout)
         cpu = CpuMeter(rig.pid).start()
+        probe: ApiProbe | None = None
         t0 = time.monotonic()
-        _run_tasks(rig, args.tasks, not args.run_task, args.at_once)
+        if args.at_once and not args.run_task:  # probes the first service once it exists
+            probe = ApiProbe(rig.client(), "scale-0", min(SERVICE_MAX, args.tasks))
+        _run_tasks(rig, args.tasks, not args.run_task, args.at_once, probe)
         api_s = time.monotonic() - t0
         wait_for(
             lambda: rig.task_counts().get("RUNNING", 0) >= args.tasks,
@@ -132,6 +186,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
             f"{args.tasks} RUNNING",
         )
         secs = time.monotonic() - t0
+        probed = probe.stop() if probe is not None else {}
         return {
             "agents": args.agents,
             "tasks": args.tasks,
@@ -141,6 +196,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
             "running_per_s": round(args.tasks / secs),
             "cpu_cores": round(cpu.read(), 2),
             "rss_mib": round(rss_mib(rig.pid)),
+            **probed,
         }
     finally:
         rig.stop()

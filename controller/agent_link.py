@@ -116,9 +116,7 @@ class AgentLink:
                 self.state.forget_on_instance(task)
                 stopped.append(task)
         await self.service.commit(ops)
-        if stopped:
-            self.service.agents.tasks_changed(inst.arn, stopped)
-            self.service.tasks_stopped(stopped)
+        self.service.tasks_stopped(stopped)  # the dispatcher and the orchestrator listen
         for r in refused:
             log.warning("refused report from %s: %s", inst.arn, r.message)
         return refused

@@ -1,4 +1,4 @@
-"""The native cluster API over gRPC: ECS-shaped JSON bodies, answered by the service layer.
+"""The native cluster API over gRPC: ECS-shaped JSON bodies, answered by the operations chain.
 
 Errors become gRPC status codes with the ECS exception name in the `dockyard-error-type`
 trailing metadata (see dockyard.client), never a stack trace.
@@ -16,6 +16,7 @@ import grpc
 from controller.dispatcher import Dispatcher
 from controller.events import EventLog
 from controller.failures import log_failure
+from controller.ops.chain import OperationChain
 from controller.request_limits import MAX_NATIVE_BODY, parse_json_object
 from controller.service import ClusterService
 from controller.store import EventRow
@@ -52,7 +53,14 @@ def _parse(body: str) -> dict[str, Any]:
 
 
 class ApiServicer(api_pb2_grpc.ClusterApiServicer):
-    def __init__(self, service: ClusterService, events: EventLog, dispatcher: Dispatcher) -> None:
+    def __init__(
+        self,
+        api: OperationChain,
+        service: ClusterService,
+        events: EventLog,
+        dispatcher: Dispatcher,
+    ) -> None:
+        self.api = api
         self.service = service
         self.events = events
         self.dispatcher = dispatcher
@@ -61,7 +69,7 @@ class ApiServicer(api_pb2_grpc.ClusterApiServicer):
         self, operation: str, request: api_pb2.JsonRequest, context: grpc.aio.ServicerContext
     ) -> api_pb2.JsonReply:
         try:
-            result = await self.service.call(operation, _parse(request.body))
+            result = await self.api.call(operation, _parse(request.body))
         except ApiError as err:
             await _abort(context, err)
         except Exception as exc:

@@ -21,6 +21,7 @@ import grpc
 from controller import liveness
 from controller.agent_link import AgentLink
 from controller.desired import desired_task
+from controller.feed import TASK_DESIRED, TASK_STOPPED, Change
 from controller.model import Instance, Task
 from controller.service import ClusterService
 from dockyard.errors import ApiError
@@ -66,7 +67,7 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
         self._flush_scheduled = False
         self._dirty: dict[str, Session] = {}  # sessions with pending deltas
         self._tasks: set[asyncio.Task[None]] = set()  # closes that must outlive their caller
-        service.agents = self
+        service.feed.subscribe((TASK_DESIRED, TASK_STOPPED), self._on_task_changes)
 
     # ------------------------------------------------------------------ the stream
 
@@ -262,6 +263,14 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
     def _desired(self, task: Task) -> agent_pb2.DesiredTask:
         td = self.service.state.taskdefs[task.family][task.revision]
         return desired_task(task, td, self.service.roles.extras(task, td))
+
+    def _on_task_changes(self, changes: list[Change]) -> None:
+        """The feed's task changes, as deltas for each instance's agent."""
+        by_instance: dict[str, list[Task]] = {}
+        for c in changes:
+            by_instance.setdefault(c.new.instance_arn, []).append(c.new)
+        for arn, tasks in by_instance.items():
+            self.tasks_changed(arn, tasks)
 
     def tasks_changed(self, instance_arn: str, tasks: list[Task]) -> None:
         """Queue a delta for the instance's session; deltas coalesce per loop turn."""

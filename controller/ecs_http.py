@@ -2,9 +2,10 @@
 
 boto3 and `aws ecs` talk to it unchanged: `POST /` with
 `X-Amz-Target: AmazonEC2ContainerServiceV20141113.<Operation>`, ECS JSON both ways, errors
-as `{"__type": "<ExceptionName>", "message": ...}`. This layer only translates: every
-request is checked against botocore's ECS model before the service sees it, so the service
-gets well-typed bodies, and nothing a client sends can crash the handler.
+as `{"__type": "<ExceptionName>", "message": ...}`. This layer only translates: the
+operations chain (controller.ops.chain) checks every request against botocore's ECS model
+before a handler sees it, so handlers get well-typed bodies, and nothing a client sends can
+crash the handler.
 SigV4 signatures are accepted but not yet verified.
 """
 
@@ -34,7 +35,6 @@ from controller.ecs_shapes import (
     dump_json,
     operation_model,
     strip_nulls,
-    validate_request,
 )
 from controller.failures import log_failure
 from controller.http_timeouts import body_deadline
@@ -52,12 +52,12 @@ UNKNOWN = "unknown"  # metrics label for requests naming no ECS operation (keeps
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class ClusterService(Protocol):
-    """What the endpoint needs from the service layer."""
+class Operations(Protocol):
+    """What the endpoint needs: the operations chain (controller.ops.chain)."""
 
-    async def call(self, operation: str, body: dict[str, Any]) -> dict[str, Any]: ...
-
-    def operations(self) -> set[str]: ...
+    async def call(
+        self, operation: str, body: dict[str, Any], *, native: bool = True
+    ) -> dict[str, Any]: ...
 
 
 class EcsMetrics:
@@ -116,7 +116,7 @@ def metrics_handler_for(registry: CollectorRegistry) -> Handler:
 
 
 def make_app(
-    service: ClusterService,
+    service: Operations,
     *,
     metrics_handler: Handler | None = None,
     health_handler: Handler | None = None,
@@ -143,7 +143,7 @@ def make_app(
 
 
 class _Endpoint:
-    def __init__(self, service: ClusterService, metrics: EcsMetrics, check: bool) -> None:
+    def __init__(self, service: Operations, metrics: EcsMetrics, check: bool) -> None:
         self.service = service
         self.metrics = metrics
         self.check = check
@@ -171,10 +171,8 @@ class _Endpoint:
         return response
 
     async def _dispatch(self, operation: str, body: dict[str, Any]) -> bytes:
-        if operation not in self.service.operations():
-            raise ApiError("ClientException", f"operation {operation} is not supported by Dockyard")
-        validate_request(operation, body)
-        result = await self.service.call(operation, body)
+        # the chain checks the body against the model in full (native=False) first
+        result = await self.service.call(operation, body, native=False)
         if result is None:
             result = {}
         if not isinstance(result, dict):

@@ -240,9 +240,19 @@ def validate_request(operation: str, body: dict[str, Any]) -> None:
     if op.input_shape is None:
         return
     _check_launch_type(operation, body)
-    problems = _REQUEST_VALIDATOR.validate(body, op.input_shape).lines
+    problems = request_problems(operation, body)
     if problems:
-        raise ApiError("InvalidParameterException", _join(problems))
+        raise ApiError("InvalidParameterException", join_problems(problems))
+
+
+def request_problems(operation: str, body: dict[str, Any]) -> list[str]:
+    """What botocore's model finds wrong with a request body, one line per member (none for
+    an operation the model does not know)."""
+    op = operation_model(operation)
+    if op is None or op.input_shape is None:
+        return []
+    lines: list[str] = _REQUEST_VALIDATOR.validate(body, op.input_shape).lines
+    return lines
 
 
 # ECS's own answers to a launchType it does not know (clients match the words)
@@ -261,7 +271,7 @@ def _check_launch_type(operation: str, body: dict[str, Any]) -> None:
         raise ApiError(*_LAUNCH_TYPE_ERRORS[operation])
 
 
-def _join(problems: list[str]) -> str:
+def join_problems(problems: list[str]) -> str:
     text = "; ".join(problems[:MAX_PROBLEMS])
     extra = len(problems) - MAX_PROBLEMS
     return text + (f"; and {extra} more" if extra > 0 else "")

@@ -320,8 +320,16 @@ class RoleService:
         self._restarted = True  # roles loaded from the store have no credentials yet
         self.sealer: Sealer | None = None  # set by load(): secret fields are stored sealed
 
-    def operations(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]]:
-        return {name[3:]: getattr(self, name) for name in dir(self) if name.startswith("op_")}
+    def handlers(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]]:
+        """Roles and secrets, for the one operations table (controller/ops/table.py)."""
+        return {
+            "CreateRole": self.op_CreateRole,
+            "ListRoles": self.op_ListRoles,
+            "DeleteRole": self.op_DeleteRole,
+            "PutSecret": self.op_PutSecret,
+            "ListSecrets": self.op_ListSecrets,
+            "DeleteSecret": self.op_DeleteSecret,
+        }
 
     # ------------------------------------------------------------ persistence
 

@@ -25,9 +25,11 @@ from controller.api_grpc import ApiServicer
 from controller.dispatcher import Dispatcher
 from controller.ecs_region import region_middleware
 from controller.events import EventLog
+from controller.feed import ChangeFeed
 from controller.http_timeouts import runner_options
 from controller.liveness import DEFAULT_HEARTBEAT_BUDGET
 from controller.model import from_doc
+from controller.ops.chain import OperationChain
 from controller.security import Security, SecurityConfig, sealing, tls_wanted
 from controller.service import ClusterService
 from controller.state import ClusterState
@@ -91,10 +93,12 @@ class Controller:
         self.state = ClusterState()
         self.arns = ArnFactory(config.region, config.account)
         self.events = EventLog()
+        self.feed = ChangeFeed()  # committed changes: the dispatcher, the orchestrator listen
         self.sealer: sealing.Sealer  # opened at start: the store's secrets are sealed
         self.service: ClusterService
         self.dispatcher: Dispatcher
         self.services: orchestrator.ServiceScheduler
+        self.api: OperationChain  # the one way into an operation (HTTP, gRPC, in-process)
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -106,7 +110,9 @@ class Controller:
         self.sealer = await sealing.open_sealer(self.store, self.config.key_file)
         await self._load()
         self.events.seq = await self.store.last_event_seq()
-        self.service = ClusterService(self.store, self.state, self.events, self.arns)
+        self.service = ClusterService(
+            self.store, self.state, self.events, self.arns, feed=self.feed
+        )
         await self.service.roles.load(self.sealer)
         self.services = orchestrator.install(self.service, self.config.disconnect_grace)
         await self.services.load()
@@ -126,6 +132,15 @@ class Controller:
             self.sealer,
         )
         await self.security.install(self.dispatcher)
+        # every operation, bound once: controller/ops/table.py lists them
+        self.api = OperationChain(
+            {
+                **self.service.handlers(),
+                **orchestrator.handlers(self.services),
+                **self.security.handlers(),
+            },
+            after=self.security.after_steps(),
+        )
         await self._start_grpc()
         await self._start_http()
         self._tasks.append(asyncio.create_task(self.dispatcher.watch_heartbeats()))
@@ -150,7 +165,7 @@ class Controller:
         server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=self.security.interceptors())
         agent_pb2_grpc.add_AgentServiceServicer_to_server(self.security.agent_servicer(), server)
         api_pb2_grpc.add_ClusterApiServicer_to_server(
-            ApiServicer(self.service, self.events, self.dispatcher), server
+            ApiServicer(self.api, self.service, self.events, self.dispatcher), server
         )
         self.grpc_port = self.security.add_ports(server, self.config.listen)
         if not self.grpc_port:
@@ -251,9 +266,7 @@ def make_http_app(ctl: Controller) -> web.Application:
         app.router.add_get("/metrics", metrics)
         return app
     check = os.environ.get("DOCKYARD_CHECK_RESPONSES") == "1"  # tests: bad bodies become 500s
-    app = make_app(
-        ctl.service, metrics_handler=metrics, health_handler=healthz, check_responses=check
-    )
+    app = make_app(ctl.api, metrics_handler=metrics, health_handler=healthz, check_responses=check)
     ctl.security.protect_http(app)
     app.middlewares.append(region_middleware(ctl.arns.region))  # after the signature check
     return app

@@ -11,31 +11,29 @@ from __future__ import annotations
 import logging
 import random
 import re
-import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
-from controller import ecs_views, lifecycle, placement, taskdef
+from controller import ecs_views, launch, lifecycle, placement, taskdef
 from controller.ecs_extra import EcsExtraOps, check_tags
 from controller.ecs_paging import paginate
 from controller.events import EventLog
+from controller.feed import TASK_DESIRED, TASK_STOPPED, ChangeFeed, task_changes
+from controller.launch import LaunchSpec
 from controller.model import (
     Cluster,
-    ContainerState,
     Instance,
-    PortAssignment,
     Task,
     TaskDefinition,
     now,
 )
 from controller.ops import clusters as cluster_config
 from controller.ops.account_settings import AccountSettings
-from controller.placement.model import Constraint, Strategy, TaskDemand
 from controller.placement_batch import PlacementBatcher
-from controller.request_limits import check_overrides_size
 from controller.roles import RoleService
 from controller.state import ClusterState
 from controller.store import Op, Store
+from controller.validation import text, texts
 from dockyard.arns import ArnFactory, last_part, resource_name
 from dockyard.errors import (
     TASKDEF_NOT_FOUND,
@@ -52,17 +50,6 @@ MAX_RUN_COUNT = 10
 NO_INSTANCES = "Container Instances cannot be empty."  # ECS's words
 MAX_CUSTOM_ATTRIBUTES = 10  # ECS: "up to 10 custom attributes for each resource"
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
-
-
-class AgentNotifier(Protocol):
-    """The dispatcher, as the service layer sees it: tell an instance its tasks changed."""
-
-    def tasks_changed(self, instance_arn: str, tasks: list[Task]) -> None: ...
-
-
-class _NoAgents:
-    def tasks_changed(self, instance_arn: str, tasks: list[Task]) -> None:
-        return None
 
 
 def _page(
@@ -103,22 +90,6 @@ def _run_view(task: Task, arns: ArnFactory) -> dict[str, Any]:
     return ecs_views.task_view(task, arns, tags=bool(task.tags))
 
 
-def _str(body: dict[str, Any], field: str, default: str = "") -> str:
-    value = body.get(field, default)
-    if not isinstance(value, str):
-        raise invalid(field, "must be a string")
-    return value
-
-
-def _str_list(body: dict[str, Any], field: str, limit: int = 100) -> list[str]:
-    value = body.get(field, [])
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise invalid(field, "must be a list of strings")
-    if len(value) > limit:
-        raise invalid(field, f"at most {limit} items")
-    return value
-
-
 class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ecs_extra
     def __init__(
         self,
@@ -127,6 +98,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         events: EventLog,
         arns: ArnFactory | None = None,
         rng: random.Random | None = None,
+        feed: ChangeFeed | None = None,
     ) -> None:
         self.store = store
         self.state = state
@@ -134,35 +106,48 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         self.arns = arns or ArnFactory()
         self.rng = rng or random.Random()
         self.placer = PlacementBatcher(self.rng)
-        self.agents: AgentNotifier = _NoAgents()
-        # called with tasks that reached STOPPED (the services' orchestrator listens)
-        self.stop_listeners: list[Callable[[list[Task]], None]] = []
+        # committed changes, published once: the dispatcher and the orchestrator subscribe
+        self.feed = feed or ChangeFeed()
         # counts a cluster's live services (the services' orchestrator sets it)
         self.service_counter: Callable[[str], int] = lambda cluster: 0
         self.scheduler: Any = None  # the services' scheduler, set by orchestrator.install
-        self._ops: dict[str, Handler] = {
-            name[3:]: getattr(self, name) for name in dir(self) if name.startswith("op_")
-        }
         self.roles = RoleService(self)  # roles, secrets, task credentials (issue 7)
-        self._ops.update(self.roles.operations())
         self.account_settings = AccountSettings(store, self.arns)  # controller.ops (issue 16)
-        self._ops.update(self.account_settings.handlers())
-        self._ops.update(cluster_config.ClusterOps(self).handlers())
 
-    def operations(self) -> set[str]:
-        return set(self._ops)
-
-    def add_operations(self, handlers: dict[str, Handler]) -> None:
-        """Operations implemented elsewhere (the services' orchestrator)."""
-        self._ops.update(handlers)
-
-    async def call(self, operation: str, body: dict[str, Any]) -> dict[str, Any]:
-        handler = self._ops.get(operation)
-        if handler is None:
-            raise client_error(f"operation {operation} is not supported by Dockyard")
-        if not isinstance(body, dict):
-            raise ApiError("SerializationException", "the request body must be a JSON object")
-        return await handler(body)
+    def handlers(self) -> dict[str, Handler]:
+        """This layer's operations, by name, for the one table (controller/ops/table.py):
+        clusters, task definitions, tasks, container instances and attributes, tags, and
+        those of its parts (roles and secrets, account settings, cluster configuration)."""
+        return {
+            "CreateCluster": self.op_CreateCluster,
+            "DescribeClusters": self.op_DescribeClusters,
+            "ListClusters": self.op_ListClusters,
+            "DeleteCluster": self.op_DeleteCluster,
+            "RegisterTaskDefinition": self.op_RegisterTaskDefinition,
+            "DescribeTaskDefinition": self.op_DescribeTaskDefinition,
+            "ListTaskDefinitions": self.op_ListTaskDefinitions,
+            "ListTaskDefinitionFamilies": self.op_ListTaskDefinitionFamilies,
+            "DeregisterTaskDefinition": self.op_DeregisterTaskDefinition,
+            "DeleteTaskDefinitions": self.op_DeleteTaskDefinitions,
+            "RunTask": self.op_RunTask,
+            "StartTask": self.op_StartTask,
+            "StopTask": self.op_StopTask,
+            "DescribeTasks": self.op_DescribeTasks,
+            "ListTasks": self.op_ListTasks,
+            "ListContainerInstances": self.op_ListContainerInstances,
+            "DescribeContainerInstances": self.op_DescribeContainerInstances,
+            "DeregisterContainerInstance": self.op_DeregisterContainerInstance,
+            "UpdateContainerInstancesState": self.op_UpdateContainerInstancesState,
+            "PutAttributes": self.op_PutAttributes,
+            "DeleteAttributes": self.op_DeleteAttributes,
+            "ListAttributes": self.op_ListAttributes,
+            "TagResource": self.op_TagResource,
+            "UntagResource": self.op_UntagResource,
+            "ListTagsForResource": self.op_ListTagsForResource,
+            **self.roles.handlers(),
+            **self.account_settings.handlers(),
+            **cluster_config.ClusterOps(self).handlers(),
+        }
 
     async def commit(self, ops: list[Op]) -> None:
         await self.store.write(ops)
@@ -242,7 +227,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
             await self.op_CreateCluster({"clusterName": DEFAULT_CLUSTER})
 
     async def op_CreateCluster(self, body: dict[str, Any]) -> dict[str, Any]:
-        name = _str(body, "clusterName", DEFAULT_CLUSTER)
+        name = text(body, "clusterName", DEFAULT_CLUSTER)
         if not re.fullmatch(r"[a-zA-Z0-9_-]{1,255}", name):
             raise invalid("clusterName", "1-255 letters, digits, hyphens and underscores")
         cluster_config.refuse_capacity_providers(body)
@@ -260,7 +245,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         return {"cluster": ecs_views.cluster_view(c, self.state, self.arns, tags=True)}
 
     async def op_DescribeClusters(self, body: dict[str, Any]) -> dict[str, Any]:
-        refs = _str_list(body, "clusters") or [DEFAULT_CLUSTER]
+        refs = texts(body, "clusters") or [DEFAULT_CLUSTER]
         tags = _with_tags(body)
         clusters, failures = [], []
         for ref in refs:
@@ -277,16 +262,15 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         return self.service_counter(cluster)
 
     def notify_agents(self, tasks: list[Task]) -> None:
-        """Tell each instance's agent which of its tasks changed (after they are committed)."""
-        by_instance: dict[str, list[Task]] = {}
-        for t in tasks:
-            by_instance.setdefault(t.instance_arn, []).append(t)
-        for arn, ts in by_instance.items():
-            self.agents.tasks_changed(arn, ts)
+        """Publish that these tasks' desired state changed (after they are committed): the
+        dispatcher, subscribed, sends each instance's agent its delta."""
+        if tasks:
+            self.feed.publish(task_changes(TASK_DESIRED, tasks))
 
     def tasks_stopped(self, tasks: list[Task]) -> None:
-        for listener in self.stop_listeners:
-            listener(tasks)
+        """Publish that these tasks reached STOPPED (after they are committed)."""
+        if tasks:
+            self.feed.publish(task_changes(TASK_STOPPED, tasks))
 
     async def op_ListClusters(self, body: dict[str, Any]) -> dict[str, Any]:
         arns = sorted(c.arn for c in self.state.clusters.values() if c.status == "ACTIVE")
@@ -294,7 +278,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         return {"clusterArns": page, **more}
 
     async def op_DeleteCluster(self, body: dict[str, Any]) -> dict[str, Any]:
-        c = self.cluster(_str(body, "cluster") or None)
+        c = self.cluster(text(body, "cluster") or None)
         # tasks first: deregistering instances stops their tasks, so checking instances
         # first would leave ClusterContainsTasksException unreachable
         if any(t.active for t in self.state.cluster_tasks(c.name)):
@@ -354,11 +338,11 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         return out
 
     async def op_ListTaskDefinitions(self, body: dict[str, Any]) -> dict[str, Any]:
-        prefix = _str(body, "familyPrefix")
-        status = _str(body, "status", "ACTIVE")
+        prefix = text(body, "familyPrefix")
+        status = text(body, "status", "ACTIVE")
         if status not in ("ACTIVE", "INACTIVE", "DELETE_IN_PROGRESS"):
             raise invalid("status", "must be ACTIVE, INACTIVE or DELETE_IN_PROGRESS")
-        sort = _str(body, "sort", "ASC")
+        sort = text(body, "sort", "ASC")
         if sort not in ("ASC", "DESC"):
             raise invalid("sort", "must be ASC or DESC")
         tds = [
@@ -379,8 +363,8 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         return {"taskDefinitionArns": page, **more}
 
     async def op_ListTaskDefinitionFamilies(self, body: dict[str, Any]) -> dict[str, Any]:
-        prefix = _str(body, "familyPrefix")
-        status = _str(body, "status", "ACTIVE")
+        prefix = text(body, "familyPrefix")
+        status = text(body, "status", "ACTIVE")
         if status not in ("ACTIVE", "INACTIVE", "ALL"):
             raise invalid("status", "must be ACTIVE, INACTIVE or ALL")
         families = sorted(
@@ -396,7 +380,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         return {"families": page, **more}
 
     async def op_DeregisterTaskDefinition(self, body: dict[str, Any]) -> dict[str, Any]:
-        ref = _str(body, "taskDefinition")
+        ref = text(body, "taskDefinition")
         rev = resource_name(ref).partition(":")[2]
         if ":" not in resource_name(ref):  # ECS's words for each case
             raise client_error("Revision is missing.")
@@ -417,15 +401,15 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
     # ------------------------------------------------------------------ tasks
 
     async def op_RunTask(self, body: dict[str, Any]) -> dict[str, Any]:
-        cluster = self.cluster(_str(body, "cluster") or None)
-        token = _str(body, "clientToken")
+        cluster = self.cluster(text(body, "cluster") or None)
+        token = text(body, "clientToken")
         if token and (cluster.name, token) in self.state.client_tokens:
             arns = self.state.client_tokens[(cluster.name, token)]
             return {
                 "tasks": [_run_view(self.state.tasks[a], self.arns) for a in arns],
                 "failures": [],
             }
-        if _str(body, "launchType", "EC2") != "EC2":
+        if text(body, "launchType", "EC2") != "EC2":
             raise invalid("launchType", "Dockyard runs the EC2 launch type only")
         count = body.get("count", 1)
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 10:
@@ -438,25 +422,40 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
             raise ApiError(  # ECS's words
                 "InvalidParameterException", "No Container Instances were found in your cluster."
             )
-        return await self._place_and_create(cluster, td, body, count, instances, token)
+        return await self._launch_request(cluster, td, body, count, instances, token)
 
     async def op_StartTask(self, body: dict[str, Any]) -> dict[str, Any]:
-        cluster = self.cluster(_str(body, "cluster") or None)
-        refs = _str_list(body, "containerInstances", limit=10)
+        cluster = self.cluster(text(body, "cluster") or None)
+        refs = texts(body, "containerInstances", limit=10)
         if not refs:
             raise client_error(NO_INSTANCES)
         td = self.taskdef(body.get("taskDefinition"))
         tasks, failures = [], []
         for ref in refs:
             view = self.state.views[self.instance(cluster, ref, "containerInstances").arn]
-            out = await self._place_and_create(
+            out = await self._launch_request(
                 cluster, td, {**body, "placementStrategy": []}, 1, [view], ""
             )
             tasks += out["tasks"]
             failures += out["failures"]
         return {"tasks": tasks, "failures": failures}
 
-    async def place_tasks(
+    async def launch(self, spec: LaunchSpec) -> tuple[list[Task], list[dict[str, str]]]:
+        """Place a launch's tasks (batched with concurrent launches), create and commit
+        them, then tell their agents: RunTask, StartTask and the services' orchestrator."""
+        await self.roles.check_task(spec.td, spec.overrides)  # unknown roles/secrets fail clearly
+
+        def claim(results: list[Any]) -> tuple[list[Task], list[dict[str, str]], list[Op]]:
+            return self._create_placed(spec, results)
+
+        tasks, failures, ops = await self.placer.submit(
+            spec.demand, spec.count, spec.instances, spec.constraints, spec.strategies, claim
+        )
+        await self.commit(ops)
+        self.notify_agents(tasks)
+        return tasks, failures
+
+    async def _launch_request(
         self,
         cluster: Cluster,
         td: TaskDefinition,
@@ -464,63 +463,15 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         count: int,
         instances: list[Any],
         token: str,
-        service: str = "",
-    ) -> tuple[list[Task], list[dict[str, str]]]:
-        overrides = self._overrides(td, body.get("overrides") or {})
-        await self.roles.check_task(td, overrides)  # unknown roles/secrets fail clearly
-        body = {**body, "tags": await self._task_tags(cluster, td, body, service)}
-        group = _str(body, "group") or f"family:{td.family}"
-        constraints = self._constraints(body, td)
-        strategies = self._strategies(body)
-        demand = self._demand(td, overrides, group)
-
-        def claim(results: list[Any]) -> tuple[list[Task], list[dict[str, str]], list[Op]]:
-            return self._create_placed(cluster, td, overrides, body, group, results, token, service)
-
-        tasks, failures, ops = await self.placer.submit(
-            demand, count, instances, constraints, strategies, claim
-        )
-        await self.commit(ops)
-        self.notify_agents(tasks)
-        return tasks, failures
-
-    async def _task_tags(
-        self, cluster: Cluster, td: TaskDefinition, body: dict[str, Any], service: str
-    ) -> list[dict[str, str]]:
-        """A new task's tags as ECS makes them: the request's own, then those propagated
-        from the task definition or the service (`serviceTags`, set by the scheduler) for
-        keys not given, then ECS's managed tags when `enableECSManagedTags` asks for them."""
-        tags = check_tags(body.get("tags"))
-        propagate = body.get("propagateTags", "NONE")
-        if propagate == "SERVICE" and not service:
-            raise invalid("propagateTags", "SERVICE applies to a service's tasks only")
-        source = {
-            "TASK_DEFINITION": await self.taskdef_tags(td.arn),
-            "SERVICE": body.get("serviceTags") or [],
-        }.get(propagate, [])
-        given = {t["key"] for t in tags}
-        tags += [dict(t) for t in source if t["key"] not in given]
-        if body.get("enableECSManagedTags"):
-            tags.append({"key": "aws:ecs:clusterName", "value": cluster.name})
-            if service:
-                tags.append({"key": "aws:ecs:serviceName", "value": service})
-        return tags
-
-    async def _place_and_create(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """place_tasks, rendered in ECS's RunTask response shape."""
-        tasks, failures = await self.place_tasks(*args, **kwargs)
+    ) -> dict[str, Any]:
+        """A RunTask / StartTask launch, answered in ECS's RunTask shape."""
+        td_tags = await self.taskdef_tags(td.arn)
+        spec = launch.from_request(cluster, td, body, count, instances, td_tags, token)
+        tasks, failures = await self.launch(spec)
         return {"tasks": [_run_view(t, self.arns) for t in tasks], "failures": failures}
 
     def _create_placed(
-        self,
-        cluster: Cluster,
-        td: TaskDefinition,
-        overrides: dict[str, Any],
-        body: dict[str, Any],
-        group: str,
-        results: list[Any],
-        token: str,
-        service: str,
+        self, spec: LaunchSpec, results: list[Any]
     ) -> tuple[list[Task], list[dict[str, str]], list[Op]]:
         """Tasks for a decision's placements (claiming their resources now), its failures,
         and the store ops; runs synchronously inside the placement batch."""
@@ -531,155 +482,24 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
             if isinstance(result, placement.Failure):
                 failures.append({"reason": result.reason, "detail": result.detail})
                 continue
-            task = self._new_task(cluster, td, overrides, body, group, result, token, service)
+            task = launch.new_task(spec, result, self.arns)
             ops.append(self.state.add_task(task))
             ops.append(
                 self.event(
-                    cluster.name,
+                    spec.cluster.name,
                     "task",
                     task.arn,
                     f"task placed on {last_part(task.instance_arn)}",
-                    {"group": group},
+                    {"group": spec.group},
                 )
             )
             tasks.append(task)
         return tasks, failures, ops
 
-    def _overrides(self, td: TaskDefinition, ov: Any) -> dict[str, Any]:
-        if not isinstance(ov, dict):
-            raise invalid("overrides", "must be an object")
-        check_overrides_size(ov)
-        names = {c["name"] for c in td.doc["containerDefinitions"]}
-        cos = ov.get("containerOverrides", [])
-        if not isinstance(cos, list):
-            raise invalid("overrides.containerOverrides", "must be a list")
-        for i, co in enumerate(cos):
-            name = co.get("name") if isinstance(co, dict) else co
-            if name not in names:
-                raise invalid(
-                    f"overrides.containerOverrides[{i}].name",
-                    f"Override for container named {name!r} "
-                    "is not a container in the TaskDefinition",
-                )
-        taskdef.task_resources(td.doc, ov)  # validates cpu / memory overrides
-        return ov
-
-    def _constraints(self, body: dict[str, Any], td: TaskDefinition) -> list[Constraint]:
-        raw = list(body.get("placementConstraints") or []) + list(
-            td.doc.get("placementConstraints") or []
-        )
-        raw += taskdef.taskdef_host.implied_constraints(td.doc)  # issue 18: agent policies
-        out = []
-        for i, c in enumerate(raw):
-            if not isinstance(c, dict):
-                raise invalid(f"placementConstraints[{i}]", "must be an object")
-            out.append(
-                Constraint(type=str(c.get("type", "")), expression=str(c.get("expression", "")))
-            )
-        strategies = self._strategies(body)
-        placement.validate(out, strategies)
-        return out
-
-    def _strategies(self, body: dict[str, Any]) -> list[Strategy]:
-        raw = body.get("placementStrategy") or []
-        if not isinstance(raw, list):
-            raise invalid("placementStrategy", "must be a list")
-        out = []
-        for i, s in enumerate(raw):
-            if not isinstance(s, dict):
-                raise invalid(f"placementStrategy[{i}]", "must be an object")
-            out.append(Strategy(type=str(s.get("type", "")), field=str(s.get("field", ""))))
-        return out or list(placement.DEFAULT_TASK_STRATEGIES)
-
-    @staticmethod
-    def _demand(td: TaskDefinition, overrides: dict[str, Any], group: str) -> TaskDemand:
-        cpu, memory = taskdef.task_resources(td.doc, overrides)
-        tcp: list[int] = []
-        udp: list[int] = []
-        dyn_tcp = dyn_udp = 0
-        for c in td.doc["containerDefinitions"]:
-            for pm in c["portMappings"]:
-                is_udp = pm["protocol"] == "udp"
-                if pm["hostPort"]:
-                    (udp if is_udp else tcp).append(pm["hostPort"])
-                elif is_udp:
-                    dyn_udp += 1
-                else:
-                    dyn_tcp += 1
-        return TaskDemand(
-            cpu=cpu,
-            memory=memory,
-            tcp_ports=tcp,
-            udp_ports=udp,
-            dynamic_tcp=dyn_tcp,
-            dynamic_udp=dyn_udp,
-            group=group,
-            gpus=taskdef.taskdef_host.task_gpus(td.doc),  # issue 18: resourceRequirements GPU
-        )
-
-    def _new_task(
-        self,
-        cluster: Cluster,
-        td: TaskDefinition,
-        overrides: dict[str, Any],
-        body: dict[str, Any],
-        group: str,
-        placed: Any,
-        token: str,
-        service: str,
-    ) -> Task:
-        task_id = uuid.uuid4().hex
-        cpu, memory = taskdef.task_resources(td.doc, overrides)
-        dyn = {"tcp": list(placed.tcp_host_ports), "udp": list(placed.udp_host_ports)}
-        by_name = {o["name"]: o for o in overrides.get("containerOverrides", [])}
-        containers = []
-        for c in td.doc["containerDefinitions"]:
-            o = by_name.get(c["name"], {})
-            ports = [
-                PortAssignment(
-                    pm["containerPort"],
-                    pm["hostPort"] or dyn[pm["protocol"]].pop(0),
-                    pm["protocol"],
-                )
-                for pm in c["portMappings"]
-            ]
-            containers.append(
-                ContainerState(
-                    name=c["name"],
-                    image=c["image"],
-                    essential=c["essential"],
-                    cpu=o.get("cpu", c.get("cpu", 0)),
-                    memory=o.get("memory", c.get("memory", 0)),
-                    memory_reservation=o.get("memoryReservation", c.get("memoryReservation", 0)),
-                    ports=ports,
-                    command=o.get("command"),
-                    environment=o.get("environment"),
-                )
-            )
-        tags = body.get("tags") or []
-        return Task(
-            arn=self.arns.task(cluster.name, task_id),
-            id=task_id,
-            cluster=cluster.name,
-            family=td.family,
-            revision=td.revision,
-            task_definition_arn=td.arn,
-            instance_arn=placed.instance_arn,
-            containers=containers,
-            cpu=cpu,
-            memory=memory,
-            group=group,
-            started_by=_str(body, "startedBy"),
-            service=service,
-            client_token=token,
-            overrides=overrides,
-            tags=tags,
-        )
-
     async def op_StopTask(self, body: dict[str, Any]) -> dict[str, Any]:
-        cluster = self.cluster(_str(body, "cluster") or None)
+        cluster = self.cluster(text(body, "cluster") or None)
         task = self.task(cluster, body.get("task"))
-        reason = _str(body, "reason") or "Task stopped by user"
+        reason = text(body, "reason") or "Task stopped by user"
         await self.stop_tasks([task], "UserInitiated", reason)
         return {"task": ecs_views.task_view(task, self.arns)}
 
@@ -707,8 +527,8 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         self.notify_agents(changed)
 
     async def op_DescribeTasks(self, body: dict[str, Any]) -> dict[str, Any]:
-        cluster = self.cluster(_str(body, "cluster") or None)
-        refs = _str_list(body, "tasks")
+        cluster = self.cluster(text(body, "cluster") or None)
+        refs = texts(body, "tasks")
         if not refs:
             raise ApiError("InvalidParameterException", "Tasks cannot be empty.")  # ECS's words
         tags = _with_tags(body)
@@ -720,12 +540,12 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         return {"tasks": found, "failures": failures}
 
     async def op_ListTasks(self, body: dict[str, Any]) -> dict[str, Any]:
-        cluster = self.cluster(_str(body, "cluster") or None)
-        desired = _str(body, "desiredStatus", "RUNNING")
+        cluster = self.cluster(text(body, "cluster") or None)
+        desired = text(body, "desiredStatus", "RUNNING")
         if desired not in ("RUNNING", "PENDING", "STOPPED"):
             raise invalid("desiredStatus", "must be RUNNING, PENDING or STOPPED")
         tasks = self.state.cluster_tasks(cluster.name)
-        inst_ref = _str(body, "containerInstance")
+        inst_ref = text(body, "containerInstance")
         if inst_ref:
             inst = self.instance(cluster, inst_ref)
             tasks = [t for t in tasks if t.instance_arn == inst.arn]
@@ -735,10 +555,10 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
             "serviceName": lambda t, v: t.service == resource_name(v),
         }
         for field, match in filters.items():
-            value = _str(body, field)
+            value = text(body, field)
             if value:
                 tasks = [t for t in tasks if match(t, value)]
-        if _str(body, "launchType", "EC2") != "EC2":
+        if text(body, "launchType", "EC2") != "EC2":
             tasks = []  # every Dockyard task is EC2
         if desired == "PENDING":
             tasks = [
@@ -756,8 +576,8 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
     # ------------------------------------------------------------------ container instances
 
     async def op_ListContainerInstances(self, body: dict[str, Any]) -> dict[str, Any]:
-        cluster = self.cluster(_str(body, "cluster") or None)
-        status = _str(body, "status")
+        cluster = self.cluster(text(body, "cluster") or None)
+        status = text(body, "status")
         insts = self.state.cluster_instances(cluster.name)
         if status:
             if status not in (
@@ -771,7 +591,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
             insts = [i for i in insts if i.status == status]
         else:
             insts = [i for i in insts if i.status != "INACTIVE"]
-        expr = _str(body, "filter")
+        expr = text(body, "filter")
         if expr:
             try:
                 query = placement.parse(expr)
@@ -785,8 +605,8 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         return {"containerInstanceArns": page, **more}
 
     async def op_DescribeContainerInstances(self, body: dict[str, Any]) -> dict[str, Any]:
-        cluster = self.cluster(_str(body, "cluster") or None)
-        refs = _str_list(body, "containerInstances")
+        cluster = self.cluster(text(body, "cluster") or None)
+        refs = texts(body, "containerInstances")
         if not refs:
             raise client_error(NO_INSTANCES)
         found, failures = _describe(
@@ -797,7 +617,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         return {"containerInstances": found, "failures": failures}
 
     async def op_DeregisterContainerInstance(self, body: dict[str, Any]) -> dict[str, Any]:
-        cluster = self.cluster(_str(body, "cluster") or None)
+        cluster = self.cluster(text(body, "cluster") or None)
         inst = self.instance(cluster, body.get("containerInstance"))
         running = [t for t in self.state.instance_tasks(inst.arn) if t.active]
         if running and not body.get("force"):
@@ -815,11 +635,11 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         return {"containerInstance": ecs_views.instance_view(inst, self.state)}
 
     async def op_UpdateContainerInstancesState(self, body: dict[str, Any]) -> dict[str, Any]:
-        cluster = self.cluster(_str(body, "cluster") or None)
-        status = _str(body, "status")
+        cluster = self.cluster(text(body, "cluster") or None)
+        status = text(body, "status")
         if status not in ("ACTIVE", "DRAINING"):
             raise invalid("status", "must be ACTIVE or DRAINING")
-        refs = _str_list(body, "containerInstances", limit=10)
+        refs = texts(body, "containerInstances", limit=10)
         if not refs:
             raise invalid("containerInstances", "is required: 1 to 10 instances")
         insts = [self.instance(cluster, r, "containerInstances") for r in refs]
@@ -856,7 +676,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         return out
 
     async def op_PutAttributes(self, body: dict[str, Any]) -> dict[str, Any]:
-        cluster = self.cluster(_str(body, "cluster") or None)
+        cluster = self.cluster(text(body, "cluster") or None)
         targets = self._attribute_targets(cluster, body.get("attributes"))
         names: dict[str, set[str]] = {}  # instance ARN -> its custom attributes afterwards
         for n, (inst, a) in enumerate(targets):  # check everything before changing anything
@@ -881,7 +701,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         return {"attributes": body["attributes"]}
 
     async def op_DeleteAttributes(self, body: dict[str, Any]) -> dict[str, Any]:
-        cluster = self.cluster(_str(body, "cluster") or None)
+        cluster = self.cluster(text(body, "cluster") or None)
         ops: list[Op] = []
         for inst, a in self._attribute_targets(cluster, body.get("attributes")):
             inst.custom_attributes.pop(a["name"], None)
@@ -890,10 +710,10 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         return {"attributes": body["attributes"]}
 
     async def op_ListAttributes(self, body: dict[str, Any]) -> dict[str, Any]:
-        cluster = self.cluster(_str(body, "cluster") or None)
-        if _str(body, "targetType", "container-instance") != "container-instance":
+        cluster = self.cluster(text(body, "cluster") or None)
+        if text(body, "targetType", "container-instance") != "container-instance":
             raise invalid("targetType", "must be container-instance")
-        name, value = _str(body, "attributeName"), _str(body, "attributeValue")
+        name, value = text(body, "attributeName"), text(body, "attributeValue")
         rows = [
             {"name": k, "value": v, "targetType": "container-instance", "targetId": i.arn}
             for i in sorted(self.state.cluster_instances(cluster.name), key=lambda i: i.arn)

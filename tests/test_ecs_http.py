@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import http.client
 import json
 import logging
@@ -32,6 +33,7 @@ from prometheus_client import CollectorRegistry
 
 from controller.ecs_http import METRICS_KEY, make_app, metrics_handler_for
 from controller.ecs_paging import paginate
+from controller.ops.chain import OperationChain
 from dockyard.arns import ArnFactory
 from dockyard.errors import ApiError
 from tests.support import tool
@@ -51,9 +53,16 @@ class FakeService:
     def operations(self) -> set[str]:
         return {"ListClusters", "DescribeClusters", "RunTask"}
 
+    def chain(self) -> OperationChain:
+        """The endpoint's way in: the real operations chain over this fake's handlers."""
+        return OperationChain(
+            {op: functools.partial(self.call, op) for op in self.operations()},
+            require_all=False,
+        )
+
     async def call(self, operation: str, body: dict[str, Any]) -> dict[str, Any]:
         self.seen.append((operation, body))
-        return getattr(self, operation)(body)
+        return getattr(self, operation)(body)  # type: ignore[no-any-return]
 
     def ListClusters(self, body: dict[str, Any]) -> dict[str, Any]:
         arns = [ARNS.cluster(name) for name in self.clusters]
@@ -151,7 +160,7 @@ def endpoint() -> Iterator[Endpoint]:
     fake = FakeService()
     registry = CollectorRegistry()
     app = make_app(
-        fake,
+        fake.chain(),
         registry=registry,
         metrics_handler=metrics_handler_for(registry),
         health_handler=_healthz,
@@ -444,7 +453,7 @@ def test_no_request_crashes_the_endpoint(endpoint: Endpoint, target: str, data: 
 def test_apps_sharing_a_registry_share_counters() -> None:
     registry = CollectorRegistry()
     first, second = (
-        make_app(FakeService(), registry=registry),
-        make_app(FakeService(), registry=registry),
+        make_app(FakeService().chain(), registry=registry),
+        make_app(FakeService().chain(), registry=registry),
     )
     assert first[METRICS_KEY] is second[METRICS_KEY]  # no "Duplicated timeseries" error

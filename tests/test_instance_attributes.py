@@ -17,7 +17,7 @@ def _attrs(target: str, names: list[str], value: str = "v") -> dict:
 
 
 async def _custom(ctl: Controller, target: str) -> dict[str, str]:
-    out = await ctl.service.call("ListAttributes", {"targetType": "container-instance"})
+    out = await ctl.api.call("ListAttributes", {"targetType": "container-instance"})
     return {
         a["name"]: a["value"]
         for a in out["attributes"]
@@ -31,9 +31,9 @@ async def test_custom_attribute_limit_and_atomic_refusals(tmp_path: Path) -> Non
     try:
         await add_instances(ctl, 2)
         first, second = "i-00000000", "i-00000001"
-        await ctl.service.call("PutAttributes", _attrs(first, [f"a{i}" for i in range(8)]))
+        await ctl.api.call("PutAttributes", _attrs(first, [f"a{i}" for i in range(8)]))
         with pytest.raises(ApiError) as err:
-            await ctl.service.call("PutAttributes", _attrs(first, ["a0", "b1", "b2", "b3"]))
+            await ctl.api.call("PutAttributes", _attrs(first, ["a0", "b1", "b2", "b3"]))
         assert err.value.name == "AttributeLimitExceededException"
         assert "11 custom attributes" in err.value.message
         assert len(await _custom(ctl, first)) == 8  # nothing of the refused call was applied
@@ -41,11 +41,11 @@ async def test_custom_attribute_limit_and_atomic_refusals(tmp_path: Path) -> Non
         bad = _attrs(second, ["x", "y", "z"])
         bad["attributes"][1]["value"] = "v" * 129
         with pytest.raises(ApiError) as err:
-            await ctl.service.call("PutAttributes", bad)
+            await ctl.api.call("PutAttributes", bad)
         assert "attributes[1].value" in err.value.message
         assert await _custom(ctl, second) == {}
         # replacing values of attributes it has does not count twice; 10 is fine
-        await ctl.service.call("PutAttributes", _attrs(first, ["a0", "a8", "a9"], "new"))
+        await ctl.api.call("PutAttributes", _attrs(first, ["a0", "a8", "a9"], "new"))
         held = await _custom(ctl, first)
         assert len(held) == 10 and held["a0"] == "new"
     finally:

@@ -15,13 +15,13 @@ async def test_concurrent_run_tasks_are_batched_and_never_overcommit(tmp_path: P
     await ctl.start()
     try:
         await add_instances(ctl, 4)  # 16384 MiB each: 64 tasks of 256 MiB fit per instance
-        await ctl.service.call(
+        await ctl.api.call(
             "RegisterTaskDefinition",
             {"family": "big", "containerDefinitions": [{"name": "a", "image": "x", "memory": 256}]},
         )
         body = {"taskDefinition": "big", "count": 10}
         before = ctl.service.placer.batches
-        outs = await asyncio.gather(*(ctl.service.call("RunTask", body) for _ in range(30)))
+        outs = await asyncio.gather(*(ctl.api.call("RunTask", body) for _ in range(30)))
         placed = sum(len(o["tasks"]) for o in outs)
         failed = sum(len(o["failures"]) for o in outs)
         assert placed == 4 * 64 and failed == 300 - placed

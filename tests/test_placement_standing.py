@@ -215,7 +215,7 @@ async def test_run_task_at_scale_keeps_trees_and_never_overcommits(tmp_path: Pat
     await ctl.start()
     try:
         await add_instances(ctl, 400)  # 4096 cpu, 16384 MiB each
-        await ctl.service.call(
+        await ctl.api.call(
             "RegisterTaskDefinition",
             {
                 "family": "big",
@@ -233,7 +233,7 @@ async def test_run_task_at_scale_keeps_trees_and_never_overcommits(tmp_path: Pat
         placer = ctl.service.placer.placer
         arns: list[str] = []
         for _ in range(60):  # 600 tasks of 8000 MiB: two fit per instance
-            out = await ctl.service.call("RunTask", body)
+            out = await ctl.api.call("RunTask", body)
             assert not out["failures"]
             arns += [t["taskArn"] for t in out["tasks"]]
         for arn in arns[:100]:  # stopped, as their agent would report it
@@ -241,7 +241,7 @@ async def test_run_task_at_scale_keeps_trees_and_never_overcommits(tmp_path: Pat
             report = agent_pb2.TaskStatus(task_arn=arn, last_status="STOPPED")
             link = ctl.dispatcher.link
             assert not await link.apply_reports(ctl.state.instances[task.instance_arn], [report])
-        outs = await asyncio.gather(*(ctl.service.call("RunTask", body) for _ in range(35)))
+        outs = await asyncio.gather(*(ctl.api.call("RunTask", body) for _ in range(35)))
         placed = sum(len(o["tasks"]) for o in outs)
         assert placed == 800 - 600 + 100  # every freed and remaining slot, not one more
         assert {f["reason"] for o in outs for f in o["failures"]} == {"RESOURCE:MEMORY"}

@@ -27,7 +27,7 @@ async def test_every_service_operation_has_a_native_rpc(tmp_path: Path) -> None:
     ctl = Controller(ControllerConfig(data_dir=tmp_path, listen="127.0.0.1:0", http="127.0.0.1:0"))
     await ctl.start()
     try:
-        missing = ctl.service.operations() - rpcs
+        missing = ctl.api.operations() - rpcs
     finally:
         await ctl.stop()
     assert not missing, f"add these rpcs to proto/dockyard/v1/api.proto: {sorted(missing)}"

@@ -25,9 +25,9 @@ async def test_refresh_is_idle_until_due_and_reissues_after_a_restart(tmp_path: 
     ctl = _controller(tmp_path)
     await ctl.start()
     try:
-        role = (await ctl.service.call("CreateRole", ROLE))["role"]["roleArn"]
+        role = (await ctl.api.call("CreateRole", ROLE))["role"]["roleArn"]
         await add_instances(ctl, 2)
-        await ctl.service.call(
+        await ctl.api.call(
             "RegisterTaskDefinition",
             {
                 "family": "app",
@@ -35,7 +35,7 @@ async def test_refresh_is_idle_until_due_and_reissues_after_a_restart(tmp_path: 
                 "containerDefinitions": [{"name": "a", "image": "x", "memory": 64}],
             },
         )
-        out = await ctl.service.call("RunTask", {"taskDefinition": "app"})
+        out = await ctl.api.call("RunTask", {"taskDefinition": "app"})
         assert len(out["tasks"]) == 1
         roles = ctl.service.roles
         assert await roles.refresh_once() == []  # just issued: nothing due

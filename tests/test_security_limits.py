@@ -278,7 +278,7 @@ def test_unexpected_exception_in_healthz_is_a_clean_500(
 def test_unexpected_exception_in_grpc_interceptor_is_internal_not_unknown(
     sc: SecureController, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("controller.security.apiauth.check_native", kaboom)
+    monkeypatch.setattr("controller.security.apiauth.authorize", kaboom)
     with caplog.at_level(logging.ERROR):
         err = native_raw(sc, "ListClusters", "{}")
     assert err.code() == grpc.StatusCode.INTERNAL, err  # type: ignore[attr-defined]

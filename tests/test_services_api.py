@@ -23,7 +23,7 @@ TD = {
 async def start(path: Path) -> Controller:
     ctl = Controller(ControllerConfig(path, listen="127.0.0.1:0", http="127.0.0.1:0"))
     await ctl.start()
-    await ctl.service.call("CreateCluster", {})  # `default`: no agent joins to create it
+    await ctl.api.call("CreateCluster", {})  # `default`: no agent joins to create it
     return ctl
 
 
@@ -31,14 +31,14 @@ async def start(path: Path) -> Controller:
 async def ctl(tmp_path: Path) -> AsyncIterator[Controller]:
     c = await start(tmp_path)
     try:
-        await c.service.call("RegisterTaskDefinition", TD)
+        await c.api.call("RegisterTaskDefinition", TD)
         yield c
     finally:
         await c.stop()
 
 
 async def call(ctl: Controller, op: str, body: dict) -> dict:  # type: ignore[type-arg]
-    out = await ctl.service.call(op, body)
+    out = await ctl.api.call(op, body)
     check_response(op, out)
     return out
 
@@ -75,7 +75,7 @@ async def test_create_describe_list_update_delete(ctl: Controller) -> None:
     assert desc["services"][0]["tags"][0]["key"] == "dockyard:disconnect-grace"
     assert desc["failures"][0]["reason"] == "MISSING"
     assert "steady state" in desc["services"][0]["events"][0]["message"]
-    await ctl.service.call("RegisterTaskDefinition", TD)
+    await ctl.api.call("RegisterTaskDefinition", TD)
     up = await call(ctl, "UpdateService", {"service": "web", "taskDefinition": "api-web:2"})
     deps = up["service"]["deployments"]
     assert [(d["status"], d["taskDefinition"].rsplit(":", 1)[1]) for d in deps] == [
@@ -145,32 +145,32 @@ async def test_create_describe_list_update_delete(ctl: Controller) -> None:
 )
 async def test_bad_input_names_the_field(ctl: Controller, body: dict, field: str) -> None:  # type: ignore[type-arg]
     with pytest.raises(ApiError) as err:
-        await ctl.service.call("CreateService", body)
+        await ctl.api.call("CreateService", body)
     assert field in err.value.message
 
 
 async def test_update_and_delete_errors(ctl: Controller) -> None:
     with pytest.raises(ApiError) as err:
-        await ctl.service.call("UpdateService", {"service": "ghost", "desiredCount": 1})
+        await ctl.api.call("UpdateService", {"service": "ghost", "desiredCount": 1})
     assert err.value.name == "ServiceNotFoundException"
     body = {"serviceName": "web", "taskDefinition": "api-web", "desiredCount": 2}
-    await ctl.service.call("CreateService", body)
+    await ctl.api.call("CreateService", body)
     with pytest.raises(ApiError) as err:
-        await ctl.service.call("CreateService", body)
+        await ctl.api.call("CreateService", body)
     assert "not idempotent" in err.value.message
     with pytest.raises(ApiError) as err:
-        await ctl.service.call("DeleteService", {"service": "web"})
+        await ctl.api.call("DeleteService", {"service": "web"})
     assert "scaled above 0" in err.value.message
     with pytest.raises(ApiError) as err:
-        await ctl.service.call("DeleteCluster", {"cluster": "default"})
+        await ctl.api.call("DeleteCluster", {"cluster": "default"})
     assert err.value.name in ("ClusterContainsServicesException", "ClusterContainsTasksException")
 
 
 async def test_services_survive_a_restart(tmp_path: Path) -> None:
     c = await start(tmp_path)
     try:
-        await c.service.call("RegisterTaskDefinition", TD)
-        await c.service.call(
+        await c.api.call("RegisterTaskDefinition", TD)
+        await c.api.call(
             "CreateService",
             {"serviceName": "kept", "taskDefinition": "api-web", "desiredCount": 3},
         )

@@ -19,7 +19,7 @@ async def test_rollout_right_after_scale_up_keeps_the_minimum_healthy(tmp_path: 
     ctl = Controller(ControllerConfig(data_dir=tmp_path, listen="127.0.0.1:0", http="127.0.0.1:0"))
     await ctl.start()
     try:
-        svc, sched = ctl.service, ctl.service.scheduler
+        svc, sched = ctl.api, ctl.services
         await add_instances(ctl, 3)
         for _ in range(2):
             await svc.call(
@@ -63,7 +63,7 @@ async def test_a_pass_plans_a_steady_service_only_when_something_could_change_it
     ctl = Controller(ControllerConfig(data_dir=tmp_path, listen="127.0.0.1:0", http="127.0.0.1:0"))
     await ctl.start()
     try:
-        svc, sched, state = ctl.service, ctl.service.scheduler, ctl.state
+        svc, sched, state = ctl.api, ctl.services, ctl.state
         await add_instances(ctl, 3)
         td = {
             "family": "steady",
@@ -117,14 +117,14 @@ async def test_a_big_start_names_ten_tasks_in_its_service_event(tmp_path: Path) 
     ctl = Controller(ControllerConfig(data_dir=tmp_path, listen="127.0.0.1:0", http="127.0.0.1:0"))
     await ctl.start()
     try:
-        svc = ctl.service
+        svc = ctl.api
         await add_instances(ctl, 3)
         td = {"family": "many", "containerDefinitions": [{"name": "s", "image": "x", "memory": 8}]}
         await svc.call("RegisterTaskDefinition", td)
         await svc.call(
             "CreateService", {"serviceName": "m", "taskDefinition": "many", "desiredCount": 25}
         )
-        await svc.scheduler.pass_once()
+        await ctl.services.pass_once()
         out = await svc.call("DescribeServices", {"services": ["m"]})
         (started,) = [
             e["message"] for e in out["services"][0]["events"] if "started" in e["message"]

@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from controller.ecs_paging import paginate
-from controller.ecs_shapes import validate_request
 from controller.store import Delete, Put, Store
 from dockyard.arns import ArnFactory
 from dockyard.errors import invalid
@@ -133,18 +132,15 @@ class AccountSettings:
         return {"setting": doc}
 
     async def put(self, body: dict[str, Any]) -> dict[str, Any]:
-        validate_request("PutAccountSetting", body)
         return await self._store(_name(body), body["value"], self._principal(body))
 
     async def put_default(self, body: dict[str, Any]) -> dict[str, Any]:
         """The account default: the root user's setting, which every principal inherits."""
-        validate_request("PutAccountSettingDefault", body)
         return await self._store(_name(body), body["value"], self.root)
 
     async def delete(self, body: dict[str, Any]) -> dict[str, Any]:
         """Drop the principal's own setting; it then inherits the root's or the default.
         Answers with the setting deleted, or (none of its own) the one that applies."""
-        validate_request("DeleteAccountSetting", body)
         await self.load()
         name, principal = _name(body), self._principal(body)
         if name in AWS_MANAGED:
@@ -157,7 +153,6 @@ class AccountSettings:
         return {"setting": self._setting(name, value, principal)}
 
     async def list_settings(self, body: dict[str, Any]) -> dict[str, Any]:
-        validate_request("ListAccountSettings", body)
         await self.load()
         if "value" in body and "name" not in body:
             raise invalid("value", "filters by value only together with name")

@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from controller import ecs_views
-from controller.ecs_shapes import validate_request
 from controller.model import Cluster
 from dockyard.errors import invalid
 
@@ -103,10 +102,10 @@ class ClusterOps:
         self.cs = cs
 
     def handlers(self) -> dict[str, Handler]:
-        return {"UpdateCluster": self.update, "UpdateClusterSettings": self.update_settings}
+        return {"UpdateCluster": self.update, "UpdateClusterSettings": self.update}
 
-    async def _update(self, operation: str, body: dict[str, Any]) -> dict[str, Any]:
-        validate_request(operation, body)
+    async def update(self, body: dict[str, Any]) -> dict[str, Any]:
+        """UpdateCluster and UpdateClusterSettings (the chain checked the body's shape)."""
         c = self.cs.cluster(body["cluster"])
         configure(c, body)
         await self.cs.commit(
@@ -117,9 +116,3 @@ class ClusterOps:
         )
         services = self.cs.active_services(c.name)
         return {"cluster": ecs_views.cluster_view(c, self.cs.state, self.cs.arns, services)}
-
-    async def update(self, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._update("UpdateCluster", body)
-
-    async def update_settings(self, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._update("UpdateClusterSettings", body)

@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from controller.ecs_paging import paginate
-from controller.ecs_shapes import validate_request
 from controller.model import Task
 from controller.orchestrator.model import Deployment, Service
 from controller.orchestrator.planner import breaker_threshold
@@ -246,7 +245,6 @@ class ServiceDeployments:
     # ------------------------------------------------------------------ operations
 
     async def list_deployments(self, body: dict[str, Any]) -> dict[str, Any]:
-        validate_request("ListServiceDeployments", body)
         cluster = self.cs.cluster(body.get("cluster") or None)
         svc = self._service(cluster.name, last_part(body["service"]))
         if svc is None:
@@ -290,8 +288,7 @@ class ServiceDeployments:
         render: Callable[[Service, Deployment], dict[str, Any]],
     ) -> dict[str, Any]:
         """DescribeService{Deployments,Revisions}: ECS's found + MISSING failures shape."""
-        operation, field, out = _DESCRIBE[kind]
-        validate_request(operation, body)
+        _, field, out = _DESCRIBE[kind]
         arns = body[field]
         if not 1 <= len(arns) <= MAX_DESCRIBE:
             raise invalid(field, f"1 to {MAX_DESCRIBE} ARNs")

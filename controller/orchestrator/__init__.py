@@ -6,21 +6,25 @@ whose `run()` the controller starts as a background task.
 
 from __future__ import annotations
 
+from controller.ops.chain import Handler
 from controller.orchestrator.api import ServiceApi
 from controller.orchestrator.scheduler import ServiceScheduler
 from controller.service import ClusterService
 
-__all__ = ["ServiceApi", "ServiceScheduler", "install"]
+__all__ = ["ServiceApi", "ServiceScheduler", "handlers", "install"]
 
 
 def install(service: ClusterService, grace: float, tick: float = 0.5) -> ServiceScheduler:
-    """Create the scheduler, add the service (and service deployment) operations, make
-    active_services count."""
-    from controller.ops.service_deployments import ServiceDeployments  # it imports us
-
+    """Create the scheduler and make active_services count (the service operations are
+    bound by the controller: `handlers(sched)`)."""
     sched = ServiceScheduler(service, grace, tick)
-    service.add_operations(ServiceApi(sched).handlers())
-    service.add_operations(ServiceDeployments(service).handlers())
     service.service_counter = sched.active_count
     service.scheduler = sched
     return sched
+
+
+def handlers(sched: ServiceScheduler) -> dict[str, Handler]:
+    """The service (and service deployment) operations, for the one operations table."""
+    from controller.ops.service_deployments import ServiceDeployments  # it imports us
+
+    return {**ServiceApi(sched).handlers(), **ServiceDeployments(sched.cs).handlers()}

@@ -14,7 +14,6 @@ from typing import Any
 
 from controller import placement
 from controller.ecs_paging import paginate
-from controller.ecs_shapes import validate_request
 from controller.model import Cluster, TaskDefinition, now
 from controller.orchestrator.model import Service, grace_from_tags, new_deployment
 from controller.orchestrator.scheduler import ServiceScheduler
@@ -149,7 +148,6 @@ class ServiceApi:
     # ------------------------------------------------------------------ writes
 
     async def create(self, body: dict[str, Any]) -> dict[str, Any]:
-        validate_request("CreateService", body)
         _unsupported(body)
         cluster = self.cs.cluster(body.get("cluster") or None)
         name = body["serviceName"]
@@ -198,7 +196,6 @@ class ServiceApi:
         return svc
 
     async def update(self, body: dict[str, Any]) -> dict[str, Any]:
-        validate_request("UpdateService", body)
         _unsupported(body)
         cluster = self.cs.cluster(body.get("cluster") or None)
         async with self.sched.lock_for(self.lookup(cluster, body.get("service")).arn):
@@ -220,7 +217,6 @@ class ServiceApi:
             return {"service": self.view(svc)}
 
     async def delete(self, body: dict[str, Any]) -> dict[str, Any]:
-        validate_request("DeleteService", body)
         cluster = self.cs.cluster(body.get("cluster") or None)
         async with self.sched.lock_for(self.lookup(cluster, body.get("service")).arn):
             svc = self.lookup(cluster, body.get("service"))
@@ -236,7 +232,6 @@ class ServiceApi:
     # ------------------------------------------------------------------ reads
 
     async def describe(self, body: dict[str, Any]) -> dict[str, Any]:
-        validate_request("DescribeServices", body)
         cluster = self.cs.cluster(body.get("cluster") or None)
         refs = body["services"]
         if not 1 <= len(refs) <= 10:
@@ -253,7 +248,6 @@ class ServiceApi:
         return {"services": found, "failures": failures}
 
     async def list(self, body: dict[str, Any]) -> dict[str, Any]:
-        validate_request("ListServices", body)
         cluster = self.cs.cluster(body.get("cluster") or None)
         launch = body.get("launchType")
         if launch is not None and launch not in ("EC2", "FARGATE", "EXTERNAL", "MANAGED_INSTANCES"):

@@ -2,8 +2,9 @@
 
 One loop runs every service's planner on a tick (and at once when woken by an API write or
 a stopped task), under the same lock as the service APIs, so a pass never interleaves with
-an update. Applying a plan goes through the service layer (`place_tasks`,
-`stop_tasks`), which commits before it tells the agents.
+an update. Applying a plan goes through the service layer (`launch`, with a typed
+`LaunchSpec` built from the Service, and `stop_tasks`), which commits before it tells the
+agents.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import logging
 from collections import defaultdict
 from typing import Any
 
-from controller import placement, taskdef_host
-from controller.model import Instance, Task, TaskDefinition, now
+from controller import launch, placement, taskdef_host
+from controller.feed import TASK_STOPPED, Change
+from controller.launch import LaunchSpec
+from controller.model import Cluster, Instance, Task, TaskDefinition, now
 from controller.orchestrator import planner
 from controller.orchestrator.model import (
     Service,
@@ -26,6 +29,7 @@ from controller.orchestrator.model import (
 )
 from controller.orchestrator.world import Member, Node, Plan, Start, Stop, World
 from controller.placement.constraints import Rules, compile_rules
+from controller.placement.model import InstanceView
 from controller.service import ClusterService
 from controller.store import Op, Put
 from dockyard.errors import ApiError
@@ -88,7 +92,7 @@ class ServiceScheduler:
         # one snapshot of the instances per pass and (cluster, zone attribute): services that
         # share them share it (DAEMON services, whose eligibility differs, build their own)
         self._pass_nodes: dict[tuple[str, str], dict[str, Node]] | None = None
-        cs.stop_listeners.append(self.on_stopped)
+        cs.feed.subscribe((TASK_STOPPED,), self._on_stopped)
 
     # ------------------------------------------------------------------ lookups
 
@@ -329,23 +333,45 @@ class ServiceScheduler:
             views = [self.state.views[start.instance]] if start.instance in self.state.views else []
         else:
             views = self.state.cluster_views(svc.cluster)
-        body = {
-            "startedBy": dep.id,
-            "group": f"service:{svc.name}",
-            "placementConstraints": svc.constraints,
-            "placementStrategy": svc.strategies or ([] if start.instance else SERVICE_STRATEGIES),
-            "propagateTags": svc.propagate_tags,
-            "enableECSManagedTags": svc.managed_tags,
-            "serviceTags": svc.tags,
-        }
         try:
-            started, failures = await self.cs.place_tasks(
-                cluster, td, body, start.count, views, "", service=svc.name
-            )
+            spec = await self._launch_spec(svc, dep.id, td, cluster, start, views)
+            started, failures = await self.cs.launch(spec)
         except ApiError as err:
             notice(svc, "start-error", f"was unable to start tasks: {err.message}", now())
             return
         self._report_start(self.services[svc.arn], started, failures)
+
+    async def _launch_spec(
+        self,
+        svc: Service,
+        started_by: str,
+        td: TaskDefinition,
+        cluster: Cluster,
+        start: Start,
+        views: list[InstanceView],
+    ) -> LaunchSpec:
+        """The typed launch of a start: from the Service itself, no request body."""
+        group = f"service:{svc.name}"
+        strategies = launch.strategies_of(
+            svc.strategies or ([] if start.instance else SERVICE_STRATEGIES)
+        )
+        propagated = svc.propagate_tags == "TASK_DEFINITION"
+        td_tags = await self.cs.taskdef_tags(td.arn) if propagated else []
+        tags = launch.task_tags(
+            [], svc.propagate_tags, td_tags, svc.tags, svc.managed_tags, cluster.name, svc.name
+        )
+        return launch.LaunchSpec(
+            cluster=cluster,
+            td=td,
+            count=start.count,
+            instances=views,
+            demand=launch.demand_of(td, {}, group),
+            constraints=launch.constraints_of(svc.constraints, td, strategies),
+            strategies=strategies,
+            started_by=started_by,
+            tags=tags,
+            service=svc.name,
+        )
 
     @staticmethod
     def _report_start(svc: Service, started: list[Task], failures: list[dict[str, str]]) -> None:
@@ -361,6 +387,9 @@ class ServiceScheduler:
             )
 
     # ------------------------------------------------------------------ listener
+
+    def _on_stopped(self, changes: list[Change]) -> None:
+        self.on_stopped([c.new for c in changes])
 
     def on_stopped(self, tasks: list[Task]) -> None:
         """Tasks reached STOPPED: count failures of service tasks, then plan again soon."""

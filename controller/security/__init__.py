@@ -1,10 +1,11 @@
 """The controller's security: join tokens, access keys, API signatures, agent admission.
 
-`Security.install(controller)` is the one hook the controller calls: it loads tokens,
-keys and revocations, adds the Dockyard-only operations (tokens, keys, RevokeInstance) to
-the service layer, and provides the gRPC interceptor, the AgentService servicer and the
-ECS endpoint's middleware. With `auth=False` (`dockyard controller --auth off`, for
-development) every caller and agent is let in, as before this module existed.
+`Security.install(dispatcher)` loads tokens, keys and revocations; `handlers()` gives the
+Dockyard-only operations (tokens, keys, RevokeInstance) and `after_steps()` the agent gate's
+step after DeregisterContainerInstance, for the operations chain. It also provides the gRPC
+interceptor, the AgentService servicer and the ECS endpoint's middleware. With
+`auth=False` (`dockyard controller --auth off`, for development) every caller and agent is
+let in, as before this module existed.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from controller.security.tokens import JoinTokens
 
 if TYPE_CHECKING:
     from controller.dispatcher import Dispatcher
+    from controller.ops.chain import AfterStep, Handler
     from controller.service import ClusterService
 
 __all__ = ["Security", "SecurityConfig", "tls_wanted"]
@@ -81,11 +83,25 @@ class Security:
         if self.config.data_dir is not None:
             self.ca = CertificateAuthority.load_or_create(self.config.data_dir)
             self.tokens.ca_hash = self.ca.fingerprint
-        ops: dict[str, Any] = {}
-        for owner in (self.tokens, self.keys, self.gate):
-            ops.update({n[3:]: getattr(owner, n) for n in dir(owner) if n.startswith("op_")})
-        self.service.add_operations(ops)
-        self.gate.wrap_deregister()
+
+    def handlers(self) -> dict[str, Handler]:
+        """The security operations (join tokens, access keys, RevokeInstance), for the one
+        operations table (controller/ops/table.py)."""
+        assert self.gate is not None, "install() first"
+        return {
+            "CreateJoinToken": self.tokens.op_CreateJoinToken,
+            "ListJoinTokens": self.tokens.op_ListJoinTokens,
+            "RevokeJoinToken": self.tokens.op_RevokeJoinToken,
+            "CreateAccessKey": self.keys.op_CreateAccessKey,
+            "ListAccessKeys": self.keys.op_ListAccessKeys,
+            "DeleteAccessKey": self.keys.op_DeleteAccessKey,
+            "RevokeInstance": self.gate.op_RevokeInstance,
+        }
+
+    def after_steps(self) -> dict[str, list[AfterStep]]:
+        """What follows an operation's success: a deregistered instance's stream is cut."""
+        assert self.gate is not None, "install() first"
+        return {"DeregisterContainerInstance": [self.gate.after_deregister]}
 
     def add_ports(self, server: grpc.aio.Server, listen: str) -> int:
         """Listen on `listen` (TLS or plaintext) and, with TLS, on the mutual-TLS agent port.

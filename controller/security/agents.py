@@ -380,18 +380,11 @@ class AgentGate(agent_pb2_grpc.AgentServiceServicer):
             "streamClosed": closed,
         }
 
-    def wrap_deregister(self) -> None:
-        """DeregisterContainerInstance also cuts the instance's stream at once."""
-        original = self.service._ops["DeregisterContainerInstance"]
-
-        async def deregister(body: dict[str, Any]) -> dict[str, Any]:
-            out = await original(body)
-            arn = out.get("containerInstance", {}).get("containerInstanceArn", "")
-            if arn:
-                self.cut_off(arn, "instance deregistered")
-            return out
-
-        self.service.add_operations({"DeregisterContainerInstance": deregister})
+    def after_deregister(self, body: dict[str, Any], out: dict[str, Any]) -> None:
+        """DeregisterContainerInstance's after-step: cut the instance's stream at once."""
+        arn = out.get("containerInstance", {}).get("containerInstanceArn", "")
+        if arn:
+            self.cut_off(arn, "instance deregistered")
 
 
 def peer_is_loopback(context: grpc.aio.ServicerContext) -> bool:

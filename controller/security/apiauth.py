@@ -23,25 +23,14 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 
 from controller.failures import log_failure
+from controller.ops.table import OPERATIONS, READ
 from controller.security.keys import AccessKey, AccessKeys
-from controller.security.limits import check_native
 from dockyard import auth
 from dockyard.client import ERROR_TYPE_KEY
 from dockyard.errors import ApiError
 
 log = logging.getLogger(__name__)
 
-SECURITY_OPS = frozenset(
-    {
-        "CreateJoinToken",
-        "ListJoinTokens",
-        "RevokeJoinToken",
-        "CreateAccessKey",
-        "ListAccessKeys",
-        "DeleteAccessKey",
-        "RevokeInstance",
-    }
-)
 READ_STREAMS = frozenset({"WatchEvents", "Logs"})
 AGENT_SERVICE = "/dockyard.v1.AgentService/"
 SIGV4_SKEW_S = 15 * 60  # SigV4's window
@@ -59,8 +48,12 @@ def authorize(key: AccessKey, operation: str) -> None:
     """Raise AccessDeniedException unless the key's role may call `operation`."""
     if key.role == "admin":
         return
-    reading = operation.startswith(("Describe", "List")) or operation in READ_STREAMS
-    if key.role == "readonly" and reading and operation not in SECURITY_OPS:
+    op = OPERATIONS.get(operation)  # its access is in the one table (ADMIN: security ops)
+    if op is None:  # not Dockyard's: readonly keys still get "not supported" for a read
+        reading = operation.startswith(("Describe", "List")) or operation in READ_STREAMS
+    else:
+        reading = op.access == READ
+    if key.role == "readonly" and reading:
         return
     raise denied(f"access key {key.access_key_id} ({key.role}) may not call {operation}")
 
@@ -116,8 +109,8 @@ async def _internal(context: Any, operation: str, exc: Exception) -> None:
 
 
 class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
-    """Checks every ClusterApi call's signature and role (unless auth is off) and ECS's
-    input limits; the agent service passes through."""
+    """Checks every ClusterApi call's signature and role (unless auth is off); the agent
+    service passes through. Input limits are the operations chain's (controller.validation)."""
 
     def __init__(self, keys: AccessKeys, auth_on: bool = True) -> None:
         self.keys = keys
@@ -153,8 +146,6 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
             if self.auth_on:
                 key = verify_native(self.keys, method, metadata, request.SerializeToString())
                 authorize(key, operation)
-            if isinstance(getattr(request, "body", None), str):
-                check_native(operation, request.body)
         except ApiError as err:
             log.warning(
                 "refused %s: %s %s (peer %s)", operation, err.name, err.message, context.peer()
