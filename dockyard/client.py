@@ -37,6 +37,21 @@ def _error_from_rpc(err: grpc.RpcError) -> ApiError:
     return ApiError(name, err.details() or str(code), 400)  # type: ignore[attr-defined]
 
 
+def _stream(call: Any) -> Iterator[Any]:
+    """Yield a server stream's messages; a stream left early (Ctrl-C, `break`) is cancelled.
+
+    Without the cancel, an interrupted `logs -f` / `events -f` leaves a live call behind,
+    and gRPC's shutdown at exit can wait on it: the command then hangs after Ctrl-C.
+    """
+    try:
+        yield from call
+    except grpc.RpcError as err:
+        if err.code() != grpc.StatusCode.CANCELLED:
+            raise _error_from_rpc(err) from None
+    finally:
+        call.cancel()
+
+
 class Client:
     """Synchronous client (the CLI is synchronous; daemons use the async stubs)."""
 
@@ -95,11 +110,8 @@ class Client:
         self, cluster: str = "", task: str = "", follow: bool = False
     ) -> Iterator[api_pb2.Event]:
         req = api_pb2.WatchEventsRequest(cluster=cluster, task=task, follow=follow)
-        try:
-            yield from self._stub.WatchEvents(req, metadata=self._metadata("WatchEvents", req))
-        except grpc.RpcError as err:
-            if err.code() != grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
-                raise _error_from_rpc(err) from None
+        call = self._stub.WatchEvents(req, metadata=self._metadata("WatchEvents", req))
+        yield from _stream(call)
 
     def logs(
         self,
@@ -112,10 +124,7 @@ class Client:
         req = api_pb2.LogsRequest(
             cluster=cluster, task=task, container=container, follow=follow, tail=tail
         )
-        try:
-            yield from self._stub.Logs(
-                req, timeout=None if follow else self.timeout, metadata=self._metadata("Logs", req)
-            )
-        except grpc.RpcError as err:
-            if err.code() != grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
-                raise _error_from_rpc(err) from None
+        call = self._stub.Logs(
+            req, timeout=None if follow else self.timeout, metadata=self._metadata("Logs", req)
+        )
+        yield from _stream(call)

@@ -331,13 +331,23 @@ class Follower:
         return self.proc.returncode, err
 
 
+# Ctrl-C at a terminal reaches a command whose SIGINT is at its default. A test run started
+# in the background of a non-interactive shell (as CI may be) has SIGINT ignored, and an
+# ignored SIGINT is inherited: restore the default before the CLI starts, as a terminal's
+# foreground job has it.
+AT_A_TERMINAL = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'dockyard'; runpy.run_module('dockyard.cli.main', run_name='__main__')"
+)
+
+
 @pytest.fixture
 def follow(cluster: LocalCluster) -> Iterator[Callable[..., Follower]]:
     started: list[Follower] = []
 
     def start(*argv: str) -> Follower:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dockyard.cli.main", *argv, "--controller", cluster.address],
+            [sys.executable, "-c", AT_A_TERMINAL, *argv, "--controller", cluster.address],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
