@@ -14,6 +14,7 @@ import subprocess
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -353,10 +354,15 @@ def test_the_notes_sample_keeps_its_data_when_its_task_is_replaced(
             "CreateService", {"serviceName": "notes", "taskDefinition": "notes", "desiredCount": 1}
         )
         first = _running_task(cluster, "notes")
-        assert _logs(dy, first, "db: 1 boots recorded")
         db = next(c for c in first["containers"] if c["name"] == "db")
-        assert db["imageDigest"] == docker_inspect(db["runtimeId"])["Image"]  # what ran
         web_id = next(c["runtimeId"] for c in first["containers"] if c["name"] == "web")
+        # read now: Docker keeps only the last five probes
+        db_health = docker_inspect(db["runtimeId"])["State"]["Health"]
+        healthy_at = min(docker_time(p["End"]) for p in db_health["Log"] if p["ExitCode"] == 0)
+        web_started = docker_time(docker_inspect(web_id)["State"]["StartedAt"])
+        assert web_started >= healthy_at, "web (dependsOn db HEALTHY) started before db was"
+        assert _logs(dy, first, "db: 1 boots recorded")
+        assert db["imageDigest"] == docker_inspect(db["runtimeId"])["Image"]  # what ran
         assert docker_inspect(db["runtimeId"])["HostConfig"]["LogConfig"]["Type"] == "local"
         denied = _exec(web_id, "echo x >> /www/journal")  # web mounts it readOnly
         assert denied.returncode != 0
@@ -380,6 +386,12 @@ def _logs(cli: Cli, task: dict[str, Any], line: str) -> bool:
         return line in cli("logs", task["taskArn"], "--container", "db").out
 
     return bool(wait_for_sync(has, 20, what=f"{line!r} in dockyard logs"))
+
+
+def docker_time(stamp: str) -> datetime:
+    """Docker's RFC 3339 time with nanoseconds, to microseconds (what datetime holds)."""
+    day, frac = [*stamp.rstrip("Z").split("."), "0"][:2]
+    return datetime.fromisoformat(f"{day}.{frac[:6]:0<6}+00:00")
 
 
 def http_get_path(port: int, path: str) -> str | None:
