@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from controller import ecs_views
 from controller.model import TaskDefinition, now
-from controller.store import Delete, Put
+from controller.store_api import Delete, Put
 from dockyard.arns import resource_name
 from dockyard.errors import (
     TASKDEF_NOT_FOUND,
@@ -36,7 +36,7 @@ from dockyard.errors import (
 if TYPE_CHECKING:
     from controller.events import EventLog
     from controller.state import ClusterState
-    from controller.store import Op, Store
+    from controller.store_api import Op, Store
     from dockyard.arns import ArnFactory
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from controller.model import Task, TaskDefinition, now
-from controller.store import Delete, Put
+from controller.store_api import Delete, Put
 from dockyard.errors import ApiError, invalid
 from dockyard.v1 import agent_pb2
 

@@ -33,7 +33,8 @@ from controller.ops.chain import OperationChain
 from controller.security import Security, SecurityConfig, sealing, tls_wanted
 from controller.service import ClusterService
 from controller.state import ClusterState
-from controller.store import Store, StoreBusy
+from controller.store_api import StoreBusy
+from controller.store_factory import DEFAULT_STORE, UnknownStore, open_store
 from dockyard import endpoints
 from dockyard.arns import ArnFactory
 from dockyard.v1 import agent_pb2_grpc, api_pb2_grpc
@@ -80,6 +81,7 @@ class ControllerConfig:
     secrets_key_file: Path | None = None  # seals the store's secrets; None: <data-dir>.key
     http_tls: bool = False  # --tls auto: HTTPS on --http unless it is loopback
     advertise: tuple[str, ...] = ()  # --advertise-address: certificate SANs, `dockyard env`
+    store: str = DEFAULT_STORE  # --store: the state store backend (controller.store_factory)
 
     @property
     def key_file(self) -> Path:
@@ -89,7 +91,7 @@ class ControllerConfig:
 class Controller:
     def __init__(self, config: ControllerConfig) -> None:
         self.config = config
-        self.store = Store(config.data_dir)
+        self.store = open_store(config.store, config.data_dir)  # --store: the backend
         self.state = ClusterState()
         self.arns = ArnFactory(config.region, config.account)
         self.events = EventLog()
@@ -291,6 +293,7 @@ def config_from_args(args: argparse.Namespace) -> ControllerConfig:
         else None,
         http_tls=tls_wanted(getattr(args, "tls", "never"), args.http),
         advertise=tuple(getattr(args, "advertise_address", None) or ()),
+        store=getattr(args, "store", DEFAULT_STORE),
     )
 
 
@@ -323,9 +326,10 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     try:
         if getattr(args, "rotate_secrets_key", False):
-            print(uvloop.run(sealing.rotate(config.data_dir, config.key_file)))
+            store = open_store(config.store, config.data_dir)
+            print(uvloop.run(sealing.rotate(store, config.key_file)))
         else:
             uvloop.run(serve(config))
-    except (sealing.SealingError, StoreBusy) as err:
+    except (sealing.SealingError, StoreBusy, UnknownStore) as err:
         raise SystemExit(f"dockyard controller: {err}") from None
     return 0

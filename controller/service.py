@@ -32,7 +32,7 @@ from controller.ops.account_settings import AccountSettings
 from controller.placement_batch import PlacementBatcher
 from controller.roles import RoleService
 from controller.state import ClusterState
-from controller.store import Op, Store
+from controller.store_api import Op, Store
 from controller.validation import text, texts
 from dockyard.arns import ArnFactory, last_part, resource_name
 from dockyard.errors import (

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from controller.ecs_paging import paginate
-from controller.store import Delete, Put, Store
+from controller.store_api import Delete, Put, Store
 from dockyard.arns import ArnFactory
 from dockyard.errors import invalid
 

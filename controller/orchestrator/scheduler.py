@@ -31,7 +31,7 @@ from controller.orchestrator.world import Member, Node, Plan, Start, Stop, World
 from controller.placement.constraints import Rules, compile_rules
 from controller.placement.model import InstanceView
 from controller.service import ClusterService
-from controller.store import Op, Put
+from controller.store_api import Op, Put
 from dockyard.errors import ApiError
 
 log = logging.getLogger(__name__)

@@ -37,7 +37,7 @@ from controller import dispatcher as dispatch
 from controller.model import now
 from controller.security.pki import CertificateAuthority, CsrRejected, cert_pem
 from controller.security.tokens import JoinToken, JoinTokens, TokenRefused, token_id
-from controller.store import Put
+from controller.store_api import Put
 from dockyard.errors import ApiError, invalid
 from dockyard.v1 import agent_pb2, agent_pb2_grpc
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from controller.model import now
 from controller.security.sealing import Sealer
-from controller.store import Delete
+from controller.store_api import Delete
 from dockyard.auth import Credentials, write_credentials
 from dockyard.errors import ApiError, invalid
 

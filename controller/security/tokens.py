@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from controller.model import now
-from controller.store import Put
+from controller.store_api import Put
 from dockyard.errors import ApiError, invalid
 
 if TYPE_CHECKING:
