@@ -28,11 +28,11 @@ from controller.events import EventLog
 from controller.feed import ChangeFeed
 from controller.http_timeouts import runner_options
 from controller.liveness import DEFAULT_HEARTBEAT_BUDGET
-from controller.model import from_doc
 from controller.ops.chain import OperationChain
 from controller.security import Security, SecurityConfig, sealing, tls_wanted
 from controller.service import ClusterService
 from controller.state import ClusterState
+from controller.state_of_record import StateOfRecord
 from controller.store_api import StoreBusy
 from controller.store_factory import DEFAULT_STORE, UnknownStore, open_store
 from dockyard import endpoints
@@ -92,10 +92,11 @@ class Controller:
     def __init__(self, config: ControllerConfig) -> None:
         self.config = config
         self.store = open_store(config.store, config.data_dir)  # --store: the backend
-        self.state = ClusterState()
+        self.feed = ChangeFeed()  # committed changes: the dispatcher, the orchestrator listen
+        self.record = StateOfRecord(self.store, self.feed)  # every stored kind; one loader
+        self.state = self.record.cluster
         self.arns = ArnFactory(config.region, config.account)
         self.events = EventLog()
-        self.feed = ChangeFeed()  # committed changes: the dispatcher, the orchestrator listen
         self.sealer: sealing.Sealer  # opened at start: the store's secrets are sealed
         self.service: ClusterService
         self.dispatcher: Dispatcher
@@ -110,11 +111,9 @@ class Controller:
     async def start(self) -> None:
         await self.store.open()
         self.sealer = await sealing.open_sealer(self.store, self.config.key_file)
-        await self._load()
+        await self.record.load()
         self.events.seq = await self.store.last_event_seq()
-        self.service = ClusterService(
-            self.store, self.state, self.events, self.arns, feed=self.feed
-        )
+        self.service = ClusterService(self.record, self.events, self.arns)
         await self.service.roles.load(self.sealer)
         self.services = orchestrator.install(self.service, self.config.disconnect_grace)
         await self.services.load()
@@ -155,13 +154,6 @@ class Controller:
             ("https://" if self.config.http_tls else "http://") + self.config.http,
             self.config.data_dir,
         )
-
-    async def _load(self) -> None:
-        for kind in ("cluster", "taskdef", "instance", "task"):
-            for doc in await self.store.load(kind):
-                self.state.load(kind, from_doc(kind, doc))
-        for arn in self.state.instances:
-            self.state.refresh_view(arn)
 
     async def _start_grpc(self) -> None:
         server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=self.security.interceptors())

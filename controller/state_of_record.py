@@ -1,0 +1,70 @@
+"""The state of record: every stored kind, read by one loader, committed through one place.
+
+`StateOfRecord` is the one object between the controller's parts and its `Store`
+(controller/store_api.py): at startup `load()` reads every kind in `KINDS` from the store,
+once; the cluster kinds go into `ClusterState` (controller/state.py) and every other kind's
+rows are handed to the part that keeps them in memory (`take(kind)`: the services'
+orchestrator, roles and secrets, tags, account settings, security). Every write goes through
+`commit(ops)`, which returns once the store has committed them.
+
+A new stored kind: add it to `KINDS` with the part that owns it, give that part a load step
+that takes its rows (copy `JoinTokens.load` in controller/security/tokens.py), and commit its
+`Put`/`Delete` records through `commit` (or `ClusterService.commit`, which calls it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.feed import ChangeFeed
+from controller.model import from_doc
+from controller.records import Op
+from controller.state import ClusterState
+from controller.store_api import Store
+
+Row = tuple[str, str, dict[str, Any]]  # (key, cluster, document), as Store.load_rows gives
+
+# the kinds ClusterState holds, in the order they load (tasks refer to their instance)
+CLUSTER_KINDS = ("cluster", "taskdef", "instance", "task")
+
+# every stored kind -> what holds its objects in memory (the one list of what is stored;
+# "sealing", the store's own sealing record, is read by controller.security.sealing before)
+KINDS: dict[str, str] = {
+    "cluster": "ClusterState.clusters (controller/state.py)",
+    "taskdef": "ClusterState.taskdefs",
+    "instance": "ClusterState.instances",
+    "task": "ClusterState.tasks",
+    "account_setting": "AccountSettings (controller/ops/account_settings.py)",
+}
+
+
+class StateOfRecord:
+    def __init__(self, store: Store, feed: ChangeFeed | None = None) -> None:
+        self.store = store
+        self.cluster = ClusterState()
+        self.feed = feed or ChangeFeed()  # committed changes, published once
+        self._rows: dict[str, list[Row]] = {}  # loaded, not yet taken by their owner
+
+    async def load(self) -> None:
+        """The one loader: read every stored kind once (startup), fill the cluster state."""
+        for kind in KINDS:
+            self._rows[kind] = await self.store.load_rows(kind)
+        for kind in CLUSTER_KINDS:
+            for _, _, doc in self.take(kind):
+                self.cluster.load(kind, from_doc(kind, doc))
+        for arn in self.cluster.instances:
+            self.cluster.refresh_view(arn)
+
+    def take(self, kind: str) -> list[Row]:
+        """The loaded rows of `kind`, handed once to the part that keeps that kind."""
+        if kind not in KINDS:
+            raise KeyError(f"{kind!r} is not a stored kind: list it in StateOfRecord's KINDS")
+        return self._rows.pop(kind, [])
+
+    def docs(self, kind: str) -> list[dict[str, Any]]:
+        """The loaded documents of `kind` (see `take`)."""
+        return [doc for _, _, doc in self.take(kind)]
+
+    async def commit(self, ops: list[Op]) -> None:
+        """Commit ops (Put, Delete, EventRow) to the store; returns once they are durable."""
+        await self.store.write(ops)
