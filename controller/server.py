@@ -116,7 +116,7 @@ class Controller:
         self.service = ClusterService(self.record, self.events, self.arns)
         await self.service.roles.load(self.sealer)
         self.services = orchestrator.install(self.service, self.config.disconnect_grace)
-        await self.services.load()
+        self.services.load()
         self.dispatcher = Dispatcher(
             self.service, self.config.heartbeat_period, self.config.heartbeat_budget
         )

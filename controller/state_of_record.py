@@ -34,6 +34,7 @@ KINDS: dict[str, str] = {
     "taskdef": "ClusterState.taskdefs",
     "instance": "ClusterState.instances",
     "task": "ClusterState.tasks",
+    "service": "ServiceScheduler.services (controller/orchestrator/scheduler.py)",
     "account_setting": "AccountSettings (controller/ops/account_settings.py)",
 }
 

@@ -108,8 +108,9 @@ class ServiceScheduler:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def load(self) -> None:
-        for doc in await self.cs.store.load("service"):
+    def load(self) -> None:
+        """Take the services the state of record's loader read at startup."""
+        for doc in self.cs.record.docs("service"):
             svc = service_from_doc(doc)
             self.services[svc.arn] = svc
             self._saved[svc.arn] = doc
