@@ -334,18 +334,20 @@ class RoleService:
     # ------------------------------------------------------------ persistence
 
     async def load(self, sealer: Sealer) -> None:
-        store, self.sealer = self.service.store, sealer
-        for doc in await sealer.load(store, "role"):
+        """Take roles, secrets and the credentials-id key from the state of record's loader
+        (opened with `sealer`); a new store gets its key now."""
+        record, self.sealer = self.service.record, sealer
+        for doc in sealer.open_rows("role", record.take("role")):
             self.roles[doc["arn"]] = Role(**doc)
-        for doc in await sealer.load(store, "secret"):
+        for doc in sealer.open_rows("secret", record.take("secret")):
             self.secrets[doc["name"]] = Secret(**doc)
-        keys = await sealer.load(store, KEY_KIND)
+        keys = sealer.open_rows(KEY_KIND, record.take(KEY_KIND))
         if keys:
             self._key = base64.b64decode(keys[0]["key"])
         else:
             self._key = secrets.token_bytes(32)
             key = base64.b64encode(self._key).decode()
-            await store.write([sealer.put(KEY_KIND, "binding", {"key": key})])
+            await record.commit([sealer.put(KEY_KIND, "binding", {"key": key})])
 
     def _sealed(self, kind: str, key: str, doc: dict[str, Any]) -> Put:
         assert self.sealer is not None, "load() first"

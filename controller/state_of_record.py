@@ -35,6 +35,9 @@ KINDS: dict[str, str] = {
     "instance": "ClusterState.instances",
     "task": "ClusterState.tasks",
     "service": "ServiceScheduler.services (controller/orchestrator/scheduler.py)",
+    "role": "RoleService.roles (controller/roles.py); sealed",
+    "secret": "RoleService.secrets; sealed",
+    "rolekey": "RoleService's credentials-id key; sealed",
     "account_setting": "AccountSettings (controller/ops/account_settings.py)",
 }
 

@@ -211,7 +211,13 @@ class Sealer:
 
     async def load(self, store: Store, kind: str) -> list[dict[str, Any]]:
         """Every document of `kind`, opened (each bound to the store key it is kept under)."""
-        return [self.open_doc(kind, key, doc) for key, _, doc in await store.load_rows(kind)]
+        return self.open_rows(kind, await store.load_rows(kind))
+
+    def open_rows(
+        self, kind: str, rows: list[tuple[str, str, dict[str, Any]]]
+    ) -> list[dict[str, Any]]:
+        """The documents of loaded rows (key, cluster, document) of `kind`, opened."""
+        return [self.open_doc(kind, key, doc) for key, _, doc in rows]
 
 
 def _aad(kind: str, key: str, name: str) -> str:
