@@ -38,6 +38,7 @@ KINDS: dict[str, str] = {
     "role": "RoleService.roles (controller/roles.py); sealed",
     "secret": "RoleService.secrets; sealed",
     "rolekey": "RoleService's credentials-id key; sealed",
+    "ecs-extra": "task definitions' tags, retired revisions (EcsExtraOps, controller/ecs_extra.py)",
     "account_setting": "AccountSettings (controller/ops/account_settings.py)",
 }
 
