@@ -40,6 +40,10 @@ KINDS: dict[str, str] = {
     "rolekey": "RoleService's credentials-id key; sealed",
     "ecs-extra": "task definitions' tags, retired revisions (EcsExtraOps, controller/ecs_extra.py)",
     "account_setting": "AccountSettings (controller/ops/account_settings.py)",
+    "jointoken": "JoinTokens.tokens (controller/security/tokens.py)",
+    "accesskey": "AccessKeys.keys (controller/security/keys.py); sealed",
+    "revokedinstance": "AgentGate.revoked (controller/security/agents.py)",
+    "instancesecret": "AgentGate.secrets (controller/security/agents.py)",
 }
 
 

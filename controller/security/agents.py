@@ -200,10 +200,11 @@ class AgentGate(agent_pb2_grpc.AgentServiceServicer):
             "instance, never an existing one"
         )
 
-    async def load(self) -> None:
-        for doc in await self.service.store.load(REVOKED_KIND):
+    def load(self) -> None:
+        """Take revoked instances and instance secrets from the state of record's loader."""
+        for doc in self.service.record.docs(REVOKED_KIND):
             self.revoked[doc["instance_id"]] = Revoked(**doc)
-        for doc in await self.service.store.load(SECRET_KIND):
+        for doc in self.service.record.docs(SECRET_KIND):
             self.secrets[doc["instance_id"]] = BoundSecret(**doc)
 
     # ------------------------------------------------------------ the stream

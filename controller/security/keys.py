@@ -58,7 +58,7 @@ class AccessKeys:
     async def load(self, data_dir: Path | None, sealer: Sealer) -> None:
         """Load keys; on first start create an admin key and write it to admin-credentials."""
         self.sealer = sealer
-        for doc in await sealer.load(self.service.store, KIND):
+        for doc in sealer.open_rows(KIND, self.service.record.take(KIND)):
             self.keys[doc["access_key_id"]] = AccessKey(**doc)
         if not self.keys:
             key = await self.create("admin", "bootstrap admin key (admin-credentials)")

@@ -209,14 +209,11 @@ class Sealer:
         """The store write of a document whose secret fields are sealed."""
         return Put(kind, key, "", self.seal_doc(kind, key, doc))
 
-    async def load(self, store: Store, kind: str) -> list[dict[str, Any]]:
-        """Every document of `kind`, opened (each bound to the store key it is kept under)."""
-        return self.open_rows(kind, await store.load_rows(kind))
-
     def open_rows(
         self, kind: str, rows: list[tuple[str, str, dict[str, Any]]]
     ) -> list[dict[str, Any]]:
-        """The documents of loaded rows (key, cluster, document) of `kind`, opened."""
+        """The documents of loaded rows (key, cluster, document) of `kind`, opened (each
+        bound to the store key it is kept under)."""
         return [self.open_doc(kind, key, doc) for key, _, doc in rows]
 
 

@@ -81,8 +81,9 @@ class JoinTokens:
         self.tokens: dict[str, JoinToken] = {}
         self.ca_hash = ""  # the CA agents pin (`--ca-hash`), shown with new tokens
 
-    async def load(self) -> None:
-        for doc in await self.service.store.load(KIND):
+    def load(self) -> None:
+        """Take the join tokens the state of record's loader read at startup."""
+        for doc in self.service.record.docs(KIND):
             self.tokens[doc["id"]] = JoinToken(**doc)
 
     def _put(self, token: JoinToken) -> Put:
