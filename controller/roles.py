@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from controller.feed import Change
 from controller.model import Task, TaskDefinition, now
 from controller.store_api import Delete, Put
 from dockyard.errors import ApiError, invalid
@@ -319,6 +320,7 @@ class RoleService:
         self._failed: dict[str, float] = {}  # role ARN -> when a refresh last failed
         self._restarted = True  # roles loaded from the store have no credentials yet
         self.sealer: Sealer | None = None  # set by load(): secret fields are stored sealed
+        service.feed.subscribe(("role",), self._on_roles)  # committed role changes
 
     def handlers(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]]:
         """Roles and secrets, for the one operations table (controller/ops/table.py)."""
@@ -418,7 +420,6 @@ class RoleService:
                 "roleName", f"{len(users)} running tasks use {role.name}: stop them first"
             )
         del self.roles[role.arn]
-        self.cache.pop(role.arn, None)
         await self.service.commit(
             [Delete("role", role.arn), self.service.event("", "role", role.arn, "role deleted")]
         )
@@ -568,6 +569,15 @@ class RoleService:
                     )
 
     # ------------------------------------------------------------ refresh
+
+    def _on_roles(self, changes: list[Change]) -> None:
+        """A deleted role's credentials are forgotten once the delete is committed (by this
+        controller or, on a replicated store, another): never served or refreshed again."""
+        for c in changes:
+            if c.new is None and c.key not in self.roles:  # not re-created meanwhile
+                self.cache.pop(c.key, None)
+                self._failed.pop(c.key, None)
+                self._locks.pop(c.key, None)
 
     async def _ensure(self, role: Role, force: bool = False) -> Issued:
         """The role's credentials, fetched once at a time (callers share one fetch)."""

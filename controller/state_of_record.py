@@ -5,7 +5,8 @@
 once; the cluster kinds go into `ClusterState` (controller/state.py) and every other kind's
 rows are handed to the part that keeps them in memory (`take(kind)`: the services'
 orchestrator, roles and secrets, tags, account settings, security). Every write goes through
-`commit(ops)`, which returns once the store has committed them.
+`commit(ops)`, which returns once the store has committed them; each committed change is
+then published once on the change feed (controller/feed.py) under its kind.
 
 A new stored kind: add it to `KINDS` with the part that owns it, give that part a load step
 that takes its rows (copy `JoinTokens.load` in controller/security/tokens.py), and commit its
@@ -16,9 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.feed import ChangeFeed
+from controller.feed import Change, ChangeFeed
 from controller.model import from_doc
-from controller.records import Op
+from controller.records import Delete, Op, Put
 from controller.state import ClusterState
 from controller.store_api import Store
 
@@ -53,6 +54,7 @@ class StateOfRecord:
         self.cluster = ClusterState()
         self.feed = feed or ChangeFeed()  # committed changes, published once
         self._rows: dict[str, list[Row]] = {}  # loaded, not yet taken by their owner
+        self._unwatch = store.watch(self._committed)  # every commit, published once
 
     async def load(self) -> None:
         """The one loader: read every stored kind once (startup), fill the cluster state."""
@@ -75,5 +77,19 @@ class StateOfRecord:
         return [doc for _, _, doc in self.take(kind)]
 
     async def commit(self, ops: list[Op]) -> None:
-        """Commit ops (Put, Delete, EventRow) to the store; returns once they are durable."""
+        """Commit ops (Put, Delete, EventRow) to the store; returns once they are durable
+        (and published on the feed: the store's watch calls `_committed` first)."""
         await self.store.write(ops)
+
+    def _committed(self, revision: int, ops: list[Op]) -> None:
+        """Publish each committed Put and Delete of a kind somebody subscribed to, once per
+        object (a batch that wrote a key twice stored only the last write)."""
+        wants = self.feed.wants
+        latest: dict[tuple[str, str], Change] = {}
+        for op in ops:
+            if isinstance(op, Put | Delete) and wants(op.kind):
+                new = (op.obj if op.doc is None else op.doc) if isinstance(op, Put) else None
+                latest.pop((op.kind, op.key), None)  # re-insert: keep the commit's order
+                latest[(op.kind, op.key)] = Change(op.kind, op.key, new)
+        if latest:
+            self.feed.publish(list(latest.values()))
