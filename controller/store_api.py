@@ -113,5 +113,6 @@ class Store(Protocol):
         ...
 
     def watch(self, callback: Watcher) -> Unwatch:
-        """Call `callback(revision, ops)` after each commit; returns the unsubscribe."""
+        """Call `callback(revision, ops)` after each commit; returns the unsubscribe. May be
+        called before `open()` (the state of record watches from its construction)."""
         ...
