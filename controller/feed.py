@@ -25,7 +25,7 @@ A new subscriber: a function of `list[Change]`, subscribed where its component i
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, KeysView
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,9 +52,9 @@ class ChangeFeed:
         for kind in kinds:
             self._subscribers[kind].append(subscriber)
 
-    def wants(self, kind: str) -> bool:
-        """Whether anybody subscribed to `kind` (publishers skip building unwanted changes)."""
-        return bool(self._subscribers.get(kind))
+    def kinds(self) -> KeysView[str]:
+        """The kinds somebody subscribed to (publishers skip building unwanted changes)."""
+        return self._subscribers.keys()
 
     def publish(self, changes: list[Change]) -> None:
         """Hand each subscriber the changes of its kinds, in one call per kind."""

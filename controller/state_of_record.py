@@ -84,10 +84,10 @@ class StateOfRecord:
     def _committed(self, revision: int, ops: list[Op]) -> None:
         """Publish each committed Put and Delete of a kind somebody subscribed to, once per
         object (a batch that wrote a key twice stored only the last write)."""
-        wants = self.feed.wants
+        subscribed = self.feed.kinds()
         latest: dict[tuple[str, str], Change] = {}
-        for op in ops:
-            if isinstance(op, Put | Delete) and wants(op.kind):
+        for op in ops:  # the kind first: most ops are of kinds nobody subscribed to
+            if op.kind in subscribed and isinstance(op, Put | Delete):
                 new = (op.obj if op.doc is None else op.doc) if isinstance(op, Put) else None
                 latest.pop((op.kind, op.key), None)  # re-insert: keep the commit's order
                 latest[(op.kind, op.key)] = Change(op.kind, op.key, new)
