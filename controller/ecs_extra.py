@@ -120,7 +120,6 @@ class EcsExtraOps:
         state: ClusterState
         events: EventLog
         arns: ArnFactory
-        service_counter: Callable[[str], int]
         scheduler: Any
 
         async def commit(self, ops: list[Op]) -> None: ...

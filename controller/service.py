@@ -108,8 +108,6 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         self.placer = PlacementBatcher(self.rng)
         # committed changes, published once: the dispatcher and the orchestrator subscribe
         self.feed: ChangeFeed = record.feed
-        # counts a cluster's live services (the services' orchestrator sets it)
-        self.service_counter: Callable[[str], int] = lambda cluster: 0
         self.scheduler: Any = None  # the services' scheduler, set by orchestrator.install
         self.roles = RoleService(self)  # roles, secrets, task credentials (issue 7)
         self.account_settings = AccountSettings(record, self.arns)  # controller.ops (issue 16)
@@ -259,7 +257,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         return {"clusters": clusters, "failures": failures}
 
     def active_services(self, cluster: str) -> int:
-        return self.service_counter(cluster)
+        return self.record.active_services(cluster)
 
     def notify_agents(self, tasks: list[Task]) -> None:
         """Publish that these tasks' desired state changed (after they are committed): the

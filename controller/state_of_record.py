@@ -15,13 +15,16 @@ that takes its rows (copy `JoinTokens.load` in controller/security/tokens.py), a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.feed import Change, ChangeFeed
 from controller.model import from_doc
 from controller.records import Delete, Op, Put
 from controller.state import ClusterState
 from controller.store_api import Store
+
+if TYPE_CHECKING:  # the orchestrator's package imports the service layer, which imports us
+    from controller.orchestrator.model import Service
 
 Row = tuple[str, str, dict[str, Any]]  # (key, cluster, document), as Store.load_rows gives
 
@@ -35,7 +38,7 @@ KINDS: dict[str, str] = {
     "taskdef": "ClusterState.taskdefs",
     "instance": "ClusterState.instances",
     "task": "ClusterState.tasks",
-    "service": "ServiceScheduler.services (controller/orchestrator/scheduler.py)",
+    "service": "StateOfRecord.services (decoded by controller/orchestrator/scheduler.py)",
     "role": "RoleService.roles (controller/roles.py); sealed",
     "secret": "RoleService.secrets; sealed",
     "rolekey": "RoleService's credentials-id key; sealed",
@@ -52,6 +55,9 @@ class StateOfRecord:
     def __init__(self, store: Store, feed: ChangeFeed | None = None) -> None:
         self.store = store
         self.cluster = ClusterState()
+        # by ARN; the orchestrator (controller/orchestrator/scheduler.py) decodes and saves
+        # them, the operations on clusters count them
+        self.services: dict[str, Service] = {}
         self.feed = feed or ChangeFeed()  # committed changes, published once
         self._rows: dict[str, list[Row]] = {}  # loaded, not yet taken by their owner
         self._unwatch = store.watch(self._committed)  # every commit, published once
@@ -65,6 +71,10 @@ class StateOfRecord:
                 self.cluster.load(kind, from_doc(kind, doc))
         for arn in self.cluster.instances:
             self.cluster.refresh_view(arn)
+
+    def active_services(self, cluster: str) -> int:
+        """How many services of `cluster` are not INACTIVE (DeleteCluster refuses them)."""
+        return sum(s.cluster == cluster and s.status != "INACTIVE" for s in self.services.values())
 
     def take(self, kind: str) -> list[Row]:
         """The loaded rows of `kind`, handed once to the part that keeps that kind."""

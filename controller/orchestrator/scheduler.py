@@ -78,7 +78,7 @@ class ServiceScheduler:
         self.state = cs.state
         self.grace = grace
         self.tick = tick
-        self.services: dict[str, Service] = {}  # by ARN
+        self.services = cs.record.services  # by ARN: the state of record holds them
         self._pass_lock = asyncio.Lock()  # one pass at a time
         # one service's world and plan per loop turn (up to ~0.2 s at 5,000 tasks): the
         # services of a pass, planned back to back, held the loop for a second
@@ -98,9 +98,6 @@ class ServiceScheduler:
 
     def find(self, cluster: str, name: str) -> Service | None:
         return self.services.get(self.cs.arns.service(cluster, name))
-
-    def active_count(self, cluster: str) -> int:
-        return sum(s.cluster == cluster and s.status != "INACTIVE" for s in self.services.values())
 
     def taskdef(self, family_rev: str) -> TaskDefinition | None:
         family, _, rev = family_rev.rpartition(":")
