@@ -312,8 +312,8 @@ class RoleService:
 
     def __init__(self, service: ClusterService) -> None:
         self.service = service
-        self.roles: dict[str, Role] = {}  # by ARN
-        self.secrets: dict[str, Secret] = {}  # by name
+        self.roles = service.record.roles  # by ARN: the state of record holds them
+        self.secrets = service.record.secrets  # by name
         self.cache: dict[str, Issued] = {}  # role ARN -> current credentials
         self._key = b""
         self._locks: dict[str, asyncio.Lock] = {}

@@ -23,8 +23,12 @@ from controller.records import Delete, Op, Put
 from controller.state import ClusterState
 from controller.store_api import Store
 
-if TYPE_CHECKING:  # the orchestrator's package imports the service layer, which imports us
+if TYPE_CHECKING:  # their modules import the service layer, which imports this one
     from controller.orchestrator.model import Service
+    from controller.roles import Role, Secret
+    from controller.security.agents import BoundSecret, Revoked
+    from controller.security.keys import AccessKey
+    from controller.security.tokens import JoinToken
 
 Row = tuple[str, str, dict[str, Any]]  # (key, cluster, document), as Store.load_rows gives
 
@@ -39,15 +43,15 @@ KINDS: dict[str, str] = {
     "instance": "ClusterState.instances",
     "task": "ClusterState.tasks",
     "service": "StateOfRecord.services (decoded by controller/orchestrator/scheduler.py)",
-    "role": "RoleService.roles (controller/roles.py); sealed",
-    "secret": "RoleService.secrets; sealed",
+    "role": "StateOfRecord.roles (kept by RoleService, controller/roles.py); sealed",
+    "secret": "StateOfRecord.secrets (kept by RoleService); sealed",
     "rolekey": "RoleService's credentials-id key; sealed",
     "ecs-extra": "task definitions' tags, retired revisions (EcsExtraOps, controller/ecs_extra.py)",
-    "account_setting": "AccountSettings (controller/ops/account_settings.py)",
-    "jointoken": "JoinTokens.tokens (controller/security/tokens.py)",
-    "accesskey": "AccessKeys.keys (controller/security/keys.py); sealed",
-    "revokedinstance": "AgentGate.revoked (controller/security/agents.py)",
-    "instancesecret": "AgentGate.secrets (controller/security/agents.py)",
+    "account_setting": "StateOfRecord.account_settings (controller/ops/account_settings.py)",
+    "jointoken": "StateOfRecord.join_tokens (kept by JoinTokens, controller/security/tokens.py)",
+    "accesskey": "StateOfRecord.access_keys (kept by AccessKeys, security/keys.py); sealed",
+    "revokedinstance": "StateOfRecord.revoked (kept by AgentGate, security/agents.py)",
+    "instancesecret": "StateOfRecord.instance_secrets (kept by AgentGate)",
 }
 
 
@@ -55,9 +59,16 @@ class StateOfRecord:
     def __init__(self, store: Store, feed: ChangeFeed | None = None) -> None:
         self.store = store
         self.cluster = ClusterState()
-        # by ARN; the orchestrator (controller/orchestrator/scheduler.py) decodes and saves
-        # them, the operations on clusters count them
-        self.services: dict[str, Service] = {}
+        # The other kinds' objects, each filled and saved by the part named in KINDS (which
+        # decodes its rows at startup and commits its changes through `commit`):
+        self.services: dict[str, Service] = {}  # by ARN (clusters' operations count them)
+        self.roles: dict[str, Role] = {}  # by ARN
+        self.secrets: dict[str, Secret] = {}  # by name
+        self.join_tokens: dict[str, JoinToken] = {}  # by id
+        self.access_keys: dict[str, AccessKey] = {}  # by access key id
+        self.revoked: dict[str, Revoked] = {}  # by instance id
+        self.instance_secrets: dict[str, BoundSecret] = {}  # by instance id
+        self.account_settings: dict[tuple[str, str], str] = {}  # (principal, name) -> value
         self.feed = feed or ChangeFeed()  # committed changes, published once
         self._rows: dict[str, list[Row]] = {}  # loaded, not yet taken by their owner
         self._unwatch = store.watch(self._committed)  # every commit, published once

@@ -63,7 +63,7 @@ class AccountSettings:
         self.record = record
         self.arns = arns
         self.root = f"arn:aws:iam::{arns.account}:root"
-        self._values: dict[tuple[str, str], str] = {}  # (principal, name) -> value
+        self._values = record.account_settings  # (principal, name) -> value
         self._loaded = False
         self._lock = asyncio.Lock()
 

@@ -112,8 +112,8 @@ class AgentGate(agent_pb2_grpc.AgentServiceServicer):
         self.tokens = tokens
         self.require_token = require_token
         self.open_loopback = open_loopback  # dev/simulators: loopback agents need no token
-        self.revoked: dict[str, Revoked] = {}  # by instance id
-        self.secrets: dict[str, BoundSecret] = {}  # by instance id (plaintext agents)
+        self.revoked = service.record.revoked  # by instance id (the state of record's)
+        self.secrets = service.record.instance_secrets  # by instance id (plaintext agents)
         self.tls: TlsSettings | None = None  # set when the controller serves TLS
 
     # ------------------------------------------------------------ enrollment

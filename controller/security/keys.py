@@ -52,7 +52,7 @@ class AccessKey:
 class AccessKeys:
     def __init__(self, service: ClusterService) -> None:
         self.service = service
-        self.keys: dict[str, AccessKey] = {}
+        self.keys = service.record.access_keys  # the state of record holds them
         self.sealer: Sealer | None = None  # set by load(): secrets are stored sealed
 
     async def load(self, data_dir: Path | None, sealer: Sealer) -> None:

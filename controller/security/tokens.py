@@ -78,7 +78,7 @@ def _digest(secret: str) -> str:
 class JoinTokens:
     def __init__(self, service: ClusterService) -> None:
         self.service = service
-        self.tokens: dict[str, JoinToken] = {}
+        self.tokens = service.record.join_tokens  # the state of record holds them
         self.ca_hash = ""  # the CA agents pin (`--ca-hash`), shown with new tokens
 
     def load(self) -> None:
