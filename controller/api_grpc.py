@@ -19,7 +19,7 @@ from controller.failures import log_failure
 from controller.ops.chain import OperationChain
 from controller.request_limits import MAX_NATIVE_BODY, parse_json_object
 from controller.service import ClusterService
-from controller.store import EventRow
+from controller.store_api import EventRow
 from dockyard.client import ERROR_TYPE_KEY
 from dockyard.errors import ApiError, invalid
 from dockyard.v1 import api_pb2, api_pb2_grpc

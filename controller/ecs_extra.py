@@ -6,7 +6,7 @@ service's own and follow its write pattern (mutate the state, commit, then answe
 Tags live on the objects that have a `tags` field (clusters, tasks, container instances,
 services). Task definitions have none, so their tags, and each family's highest revision
 ever registered (ECS never reuses a revision number, even after a delete), are rows of
-their own in the store, read on first use.
+their own in the store, taken from the state of record's loader on first use.
 
 A deleted revision is DELETE_IN_PROGRESS while a task or a service still uses it and is
 removed (state and store) once nothing does; a sweeper checks while any are pending.
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from controller import ecs_views
 from controller.model import TaskDefinition, now
-from controller.store import Delete, Put
+from controller.store_api import Delete, Put
 from dockyard.arns import resource_name
 from dockyard.errors import (
     TASKDEF_NOT_FOUND,
@@ -36,7 +36,8 @@ from dockyard.errors import (
 if TYPE_CHECKING:
     from controller.events import EventLog
     from controller.state import ClusterState
-    from controller.store import Op, Store
+    from controller.state_of_record import StateOfRecord
+    from controller.store_api import Op
     from dockyard.arns import ArnFactory
 
 log = logging.getLogger(__name__)
@@ -115,11 +116,10 @@ class EcsExtraOps:
     """TagResource, UntagResource, ListTagsForResource, DeleteTaskDefinitions."""
 
     if TYPE_CHECKING:  # provided by ClusterService
-        store: Store
+        record: StateOfRecord
         state: ClusterState
         events: EventLog
         arns: ArnFactory
-        service_counter: Callable[[str], int]
         scheduler: Any
 
         async def commit(self, ops: list[Op]) -> None: ...
@@ -139,14 +139,14 @@ class EcsExtraOps:
     # ------------------------------------------------------------------ own rows
 
     async def extra(self) -> _Extra:
-        """The module's rows, read from the store once (concurrent callers share the read)."""
+        """The module's rows, taken from the state of record's loader on first use."""
         if self._extra_loading is None:
             self._extra_loading = asyncio.ensure_future(self._load_extra())
         return await self._extra_loading
 
     async def _load_extra(self) -> _Extra:
         out = _Extra()
-        for doc in await self.store.load(KIND):
+        for doc in self.record.docs(KIND):
             if doc.get("type") == "tags":
                 out.taskdef_tags[doc["arn"]] = doc["tags"]
             elif doc.get("type") == "revision":

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from controller.store import EventRow
+from controller.store_api import EventRow
 
 RING = 20_000
 

@@ -8,15 +8,24 @@ synchronously in the publisher's loop turn, so it must only note work and return
 delta, wake a loop); the order of subscribers is the order they subscribed.
 
 Kinds published today:
+- Every stored kind (`"task"`, `"instance"`, `"service"`, `"role"`, ... : the keys of
+  `controller.state_of_record.KINDS`): each committed `Put` or `Delete`, once, right after
+  the store committed it (`StateOfRecord` publishes what the store's `watch` reports, so a
+  replicated backend's follower is fed the same way). `new` is the object written (the state
+  object, or the stored document when the writer built one), None for a delete. Only kinds
+  somebody subscribed to are built and published.
 - `TASK_DESIRED`: a task's desired state changed (placed, stop requested, credentials
   refreshed): `new` is the Task.
 - `TASK_STOPPED`: a task reached STOPPED (its agent reported it): `new` is the Task.
+
+A new subscriber: a function of `list[Change]`, subscribed where its component is built
+(copy `Dispatcher.__init__`'s `service.feed.subscribe(...)`, controller/dispatcher.py).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, KeysView
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +51,10 @@ class ChangeFeed:
     def subscribe(self, kinds: Iterable[str], subscriber: Subscriber) -> None:
         for kind in kinds:
             self._subscribers[kind].append(subscriber)
+
+    def kinds(self) -> KeysView[str]:
+        """The kinds somebody subscribed to (publishers skip building unwanted changes)."""
+        return self._subscribers.keys()
 
     def publish(self, changes: list[Change]) -> None:
         """Hand each subscriber the changes of its kinds, in one call per kind."""

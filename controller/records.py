@@ -1,7 +1,7 @@
 """What the state of record writes: plain records, no I/O.
 
-`ClusterState` (pure, in memory) builds them; `Store` commits them to SQLite. They live here,
-not in store.py, so the in-memory state does not import aiosqlite.
+`ClusterState` (pure, in memory) builds them; a `controller.store_api.Store` backend commits
+them. They live here, not in a backend, so the in-memory state imports no database client.
 """
 
 from __future__ import annotations

@@ -34,8 +34,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from controller.feed import Change
 from controller.model import Task, TaskDefinition, now
-from controller.store import Delete, Put
+from controller.store_api import Delete, Put
 from dockyard.errors import ApiError, invalid
 from dockyard.v1 import agent_pb2
 
@@ -311,14 +312,15 @@ class RoleService:
 
     def __init__(self, service: ClusterService) -> None:
         self.service = service
-        self.roles: dict[str, Role] = {}  # by ARN
-        self.secrets: dict[str, Secret] = {}  # by name
+        self.roles = service.record.roles  # by ARN: the state of record holds them
+        self.secrets = service.record.secrets  # by name
         self.cache: dict[str, Issued] = {}  # role ARN -> current credentials
         self._key = b""
         self._locks: dict[str, asyncio.Lock] = {}
         self._failed: dict[str, float] = {}  # role ARN -> when a refresh last failed
         self._restarted = True  # roles loaded from the store have no credentials yet
         self.sealer: Sealer | None = None  # set by load(): secret fields are stored sealed
+        service.feed.subscribe(("role",), self._on_roles)  # committed role changes
 
     def handlers(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]]:
         """Roles and secrets, for the one operations table (controller/ops/table.py)."""
@@ -334,18 +336,20 @@ class RoleService:
     # ------------------------------------------------------------ persistence
 
     async def load(self, sealer: Sealer) -> None:
-        store, self.sealer = self.service.store, sealer
-        for doc in await sealer.load(store, "role"):
+        """Take roles, secrets and the credentials-id key from the state of record's loader
+        (opened with `sealer`); a new store gets its key now."""
+        record, self.sealer = self.service.record, sealer
+        for doc in sealer.open_rows("role", record.take("role")):
             self.roles[doc["arn"]] = Role(**doc)
-        for doc in await sealer.load(store, "secret"):
+        for doc in sealer.open_rows("secret", record.take("secret")):
             self.secrets[doc["name"]] = Secret(**doc)
-        keys = await sealer.load(store, KEY_KIND)
+        keys = sealer.open_rows(KEY_KIND, record.take(KEY_KIND))
         if keys:
             self._key = base64.b64decode(keys[0]["key"])
         else:
             self._key = secrets.token_bytes(32)
             key = base64.b64encode(self._key).decode()
-            await store.write([sealer.put(KEY_KIND, "binding", {"key": key})])
+            await record.commit([sealer.put(KEY_KIND, "binding", {"key": key})])
 
     def _sealed(self, kind: str, key: str, doc: dict[str, Any]) -> Put:
         assert self.sealer is not None, "load() first"
@@ -416,7 +420,6 @@ class RoleService:
                 "roleName", f"{len(users)} running tasks use {role.name}: stop them first"
             )
         del self.roles[role.arn]
-        self.cache.pop(role.arn, None)
         await self.service.commit(
             [Delete("role", role.arn), self.service.event("", "role", role.arn, "role deleted")]
         )
@@ -566,6 +569,15 @@ class RoleService:
                     )
 
     # ------------------------------------------------------------ refresh
+
+    def _on_roles(self, changes: list[Change]) -> None:
+        """A deleted role's credentials are forgotten once the delete is committed (by this
+        controller or, on a replicated store, another): never served or refreshed again."""
+        for c in changes:
+            if c.new is None and c.key not in self.roles:  # not re-created meanwhile
+                self.cache.pop(c.key, None)
+                self._failed.pop(c.key, None)
+                self._locks.pop(c.key, None)
 
     async def _ensure(self, role: Role, force: bool = False) -> Issued:
         """The role's credentials, fetched once at a time (callers share one fetch)."""

@@ -28,12 +28,13 @@ from controller.events import EventLog
 from controller.feed import ChangeFeed
 from controller.http_timeouts import runner_options
 from controller.liveness import DEFAULT_HEARTBEAT_BUDGET
-from controller.model import from_doc
 from controller.ops.chain import OperationChain
 from controller.security import Security, SecurityConfig, sealing, tls_wanted
 from controller.service import ClusterService
 from controller.state import ClusterState
-from controller.store import Store, StoreBusy
+from controller.state_of_record import StateOfRecord
+from controller.store_api import StoreBusy
+from controller.store_factory import DEFAULT_STORE, UnknownStore, open_store
 from dockyard import endpoints
 from dockyard.arns import ArnFactory
 from dockyard.v1 import agent_pb2_grpc, api_pb2_grpc
@@ -80,6 +81,7 @@ class ControllerConfig:
     secrets_key_file: Path | None = None  # seals the store's secrets; None: <data-dir>.key
     http_tls: bool = False  # --tls auto: HTTPS on --http unless it is loopback
     advertise: tuple[str, ...] = ()  # --advertise-address: certificate SANs, `dockyard env`
+    store: str = DEFAULT_STORE  # --store: the state store backend (controller.store_factory)
 
     @property
     def key_file(self) -> Path:
@@ -89,11 +91,12 @@ class ControllerConfig:
 class Controller:
     def __init__(self, config: ControllerConfig) -> None:
         self.config = config
-        self.store = Store(config.data_dir)
-        self.state = ClusterState()
+        self.store = open_store(config.store, config.data_dir)  # --store: the backend
+        self.feed = ChangeFeed()  # committed changes: the dispatcher, the orchestrator listen
+        self.record = StateOfRecord(self.store, self.feed)  # every stored kind; one loader
+        self.state = self.record.cluster
         self.arns = ArnFactory(config.region, config.account)
         self.events = EventLog()
-        self.feed = ChangeFeed()  # committed changes: the dispatcher, the orchestrator listen
         self.sealer: sealing.Sealer  # opened at start: the store's secrets are sealed
         self.service: ClusterService
         self.dispatcher: Dispatcher
@@ -108,14 +111,12 @@ class Controller:
     async def start(self) -> None:
         await self.store.open()
         self.sealer = await sealing.open_sealer(self.store, self.config.key_file)
-        await self._load()
+        await self.record.load()
         self.events.seq = await self.store.last_event_seq()
-        self.service = ClusterService(
-            self.store, self.state, self.events, self.arns, feed=self.feed
-        )
+        self.service = ClusterService(self.record, self.events, self.arns)
         await self.service.roles.load(self.sealer)
         self.services = orchestrator.install(self.service, self.config.disconnect_grace)
-        await self.services.load()
+        self.services.load()
         self.dispatcher = Dispatcher(
             self.service, self.config.heartbeat_period, self.config.heartbeat_budget
         )
@@ -153,13 +154,6 @@ class Controller:
             ("https://" if self.config.http_tls else "http://") + self.config.http,
             self.config.data_dir,
         )
-
-    async def _load(self) -> None:
-        for kind in ("cluster", "taskdef", "instance", "task"):
-            for doc in await self.store.load(kind):
-                self.state.load(kind, from_doc(kind, doc))
-        for arn in self.state.instances:
-            self.state.refresh_view(arn)
 
     async def _start_grpc(self) -> None:
         server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=self.security.interceptors())
@@ -291,6 +285,7 @@ def config_from_args(args: argparse.Namespace) -> ControllerConfig:
         else None,
         http_tls=tls_wanted(getattr(args, "tls", "never"), args.http),
         advertise=tuple(getattr(args, "advertise_address", None) or ()),
+        store=getattr(args, "store", DEFAULT_STORE),
     )
 
 
@@ -323,9 +318,10 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     try:
         if getattr(args, "rotate_secrets_key", False):
-            print(uvloop.run(sealing.rotate(config.data_dir, config.key_file)))
+            store = open_store(config.store, config.data_dir)
+            print(uvloop.run(sealing.rotate(store, config.key_file)))
         else:
             uvloop.run(serve(config))
-    except (sealing.SealingError, StoreBusy) as err:
+    except (sealing.SealingError, StoreBusy, UnknownStore) as err:
         raise SystemExit(f"dockyard controller: {err}") from None
     return 0

@@ -32,7 +32,8 @@ from controller.ops.account_settings import AccountSettings
 from controller.placement_batch import PlacementBatcher
 from controller.roles import RoleService
 from controller.state import ClusterState
-from controller.store import Op, Store
+from controller.state_of_record import StateOfRecord
+from controller.store_api import Op, Store
 from controller.validation import text, texts
 from dockyard.arns import ArnFactory, last_part, resource_name
 from dockyard.errors import (
@@ -93,26 +94,23 @@ def _run_view(task: Task, arns: ArnFactory) -> dict[str, Any]:
 class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ecs_extra
     def __init__(
         self,
-        store: Store,
-        state: ClusterState,
+        record: StateOfRecord,
         events: EventLog,
         arns: ArnFactory | None = None,
         rng: random.Random | None = None,
-        feed: ChangeFeed | None = None,
     ) -> None:
-        self.store = store
-        self.state = state
+        self.record = record  # every stored kind, loaded once; commits go through it
+        self.store: Store = record.store
+        self.state: ClusterState = record.cluster
         self.events = events
         self.arns = arns or ArnFactory()
         self.rng = rng or random.Random()
         self.placer = PlacementBatcher(self.rng)
         # committed changes, published once: the dispatcher and the orchestrator subscribe
-        self.feed = feed or ChangeFeed()
-        # counts a cluster's live services (the services' orchestrator sets it)
-        self.service_counter: Callable[[str], int] = lambda cluster: 0
+        self.feed: ChangeFeed = record.feed
         self.scheduler: Any = None  # the services' scheduler, set by orchestrator.install
         self.roles = RoleService(self)  # roles, secrets, task credentials (issue 7)
-        self.account_settings = AccountSettings(store, self.arns)  # controller.ops (issue 16)
+        self.account_settings = AccountSettings(record, self.arns)  # controller.ops (issue 16)
 
     def handlers(self) -> dict[str, Handler]:
         """This layer's operations, by name, for the one table (controller/ops/table.py):
@@ -150,7 +148,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         }
 
     async def commit(self, ops: list[Op]) -> None:
-        await self.store.write(ops)
+        await self.record.commit(ops)
 
     def event(
         self,
@@ -259,7 +257,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         return {"clusters": clusters, "failures": failures}
 
     def active_services(self, cluster: str) -> int:
-        return self.service_counter(cluster)
+        return self.record.active_services(cluster)
 
     def notify_agents(self, tasks: list[Task]) -> None:
         """Publish that these tasks' desired state changed (after they are committed): the

@@ -1,4 +1,7 @@
-"""The embedded state store: SQLite (WAL), with group commit.
+"""The embedded state store: SQLite (WAL), with group commit (the `sqlite` Store backend).
+
+It implements `controller.store_api.Store` (read that for the promises); this is the only
+module that imports sqlite3 or aiosqlite (an import-linter contract says so).
 
 Every object is a JSON document under (kind, key). `write()` returns once the batch holding
 the write is committed, so an API acknowledges only what is durable; one writer task drains
@@ -24,6 +27,7 @@ import aiosqlite
 import orjson
 
 from controller.records import Delete, EventRow, Op, Put, dumps
+from controller.store_api import StoreBusy, Unwatch, Watcher
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,7 +53,7 @@ CREATE INDEX IF NOT EXISTS events_subject ON events (subject, seq);
 """
 
 MAX_BATCH = 5000
-# batch statements over a JSON array of rows (see Store._commit)
+# batch statements over a JSON array of rows (see SqliteStore._commit)
 PUT_ROWS = (
     "INSERT INTO objects (kind, key, cluster, doc) "
     "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?) WHERE true "
@@ -68,19 +72,39 @@ EVENT_ROWS = (
 LOCK_FILE = "dockyard.lock"
 
 
-class StoreBusy(Exception):
-    """The data dir is in use by another process in a way that excludes this one."""
+__all__ = ["Delete", "EventRow", "Op", "Put", "SqliteStore", "StoreBusy"]
 
 
-class Store:
+class SqliteStore:
+    """The `sqlite` backend: one database file in the data dir, one writer per data dir."""
+
     def __init__(self, data_dir: Path) -> None:
         self.path = Path(data_dir) / "dockyard.db"
+        self._revision = 0  # batches committed since open: one writer, so a local counter
+        self._watchers: list[Watcher] = []
         self._db: aiosqlite.Connection | None = None
         self._writer_db: sqlite3.Connection | None = None
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
         self._queue: asyncio.Queue[tuple[list[Op], asyncio.Future[None]]] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._lock_fd: int | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def location(self) -> str:
+        return f"the database in {self.path.parent}"
+
+    @property
+    def revision(self) -> int:
+        return self._revision
+
+    def watch(self, callback: Watcher) -> Unwatch:
+        """Call back after each commit of this process (the only writer of its data dir)."""
+        self._watchers.append(callback)
+        return lambda: self._watchers.remove(callback)
 
     async def open(self, exclusive: bool = False) -> None:
         """Open the store. Controllers share the data dir's lock; `exclusive` (offline
@@ -192,17 +216,27 @@ class Store:
             batch = [await self._queue.get()]
             while not self._queue.empty() and len(batch) < MAX_BATCH:
                 batch.append(self._queue.get_nowait())
+            committed = [op for ops, _ in batch for op in ops]
             try:
-                await self._commit([op for ops, _ in batch for op in ops])
+                await self._commit(committed)
             except Exception as err:  # a failed commit fails every write in the batch
                 log.exception("store commit failed")
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(err)
                 continue
+            self._committed(committed)
             for _, fut in batch:
                 if not fut.done():
                     fut.set_result(None)
+
+    def _committed(self, ops: list[Op]) -> None:
+        self._revision += 1
+        for callback in list(self._watchers):
+            try:
+                callback(self._revision, ops)
+            except Exception:  # a watcher's bug must not fail the writes that were committed
+                log.exception("store watcher failed")
 
     async def _commit(self, ops: list[Op]) -> None:
         """One transaction for a batch, in one round trip to the writer's thread. Beside a

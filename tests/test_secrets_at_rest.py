@@ -26,7 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from controller.security import sealing
-from controller.store import Put, Store
+from controller.store import Put
+from controller.store import SqliteStore as Store
 from dockyard import auth
 from dockyard.v1 import agent_pb2
 from tests.security_support import RawAgent, SecureController, register_msg

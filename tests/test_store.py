@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from controller.model import ContainerState, PortAssignment, Task, from_doc, to_doc
-from controller.store import Delete, EventRow, Put, Store
+from controller.store import Delete, EventRow, Put
+from controller.store import SqliteStore as Store
 
 
 def _task(arn: str, status: str) -> Task:

@@ -17,12 +17,15 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.ecs_paging import paginate
-from controller.store import Delete, Put, Store
+from controller.store_api import Delete, Put
 from dockyard.arns import ArnFactory
 from dockyard.errors import invalid
+
+if TYPE_CHECKING:
+    from controller.state_of_record import StateOfRecord
 
 KIND = "account_setting"
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -56,11 +59,11 @@ _PRINCIPAL = re.compile(r"arn:aws:iam::(\d{12}):(root|user/[\w+=,.@/-]+|role/[\w
 class AccountSettings:
     """The account's settings, cached in memory and written through to the store."""
 
-    def __init__(self, store: Store, arns: ArnFactory) -> None:
-        self.store = store
+    def __init__(self, record: StateOfRecord, arns: ArnFactory) -> None:
+        self.record = record
         self.arns = arns
         self.root = f"arn:aws:iam::{arns.account}:root"
-        self._values: dict[tuple[str, str], str] = {}  # (principal, name) -> value
+        self._values = record.account_settings  # (principal, name) -> value
         self._loaded = False
         self._lock = asyncio.Lock()
 
@@ -73,11 +76,12 @@ class AccountSettings:
         }
 
     async def load(self) -> None:
-        """Read the stored settings once (the first call that needs them)."""
+        """Take the stored settings once (the first call that needs them) from the state of
+        record's loader."""
         async with self._lock:
             if self._loaded:
                 return
-            for doc in await self.store.load(KIND):
+            for doc in self.record.docs(KIND):
                 self._values[(doc["principalArn"], doc["name"])] = doc["value"]
             self._loaded = True
 
@@ -127,7 +131,7 @@ class AccountSettings:
         await self.load()
         self._check_value(name, value, principal)
         doc = self._setting(name, value, principal)
-        await self.store.write([Put(KIND, f"{principal} {name}", "", doc)])
+        await self.record.commit([Put(KIND, f"{principal} {name}", "", doc)])
         self._values[(principal, name)] = value
         return {"setting": doc}
 
@@ -148,7 +152,7 @@ class AccountSettings:
         value = self._values.get((principal, name))
         if value is None:  # nothing of its own: deleting is idempotent, as AWS deletes are
             return {"setting": self._setting(name, *self._effective(name, principal))}
-        await self.store.write([Delete(KIND, f"{principal} {name}")])  # durable, then forgotten
+        await self.record.commit([Delete(KIND, f"{principal} {name}")])  # durable, then forgotten
         self._values.pop((principal, name), None)
         return {"setting": self._setting(name, value, principal)}
 

@@ -15,10 +15,9 @@ __all__ = ["ServiceApi", "ServiceScheduler", "handlers", "install"]
 
 
 def install(service: ClusterService, grace: float, tick: float = 0.5) -> ServiceScheduler:
-    """Create the scheduler and make active_services count (the service operations are
-    bound by the controller: `handlers(sched)`)."""
+    """Create the scheduler (it keeps its services in the state of record; the service
+    operations are bound by the controller: `handlers(sched)`)."""
     sched = ServiceScheduler(service, grace, tick)
-    service.service_counter = sched.active_count
     service.scheduler = sched
     return sched
 

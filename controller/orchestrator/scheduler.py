@@ -31,7 +31,7 @@ from controller.orchestrator.world import Member, Node, Plan, Start, Stop, World
 from controller.placement.constraints import Rules, compile_rules
 from controller.placement.model import InstanceView
 from controller.service import ClusterService
-from controller.store import Op, Put
+from controller.store_api import Op, Put
 from dockyard.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class ServiceScheduler:
         self.state = cs.state
         self.grace = grace
         self.tick = tick
-        self.services: dict[str, Service] = {}  # by ARN
+        self.services = cs.record.services  # by ARN: the state of record holds them
         self._pass_lock = asyncio.Lock()  # one pass at a time
         # one service's world and plan per loop turn (up to ~0.2 s at 5,000 tasks): the
         # services of a pass, planned back to back, held the loop for a second
@@ -99,17 +99,15 @@ class ServiceScheduler:
     def find(self, cluster: str, name: str) -> Service | None:
         return self.services.get(self.cs.arns.service(cluster, name))
 
-    def active_count(self, cluster: str) -> int:
-        return sum(s.cluster == cluster and s.status != "INACTIVE" for s in self.services.values())
-
     def taskdef(self, family_rev: str) -> TaskDefinition | None:
         family, _, rev = family_rev.rpartition(":")
         return self.state.taskdefs.get(family, {}).get(int(rev)) if rev.isdigit() else None
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def load(self) -> None:
-        for doc in await self.cs.store.load("service"):
+    def load(self) -> None:
+        """Take the services the state of record's loader read at startup."""
+        for doc in self.cs.record.docs("service"):
             svc = service_from_doc(doc)
             self.services[svc.arn] = svc
             self._saved[svc.arn] = doc

@@ -70,7 +70,7 @@ class Security:
 
     async def install(self, dispatcher: Dispatcher) -> None:
         """Load the security state and add its operations; call after the dispatcher exists."""
-        await self.tokens.load()
+        self.tokens.load()
         await self.keys.load(self.config.data_dir, self.sealer)
         self.gate = AgentGate(
             self.service,
@@ -79,7 +79,7 @@ class Security:
             require_token=self.config.auth,
             open_loopback=self.config.open_loopback_agents,
         )
-        await self.gate.load()
+        self.gate.load()
         if self.config.data_dir is not None:
             self.ca = CertificateAuthority.load_or_create(self.config.data_dir)
             self.tokens.ca_hash = self.ca.fingerprint

@@ -37,7 +37,7 @@ from controller import dispatcher as dispatch
 from controller.model import now
 from controller.security.pki import CertificateAuthority, CsrRejected, cert_pem
 from controller.security.tokens import JoinToken, JoinTokens, TokenRefused, token_id
-from controller.store import Put
+from controller.store_api import Put
 from dockyard.errors import ApiError, invalid
 from dockyard.v1 import agent_pb2, agent_pb2_grpc
 
@@ -112,8 +112,8 @@ class AgentGate(agent_pb2_grpc.AgentServiceServicer):
         self.tokens = tokens
         self.require_token = require_token
         self.open_loopback = open_loopback  # dev/simulators: loopback agents need no token
-        self.revoked: dict[str, Revoked] = {}  # by instance id
-        self.secrets: dict[str, BoundSecret] = {}  # by instance id (plaintext agents)
+        self.revoked = service.record.revoked  # by instance id (the state of record's)
+        self.secrets = service.record.instance_secrets  # by instance id (plaintext agents)
         self.tls: TlsSettings | None = None  # set when the controller serves TLS
 
     # ------------------------------------------------------------ enrollment
@@ -200,10 +200,11 @@ class AgentGate(agent_pb2_grpc.AgentServiceServicer):
             "instance, never an existing one"
         )
 
-    async def load(self) -> None:
-        for doc in await self.service.store.load(REVOKED_KIND):
+    def load(self) -> None:
+        """Take revoked instances and instance secrets from the state of record's loader."""
+        for doc in self.service.record.docs(REVOKED_KIND):
             self.revoked[doc["instance_id"]] = Revoked(**doc)
-        for doc in await self.service.store.load(SECRET_KIND):
+        for doc in self.service.record.docs(SECRET_KIND):
             self.secrets[doc["instance_id"]] = BoundSecret(**doc)
 
     # ------------------------------------------------------------ the stream

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from controller.model import now
 from controller.security.sealing import Sealer
-from controller.store import Delete
+from controller.store_api import Delete
 from dockyard.auth import Credentials, write_credentials
 from dockyard.errors import ApiError, invalid
 
@@ -52,13 +52,13 @@ class AccessKey:
 class AccessKeys:
     def __init__(self, service: ClusterService) -> None:
         self.service = service
-        self.keys: dict[str, AccessKey] = {}
+        self.keys = service.record.access_keys  # the state of record holds them
         self.sealer: Sealer | None = None  # set by load(): secrets are stored sealed
 
     async def load(self, data_dir: Path | None, sealer: Sealer) -> None:
         """Load keys; on first start create an admin key and write it to admin-credentials."""
         self.sealer = sealer
-        for doc in await sealer.load(self.service.store, KIND):
+        for doc in sealer.open_rows(KIND, self.service.record.take(KIND)):
             self.keys[doc["access_key_id"]] = AccessKey(**doc)
         if not self.keys:
             key = await self.create("admin", "bootstrap admin key (admin-credentials)")

@@ -28,7 +28,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from controller.store import Op, Put, Store
+from controller.store_api import Op, Put, Store
 
 log = logging.getLogger(__name__)
 
@@ -209,9 +209,12 @@ class Sealer:
         """The store write of a document whose secret fields are sealed."""
         return Put(kind, key, "", self.seal_doc(kind, key, doc))
 
-    async def load(self, store: Store, kind: str) -> list[dict[str, Any]]:
-        """Every document of `kind`, opened (each bound to the store key it is kept under)."""
-        return [self.open_doc(kind, key, doc) for key, _, doc in await store.load_rows(kind)]
+    def open_rows(
+        self, kind: str, rows: list[tuple[str, str, dict[str, Any]]]
+    ) -> list[dict[str, Any]]:
+        """The documents of loaded rows (key, cluster, document) of `kind`, opened (each
+        bound to the store key it is kept under)."""
+        return [self.open_doc(kind, key, doc) for key, _, doc in rows]
 
 
 def _aad(kind: str, key: str, name: str) -> str:
@@ -236,7 +239,7 @@ async def open_sealer(store: Store, key_file: Path) -> Sealer:
     """The sealer of an opened store. A sealed store needs its key file (never replaced by a
     new key); a new store, or one of an earlier version (plaintext), gets a key (the file
     given, or a new one) and is sealed now, in place."""
-    _warn_if_inside(key_file, store.path.parent)
+    _warn_if_inside(key_file, store.data_dir)
     state = await store.load_rows(STATE_KIND)
     if state:
         sealer = _existing(store, key_file, state[0][2])
@@ -270,7 +273,7 @@ def _existing(store: Store, key_file: Path, state: dict[str, Any]) -> Sealer:
     kid = state.get("keyId", "?")
     if not key_file.exists():
         raise SealingError(
-            f"secrets key file {key_file} is missing, and the database in {store.path.parent} "
+            f"secrets key file {key_file} is missing, and {store.location} "
             f"is sealed with key {kid}: restore that file (or pass --secrets-key-file); "
             "refusing to start (a new key would not open the stored secrets)"
         )
@@ -279,7 +282,7 @@ def _existing(store: Store, key_file: Path, state: dict[str, Any]) -> Sealer:
         sealer.open(state.get("check"), _aad(STATE_KIND, "", ""))
     except SealingError as err:
         raise SealingError(
-            f"secrets key file {key_file} does not open the database in {store.path.parent} "
+            f"secrets key file {key_file} does not open {store.location} "
             f"(sealed with key {kid}; the file holds {', '.join(sealer.keyring.ids)}): wrong "
             f"key file? refusing to start ({err})"
         ) from None
@@ -294,7 +297,7 @@ async def _seal_plaintext(store: Store, sealer: Sealer) -> None:
         for key, _, doc in await store.load_rows(kind):
             if any(isinstance(doc.get(n), str) and SEALED_RE.match(doc[n]) for n in names):
                 raise SealingError(
-                    f"{kind} {key!r} in {store.path} is already sealed but the database has no "
+                    f"{kind} {key!r} in {store.location} is already sealed but it has no "
                     "sealing record: refusing to seal it twice"
                 )
             ops.append(sealer.put(kind, key, doc))
@@ -309,11 +312,11 @@ async def _seal_plaintext(store: Store, sealer: Sealer) -> None:
         )
 
 
-async def rotate(data_dir: Path, key_file: Path) -> str:
-    """Re-seal every value under a new key, with the controller stopped. The key file holds
-    the new and the old keys while the values change (a crash leaves a file that opens
-    everything), then only the new one. Returns what was done, for the operator."""
-    store = Store(data_dir)
+async def rotate(store: Store, key_file: Path) -> str:
+    """Re-seal every value of a (not yet opened) store under a new key, with the controller
+    stopped. The key file holds the new and the old keys while the values change (a crash
+    leaves a file that opens everything), then only the new one. Returns what was done, for
+    the operator."""
     await store.open(exclusive=True)
     try:
         old = await open_sealer(store, key_file)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from controller.model import now
-from controller.store import Put
+from controller.store_api import Put
 from dockyard.errors import ApiError, invalid
 
 if TYPE_CHECKING:
@@ -78,11 +78,12 @@ def _digest(secret: str) -> str:
 class JoinTokens:
     def __init__(self, service: ClusterService) -> None:
         self.service = service
-        self.tokens: dict[str, JoinToken] = {}
+        self.tokens = service.record.join_tokens  # the state of record holds them
         self.ca_hash = ""  # the CA agents pin (`--ca-hash`), shown with new tokens
 
-    async def load(self) -> None:
-        for doc in await self.service.store.load(KIND):
+    def load(self) -> None:
+        """Take the join tokens the state of record's loader read at startup."""
+        for doc in self.service.record.docs(KIND):
             self.tokens[doc["id"]] = JoinToken(**doc)
 
     def _put(self, token: JoinToken) -> Put:
