@@ -1,0 +1,424 @@
+"""The `etcd://` state store backend: the controller's state of record in etcd, replicated.
+
+Same promises as the SQLite store (see `controller.store_api` / `controller.store`): every
+`write(ops)` resolves once its batch is committed, a batch is all-or-nothing, events are
+stored with the changes they describe. Layout under the URL's prefix (default /dockyard):
+
+    {prefix}/data/o/{kind}/{key}   {"cluster": ..., "doc": {...}}   one object
+    {prefix}/data/e/{seq:020d}     [seq, at, cluster, kind, subject, message, detail]
+    {prefix}/leader                the elected controller (controller.leadership)
+    {prefix}/members/{id}          every running controller, on its lease
+
+Every commit is one etcd transaction (several callers' batches grouped, up to `max_txn_ops`
+operations, etcd's own limit: `?max_txn_ops=` raises ours, etcd's `--max-txn-ops` its).
+With a fence (`fence_with(leadership)`), each transaction is conditioned on the leader key
+still existing at the create revision this controller won it at: a deposed leader (its
+lease expired while it was paused, partitioned or SIGSTOPped) commits nothing, and its
+writes fail with `NotLeader`.
+
+A hot copy: the store keeps every object's stored JSON in memory, loaded once at open and
+kept current by its own commits and by a watch on `{prefix}/data/` (what another
+controller commits). A standby's `load()` after it wins the election reads memory, not
+etcd; `watch(callback)` hands each committed batch, whoever wrote it, to the in-memory
+state (`callback(revision, ops)`, in revision order, each revision once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+import grpc
+import orjson
+from aetcd import rpc
+
+from controller import etcd_client as ec
+from controller.records import Delete, EventRow, Op, Put, dumps
+from controller.store import StoreBusy
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
+Watcher = Callable[[int, list[Op]], None]
+
+
+class NotLeader(Exception):
+    """This controller lost its leadership: the store refused the write (nothing stored)."""
+
+
+class StoreUnavailable(Exception):
+    """etcd did not confirm a write in time (unreachable, or no quorum). The write is not
+    acknowledged, but its outcome is unknown: a member that took the proposal commits it
+    when the quorum returns (what etcd's own clients report as "request timed out")."""
+
+
+class Fence(Protocol):
+    """What a leader gives the store to condition its writes on (controller.leadership)."""
+
+    @property
+    def is_leader(self) -> bool: ...
+
+    def compare(self) -> Any:
+        """The etcd Compare that holds only while this controller leads."""
+        ...
+
+    def deposed(self) -> None:
+        """etcd refused a fenced write: leadership is gone."""
+        ...
+
+
+def parse_store_url(spec: str) -> tuple[ec.EtcdUrl, int]:
+    """The etcd URL and the transaction size limit (`?max_txn_ops=`) of a --store value."""
+    parts = urlsplit(spec)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    limit = query.pop("max_txn_ops", [str(DEFAULT_MAX_TXN_OPS)])[-1]
+    if not limit.isdigit() or int(limit) < 1:
+        raise ec.EtcdUrlError(f"{spec!r}: max_txn_ops must be a positive number")
+    rest = "&".join(f"{k}={v[-1]}" for k, v in query.items())
+    return ec.EtcdUrl.parse(urlunsplit(parts._replace(query=rest))), int(limit)
+
+
+class EtcdStore:
+    """The state store on etcd (see the module docstring)."""
+
+    def __init__(self, spec: str, data_dir: Path) -> None:
+        self.url, self.max_txn_ops = parse_store_url(spec)
+        self._data_dir = Path(data_dir)
+        root = self.url.prefix.encode()
+        self.leader_key = root + b"/leader"
+        self.members_prefix = root + b"/members/"
+        self._data = root + b"/data/"
+        self._objects = root + b"/data/o/"
+        self._events = root + b"/data/e/"
+        self.client: ec.EtcdClient | None = None
+        self.fence: Fence | None = None
+        # kind -> key -> the stored value ({"cluster", "doc"} JSON): the hot copy, parsed
+        # only when loaded
+        self._mirror: dict[str, dict[str, bytes]] = {}
+        self._revision = 0
+        self._last_seq = 0
+        self._watchers: list[Watcher] = []
+        self._queue: asyncio.Queue[tuple[list[Op], asyncio.Future[None]]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.synced = asyncio.Event()  # the watch has caught up with etcd at least once
+
+    # -- the Store interface ----------------------------------------------------------
+
+    @property
+    def data_dir(self) -> Path:
+        return self._data_dir
+
+    @property
+    def location(self) -> str:
+        hosts = ",".join(f"{h}:{p}" for h, p in self.url.endpoints)
+        return f"etcd at {hosts} under {self.url.prefix}"
+
+    @property
+    def revision(self) -> int:
+        return self._revision
+
+    async def open(self, exclusive: bool = False) -> None:
+        """Connect, refuse `exclusive` while a controller runs on this prefix, read the
+        whole state once into memory, then follow it with a watch."""
+        self._data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.client = ec.EtcdClient(self.url)
+        try:
+            if exclusive:
+                await self._refuse_if_running()
+            await self._load_all()
+        except grpc.aio.AioRpcError as err:
+            raise StoreUnavailable(f"{self.location}: {err.details() or err.code()}") from err
+        self._tasks.append(asyncio.create_task(self._write_loop(), name="etcd-writer"))
+        self._tasks.append(asyncio.create_task(self._follow(), name="etcd-watch"))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self.client:
+            await self.client.close()
+            self.client = None
+
+    async def load(self, kind: str) -> list[dict[str, Any]]:
+        return [orjson.loads(raw)["doc"] for raw in self._mirror.get(kind, {}).values()]
+
+    async def load_rows(self, kind: str) -> list[tuple[str, str, dict[str, Any]]]:
+        rows = [(key, orjson.loads(raw)) for key, raw in self._mirror.get(kind, {}).items()]
+        return [(key, stored["cluster"], stored["doc"]) for key, stored in rows]
+
+    async def load_events(
+        self, subject: str = "", cluster: str = "", after: int = 0, limit: int = 1000
+    ) -> list[EventRow]:
+        """Events after `after`, oldest first, the newest `limit`. With a subject or cluster
+        filter, etcd cannot index them: every later event is read and filtered here."""
+        assert self.client
+        request = rpc.RangeRequest(
+            key=self._event_key(after + 1), range_end=ec.prefix_end(self._events)
+        )
+        if not subject and not cluster:
+            request.sort_order = rpc.RangeRequest.DESCEND
+            request.sort_target = rpc.RangeRequest.KEY
+            request.limit = limit
+        response = await self.client.kv.Range(request, timeout=ec.CALL_TIMEOUT)
+        rows = sorted((_event(kv.value) for kv in response.kvs), key=lambda e: e.seq)
+        rows = [
+            e
+            for e in rows
+            if (not subject or e.subject == subject) and (not cluster or e.cluster == cluster)
+        ]
+        return rows[-limit:]
+
+    async def last_event_seq(self) -> int:
+        return self._last_seq
+
+    def write(self, ops: list[Op]) -> Awaitable[None]:
+        """Queue ops; the future resolves once etcd committed them (fails with the error:
+        NotLeader when fenced out, StoreUnavailable when etcd did not answer)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not ops:
+            fut.set_result(None)
+        else:
+            self._queue.put_nowait((ops, fut))
+        return fut
+
+    async def scrub(self) -> None:
+        """Compact etcd's history up to now and defragment the member answering, so that no
+        earlier version of a value stays readable through etcd (other members defragment
+        on their own schedule: `etcdctl defrag --cluster` does them all)."""
+        assert self.client
+        status = await self.client.status()
+        await self.client.kv.Compact(
+            rpc.CompactionRequest(revision=status.header.revision, physical=True),
+            timeout=ec.CALL_TIMEOUT,
+        )
+        await self.client.maintenance.Defragment(rpc.DefragmentRequest(), timeout=60)
+
+    def watch(self, callback: Watcher) -> Callable[[], None]:
+        self._watchers.append(callback)
+        return lambda: self._watchers.remove(callback)
+
+    # -- fencing ------------------------------------------------------------------------
+
+    def fence_with(self, fence: Fence | None) -> None:
+        """Condition every later commit on `fence` (a won leadership); None: unfenced."""
+        self.fence = fence
+
+    # -- reading and following ----------------------------------------------------------
+
+    async def _refuse_if_running(self) -> None:
+        assert self.client
+        running = await self.client.range_prefix(self.members_prefix)
+        leader = await self.client.get(self.leader_key)
+        if running.kvs or leader is not None:
+            raise StoreBusy(f"{self.location} is in use by a running controller: stop it first")
+
+    async def _load_all(self) -> None:
+        """The whole state at one revision; the last event seq at that same revision."""
+        assert self.client
+        objects = await self.client.range_prefix(self._objects)
+        revision = objects.header.revision
+        last = await self.client.kv.Range(
+            rpc.RangeRequest(
+                key=self._events,
+                range_end=ec.prefix_end(self._events),
+                revision=revision,
+                sort_order=rpc.RangeRequest.DESCEND,
+                sort_target=rpc.RangeRequest.KEY,
+                limit=1,
+                keys_only=True,
+            ),
+            timeout=ec.CALL_TIMEOUT,
+        )
+        self._mirror = {}
+        for kv in objects.kvs:
+            self._mirror_put(kv.key, kv.value)
+        self._last_seq = int(last.kvs[0].key[len(self._events) :]) if last.kvs else 0
+        self._revision = revision
+
+    async def _follow(self) -> None:
+        """Apply what etcd commits under the data prefix, from the loaded revision on;
+        resume after a dropped stream, reload when the history we need was compacted."""
+        assert self.client
+        while True:
+            try:
+                async for response in self.client.watch(
+                    self._data, ec.prefix_end(self._data), self._revision + 1
+                ):
+                    self._apply_watched(response)
+                    if not response.events:
+                        self.synced.set()  # created, or a progress notice: caught up
+            except asyncio.CancelledError:
+                raise
+            except ec.WatchCanceled as err:
+                log.warning("%s; reloading the state from etcd", err)
+                await self._reload()
+            except Exception as err:  # the stream broke: resume where we were
+                log.warning("etcd watch interrupted (%s); resuming", err)
+                await asyncio.sleep(0.5)
+
+    async def _reload(self) -> None:
+        try:
+            await self._load_all()
+        except grpc.aio.AioRpcError as err:
+            log.warning("reloading from etcd failed: %s", err.details())
+            await asyncio.sleep(1)
+
+    def _apply_watched(self, response: Any) -> None:
+        """Group the events by revision (one transaction each) and apply the new ones."""
+        batch: list[Any] = []
+        for event in response.events:
+            if batch and batch[-1].kv.mod_revision != event.kv.mod_revision:
+                self._apply_revision(batch)
+                batch = []
+            batch.append(event)
+        if batch:
+            self._apply_revision(batch)
+
+    def _apply_revision(self, events: list[Any]) -> None:
+        revision = events[0].kv.mod_revision
+        if revision <= self._revision:
+            return  # our own commit, already applied when etcd acknowledged it
+        ops: list[Op] = []
+        for event in events:
+            key = event.kv.key
+            if key.startswith(self._events):
+                if not ec.is_delete(event):
+                    row = _event(event.kv.value)
+                    self._last_seq = max(self._last_seq, row.seq)
+                    ops.append(row)
+            elif ec.is_delete(event):
+                ops.append(self._mirror_delete(key))
+            else:
+                kind, obj_key = self._mirror_put(key, event.kv.value)
+                stored = orjson.loads(event.kv.value)
+                ops.append(Put(kind, obj_key, stored["cluster"], stored["doc"]))
+        self._committed(revision, ops)
+
+    def _kind_key(self, key: bytes) -> tuple[str, str]:
+        kind, _, obj_key = key[len(self._objects) :].decode().partition("/")
+        return kind, obj_key
+
+    def _mirror_put(self, key: bytes, value: bytes) -> tuple[str, str]:
+        """Keep an object's value as etcd holds it (parsed on load); its (kind, key)."""
+        kind, obj_key = self._kind_key(key)
+        self._mirror.setdefault(kind, {})[obj_key] = value
+        return kind, obj_key
+
+    def _mirror_delete(self, key: bytes) -> Delete:
+        kind, obj_key = self._kind_key(key)
+        self._mirror.get(kind, {}).pop(obj_key, None)
+        return Delete(kind, obj_key)
+
+    def _committed(self, revision: int, ops: list[Op]) -> None:
+        self._revision = revision
+        for callback in list(self._watchers):
+            try:
+                callback(revision, ops)
+            except Exception:  # a watcher's bug must not fail what etcd committed
+                log.exception("store watcher failed")
+
+    # -- writing ------------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        carry: tuple[list[Op], asyncio.Future[None]] | None = None
+        while True:
+            batch = [carry or await self._queue.get()]
+            carry = None
+            size = len(batch[0][0])
+            while not self._queue.empty():
+                item = self._queue.get_nowait()
+                if size + len(item[0]) > self.max_txn_ops:
+                    carry = item  # the next transaction starts with it
+                    break
+                batch.append(item)
+                size += len(item[0])
+            await self._commit_group(batch)
+
+    async def _commit_group(self, batch: list[tuple[list[Op], asyncio.Future[None]]]) -> None:
+        try:
+            await self._commit([op for ops, _ in batch for op in ops])
+        except Exception as err:  # a failed commit fails every write in the group
+            if not isinstance(err, NotLeader | StoreUnavailable):
+                log.exception("etcd commit failed")
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(err)
+            return
+        for _, fut in batch:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def _commit(self, ops: list[Op]) -> None:
+        """One etcd transaction for the group (fenced when leading), then the hot copy."""
+        assert self.client
+        fence = self.fence
+        if fence is not None and not fence.is_leader:
+            raise NotLeader("this controller is not the leader: write refused")
+        latest: dict[bytes, tuple[Put | Delete, bytes]] = {}  # the last op per key wins
+        events: dict[bytes, bytes] = {}
+        for op in ops:
+            if isinstance(op, Put):
+                key = self._object_key(op.kind, op.key)
+                doc = op.encoded()
+                value = f'{{"cluster":{dumps(op.cluster)},"doc":{doc}}}'.encode()
+                latest.pop(key, None)
+                latest[key] = (op, value)
+            elif isinstance(op, Delete):
+                key = self._object_key(op.kind, op.key)
+                latest.pop(key, None)
+                latest[key] = (op, b"")
+            else:
+                row = [op.seq, op.at, op.cluster, op.kind, op.subject, op.message, op.detail]
+                events[self._event_key(op.seq)] = dumps(row).encode()
+        success = [
+            ec.put(key, value) if isinstance(op, Put) else ec.delete(key)
+            for key, (op, value) in latest.items()
+        ]
+        success += [ec.put(key, value) for key, value in events.items()]
+        compare = [fence.compare()] if fence is not None else []
+        try:
+            response = await self.client.txn(compare, success, [])
+        except grpc.aio.AioRpcError as err:
+            raise StoreUnavailable(
+                f"{self.location} did not confirm the write ({err.details() or err.code()}): "
+                "it is not acknowledged; etcd may still apply it once its quorum is back, and "
+                "the watch then brings it into memory"
+            ) from err
+        if not response.succeeded:
+            if fence is not None:
+                fence.deposed()
+            raise NotLeader("this controller's leadership is gone: etcd refused the write")
+        self._apply_own(response.header.revision, latest, ops)
+
+    def _apply_own(
+        self, revision: int, latest: dict[bytes, tuple[Put | Delete, bytes]], ops: list[Op]
+    ) -> None:
+        if revision <= self._revision:
+            return  # the watch delivered this revision first
+        for key, (op, value) in latest.items():
+            if isinstance(op, Put):
+                self._mirror_put(key, value)
+            else:
+                self._mirror_delete(key)
+        seqs = [op.seq for op in ops if isinstance(op, EventRow)]
+        if seqs:
+            self._last_seq = max(self._last_seq, *seqs)
+        self._committed(revision, ops)
+
+    def _object_key(self, kind: str, key: str) -> bytes:
+        if "/" in kind or not kind:
+            raise ValueError(f"kind {kind!r}: a store kind is a plain name")
+        return self._objects + f"{kind}/{key}".encode()
+
+    def _event_key(self, seq: int) -> bytes:
+        return self._events + f"{seq:020d}".encode()
+
+
+def _event(value: bytes) -> EventRow:
+    seq, at, cluster, kind, subject, message, detail = orjson.loads(value)
+    return EventRow(seq, at, cluster, kind, subject, message, detail)
