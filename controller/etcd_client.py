@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,7 +159,9 @@ class EtcdClient:
     async def status(self) -> Any:
         return await self.maintenance.Status(rpc.StatusRequest(), timeout=CALL_TIMEOUT)
 
-    async def watch(self, key: bytes, range_end: bytes, start_revision: int) -> AsyncIterator[Any]:
+    async def watch(
+        self, key: bytes, range_end: bytes, start_revision: int
+    ) -> AsyncGenerator[Any, None]:
         """WatchResponses for [key, range_end) from start_revision, until cancelled or the
         stream fails (the caller resumes from its last revision + 1)."""
         create = rpc.WatchCreateRequest(
