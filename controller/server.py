@@ -20,7 +20,7 @@ import grpc
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
 
-from controller import orchestrator
+from controller import ha, orchestrator
 from controller.api_grpc import ApiServicer
 from controller.dispatcher import Dispatcher
 from controller.ecs_region import region_middleware
@@ -324,6 +324,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if getattr(args, "rotate_secrets_key", False):
             print(uvloop.run(sealing.rotate(config.data_dir, config.key_file)))
+        elif ha.is_etcd(store := getattr(args, "store", "sqlite")):
+            uvloop.run(ha.serve(config, store))  # several controllers on etcd: one leads
         else:
             uvloop.run(serve(config))
     except (sealing.SealingError, StoreBusy) as err:

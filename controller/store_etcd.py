@@ -88,6 +88,9 @@ class EtcdStore:
     def __init__(self, spec: str, data_dir: Path) -> None:
         self.url, self.max_txn_ops = parse_store_url(spec)
         self._data_dir = Path(data_dir)
+        # what main's sealing names in its messages (store.path.parent: the data dir); the
+        # Store protocol's data_dir/location replace it
+        self.path = self._data_dir / "etcd"
         root = self.url.prefix.encode()
         self.leader_key = root + b"/leader"
         self.members_prefix = root + b"/members/"
@@ -123,7 +126,10 @@ class EtcdStore:
 
     async def open(self, exclusive: bool = False) -> None:
         """Connect, refuse `exclusive` while a controller runs on this prefix, read the
-        whole state once into memory, then follow it with a watch."""
+        whole state once into memory, then follow it with a watch. Opening an open store
+        does nothing (controller.ha opens it before the controller starts)."""
+        if self.client is not None:
+            return
         self._data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.client = ec.EtcdClient(self.url)
         try:

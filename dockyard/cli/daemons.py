@@ -29,6 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="state directory (SQLite, WAL)",
     )
     c.add_argument(
+        "--store",
+        default=os.environ.get("DOCKYARD_STORE", "sqlite"),
+        help="state store backend: sqlite (default: a database in --data-dir), or "
+        "etcd://HOST:2379[,HOST:2379...][?prefix=/dockyard] for several controllers, "
+        "one leading (the others stand by)",
+    )
+    c.add_argument(
         "--listen",
         default="0.0.0.0:7070",
         help="gRPC address for agents and the CLI (default %(default)s)",

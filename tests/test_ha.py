@@ -1,0 +1,164 @@
+"""`dockyard controller --store etcd://...`: real controller processes on one real etcd.
+
+One leads and serves, the other stands by with the state in memory; SIGKILL the leader and
+the standby takes over with everything acknowledged before (five trials, each timed and
+printed, run with -s to see them); a SIGSTOPped leader resumed after its successor took
+over exits (status 75) instead of deciding anything."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import statistics
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from controller.ha import LOST_LEADERSHIP
+from dockyard.client import Client
+from tests.etcd_fixture import EtcdCluster, etcd_cluster
+from tests.support import controller_argv, free_port, wait_for
+
+TRIALS = 5
+
+
+@dataclass
+class Ctl:
+    """One `dockyard controller --store etcd://` process."""
+
+    name: str
+    root: Path
+    spec: str
+    grpc_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.root / f"{self.name}.log"
+
+    def start(self) -> None:
+        argv = controller_argv(
+            self.root / self.name,
+            self.grpc_port,
+            self.http_port,
+            0.5,
+            5.0,
+            "--store",
+            self.spec,
+            "--auth",
+            "off",
+            "--secrets-key-file",  # one key for every controller: they share the sealed store
+            str(self.root / "secrets.key"),
+        )
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def signal(self, sig: int) -> None:
+        assert self.proc
+        os.killpg(self.proc.pid, sig)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.signal(signal.SIGCONT)
+            self.signal(signal.SIGKILL)
+        if self.proc:
+            self.proc.wait(timeout=20)
+
+    def serving(self) -> bool:
+        try:
+            url = f"http://127.0.0.1:{self.http_port}/healthz"
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def standing_by(self) -> bool:
+        return "waiting for leadership" in self.log.read_text(errors="replace")
+
+    def client(self) -> Client:
+        return Client(f"127.0.0.1:{self.grpc_port}", timeout=10, sign=False)
+
+    def clusters(self) -> set[str]:
+        arns = self.client().call("ListClusters")["clusterArns"]
+        return {arn.rsplit("/", 1)[-1] for arn in arns}
+
+
+@contextlib.contextmanager
+def controllers(etcd: EtcdCluster, root: Path, *names: str) -> Iterator[dict[str, Ctl]]:
+    spec = f"{etcd.url}?prefix=/ha"
+    ctls = {name: Ctl(name, root, spec) for name in names}
+    try:
+        yield ctls
+    finally:
+        for ctl in ctls.values():
+            ctl.stop()
+
+
+@pytest.fixture
+def etcd() -> Iterator[EtcdCluster]:
+    with etcd_cluster(1) as cluster:
+        yield cluster
+
+
+@pytest.mark.timeout(240)
+def test_a_standby_takes_over_from_a_sigkilled_leader_with_every_acknowledged_write(
+    etcd: EtcdCluster, tmp_path: Path
+) -> None:
+    with controllers(etcd, tmp_path, "a", "b") as ctls:
+        leader, standby = ctls["a"], ctls["b"]
+        leader.start()
+        wait_for(leader.serving, 30, what="a leading")
+        standby.start()
+        wait_for(standby.standing_by, 30, what="b standing by")
+        assert not standby.serving()  # a standby serves nothing
+        made: set[str] = set()
+        takeovers: list[float] = []
+        for trial in range(TRIALS):
+            name = f"before-{trial}"
+            leader.client().call("CreateCluster", {"clusterName": name})  # acknowledged
+            made.add(name)
+            killed = time.monotonic()
+            leader.signal(signal.SIGKILL)
+            wait_for(standby.serving, 20, interval=0.02, what=f"{standby.name} leading")
+            standby.client().call("CreateCluster", {"clusterName": f"after-{trial}"})
+            takeovers.append(time.monotonic() - killed)  # to the first write accepted
+            made.add(f"after-{trial}")
+            assert standby.clusters() == made  # nothing acknowledged is lost
+            assert leader.proc
+            leader.proc.wait(timeout=10)
+            leader.start()  # the killed one comes back as the standby
+            wait_for(leader.standing_by, 30, what=f"{leader.name} standing by")
+            leader, standby = standby, leader
+        print("\ntakeover after SIGKILL of the leader (s):", [f"{t:.2f}" for t in takeovers])
+        print(f"median {statistics.median(takeovers):.2f}s, max {max(takeovers):.2f}s")
+        assert statistics.median(takeovers) <= 5.0, takeovers
+
+
+@pytest.mark.timeout(120)
+def test_a_leader_resumed_after_its_successor_took_over_exits_without_deciding(
+    etcd: EtcdCluster, tmp_path: Path
+) -> None:
+    with controllers(etcd, tmp_path, "a", "b") as ctls:
+        a, b = ctls["a"], ctls["b"]
+        a.start()
+        wait_for(a.serving, 30, what="a leading")
+        b.start()
+        wait_for(b.standing_by, 30, what="b standing by")
+        a.signal(signal.SIGSTOP)
+        wait_for(b.serving, 20, what="b leading")
+        b.client().call("CreateCluster", {"clusterName": "b-made"})
+        a.signal(signal.SIGCONT)
+        assert a.proc
+        assert a.proc.wait(timeout=15) == LOST_LEADERSHIP
+        assert "leadership lost" in a.log.read_text()
+        assert b.clusters() == {"b-made"}
+        assert b.proc and b.proc.poll() is None  # b leads on
