@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
 
+from dockyard import endpoints
 from dockyard.heartbeat import MISSED_PERIODS, controller_silent, heartbeat_due_in
 from dockyard.v1 import agent_pb2, agent_pb2_grpc
 
@@ -125,7 +126,8 @@ class Session:
 
     async def _channel(self) -> grpc.aio.Channel:
         if self.channel_factory is None:
-            return grpc.aio.insecure_channel(self.controller, options=CHANNEL_OPTIONS)
+            target = endpoints.grpc_target(self.controller)  # several: whichever leads
+            return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
         try:
             return await self.channel_factory(CHANNEL_OPTIONS)
         except Exception as err:  # enrollment: controller down or token refused; retried

@@ -379,8 +379,7 @@ class EtcdStore:
                 latest.pop(key, None)
                 latest[key] = (op, b"")
             else:
-                row = [op.seq, op.at, op.cluster, op.kind, op.subject, op.message, op.detail]
-                events[self._event_key(op.seq)] = dumps(row).encode()
+                events[self._event_key(op.seq)] = _event_value(op)
         success = [
             ec.put(key, value) if isinstance(op, Put) else ec.delete(key)
             for key, (op, value) in latest.items()
@@ -423,6 +422,21 @@ class EtcdStore:
 
     def _event_key(self, seq: int) -> bytes:
         return self._events + f"{seq:020d}".encode()
+
+
+def _event_value(op: EventRow) -> bytes:
+    """An event as stored; refused (the whole batch with it) when a field is missing or of
+    the wrong type, as SQLite's NOT NULL columns refuse it in the other backend."""
+    texts = (op.cluster, op.kind, op.subject, op.message)
+    if (
+        not isinstance(op.seq, int)
+        or not isinstance(op.at, int | float)
+        or not all(isinstance(t, str) for t in texts)
+        or not isinstance(op.detail, dict)
+    ):
+        raise ValueError(f"event {op.seq!r}: seq, at, texts and detail must all be set")
+    row = [op.seq, op.at, *texts, op.detail]
+    return dumps(row).encode()
 
 
 def _event(value: bytes) -> EventRow:

@@ -12,6 +12,7 @@ import os
 import signal
 import statistics
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ import pytest
 from controller.ha import LOST_LEADERSHIP
 from dockyard.client import Client
 from tests.etcd_fixture import EtcdCluster, etcd_cluster
-from tests.support import controller_argv, free_port, wait_for
+from tests.support import Proc, controller_argv, free_port, wait_for
 
 TRIALS = 5
 
@@ -87,6 +88,24 @@ class Ctl:
     def client(self) -> Client:
         return Client(f"127.0.0.1:{self.grpc_port}", timeout=10, sign=False)
 
+    def connected_agents(self) -> int:
+        client = self.client()
+        arns = client.call("ListContainerInstances", {"cluster": "default"})[
+            "containerInstanceArns"
+        ]
+        if not arns:
+            return 0
+        described = client.call(
+            "DescribeContainerInstances", {"cluster": "default", "containerInstances": arns}
+        )["containerInstances"]
+        return sum(1 for i in described if i["agentConnected"])
+
+    def instances(self) -> int:
+        client = self.client()
+        return len(
+            client.call("ListContainerInstances", {"cluster": "default"})["containerInstanceArns"]
+        )
+
     def clusters(self) -> set[str]:
         arns = self.client().call("ListClusters")["clusterArns"]
         return {arn.rsplit("/", 1)[-1] for arn in arns}
@@ -103,6 +122,16 @@ def controllers(etcd: EtcdCluster, root: Path, *names: str) -> Iterator[dict[str
             ctl.stop()
 
 
+def leader_and_standby(ctls: dict[str, Ctl]) -> tuple[Ctl, Ctl]:
+    """Start a, wait until it leads; start b, wait until it stands by."""
+    leader, standby = ctls["a"], ctls["b"]
+    leader.start()
+    wait_for(leader.serving, 30, what="a leading")
+    standby.start()
+    wait_for(standby.standing_by, 30, what="b standing by")
+    return leader, standby
+
+
 @pytest.fixture
 def etcd() -> Iterator[EtcdCluster]:
     with etcd_cluster(1) as cluster:
@@ -114,11 +143,7 @@ def test_a_standby_takes_over_from_a_sigkilled_leader_with_every_acknowledged_wr
     etcd: EtcdCluster, tmp_path: Path
 ) -> None:
     with controllers(etcd, tmp_path, "a", "b") as ctls:
-        leader, standby = ctls["a"], ctls["b"]
-        leader.start()
-        wait_for(leader.serving, 30, what="a leading")
-        standby.start()
-        wait_for(standby.standing_by, 30, what="b standing by")
+        leader, standby = leader_and_standby(ctls)
         assert not standby.serving()  # a standby serves nothing
         made: set[str] = set()
         takeovers: list[float] = []
@@ -148,11 +173,7 @@ def test_a_leader_resumed_after_its_successor_took_over_exits_without_deciding(
     etcd: EtcdCluster, tmp_path: Path
 ) -> None:
     with controllers(etcd, tmp_path, "a", "b") as ctls:
-        a, b = ctls["a"], ctls["b"]
-        a.start()
-        wait_for(a.serving, 30, what="a leading")
-        b.start()
-        wait_for(b.standing_by, 30, what="b standing by")
+        a, b = leader_and_standby(ctls)
         a.signal(signal.SIGSTOP)
         wait_for(b.serving, 20, what="b leading")
         b.client().call("CreateCluster", {"clusterName": "b-made"})
@@ -162,3 +183,38 @@ def test_a_leader_resumed_after_its_successor_took_over_exits_without_deciding(
         assert "leadership lost" in a.log.read_text()
         assert b.clusters() == {"b-made"}
         assert b.proc and b.proc.poll() is None  # b leads on
+
+
+AGENTS = 20
+
+
+@pytest.mark.timeout(180)
+def test_agents_given_both_controllers_follow_the_leader_after_a_sigkill(
+    etcd: EtcdCluster, tmp_path: Path
+) -> None:
+    """Simulated agents (the real agent protocol, no Docker) given `--controller a,b`
+    register with the leader, and with the new leader after a SIGKILL: the same instances,
+    all connected again."""
+    with controllers(etcd, tmp_path, "a", "b") as ctls:
+        leader, standby = leader_and_standby(ctls)
+        leader.client().call("CreateCluster", {"clusterName": "default"})
+        both = f"127.0.0.1:{leader.grpc_port},127.0.0.1:{standby.grpc_port}"
+        argv = [sys.executable, "-m", "dockyard.cli.main", "sim", "--controller", both]
+        sim = Proc("sim", [*argv, "--agents", str(AGENTS)], tmp_path / "sim.log")
+        try:
+            sim.start()
+            wait_for(lambda: leader.connected_agents() == AGENTS, 30, what="agents on a")
+            killed = time.monotonic()
+            leader.signal(signal.SIGKILL)
+            wait_for(standby.serving, 20, interval=0.02, what="b leading")
+            wait_for(
+                lambda: standby.connected_agents() == AGENTS,
+                30,
+                interval=0.1,
+                what="agents on b",
+            )
+            took = time.monotonic() - killed
+            print(f"\n{AGENTS} agents reconnected to the new leader {took:.2f}s after SIGKILL")
+            assert standby.instances() == AGENTS  # the same instances, none new
+        finally:
+            sim.kill()

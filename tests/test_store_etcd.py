@@ -86,6 +86,39 @@ async def test_documents_events_and_the_last_write_of_a_key_come_back(
         assert (await again.load_events(after=2))[0] == _event(3, "arn:t/1")
 
 
+async def test_a_failed_batch_writes_nothing_and_its_writer_is_told(
+    spec: str, tmp_path: Path
+) -> None:
+    """The state branch's Store contract (tests/test_store_api.py there), on etcd."""
+    async with opened(spec, tmp_path) as store:
+        await store.write([Put("widget", "kept", "", {"v": 1})])
+        bad_event = EventRow(1, None, "default", "test", "x", "no time", {})  # type: ignore[arg-type]
+        bad = [Put("widget", "kept", "", {"v": 2}), Put("widget", "new", "", {}), bad_event]
+        with pytest.raises(ValueError, match="event 1"):
+            await store.write(bad)
+        assert await store.load_rows("widget") == [("kept", "", {"v": 1})]
+        assert await store.last_event_seq() == 0
+        await store.write([Put("widget", "after", "", {})])  # the store still works
+    async with opened(spec, tmp_path) as again:
+        assert {k for k, _, _ in await again.load_rows("widget")} == {"kept", "after"}
+
+
+async def test_watchers_see_each_own_commit_once_in_order(spec: str, tmp_path: Path) -> None:
+    async with opened(spec, tmp_path) as store:
+        seen: list[tuple[int, list[Op]]] = []
+        unwatch = store.watch(lambda rev, ops: seen.append((rev, ops)))
+        first, second = Put("widget", "a", "", {"v": 1}), Delete("widget", "a")
+        start = store.revision
+        await store.write([first])
+        await store.write([second])
+        await asyncio.sleep(0.2)  # the watch stream delivers these revisions too: not again
+        unwatch()
+        await store.write([Put("widget", "b", "", {})])
+        assert [ops for _, ops in seen] == [[first], [second]]
+        revisions = [rev for rev, _ in seen]
+        assert start < revisions[0] < revisions[1] <= store.revision
+
+
 async def test_each_batch_is_one_etcd_transaction_under_the_prefix(
     spec: str, etcd: EtcdCluster, tmp_path: Path
 ) -> None:

@@ -134,7 +134,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     a.add_argument(
         "--controller",
         default=os.environ.get("DOCKYARD_CONTROLLER", DEFAULT_CONTROLLER),
-        help="controller gRPC address (default %(default)s)",
+        help="controller gRPC address, or several (a:7070,b:7070: controllers on one etcd; "
+        "the agent follows whichever leads) (default %(default)s)",
     )
     a.add_argument(
         "--state-dir",
