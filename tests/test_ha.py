@@ -39,6 +39,7 @@ class Ctl:
     grpc_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
 
     @property
     def log(self) -> Path:
@@ -58,6 +59,7 @@ class Ctl:
             "--secrets-key-file",  # one key for every controller: they share the sealed store
             str(self.root / "secrets.key"),
         )
+        self.starts += 1
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -83,7 +85,8 @@ class Ctl:
             return False
 
     def standing_by(self) -> bool:
-        return "waiting for leadership" in self.log.read_text(errors="replace")
+        """This start of the process (its log spans restarts) waits for leadership."""
+        return self.log.read_text(errors="replace").count("waiting for leadership") >= self.starts
 
     def client(self) -> Client:
         return Client(f"127.0.0.1:{self.grpc_port}", timeout=10, sign=False)
@@ -138,36 +141,6 @@ def etcd() -> Iterator[EtcdCluster]:
         yield cluster
 
 
-@pytest.mark.timeout(240)
-def test_a_standby_takes_over_from_a_sigkilled_leader_with_every_acknowledged_write(
-    etcd: EtcdCluster, tmp_path: Path
-) -> None:
-    with controllers(etcd, tmp_path, "a", "b") as ctls:
-        leader, standby = leader_and_standby(ctls)
-        assert not standby.serving()  # a standby serves nothing
-        made: set[str] = set()
-        takeovers: list[float] = []
-        for trial in range(TRIALS):
-            name = f"before-{trial}"
-            leader.client().call("CreateCluster", {"clusterName": name})  # acknowledged
-            made.add(name)
-            killed = time.monotonic()
-            leader.signal(signal.SIGKILL)
-            wait_for(standby.serving, 20, interval=0.02, what=f"{standby.name} leading")
-            standby.client().call("CreateCluster", {"clusterName": f"after-{trial}"})
-            takeovers.append(time.monotonic() - killed)  # to the first write accepted
-            made.add(f"after-{trial}")
-            assert standby.clusters() == made  # nothing acknowledged is lost
-            assert leader.proc
-            leader.proc.wait(timeout=10)
-            leader.start()  # the killed one comes back as the standby
-            wait_for(leader.standing_by, 30, what=f"{leader.name} standing by")
-            leader, standby = standby, leader
-        print("\ntakeover after SIGKILL of the leader (s):", [f"{t:.2f}" for t in takeovers])
-        print(f"median {statistics.median(takeovers):.2f}s, max {max(takeovers):.2f}s")
-        assert statistics.median(takeovers) <= 5.0, takeovers
-
-
 @pytest.mark.timeout(120)
 def test_a_leader_resumed_after_its_successor_took_over_exits_without_deciding(
     etcd: EtcdCluster, tmp_path: Path
@@ -188,33 +161,60 @@ def test_a_leader_resumed_after_its_successor_took_over_exits_without_deciding(
 AGENTS = 20
 
 
-@pytest.mark.timeout(180)
-def test_agents_given_both_controllers_follow_the_leader_after_a_sigkill(
+@contextlib.contextmanager
+def simulated_agents(controllers: list[Ctl], root: Path) -> Iterator[Proc]:
+    """AGENTS simulated agents (the real agent protocol, no Docker) given every address."""
+    both = ",".join(f"127.0.0.1:{c.grpc_port}" for c in controllers)
+    argv = [sys.executable, "-m", "dockyard.cli.main", "sim", "--controller", both]
+    sim = Proc("sim", [*argv, "--agents", str(AGENTS)], root / "sim.log")
+    try:
+        sim.start()
+        yield sim
+    finally:
+        sim.kill()
+
+
+@pytest.mark.timeout(300)
+def test_a_standby_takes_over_from_a_sigkilled_leader_and_the_agents_follow(
     etcd: EtcdCluster, tmp_path: Path
 ) -> None:
-    """Simulated agents (the real agent protocol, no Docker) given `--controller a,b`
-    register with the leader, and with the new leader after a SIGKILL: the same instances,
-    all connected again."""
+    """Five SIGKILLs of whichever leads: each time the standby leads with every write
+    acknowledged before, accepts writes, and the agents given both addresses
+    (`--controller a,b`) are all connected to it again, as the same instances. Each
+    takeover is timed (run with -s to see the figures)."""
     with controllers(etcd, tmp_path, "a", "b") as ctls:
         leader, standby = leader_and_standby(ctls)
+        assert not standby.serving()  # a standby serves nothing
         leader.client().call("CreateCluster", {"clusterName": "default"})
-        both = f"127.0.0.1:{leader.grpc_port},127.0.0.1:{standby.grpc_port}"
-        argv = [sys.executable, "-m", "dockyard.cli.main", "sim", "--controller", both]
-        sim = Proc("sim", [*argv, "--agents", str(AGENTS)], tmp_path / "sim.log")
-        try:
-            sim.start()
+        made = {"default"}
+        rows = []
+        with simulated_agents([leader, standby], tmp_path):
             wait_for(lambda: leader.connected_agents() == AGENTS, 30, what="agents on a")
-            killed = time.monotonic()
-            leader.signal(signal.SIGKILL)
-            wait_for(standby.serving, 20, interval=0.02, what="b leading")
-            wait_for(
-                lambda: standby.connected_agents() == AGENTS,
-                30,
-                interval=0.1,
-                what="agents on b",
-            )
-            took = time.monotonic() - killed
-            print(f"\n{AGENTS} agents reconnected to the new leader {took:.2f}s after SIGKILL")
-            assert standby.instances() == AGENTS  # the same instances, none new
-        finally:
-            sim.kill()
+            for trial in range(TRIALS):
+                leader.client().call("CreateCluster", {"clusterName": f"before-{trial}"})
+                made.add(f"before-{trial}")  # acknowledged by the leader about to die
+                killed = time.monotonic()
+                leader.signal(signal.SIGKILL)
+                wait_for(standby.serving, 20, interval=0.02, what=f"{standby.name} leading")
+                standby.client().call("CreateCluster", {"clusterName": f"after-{trial}"})
+                writes = time.monotonic() - killed  # the new leader accepts writes
+                made.add(f"after-{trial}")
+                wait_for(
+                    lambda s=standby: s.connected_agents() == AGENTS,  # type: ignore[misc]
+                    30,
+                    interval=0.05,
+                    what="agents on the new leader",
+                )
+                rows.append((writes, time.monotonic() - killed))
+                assert standby.clusters() == made  # nothing acknowledged is lost
+                assert standby.instances() == AGENTS  # the same instances, none new
+                assert leader.proc
+                leader.proc.wait(timeout=10)
+                leader.start()  # the killed one comes back as the standby
+                wait_for(leader.standing_by, 30, what=f"{leader.name} standing by")
+                leader, standby = standby, leader
+        print("\nSIGKILL of the leader -> new leader accepts a write / all agents back (s):")
+        print("  ".join(f"{w:.2f}/{a:.2f}" for w, a in rows))
+        median_all = statistics.median(a for _, a in rows)
+        print(f"median {statistics.median(w for w, _ in rows):.2f}/{median_all:.2f}")
+        assert statistics.median(w for w, _ in rows) <= 5.0, rows

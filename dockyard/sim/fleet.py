@@ -49,7 +49,8 @@ class Fleet:
             if n % self.cfg.streams_per_channel == 0:
                 self.channels.append(
                     grpc.aio.insecure_channel(
-                        endpoints.grpc_target(self.cfg.controller), options=CHANNEL_OPTIONS
+                        endpoints.grpc_target(self.cfg.controller),
+                        options=endpoints.channel_options(self.cfg.controller, CHANNEL_OPTIONS),
                     )
                 )
             agent = SimAgent(
