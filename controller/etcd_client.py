@@ -160,14 +160,21 @@ class EtcdClient:
         return await self.maintenance.Status(rpc.StatusRequest(), timeout=CALL_TIMEOUT)
 
     async def watch(
-        self, key: bytes, range_end: bytes, start_revision: int
+        self,
+        key: bytes,
+        range_end: bytes,
+        start_revision: int,
+        progress: asyncio.Event | None = None,
     ) -> AsyncGenerator[Any, None]:
         """WatchResponses for [key, range_end) from start_revision, until cancelled or the
-        stream fails (the caller resumes from its last revision + 1)."""
+        stream fails (the caller resumes from its last revision + 1). Setting `progress`
+        asks etcd for a progress notice: a response without events whose header revision
+        says every change up to it has been delivered (how a reader knows it caught up)."""
         create = rpc.WatchCreateRequest(
             key=key, range_end=range_end, start_revision=start_revision, progress_notify=True
         )
         call = self.watcher.Watch()
+        asker = asyncio.create_task(_ask_progress(call, progress)) if progress else None
         try:
             await call.write(rpc.WatchRequest(create_request=create))
             while True:
@@ -178,7 +185,17 @@ class EtcdClient:
                     raise WatchCanceled(response.compact_revision, response.cancel_reason)
                 yield response
         finally:
+            if asker:
+                asker.cancel()
             call.cancel()
+
+
+async def _ask_progress(call: Any, progress: asyncio.Event) -> None:
+    """Send a progress request each time `progress` is set."""
+    while True:
+        await progress.wait()
+        progress.clear()
+        await call.write(rpc.WatchRequest(progress_request=rpc.WatchProgressRequest()))
 
 
 class WatchCanceled(Exception):

@@ -87,6 +87,7 @@ async def serve(config: ControllerConfig, spec: str, ttl: int = DEFAULT_TTL) -> 
             return
         elected_at = time.monotonic()
         store.fence_with(leadership)
+        await store.catch_up(leadership.create_revision)  # the old leader's last commits
         await ctl.start()  # its store is open already: it loads from the hot copy
         started = True
         log.info(

@@ -26,6 +26,7 @@ state (`callback(revision, ops)`, in revision order, each revision once).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -108,6 +109,9 @@ class EtcdStore:
         self._queue: asyncio.Queue[tuple[list[Op], asyncio.Future[None]]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self.synced = asyncio.Event()  # the watch has caught up with etcd at least once
+        self._seen = 0  # etcd's revision up to which the watch delivered every change
+        self._seen_changed = asyncio.Event()
+        self._ask_progress = asyncio.Event()
 
     # -- the Store interface ----------------------------------------------------------
 
@@ -208,6 +212,23 @@ class EtcdStore:
         self._watchers.append(callback)
         return lambda: self._watchers.remove(callback)
 
+    async def catch_up(self, revision: int, seconds: float = 5.0) -> None:
+        """Return once memory holds every change etcd committed up to `revision` (a new
+        leader calls it with its election revision before loading: the old leader's last
+        commits may still be on their way through the watch). If the watch cannot say so
+        in `seconds`, read everything again instead."""
+        try:
+            async with asyncio.timeout(seconds):
+                while max(self._seen, self._revision) < revision:
+                    self._seen_changed.clear()
+                    self._ask_progress.set()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(0.5):
+                            await self._seen_changed.wait()
+        except TimeoutError:
+            log.warning("the etcd watch did not catch up in %.0fs: reading it all", seconds)
+            await self._load_all()
+
     # -- fencing ------------------------------------------------------------------------
 
     def fence_with(self, fence: Fence | None) -> None:
@@ -253,11 +274,15 @@ class EtcdStore:
         while True:
             try:
                 async for response in self.client.watch(
-                    self._data, ec.prefix_end(self._data), self._revision + 1
+                    self._data, ec.prefix_end(self._data), self._revision + 1, self._ask_progress
                 ):
                     self._apply_watched(response)
-                    if not response.events:
-                        self.synced.set()  # created, or a progress notice: caught up
+                    if not response.events and not response.created:
+                        # a progress notice: every change up to its revision is delivered
+                        # (a "created" reply is not: its events may still be coming)
+                        self.synced.set()
+                        self._seen = max(self._seen, response.header.revision)
+                        self._seen_changed.set()
             except asyncio.CancelledError:
                 raise
             except ec.WatchCanceled as err:

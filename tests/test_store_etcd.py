@@ -174,6 +174,31 @@ async def test_a_standby_follows_every_commit_in_memory(spec: str, tmp_path: Pat
         assert await standby.last_event_seq() == 7
 
 
+async def test_a_standby_catches_up_to_a_revision_before_it_leads(
+    spec: str, tmp_path: Path
+) -> None:
+    """catch_up(revision) returns only once memory holds every change up to it: what a
+    new leader waits for before loading (the old leader's last commits may be in flight)."""
+    async with opened(spec, tmp_path / "a") as leader, opened(spec, tmp_path / "b") as standby:
+        for i in range(20):
+            await leader.write([Put("task", f"t{i}", "default", {"i": i})])
+        await leader.write([Delete("task", "t0")])
+        await standby.catch_up(leader.revision)
+        assert standby.revision == leader.revision  # no polling: caught up on return
+        assert len(await standby.load_rows("task")) == 19
+        started = asyncio.get_running_loop().time()
+        await standby.catch_up(leader.revision)  # already there: at once
+        assert asyncio.get_running_loop().time() - started < 0.1
+        # a revision with no change under the data prefix (an election, say): only etcd's
+        # progress notice can tell the standby it has everything up to there
+        assert standby.client
+        elected = await standby.client.txn([], [put(standby.leader_key, b"x")], [])
+        started = asyncio.get_running_loop().time()
+        await standby.catch_up(elected.header.revision)
+        assert asyncio.get_running_loop().time() - started < 2.0  # not the 5 s fallback
+        assert standby._seen >= elected.header.revision
+
+
 async def test_exclusive_open_is_refused_while_a_controller_runs(
     spec: str, etcd: EtcdCluster, tmp_path: Path
 ) -> None:
