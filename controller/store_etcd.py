@@ -9,8 +9,12 @@ stored with the changes they describe. Layout under the URL's prefix (default /d
     {prefix}/leader                the elected controller (controller.leadership)
     {prefix}/members/{id}          every running controller, on its lease
 
-Every commit is one etcd transaction (several callers' batches grouped, up to `max_txn_ops`
-operations, etcd's own limit: `?max_txn_ops=` raises ours, etcd's `--max-txn-ops` its).
+Every commit is one etcd transaction: several callers' batches grouped, up to `max_txn_ops`
+operations (`?max_txn_ops=`, default 1024). etcd refuses a transaction over its
+`--max-txn-ops` (128 by default) or `--max-request-bytes` (1.5 MiB) before applying any of
+it; the store then halves its limit and commits the group again in two (each caller's batch
+stays whole: a single batch over etcd's limit fails, with etcd's reason). Give etcd room
+(`--max-txn-ops 10000 --max-request-bytes 33554432`): group commit is the throughput.
 With a fence (`fence_with(leadership)`), each transaction is conditioned on the leader key
 still existing at the create revision this controller won it at: a deposed leader (its
 lease expired while it was paused, partitioned or SIGSTOPped) commits nothing, and its
@@ -43,8 +47,12 @@ from controller.store import StoreBusy
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
+DEFAULT_MAX_TXN_OPS = 1024  # halved at run time while etcd refuses (its default is 128)
 Watcher = Callable[[int, list[Op]], None]
+
+
+class TxnTooLarge(Exception):
+    """etcd refused a transaction for its size (nothing of it was applied)."""
 
 
 class NotLeader(Exception):
@@ -373,16 +381,31 @@ class EtcdStore:
     async def _commit_group(self, batch: list[tuple[list[Op], asyncio.Future[None]]]) -> None:
         try:
             await self._commit([op for ops, _ in batch for op in ops])
+        except TxnTooLarge as err:
+            if len(batch) > 1:  # smaller groups: each caller's batch stays one transaction
+                size = sum(len(ops) for ops, _ in batch)
+                self.max_txn_ops = max(1, min(self.max_txn_ops, size) // 2)
+                log.warning("%s; grouping at most %d operations now", err, self.max_txn_ops)
+                half = len(batch) // 2
+                await self._commit_group(batch[:half])
+                await self._commit_group(batch[half:])
+                return
+            self._fail(batch, err)
+            return
         except Exception as err:  # a failed commit fails every write in the group
             if not isinstance(err, NotLeader | StoreUnavailable):
                 log.exception("etcd commit failed")
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(err)
+            self._fail(batch, err)
             return
         for _, fut in batch:
             if not fut.done():
                 fut.set_result(None)
+
+    @staticmethod
+    def _fail(batch: list[tuple[list[Op], asyncio.Future[None]]], err: Exception) -> None:
+        for _, fut in batch:
+            if not fut.done():
+                fut.set_exception(err)
 
     async def _commit(self, ops: list[Op]) -> None:
         """One etcd transaction for the group (fenced when leading), then the hot copy."""
@@ -414,6 +437,10 @@ class EtcdStore:
         try:
             response = await self.client.txn(compare, success, [])
         except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.INVALID_ARGUMENT and _too_large(err.details()):
+                raise TxnTooLarge(
+                    f"etcd refused a transaction of {len(success)} operations: {err.details()}"
+                ) from err
             raise StoreUnavailable(
                 f"{self.location} did not confirm the write ({err.details() or err.code()}): "
                 "it is not acknowledged; etcd may still apply it once its quorum is back, and "
@@ -447,6 +474,11 @@ class EtcdStore:
 
     def _event_key(self, seq: int) -> bytes:
         return self._events + f"{seq:020d}".encode()
+
+
+def _too_large(details: str | None) -> bool:
+    text = details or ""
+    return "too many operations in txn request" in text or "request is too large" in text
 
 
 def _event_value(op: EventRow) -> bytes:

@@ -36,6 +36,7 @@ class EtcdMember:
     client_port: int = field(default_factory=free_port)
     peer_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    max_txn_ops: int = MAX_TXN_OPS
 
     @property
     def client_url(self) -> str:
@@ -65,7 +66,7 @@ class EtcdMember:
             f"--initial-cluster={initial_cluster}",
             f"--initial-cluster-state={state}",
             "--initial-cluster-token=dockyard-test",
-            f"--max-txn-ops={MAX_TXN_OPS}",
+            f"--max-txn-ops={self.max_txn_ops}",
             f"--max-request-bytes={MAX_REQUEST_BYTES}",
             "--logger=zap",
             "--log-level=warn",
@@ -135,10 +136,14 @@ class EtcdCluster:
 
 
 @contextlib.contextmanager
-def etcd_cluster(size: int = 1, timeout: float = 30.0) -> Iterator[EtcdCluster]:
-    """`size` etcd members on loopback ports in a temporary dir, healthy; stopped after."""
+def etcd_cluster(
+    size: int = 1, timeout: float = 30.0, max_txn_ops: int = MAX_TXN_OPS
+) -> Iterator[EtcdCluster]:
+    """`size` etcd members on loopback ports in a temporary dir, healthy; stopped after.
+    `max_txn_ops`: etcd's --max-txn-ops (128 is etcd's own default)."""
     root = Path(tempfile.mkdtemp(prefix="dyk-etcd-"))
-    cluster = EtcdCluster([EtcdMember(f"m{i}", root) for i in range(size)])
+    members = [EtcdMember(f"m{i}", root, max_txn_ops=max_txn_ops) for i in range(size)]
+    cluster = EtcdCluster(members)
     try:
         for m in cluster.members:
             m.start(cluster.initial_cluster)

@@ -17,7 +17,7 @@ from controller.etcd_client import EtcdClient, EtcdUrl, EtcdUrlError, prefix_end
 from controller.model import to_doc
 from controller.records import Delete, EventRow, Op, Put
 from controller.store import StoreBusy
-from controller.store_etcd import EtcdStore, StoreUnavailable, parse_store_url
+from controller.store_etcd import EtcdStore, StoreUnavailable, TxnTooLarge, parse_store_url
 from tests.etcd_fixture import EtcdCluster, etcd_cluster
 from tests.test_store import _task
 
@@ -152,6 +152,25 @@ async def test_concurrent_writes_are_grouped_within_the_transaction_limit(
         assert sum(n for _, n in revisions) == 300
         assert max(n for _, n in revisions) <= 64
         assert len(revisions) < 300  # grouped, not one transaction per caller
+
+
+async def test_an_etcd_with_its_default_limits_gets_smaller_transactions(
+    tmp_path: Path,
+) -> None:
+    """etcd's default --max-txn-ops (128) refuses our default group size: the store halves
+    its groups and commits every caller's batch whole; one batch over etcd's limit fails
+    with etcd's reason and stores nothing."""
+    with etcd_cluster(1, max_txn_ops=128) as small:
+        async with opened(small.url, tmp_path) as store:
+            await asyncio.gather(
+                *(store.write([Put("task", f"t{i}", "", {"i": i})]) for i in range(600))
+            )
+            assert len(await store.load("task")) == 600
+            assert store.max_txn_ops <= 128
+            too_big = [Put("big", f"b{i}", "", {}) for i in range(200)]
+            with pytest.raises(TxnTooLarge, match="too many operations"):
+                await store.write(too_big)
+            assert await store.load("big") == []
 
 
 async def test_a_standby_follows_every_commit_in_memory(spec: str, tmp_path: Path) -> None:
