@@ -113,6 +113,8 @@ class Leadership:
                 raise
             except grpc.aio.AioRpcError as err:
                 log.warning("%s: campaign interrupted: %s", self.identity, err.details())
+                if "lease not found" in (err.details() or ""):
+                    self._valid_until = 0.0  # it expired at etcd: campaign with a new one
                 await asyncio.sleep(0.5)
 
     async def _campaign_once(self) -> None:

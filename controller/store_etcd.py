@@ -119,6 +119,8 @@ class EtcdStore:
         self.synced = asyncio.Event()  # the watch has caught up with etcd at least once
         self._seen = 0  # etcd's revision up to which the watch delivered every change
         self._seen_changed = asyncio.Event()
+        self._committing = False
+        self._held: list[list[Any]] = []  # watched revisions held during our own commit
         self._ask_progress = asyncio.Event()
 
     # -- the Store interface ----------------------------------------------------------
@@ -318,7 +320,13 @@ class EtcdStore:
         if batch:
             self._apply_revision(batch)
 
-    def _apply_revision(self, events: list[Any]) -> None:
+    def _apply_revision(self, events: list[Any], force: bool = False) -> None:
+        """Apply one revision's events (skipped if applied already). During our own commit
+        they are held: the watch may report our revision before etcd's reply names it, and
+        our watchers must get our ops (the objects written), once."""
+        if self._committing and not force:
+            self._held.append(events)
+            return
         revision = events[0].kv.mod_revision
         if revision <= self._revision:
             return  # our own commit, already applied when etcd acknowledged it
@@ -434,9 +442,11 @@ class EtcdStore:
         ]
         success += [ec.put(key, value) for key, value in events.items()]
         compare = [fence.compare()] if fence is not None else []
+        self._committing = True  # the watch holds what it sees until we know our revision
         try:
             response = await self.client.txn(compare, success, [])
         except grpc.aio.AioRpcError as err:
+            self._release_held()
             if err.code() == grpc.StatusCode.INVALID_ARGUMENT and _too_large(err.details()):
                 raise TxnTooLarge(
                     f"etcd refused a transaction of {len(success)} operations: {err.details()}"
@@ -446,11 +456,29 @@ class EtcdStore:
                 "it is not acknowledged; etcd may still apply it once its quorum is back, and "
                 "the watch then brings it into memory"
             ) from err
+        except BaseException:
+            self._release_held()
+            raise
         if not response.succeeded:
+            self._release_held()
             if fence is not None:
                 fence.deposed()
             raise NotLeader("this controller's leadership is gone: etcd refused the write")
-        self._apply_own(response.header.revision, latest, ops)
+        revision = response.header.revision
+        self._release_held(before=revision)  # another writer's earlier commits first
+        self._apply_own(revision, latest, ops)  # ours, with the very ops the callers wrote
+        self._release_held()
+
+    def _release_held(self, before: int | None = None) -> None:
+        """Apply the revisions the watch held during a commit (those below `before`)."""
+        if before is None:
+            self._committing = False
+        held, self._held = self._held, []
+        for events in held:
+            if before is not None and events[0].kv.mod_revision >= before:
+                self._held.append(events)
+            else:
+                self._apply_revision(events, force=True)
 
     def _apply_own(
         self, revision: int, latest: dict[bytes, tuple[Put | Delete, bytes]], ops: list[Op]

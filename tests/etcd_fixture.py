@@ -68,6 +68,8 @@ class EtcdMember:
             "--initial-cluster-token=dockyard-test",
             f"--max-txn-ops={self.max_txn_ops}",
             f"--max-request-bytes={MAX_REQUEST_BYTES}",
+            "--auto-compaction-mode=periodic",  # as the README's etcd line: history is
+            "--auto-compaction-retention=5m",  # compacted, or etcd's database only grows
             "--logger=zap",
             "--log-level=warn",
         ]

@@ -119,6 +119,23 @@ async def test_watchers_see_each_own_commit_once_in_order(spec: str, tmp_path: P
         assert start < revisions[0] < revisions[1] <= store.revision
 
 
+async def test_the_writer_watchers_get_the_objects_written_not_a_reparse(
+    spec: str, tmp_path: Path
+) -> None:
+    """Whether etcd's reply or the watch reports a commit first, this controller's own
+    commits reach its watchers (the change feed) with the very objects written."""
+    async with opened(spec, tmp_path) as store:
+        seen: list[Op] = []
+        store.watch(lambda rev, ops: seen.extend(ops))
+        tasks = [_task(f"arn:t/{i}", "PENDING") for i in range(200)]
+        await asyncio.gather(
+            *(store.write([Put("task", t.arn, "default", None, obj=t)]) for t in tasks)
+        )
+        await asyncio.sleep(0.3)  # the watch has reported these revisions too by now
+        assert len(seen) == 200
+        assert all(isinstance(op, Put) and op.obj is not None for op in seen)
+
+
 async def test_each_batch_is_one_etcd_transaction_under_the_prefix(
     spec: str, etcd: EtcdCluster, tmp_path: Path
 ) -> None:
