@@ -9,12 +9,14 @@ revision", which the etcd store puts on every write, so a leader whose lease exp
 was paused, SIGSTOPped, or cut off from etcd) commits nothing once a successor exists, and
 no successor can exist before its lease expired.
 
-A leader also stops deciding on its own before that can happen: it counts its lease as
-valid only until (when its last acknowledged keep-alive was sent) + TTL - MARGIN, by its
-monotonic clock; past that `is_leader` is false even if it could not hear from etcd, and
-it campaigns again with a fresh lease. Losers watch the leader key and campaign again the
-moment it is deleted (lease expiry or resignation), so a takeover takes about one TTL
-after a leader dies without resigning, and next to nothing after a clean stop.
+The lease is renewed from a thread of its own (a new leader's event loop may be busy for
+seconds building a large state). A leader also stops deciding on its own before its lease
+can lapse at etcd: it counts its lease as valid only until (when its last acknowledged keep-
+alive was sent) + TTL - MARGIN, by its monotonic clock; past that `is_leader` is false even
+if it could not hear from etcd, and it campaigns again with a fresh lease. Losers watch the
+leader key and campaign again the moment it is deleted (lease expiry or resignation), so a
+takeover takes about one TTL after a leader dies without resigning, and next to nothing
+after a clean stop.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -61,7 +64,7 @@ class Leadership:
         self.elected = asyncio.Event()
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._keepalive: asyncio.Task[None] | None = None
+        self._keepalive: _KeepAlive | None = None
 
     # -- what the store and the controller ask ----------------------------------------
 
@@ -91,10 +94,11 @@ class Leadership:
 
     async def stop(self, resign: bool = True) -> None:
         """Stop campaigning; `resign` revokes the lease so a successor need not wait."""
-        for task in (self._task, self._keepalive):
-            if task:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._keepalive:
+            self._keepalive.stopped.set()
         was_leading = self._leading
         self._leading, self.create_revision = False, 0
         if resign and self.lease_id:
@@ -174,8 +178,7 @@ class Leadership:
 
     async def _new_lease(self) -> None:
         if self._keepalive:
-            self._keepalive.cancel()
-            await asyncio.gather(self._keepalive, return_exceptions=True)
+            self._keepalive.stopped.set()
         if self.lease_id:  # a lease we gave up on: free what it holds now, if etcd hears us
             with contextlib.suppress(grpc.aio.AioRpcError):
                 await self.client.revoke(self.lease_id)
@@ -183,45 +186,88 @@ class Leadership:
         self.lease_id = await self.client.grant(self.ttl)
         self._valid_until = sent + self.ttl - MARGIN
         await self.client.txn([], [ec.put(self.member_key, b"", self.lease_id)], [])
-        self._keepalive = asyncio.create_task(self._keep_alive(self.lease_id), name="lease")
+        loop = asyncio.get_running_loop()
+        lease_id = self.lease_id
+        self._keepalive = _KeepAlive(
+            self.client.url,
+            lease_id,
+            self.ttl,
+            self._valid_until,
+            on_valid=lambda until: self._extend(lease_id, until),
+            on_expired=lambda: loop.call_soon_threadsafe(self._expire, lease_id),
+        )
+        self._keepalive.start()
 
-    async def _keep_alive(self, lease_id: int) -> None:
-        """Refresh the lease every TTL/3; past its validity, a leader stops leading."""
-        call = None
-        while True:
-            sent = time.monotonic()
-            try:
-                if call is None:
-                    call = self.client.lease.LeaseKeepAlive()
-                await call.write(rpc.LeaseKeepAliveRequest(ID=lease_id))
-                reply = await asyncio.wait_for(call.read(), self.ttl / 3)
-                if reply is grpc.aio.EOF:
-                    raise ConnectionError("keep-alive stream closed")
-                if reply.TTL <= 0:
-                    log.warning("%s: lease %x expired at etcd", self.identity, lease_id)
-                    self._expire()
-                    return
-                self._valid_until = sent + reply.TTL - MARGIN
-            except asyncio.CancelledError:
-                if call is not None:
-                    call.cancel()
-                raise
-            except (grpc.aio.AioRpcError, TimeoutError, ConnectionError) as err:
-                log.warning("%s: lease keep-alive failed: %s", self.identity, err)
-                if call is not None:
-                    call.cancel()
-                call = None
-            wait = min(self.ttl / 3, max(self._valid_until - time.monotonic(), 0))
-            await asyncio.sleep(wait)
-            if time.monotonic() >= self._valid_until:
-                self._expire()
-                return
+    def _extend(self, lease_id: int, until: float) -> None:
+        """(the keep-alive thread) etcd renewed the lease: valid until `until`."""
+        if lease_id == self.lease_id and until > self._valid_until:
+            self._valid_until = until
 
-    def _expire(self) -> None:
+    def _expire(self, lease_id: int) -> None:
         """Our lease is (or may be) gone at etcd: stop leading, campaign with a new one."""
+        if lease_id != self.lease_id:
+            return  # an older lease's thread, replaced already
         self._valid_until = 0.0
         if self._leading:
             log.warning("%s: lease lost; no longer the leader", self.identity)
             self._lose()
         elif self._task and not self._task.done():
             self._lost.set()
+
+
+class _KeepAlive(threading.Thread):
+    """Refreshes one lease every TTL/3 from its own thread and gRPC channel, so that an
+    event loop busy for seconds (a new leader building a large state) does not let the
+    lease lapse; a stopped process (SIGSTOP) stops this thread too, as it must. Past the
+    lease's validity without a renewal, it reports the lease lost and ends."""
+
+    def __init__(
+        self,
+        url: ec.EtcdUrl,
+        lease_id: int,
+        ttl: int,
+        valid_until: float,
+        on_valid: Callable[[float], None],
+        on_expired: Callable[[], object],
+    ) -> None:
+        super().__init__(name=f"etcd-lease-{lease_id:x}", daemon=True)
+        self.url, self.lease_id, self.ttl = url, lease_id, ttl
+        self.valid_until = valid_until
+        self.on_valid, self.on_expired = on_valid, on_expired
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        creds = self.url.credentials()
+        target = self.url.target()
+        channel = grpc.secure_channel(target, creds) if creds else grpc.insecure_channel(target)
+        stub = rpc.LeaseStub(channel)
+        try:
+            while not self.stopped.is_set():
+                if not self._renew(stub):
+                    break
+                wait = min(self.ttl / 3, max(self.valid_until - time.monotonic(), 0))
+                if self.stopped.wait(wait):
+                    break
+                if time.monotonic() >= self.valid_until:
+                    self.on_expired()
+                    break
+        finally:
+            channel.close()
+
+    def _renew(self, stub: Any) -> bool:
+        """One keep-alive; False once etcd says the lease is gone."""
+        sent = time.monotonic()
+        request = rpc.LeaseKeepAliveRequest(ID=self.lease_id)
+        try:
+            replies = stub.LeaseKeepAlive(iter([request]), timeout=self.ttl / 3)
+            reply = next(iter(replies))
+        except (grpc.RpcError, StopIteration) as err:
+            log.warning("lease %x: keep-alive failed: %s", self.lease_id, err)
+            return True
+        if reply.TTL <= 0:
+            log.warning("lease %x expired at etcd", self.lease_id)
+            self.on_expired()
+            return False
+        self.valid_until = sent + reply.TTL - MARGIN
+        self.on_valid(self.valid_until)
+        return True
