@@ -253,3 +253,17 @@ async def test_a_leader_that_stops_cleanly_hands_over_at_once(spec: str, tmp_pat
             assert time.monotonic() - started < 1.0
             assert await b.leader() == "b"
             await store_b.write([Put("probe", "b", "", {})])
+
+
+async def test_a_leader_whose_event_loop_is_busy_for_longer_than_its_ttl_keeps_leading(
+    spec: str, tmp_path: Path
+) -> None:
+    """A new leader building a large state blocks its loop for seconds: its lease is
+    renewed from its own thread meanwhile, so it is still the leader and can write."""
+    async with leading(spec, "a", tmp_path) as (lead, store):
+        await asyncio.wait_for(lead.elected.wait(), 10)
+        revision = lead.create_revision
+        time.sleep(TTL * 2)  # noqa: ASYNC251 - the point: the event loop does nothing
+        assert lead.is_leader and lead.create_revision == revision
+        await store.write([Put("probe", "after-busy", "", {})])
+        assert await lead.leader() == "a"
