@@ -24,7 +24,7 @@ import pytest
 from controller.ha import LOST_LEADERSHIP
 from dockyard.client import Client
 from tests.etcd_fixture import EtcdCluster, etcd_cluster
-from tests.support import Proc, controller_argv, free_port, wait_for
+from tests.support import LocalCluster, Proc, controller_argv, docker, free_port, wait_for
 
 TRIALS = 5
 
@@ -218,3 +218,48 @@ def test_a_standby_takes_over_from_a_sigkilled_leader_and_the_agents_follow(
         median_all = statistics.median(a for _, a in rows)
         print(f"median {statistics.median(w for w, _ in rows):.2f}/{median_all:.2f}")
         assert statistics.median(w for w, _ in rows) <= 5.0, rows
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(240)
+def test_a_real_agent_follows_the_new_leader_and_keeps_its_containers(
+    etcd: EtcdCluster, tmp_path: Path, bare_cluster: LocalCluster
+) -> None:
+    """A real agent given both controllers runs two tasks for the leader; SIGKILL the
+    leader: the agent reconnects to the new one, its containers are the same ones, never
+    restarted, the tasks are RUNNING on the new leader, and it places a new task there."""
+    with controllers(etcd, tmp_path, "a", "b") as ctls:
+        leader, standby = leader_and_standby(ctls)
+        leader.client().call("CreateCluster", {"clusterName": "default"})
+        both = f"127.0.0.1:{leader.grpc_port},127.0.0.1:{standby.grpc_port}"
+        bare_cluster.start_agent("a1", "--controller", both)
+        wait_for(lambda: leader.connected_agents() == 1, 60, what="agent on a")
+        body = {"family": "ha", "containerDefinitions": [SLEEPER]}
+        leader.client().call("RegisterTaskDefinition", body)
+        arns = [
+            t["taskArn"]
+            for t in leader.client().call("RunTask", {"taskDefinition": "ha", "count": 2})["tasks"]
+        ]
+        wait_for(lambda: running(leader, arns), 90, what="tasks RUNNING")
+        before = {cid: started_at(cid) for cid in bare_cluster.containers("a1")}
+        assert len(before) == 2
+        leader.signal(signal.SIGKILL)
+        wait_for(standby.serving, 20, what="b leading")
+        wait_for(lambda: standby.connected_agents() == 1, 30, what="agent on b")
+        wait_for(lambda: running(standby, arns), 30, what="tasks RUNNING on b")
+        assert {cid: started_at(cid) for cid in bare_cluster.containers("a1")} == before
+        new = standby.client().call("RunTask", {"taskDefinition": "ha", "count": 1})["tasks"]
+        wait_for(lambda: running(standby, [new[0]["taskArn"]]), 90, what="new task RUNNING")
+        assert len(bare_cluster.containers("a1")) == 3
+
+
+SLEEPER = {"name": "s", "image": "dockyard/sleeper:latest", "memory": 8}
+
+
+def running(ctl: Ctl, arns: list[str]) -> bool:
+    tasks = ctl.client().call("DescribeTasks", {"tasks": arns})["tasks"]
+    return len(tasks) == len(arns) and all(t["lastStatus"] == "RUNNING" for t in tasks)
+
+
+def started_at(container_id: str) -> str:
+    return docker("inspect", "--format", "{{.State.StartedAt}}", container_id).strip()
