@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from controller.etcd_client import EtcdClient
 from controller.leadership import DEFAULT_TTL, Leadership
-from controller.store_etcd import EtcdStore
+from controller.store_etcd import EtcdStore, NotLeader
 
 if TYPE_CHECKING:
     from controller.server import Controller, ControllerConfig
@@ -34,6 +34,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOST_LEADERSHIP = 75  # exit status (EX_TEMPFAIL): restart me, I will come back a standby
+REFUSAL = (
+    "this controller lost its leadership (its etcd lease lapsed: etcd unreachable or without "
+    "quorum) and stores nothing more: retry on the new leader"
+)
+REFUSAL_GRACE = 1.0  # seconds for refused calls to answer before the controller stops
 
 
 def is_etcd(spec: str) -> bool:
@@ -97,6 +102,8 @@ async def serve(config: ControllerConfig, spec: str, ttl: int = DEFAULT_TTL) -> 
         )
         if await _first(lost, stop) is lost:
             log.error("leadership lost: stopping; restart this controller to stand by again")
+            store.refuse_writes(NotLeader(REFUSAL))
+            await asyncio.sleep(REFUSAL_GRACE)  # the refused calls answer their callers
             raise SystemExit(LOST_LEADERSHIP)
     finally:
         await leadership.stop(resign=not lost.is_set())

@@ -44,6 +44,7 @@ from aetcd import rpc
 from controller import etcd_client as ec
 from controller.records import Delete, EventRow, Op, Put, dumps
 from controller.store import StoreBusy
+from dockyard.errors import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +52,24 @@ DEFAULT_MAX_TXN_OPS = 1024  # halved at run time while etcd refuses (its default
 Watcher = Callable[[int, list[Op]], None]
 
 
-class TxnTooLarge(Exception):
+class StoreRefused(ApiError):
+    """A write the store did not acknowledge. An ApiError, so that every API answers it
+    with the reason, as AWS's common `ServiceUnavailable` (503, which botocore retries),
+    not as an internal error."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("ServiceUnavailable", message, 503)
+
+
+class TxnTooLarge(StoreRefused):
     """etcd refused a transaction for its size (nothing of it was applied)."""
 
 
-class NotLeader(Exception):
+class NotLeader(StoreRefused):
     """This controller lost its leadership: the store refused the write (nothing stored)."""
 
 
-class StoreUnavailable(Exception):
+class StoreUnavailable(StoreRefused):
     """etcd did not confirm a write in time (unreachable, or no quorum). The write is not
     acknowledged, but its outcome is unknown: a member that took the proposal commits it
     when the quorum returns (what etcd's own clients report as "request timed out")."""
@@ -119,6 +129,8 @@ class EtcdStore:
         self.synced = asyncio.Event()  # the watch has caught up with etcd at least once
         self._seen = 0  # etcd's revision up to which the watch delivered every change
         self._seen_changed = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._refusal: StoreRefused | None = None  # set: every write fails with it
         self._committing = False
         self._held: list[list[Any]] = []  # watched revisions held during our own commit
         self._ask_progress = asyncio.Event()
@@ -152,7 +164,8 @@ class EtcdStore:
             await self._load_all()
         except grpc.aio.AioRpcError as err:
             raise StoreUnavailable(f"{self.location}: {err.details() or err.code()}") from err
-        self._tasks.append(asyncio.create_task(self._write_loop(), name="etcd-writer"))
+        self._writer = asyncio.create_task(self._write_loop(), name="etcd-writer")
+        self._tasks.append(self._writer)
         self._tasks.append(asyncio.create_task(self._follow(), name="etcd-watch"))
 
     async def close(self) -> None:
@@ -200,11 +213,21 @@ class EtcdStore:
         """Queue ops; the future resolves once etcd committed them (fails with the error:
         NotLeader when fenced out, StoreUnavailable when etcd did not answer)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if not ops:
+        if self._refusal is not None:
+            fut.set_exception(self._refusal)
+        elif not ops:
             fut.set_result(None)
         else:
             self._queue.put_nowait((ops, fut))
         return fut
+
+    def refuse_writes(self, err: StoreRefused) -> None:
+        """From now on every write fails with `err`, those queued and the one in flight
+        too (its outcome unknown to etcd's client, but not acknowledged): what a controller
+        that lost its leadership does before it stops, so its callers get the reason."""
+        self._refusal = err
+        if self._writer is not None:
+            self._writer.cancel()
 
     async def scrub(self) -> None:
         """Compact etcd's history up to now and defragment the member answering, so that no
@@ -372,19 +395,31 @@ class EtcdStore:
     # -- writing ------------------------------------------------------------------------
 
     async def _write_loop(self) -> None:
-        carry: tuple[list[Op], asyncio.Future[None]] | None = None
+        batch: list[tuple[list[Op], asyncio.Future[None]]] = []
+        try:
+            await self._write_batches(batch)
+        finally:  # cancelled (closed, or refusing): nobody waits forever
+            err = self._refusal or StoreUnavailable(f"{self.location}: the store was closed")
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            self._fail(batch, err)
+
+    async def _write_batches(self, batch: list[tuple[list[Op], asyncio.Future[None]]]) -> None:
+        """Commit groups of queued batches. `batch` holds the group in flight and after it
+        the one batch that did not fit (it starts the next group), so that a cancellation
+        fails them all."""
         while True:
-            batch = [carry or await self._queue.get()]
-            carry = None
-            size = len(batch[0][0])
+            if not batch:
+                batch.append(await self._queue.get())
+            size, group = len(batch[0][0]), 1
             while not self._queue.empty():
                 item = self._queue.get_nowait()
-                if size + len(item[0]) > self.max_txn_ops:
-                    carry = item  # the next transaction starts with it
-                    break
                 batch.append(item)
-                size += len(item[0])
-            await self._commit_group(batch)
+                if size + len(item[0]) > self.max_txn_ops:
+                    break
+                size, group = size + len(item[0]), group + 1
+            await self._commit_group(batch[:group])
+            del batch[:group]
 
     async def _commit_group(self, batch: list[tuple[list[Op], asyncio.Future[None]]]) -> None:
         try:

@@ -23,6 +23,7 @@ import pytest
 
 from controller.ha import LOST_LEADERSHIP
 from dockyard.client import Client
+from dockyard.errors import ApiError
 from tests.etcd_fixture import EtcdCluster, etcd_cluster
 from tests.support import LocalCluster, Proc, controller_argv, docker, free_port, wait_for
 
@@ -156,6 +157,31 @@ def test_a_leader_resumed_after_its_successor_took_over_exits_without_deciding(
         assert "leadership lost" in a.log.read_text()
         assert b.clusters() == {"b-made"}
         assert b.proc and b.proc.poll() is None  # b leads on
+
+
+@pytest.mark.timeout(180)
+def test_etcd_without_quorum_the_leader_refuses_writes_with_the_reason_and_steps_down(
+    tmp_path: Path,
+) -> None:
+    """Three etcd members: one down changes nothing; two down, a write to the leader is
+    refused with a 503 naming the reason (not a dropped call), the leader steps down
+    (exit 75), and with a member back the standby leads with every acknowledged write."""
+    with etcd_cluster(3) as etcd3, controllers(etcd3, tmp_path, "a", "b") as ctls:
+        a, b = leader_and_standby(ctls)
+        a.client().call("CreateCluster", {"clusterName": "one"})
+        etcd3.members[0].stop()
+        a.client().call("CreateCluster", {"clusterName": "two"})  # a quorum of two
+        etcd3.members[1].stop()
+        started = time.monotonic()
+        with pytest.raises(ApiError) as refused:
+            a.client().call("CreateCluster", {"clusterName": "unacknowledged"})
+        assert refused.value.name == "ServiceUnavailable", refused.value
+        assert "lost its leadership" in refused.value.message, refused.value
+        assert time.monotonic() - started < 8
+        assert a.proc and a.proc.wait(timeout=10) == LOST_LEADERSHIP
+        etcd3.restart(etcd3.members[1])
+        wait_for(b.serving, 30, what="b leading once etcd has a quorum again")
+        assert {"one", "two"} <= b.clusters()
 
 
 AGENTS = 20
