@@ -11,7 +11,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
+from aetcd import rpc
 
 from controller.etcd_client import EtcdClient, EtcdUrl, EtcdUrlError, prefix_end, put
 from controller.model import to_doc
@@ -233,6 +235,26 @@ async def test_a_standby_catches_up_to_a_revision_before_it_leads(
         await standby.catch_up(elected.header.revision)
         assert asyncio.get_running_loop().time() - started < 2.0  # not the 5 s fallback
         assert standby._seen >= elected.header.revision
+
+
+async def test_scrub_leaves_no_earlier_version_readable_through_etcd(
+    spec: str, tmp_path: Path
+) -> None:
+    """A value re-sealed (overwritten) stays readable at its old revision until scrub
+    compacts etcd's history (what re-sealing secrets under a new key relies on)."""
+    async with opened(spec, tmp_path) as store:
+        await store.write([Put("secret", "s", "", {"sealed": "under-old-key"})])
+        old = store.revision
+        await store.write([Put("secret", "s", "", {"sealed": "under-new-key"})])
+        assert store.client
+        key = parse_store_url(spec)[0].prefix.encode() + b"/data/o/secret/s"
+        before = await store.client.kv.Range(rpc.RangeRequest(key=key, revision=old))
+        assert b"under-old-key" in before.kvs[0].value
+        await store.scrub()
+        with pytest.raises(grpc.aio.AioRpcError, match="compacted"):
+            await store.client.kv.Range(rpc.RangeRequest(key=key, revision=old))
+        assert await store.load("secret") == [{"sealed": "under-new-key"}]
+        await store.write([Put("secret", "t", "", {})])  # and it goes on working
 
 
 async def test_exclusive_open_is_refused_while_a_controller_runs(
