@@ -31,6 +31,7 @@ from cryptography.x509.oid import NameOID
 
 from agent import identity
 from agent.identity import Identity
+from dockyard import endpoints
 from dockyard.auth import SERVER_NAME
 from dockyard.pki import cert_pem, key_pem, spki_hash
 from dockyard.v1 import agent_pb2, agent_pb2_grpc
@@ -49,7 +50,8 @@ def tls_wanted(mode: str, controller: str) -> bool:
     """--tls always|never|auto; auto: TLS unless the controller address is loopback."""
     if mode in ("always", "never"):
         return mode == "always"
-    return controller.rpartition(":")[0].strip("[]") not in LOOPBACK
+    hosts = [a.rpartition(":")[0].strip("[]") for a in endpoints.controller_list(controller)]
+    return not all(host in LOOPBACK for host in hosts)
 
 
 def fetch_ca(address: str, ca_hash: str, timeout: float = 10.0) -> bytes:
@@ -254,6 +256,11 @@ def channel_factory(config: Any, ident: Identity) -> Any:
     """Session.channel_factory for an AgentConfig: None (plaintext) unless TLS is wanted."""
     if not tls_wanted(getattr(config, "tls", "auto"), config.controller):
         return None
+    if len(endpoints.controller_list(config.controller)) > 1:
+        raise SystemExit(
+            "dockyard agent: several --controller addresses work without TLS only, for now "
+            "(controllers on loopback, or --tls never)"
+        )
     tls = AgentTls(
         config.controller,
         config.state_dir,

@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
 
+from dockyard import endpoints
 from dockyard.heartbeat import MISSED_PERIODS, controller_silent, heartbeat_due_in
 from dockyard.v1 import agent_pb2, agent_pb2_grpc
 
@@ -86,7 +87,9 @@ class Session:
             # a restarted controller do not all arrive in the same instant
             await asyncio.sleep(random.uniform(0, 0.3))
             async for attempt in AsyncRetrying(
-                wait=wait_random_exponential(multiplier=0.2, max=BACKOFF_CAP_S),
+                wait=wait_random_exponential(
+                    multiplier=0.2, max=endpoints.backoff_cap(self.controller, BACKOFF_CAP_S)
+                ),
                 retry=retry_if_exception_type(SessionLost),
             ):
                 with attempt:
@@ -125,7 +128,9 @@ class Session:
 
     async def _channel(self) -> grpc.aio.Channel:
         if self.channel_factory is None:
-            return grpc.aio.insecure_channel(self.controller, options=CHANNEL_OPTIONS)
+            target = endpoints.grpc_target(self.controller)  # several: whichever leads
+            options = endpoints.channel_options(self.controller, CHANNEL_OPTIONS)
+            return grpc.aio.insecure_channel(target, options=options)
         try:
             return await self.channel_factory(CHANNEL_OPTIONS)
         except Exception as err:  # enrollment: controller down or token refused; retried

@@ -20,7 +20,7 @@ import grpc
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
 
-from controller import orchestrator
+from controller import ha, orchestrator
 from controller.api_grpc import ApiServicer
 from controller.dispatcher import Dispatcher
 from controller.ecs_region import region_middleware
@@ -320,6 +320,8 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, "rotate_secrets_key", False):
             store = open_store(config.store, config.data_dir)
             print(uvloop.run(sealing.rotate(store, config.key_file)))
+        elif ha.is_etcd(config.store):
+            uvloop.run(ha.serve(config, config.store))  # several controllers on etcd: one leads
         else:
             uvloop.run(serve(config))
     except (sealing.SealingError, StoreBusy, UnknownStore) as err:

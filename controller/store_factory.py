@@ -12,7 +12,10 @@ from pathlib import Path
 from controller.store_api import Store
 
 DEFAULT_STORE = "sqlite"
-BACKENDS = ("sqlite",)  # what `--store` accepts, for its help and its error
+BACKENDS = (  # what `--store` accepts, for its help and its error
+    "sqlite",
+    "etcd://HOST:2379[,HOST:2379...][?prefix=/dockyard]",
+)
 
 
 class UnknownStore(ValueError):
@@ -25,6 +28,10 @@ def open_store(spec: str, data_dir: Path) -> Store:
         from controller.store import SqliteStore  # imported only when chosen
 
         return SqliteStore(data_dir)
+    if spec.startswith(("etcd://", "etcds://")):
+        from controller.store_etcd import EtcdStore  # imported only when chosen
+
+        return EtcdStore(spec, data_dir)
     raise UnknownStore(
         f"--store {spec!r}: unknown state store; expected one of: {', '.join(BACKENDS)}"
     )

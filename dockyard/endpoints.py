@@ -9,6 +9,7 @@ the operator repeating the controller's flags.
 from __future__ import annotations
 
 import json
+import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +28,48 @@ class Endpoints:
 
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def controller_list(spec: str) -> list[str]:
+    """`--controller a:7070,b:7070`: the address of each controller (one, or several of
+    which one leads)."""
+    return [a.strip() for a in spec.split(",") if a.strip()]
+
+
+# Reconnect backoff cap with several controllers: a refused connection there is mostly a
+# failover in progress (the standby is about to listen), not a controller down for long.
+FAILOVER_BACKOFF_CAP_S = 1.0
+
+
+def backoff_cap(spec: str, single: float) -> float:
+    """The agents' reconnect backoff cap for `--controller spec` (`single`: one address)."""
+    return min(single, FAILOVER_BACKOFF_CAP_S) if len(controller_list(spec)) > 1 else single
+
+
+def channel_options(spec: str, options: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """gRPC channel options for `--controller spec`: with several controllers, the channel
+    retries a refused address within half a second (the standby that is about to lead)."""
+    if len(controller_list(spec)) <= 1:
+        return options
+    cap = int(FAILOVER_BACKOFF_CAP_S * 500)
+    return [o for o in options if o[0] != "grpc.max_reconnect_backoff_ms"] + [
+        ("grpc.max_reconnect_backoff_ms", cap)
+    ]
+
+
+def grpc_target(spec: str) -> str:
+    """The gRPC target for `--controller`: one address as given; several as one target
+    listing them all (resolved now), which gRPC's pick_first walks in order, so a channel
+    connects to whichever controller listens: the leader (a standby listens nowhere)."""
+    addrs = controller_list(spec)
+    if len(addrs) <= 1:
+        return spec
+    resolved = []
+    for addr in addrs:
+        host, _, port = addr.rpartition(":")
+        ip = socket.getaddrinfo(host.strip("[]"), None, socket.AF_INET)[0][4][0]
+        resolved.append(f"{ip}:{port}")
+    return "ipv4:" + ",".join(resolved)
 
 
 def dial_host(bind: str, advertise: tuple[str, ...] = ()) -> str:

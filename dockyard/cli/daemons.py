@@ -31,7 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     c.add_argument(
         "--store",
         default=os.environ.get("DOCKYARD_STORE", "sqlite"),
-        help="state store backend: sqlite (default: a database in --data-dir)",
+        help="state store backend: sqlite (default: a database in --data-dir), or "
+        "etcd://HOST:2379[,HOST:2379...][?prefix=/dockyard] for several controllers, "
+        "one leading (the others stand by)",
     )
     c.add_argument(
         "--listen",
@@ -132,7 +134,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     a.add_argument(
         "--controller",
         default=os.environ.get("DOCKYARD_CONTROLLER", DEFAULT_CONTROLLER),
-        help="controller gRPC address (default %(default)s)",
+        help="controller gRPC address, or several (a:7070,b:7070: controllers on one etcd; "
+        "the agent follows whichever leads) (default %(default)s)",
     )
     a.add_argument(
         "--state-dir",

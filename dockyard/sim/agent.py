@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from dockyard import endpoints
 from dockyard.heartbeat import MISSED_PERIODS, controller_silent, heartbeat_due_in
 from dockyard.sim import model
 from dockyard.v1 import agent_pb2, agent_pb2_grpc
@@ -74,7 +75,8 @@ class SimAgent:
         while True:
             established = await self._session()
             backoff = 0.0 if established else backoff
-            backoff = model.next_backoff(backoff, self.cfg.backoff_cap, self.rng)
+            cap = endpoints.backoff_cap(self.cfg.controller, self.cfg.backoff_cap)
+            backoff = model.next_backoff(backoff, cap, self.rng)
             hint, self._retry_after = self._retry_after, 0.0
             await asyncio.sleep(max(backoff, hint * self.rng.uniform(1.0, 1.5)))
 

@@ -16,6 +16,7 @@ import time
 
 import grpc
 
+from dockyard import endpoints
 from dockyard.sim.agent import Counters, SimAgent
 from dockyard.sim.model import SimConfig
 
@@ -47,7 +48,10 @@ class Fleet:
         for n in range(self.cfg.agents):
             if n % self.cfg.streams_per_channel == 0:
                 self.channels.append(
-                    grpc.aio.insecure_channel(self.cfg.controller, options=CHANNEL_OPTIONS)
+                    grpc.aio.insecure_channel(
+                        endpoints.grpc_target(self.cfg.controller),
+                        options=endpoints.channel_options(self.cfg.controller, CHANNEL_OPTIONS),
+                    )
                 )
             agent = SimAgent(
                 self.cfg,

@@ -1,0 +1,122 @@
+"""`dockyard controller --store etcd://...`: several controllers on one etcd, one leading.
+
+Each controller opens the etcd store at once (its hot copy: the whole state in memory,
+followed by a watch) and campaigns (controller.leadership). A standby serves nothing and
+decides nothing: it keeps its copy current and waits. When it wins, it fences the store
+with its leadership and starts the controller, whose state loads from that memory rather
+than from etcd, then listens for agents and API calls. Agents given every controller's
+address (`dockyard agent --controller a:7070,b:7070`) reach whichever one listens.
+
+A leader that loses its leadership (its lease expired, or etcd refused a fenced write)
+stops the controller and exits with LOST_LEADERSHIP: the process supervisor (systemd's
+Restart=always) starts it again, as a standby. That is the fail-stop Kubernetes' own
+controllers use; nothing it decided after the loss was stored, since the store refuses
+every write that is not fenced by a live leadership.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import time
+from typing import TYPE_CHECKING
+
+from controller.etcd_client import EtcdClient
+from controller.leadership import DEFAULT_TTL, Leadership
+from controller.store_etcd import EtcdStore, NotLeader
+
+if TYPE_CHECKING:
+    from controller.server import Controller, ControllerConfig
+
+log = logging.getLogger(__name__)
+
+LOST_LEADERSHIP = 75  # exit status (EX_TEMPFAIL): restart me, I will come back a standby
+REFUSAL = (
+    "this controller lost its leadership (its etcd lease lapsed: etcd unreachable or without "
+    "quorum) and stores nothing more: retry on the new leader"
+)
+REFUSAL_GRACE = 1.0  # seconds for refused calls to answer before the controller stops
+
+
+def is_etcd(spec: str) -> bool:
+    return spec.startswith(("etcd://", "etcds://"))
+
+
+def identity(config: ControllerConfig) -> str:
+    """How the others name this controller (and, later, where they forward to)."""
+    host, _, port = config.listen.rpartition(":")
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        host = config.advertise[0] if config.advertise else socket.gethostname()
+    return f"{host}:{port}"
+
+
+def etcd_store_of(ctl: Controller, spec: str) -> EtcdStore:
+    """The controller's store, which the factory made from the `etcd://` spec."""
+    if not isinstance(ctl.store, EtcdStore):
+        raise TypeError(f"--store {spec!r} did not give an etcd store")
+    return ctl.store
+
+
+async def serve(config: ControllerConfig, spec: str, ttl: int = DEFAULT_TTL) -> None:
+    """Standby until elected, then the controller, until stopped or deposed."""
+    from controller.server import Controller
+
+    ctl = Controller(config)
+    store = etcd_store_of(ctl, spec)
+    await store.open()
+    client = EtcdClient(store.url)
+    lost = asyncio.Event()
+    stop = asyncio.Event()
+    leadership = Leadership(client, store.url.prefix, identity(config), ttl)
+
+    def changed(leading: bool) -> None:
+        if not leading:
+            lost.set()
+
+    leadership.on_change = changed
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    leadership.start()
+    started = False
+    try:
+        log.info("standby on %s as %s: waiting for leadership", store.location, leadership.identity)
+        if await _first(leadership.elected, stop) is stop:
+            return
+        elected_at = time.monotonic()
+        store.fence_with(leadership)
+        await store.catch_up(leadership.create_revision)  # the old leader's last commits
+        await ctl.start()  # its store is open already: it loads from the hot copy
+        started = True
+        log.info(
+            "leading (fencing revision %d); controller ready %.2fs after the election",
+            leadership.create_revision,
+            time.monotonic() - elected_at,
+        )
+        if await _first(lost, stop) is lost:
+            log.error("leadership lost: stopping; restart this controller to stand by again")
+            store.refuse_writes(NotLeader(REFUSAL))
+            await asyncio.sleep(REFUSAL_GRACE)  # the refused calls answer their callers
+            raise SystemExit(LOST_LEADERSHIP)
+    finally:
+        await leadership.stop(resign=not lost.is_set())
+        if started:
+            await ctl.stop()
+        else:
+            await store.close()
+        await client.close()
+
+
+async def _first(*events: asyncio.Event) -> asyncio.Event | None:
+    """Wait until one of the events is set; that event (None only if none ever is)."""
+    waits = {asyncio.ensure_future(e.wait()): e for e in events}
+    try:
+        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+    return next((waits[w] for w in done), None)

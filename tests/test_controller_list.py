@@ -1,0 +1,40 @@
+"""`--controller a:7070,b:7070`: how agents, the simulator and the TLS decision read a list
+of controllers (pure: no network)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from agent.enroll import channel_factory, tls_wanted
+from dockyard import endpoints
+
+
+def test_one_address_is_used_as_given_several_become_one_target_in_order() -> None:
+    assert endpoints.grpc_target("ctl.example:7070") == "ctl.example:7070"
+    assert endpoints.grpc_target("127.0.0.1:7070, localhost:7071") == (
+        "ipv4:127.0.0.1:7070,127.0.0.1:7071"
+    )
+    assert endpoints.controller_list("a:1,,b:2 ") == ["a:1", "b:2"]
+
+
+def test_several_controllers_retry_sooner_than_one() -> None:
+    assert endpoints.backoff_cap("a:1", 5.0) == 5.0
+    assert endpoints.backoff_cap("a:1,b:2", 5.0) == endpoints.FAILOVER_BACKOFF_CAP_S
+    options = [("grpc.max_reconnect_backoff_ms", 2000), ("grpc.keepalive_time_ms", 1)]
+    assert endpoints.channel_options("a:1", options) == options
+    fast = dict(endpoints.channel_options("a:1,b:2", options))
+    assert fast["grpc.max_reconnect_backoff_ms"] == 500 and fast["grpc.keepalive_time_ms"] == 1
+
+
+def test_tls_auto_is_off_only_when_every_controller_is_on_loopback() -> None:
+    assert not tls_wanted("auto", "127.0.0.1:7070,localhost:7071")
+    assert tls_wanted("auto", "127.0.0.1:7070,10.0.0.2:7070")
+    assert not tls_wanted("never", "10.0.0.1:7070,10.0.0.2:7070")
+
+
+def test_an_agent_refuses_several_controllers_over_tls_and_says_what_to_do() -> None:
+    config = SimpleNamespace(tls="always", controller="10.0.0.1:7070,10.0.0.2:7070")
+    with pytest.raises(SystemExit, match="--tls never"):
+        channel_factory(config, None)  # type: ignore[arg-type]

@@ -1,0 +1,291 @@
+"""`dockyard controller --store etcd://...`: real controller processes on one real etcd.
+
+One leads and serves, the other stands by with the state in memory; SIGKILL the leader and
+the standby takes over with everything acknowledged before (five trials, each timed and
+printed, run with -s to see them); a SIGSTOPped leader resumed after its successor took
+over exits (status 75) instead of deciding anything."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from controller.ha import LOST_LEADERSHIP
+from dockyard.client import Client
+from dockyard.errors import ApiError
+from tests.etcd_fixture import EtcdCluster, etcd_cluster
+from tests.support import LocalCluster, Proc, controller_argv, docker, free_port, wait_for
+
+TRIALS = 5
+
+
+@dataclass
+class Ctl:
+    """One `dockyard controller --store etcd://` process."""
+
+    name: str
+    root: Path
+    spec: str
+    grpc_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def log(self) -> Path:
+        return self.root / f"{self.name}.log"
+
+    def start(self) -> None:
+        argv = controller_argv(
+            self.root / self.name,
+            self.grpc_port,
+            self.http_port,
+            0.5,
+            5.0,
+            "--store",
+            self.spec,
+            "--auth",
+            "off",
+            "--secrets-key-file",  # one key for every controller: they share the sealed store
+            str(self.root / "secrets.key"),
+        )
+        self.starts += 1
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def signal(self, sig: int) -> None:
+        assert self.proc
+        os.killpg(self.proc.pid, sig)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.signal(signal.SIGCONT)
+            self.signal(signal.SIGKILL)
+        if self.proc:
+            self.proc.wait(timeout=20)
+
+    def serving(self) -> bool:
+        try:
+            url = f"http://127.0.0.1:{self.http_port}/healthz"
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def standing_by(self) -> bool:
+        """This start of the process (its log spans restarts) waits for leadership."""
+        return self.log.read_text(errors="replace").count("waiting for leadership") >= self.starts
+
+    def client(self) -> Client:
+        return Client(f"127.0.0.1:{self.grpc_port}", timeout=10, sign=False)
+
+    def connected_agents(self) -> int:
+        client = self.client()
+        arns = client.call("ListContainerInstances", {"cluster": "default"})[
+            "containerInstanceArns"
+        ]
+        if not arns:
+            return 0
+        described = client.call(
+            "DescribeContainerInstances", {"cluster": "default", "containerInstances": arns}
+        )["containerInstances"]
+        return sum(1 for i in described if i["agentConnected"])
+
+    def instances(self) -> int:
+        client = self.client()
+        return len(
+            client.call("ListContainerInstances", {"cluster": "default"})["containerInstanceArns"]
+        )
+
+    def clusters(self) -> set[str]:
+        arns = self.client().call("ListClusters")["clusterArns"]
+        return {arn.rsplit("/", 1)[-1] for arn in arns}
+
+
+@contextlib.contextmanager
+def controllers(etcd: EtcdCluster, root: Path, *names: str) -> Iterator[dict[str, Ctl]]:
+    spec = f"{etcd.url}?prefix=/ha"
+    ctls = {name: Ctl(name, root, spec) for name in names}
+    try:
+        yield ctls
+    finally:
+        for ctl in ctls.values():
+            ctl.stop()
+
+
+def leader_and_standby(ctls: dict[str, Ctl]) -> tuple[Ctl, Ctl]:
+    """Start a, wait until it leads; start b, wait until it stands by."""
+    leader, standby = ctls["a"], ctls["b"]
+    leader.start()
+    wait_for(leader.serving, 30, what="a leading")
+    standby.start()
+    wait_for(standby.standing_by, 30, what="b standing by")
+    return leader, standby
+
+
+@pytest.fixture
+def etcd() -> Iterator[EtcdCluster]:
+    with etcd_cluster(1) as cluster:
+        yield cluster
+
+
+@pytest.mark.timeout(120)
+def test_a_leader_resumed_after_its_successor_took_over_exits_without_deciding(
+    etcd: EtcdCluster, tmp_path: Path
+) -> None:
+    with controllers(etcd, tmp_path, "a", "b") as ctls:
+        a, b = leader_and_standby(ctls)
+        a.signal(signal.SIGSTOP)
+        wait_for(b.serving, 20, what="b leading")
+        b.client().call("CreateCluster", {"clusterName": "b-made"})
+        a.signal(signal.SIGCONT)
+        assert a.proc
+        assert a.proc.wait(timeout=15) == LOST_LEADERSHIP
+        assert "leadership lost" in a.log.read_text()
+        assert b.clusters() == {"b-made"}
+        assert b.proc and b.proc.poll() is None  # b leads on
+
+
+@pytest.mark.timeout(180)
+def test_etcd_without_quorum_the_leader_refuses_writes_with_the_reason_and_steps_down(
+    tmp_path: Path,
+) -> None:
+    """Three etcd members: one down changes nothing; two down, a write to the leader is
+    refused with a 503 naming the reason (not a dropped call), the leader steps down
+    (exit 75), and with a member back the standby leads with every acknowledged write."""
+    with etcd_cluster(3) as etcd3, controllers(etcd3, tmp_path, "a", "b") as ctls:
+        a, b = leader_and_standby(ctls)
+        a.client().call("CreateCluster", {"clusterName": "one"})
+        etcd3.members[0].stop()
+        a.client().call("CreateCluster", {"clusterName": "two"})  # a quorum of two
+        etcd3.members[1].stop()
+        started = time.monotonic()
+        with pytest.raises(ApiError) as refused:
+            a.client().call("CreateCluster", {"clusterName": "unacknowledged"})
+        assert refused.value.name == "ServiceUnavailable", refused.value
+        assert "lost its leadership" in refused.value.message, refused.value
+        assert time.monotonic() - started < 8
+        assert a.proc and a.proc.wait(timeout=10) == LOST_LEADERSHIP
+        etcd3.restart(etcd3.members[1])
+        wait_for(b.serving, 30, what="b leading once etcd has a quorum again")
+        assert {"one", "two"} <= b.clusters()
+
+
+AGENTS = 20
+
+
+@contextlib.contextmanager
+def simulated_agents(controllers: list[Ctl], root: Path) -> Iterator[Proc]:
+    """AGENTS simulated agents (the real agent protocol, no Docker) given every address."""
+    both = ",".join(f"127.0.0.1:{c.grpc_port}" for c in controllers)
+    argv = [sys.executable, "-m", "dockyard.cli.main", "sim", "--controller", both]
+    sim = Proc("sim", [*argv, "--agents", str(AGENTS)], root / "sim.log")
+    try:
+        sim.start()
+        yield sim
+    finally:
+        sim.kill()
+
+
+@pytest.mark.timeout(300)
+def test_a_standby_takes_over_from_a_sigkilled_leader_and_the_agents_follow(
+    etcd: EtcdCluster, tmp_path: Path
+) -> None:
+    """Five SIGKILLs of whichever leads: each time the standby leads with every write
+    acknowledged before, accepts writes, and the agents given both addresses
+    (`--controller a,b`) are all connected to it again, as the same instances. Each
+    takeover is timed (run with -s to see the figures)."""
+    with controllers(etcd, tmp_path, "a", "b") as ctls:
+        leader, standby = leader_and_standby(ctls)
+        assert not standby.serving()  # a standby serves nothing
+        leader.client().call("CreateCluster", {"clusterName": "default"})
+        made = {"default"}
+        rows = []
+        with simulated_agents([leader, standby], tmp_path):
+            wait_for(lambda: leader.connected_agents() == AGENTS, 30, what="agents on a")
+            for trial in range(TRIALS):
+                leader.client().call("CreateCluster", {"clusterName": f"before-{trial}"})
+                made.add(f"before-{trial}")  # acknowledged by the leader about to die
+                killed = time.monotonic()
+                leader.signal(signal.SIGKILL)
+                wait_for(standby.serving, 20, interval=0.02, what=f"{standby.name} leading")
+                standby.client().call("CreateCluster", {"clusterName": f"after-{trial}"})
+                writes = time.monotonic() - killed  # the new leader accepts writes
+                made.add(f"after-{trial}")
+                wait_for(
+                    lambda s=standby: s.connected_agents() == AGENTS,  # type: ignore[misc]
+                    30,
+                    interval=0.05,
+                    what="agents on the new leader",
+                )
+                rows.append((writes, time.monotonic() - killed))
+                assert standby.clusters() == made  # nothing acknowledged is lost
+                assert standby.instances() == AGENTS  # the same instances, none new
+                assert leader.proc
+                leader.proc.wait(timeout=10)
+                leader.start()  # the killed one comes back as the standby
+                wait_for(leader.standing_by, 30, what=f"{leader.name} standing by")
+                leader, standby = standby, leader
+        print("\nSIGKILL of the leader -> new leader accepts a write / all agents back (s):")
+        print("  ".join(f"{w:.2f}/{a:.2f}" for w, a in rows))
+        median_all = statistics.median(a for _, a in rows)
+        print(f"median {statistics.median(w for w, _ in rows):.2f}/{median_all:.2f}")
+        assert statistics.median(w for w, _ in rows) <= 5.0, rows
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(240)
+def test_a_real_agent_follows_the_new_leader_and_keeps_its_containers(
+    etcd: EtcdCluster, tmp_path: Path, bare_cluster: LocalCluster
+) -> None:
+    """A real agent given both controllers runs two tasks for the leader; SIGKILL the
+    leader: the agent reconnects to the new one, its containers are the same ones, never
+    restarted, the tasks are RUNNING on the new leader, and it places a new task there."""
+    with controllers(etcd, tmp_path, "a", "b") as ctls:
+        leader, standby = leader_and_standby(ctls)
+        leader.client().call("CreateCluster", {"clusterName": "default"})
+        both = f"127.0.0.1:{leader.grpc_port},127.0.0.1:{standby.grpc_port}"
+        bare_cluster.start_agent("a1", "--controller", both)
+        wait_for(lambda: leader.connected_agents() == 1, 60, what="agent on a")
+        body = {"family": "ha", "containerDefinitions": [SLEEPER]}
+        leader.client().call("RegisterTaskDefinition", body)
+        arns = [
+            t["taskArn"]
+            for t in leader.client().call("RunTask", {"taskDefinition": "ha", "count": 2})["tasks"]
+        ]
+        wait_for(lambda: running(leader, arns), 90, what="tasks RUNNING")
+        before = {cid: started_at(cid) for cid in bare_cluster.containers("a1")}
+        assert len(before) == 2
+        leader.signal(signal.SIGKILL)
+        wait_for(standby.serving, 20, what="b leading")
+        wait_for(lambda: standby.connected_agents() == 1, 30, what="agent on b")
+        wait_for(lambda: running(standby, arns), 30, what="tasks RUNNING on b")
+        assert {cid: started_at(cid) for cid in bare_cluster.containers("a1")} == before
+        new = standby.client().call("RunTask", {"taskDefinition": "ha", "count": 1})["tasks"]
+        wait_for(lambda: running(standby, [new[0]["taskArn"]]), 90, what="new task RUNNING")
+        assert len(bare_cluster.containers("a1")) == 3
+
+
+SLEEPER = {"name": "s", "image": "dockyard/sleeper:latest", "memory": 8}
+
+
+def running(ctl: Ctl, arns: list[str]) -> bool:
+    tasks = ctl.client().call("DescribeTasks", {"tasks": arns})["tasks"]
+    return len(tasks) == len(arns) and all(t["lastStatus"] == "RUNNING" for t in tasks)
+
+
+def started_at(container_id: str) -> str:
+    return docker("inspect", "--format", "{{.State.StartedAt}}", container_id).strip()
