@@ -18,7 +18,7 @@ Call = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 STOPPED_SHOWN = 50  # the most recently created stopped tasks shown beside the live ones
 EVENTS_SHOWN = 60
-ZONE_ATTRIBUTE = "ecs.availability-zone"
+ZONE_ATTRIBUTES = ("ecs.availability-zone", "zone")  # ECS's, then the lab's and operators'
 HOST_ATTRIBUTE = "dockyard.hostname"
 
 
@@ -70,7 +70,7 @@ def instance_row(view: dict[str, Any]) -> dict[str, Any]:
         "host": attrs.get(HOST_ATTRIBUTE) or view["ec2InstanceId"],
         "status": view["status"],
         "connected": view["agentConnected"],
-        "zone": attrs.get(ZONE_ATTRIBUTE, ""),
+        "zone": next((attrs[a] for a in ZONE_ATTRIBUTES if attrs.get(a)), ""),
         "cpu": {"total": cpu, "free": cpu_free, "used": cpu - cpu_free},
         "memory": {"total": mem, "free": mem_free, "used": mem - mem_free},
         "running": view["runningTasksCount"],
