@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install what Dockyard and its tests need from Debian (Docker engine, registry, busybox for
 # the sample images, iproute2/iptables/nsenter for the lab; htpasswd, openssl and pgrep,
-# which tests call) and start dockerd when none is running. Every external command the
-# tests run must be in this list: CI machines start from nothing.
+# which tests call; chromium and chromium-driver for the web console's browser tests) and
+# start dockerd when none is running. Every external command the tests run must be in this
+# list: CI machines start from nothing.
 # Idempotent; needs root (or sudo).
 set -euo pipefail
 SUDO=""
@@ -10,7 +11,7 @@ SUDO=""
 need=()
 for pair in dockerd:docker.io docker:docker.io docker-registry:docker-registry busybox:busybox-static \
             ip:iproute2 iptables:iptables nsenter:util-linux htpasswd:apache2-utils \
-            openssl:openssl pgrep:procps; do
+            openssl:openssl pgrep:procps chromium:chromium chromedriver:chromium-driver; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || [ -x "/bin/$cmd" ] || need+=("$pkg")
 done
