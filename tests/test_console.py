@@ -1,0 +1,215 @@
+"""The web console's sign-in, sessions, CSRF and data over HTTP, against a real controller.
+
+The browser tests (tests/test_console_browser.py) show the page; these pin the rules a
+browser cannot show as precisely: what a signed-out client gets on every route, the
+cookie's attributes, the CSRF check, and that actions go through the API's chain with the
+key's role.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from controller.console.sessions import Sessions, csrf_matches, secret_matches
+from controller.security.keys import AccessKey
+from dockyard import auth
+from tests.console_support import ConsoleClient
+from tests.support import LocalCluster
+
+# ---------------------------------------------------------------- sessions (pure)
+
+
+def _key(role: str = "admin") -> AccessKey:
+    return AccessKey("DYAKAAAAAAAAAAAAAAAA", "s3cret-of-the-key", role)
+
+
+def test_only_the_keys_own_secret_signs_in() -> None:
+    key = _key()
+    sessions = Sessions({key.access_key_id: key}.get)
+    assert sessions.sign_in(key.access_key_id, "wrong") is None
+    assert sessions.sign_in("DYAKBBBBBBBBBBBBBBBB", key.secret_access_key) is None
+    assert not secret_matches(None, key.secret_access_key)
+    made = sessions.sign_in(key.access_key_id, key.secret_access_key)
+    assert made is not None
+    token, session = made
+    assert sessions.find(token) == (session, key)
+    assert sessions.find(token + "x") is None and sessions.find("") is None
+
+
+def test_sessions_expire_and_end_with_their_key() -> None:
+    key = _key()
+    keys = {key.access_key_id: key}
+    clock = [1000.0]
+    sessions = Sessions(keys.get, ttl=60, clock=lambda: clock[0])
+    made = sessions.sign_in(key.access_key_id, key.secret_access_key)
+    assert made is not None
+    token, _ = made
+    clock[0] += 59
+    assert sessions.find(token) is not None
+    clock[0] += 2
+    assert sessions.find(token) is None and len(sessions) == 0
+
+    made = sessions.sign_in(key.access_key_id, key.secret_access_key)
+    assert made is not None
+    del keys[key.access_key_id]  # DeleteAccessKey
+    assert sessions.find(made[0]) is None
+
+
+def test_the_csrf_token_is_the_sessions_own() -> None:
+    key = _key()
+    sessions = Sessions({key.access_key_id: key}.get)
+    first = sessions.sign_in(key.access_key_id, key.secret_access_key)
+    second = sessions.sign_in(key.access_key_id, key.secret_access_key)
+    assert first is not None and second is not None
+    assert csrf_matches(first[1], first[1].csrf)
+    assert not csrf_matches(first[1], second[1].csrf)
+    assert not csrf_matches(first[1], "")
+
+
+# ---------------------------------------------------------------- over HTTP
+
+
+@pytest.fixture
+def controller(tmp_path: Path) -> Iterator[LocalCluster]:
+    """A real controller process (no agent: these tests need no Docker)."""
+    lc = LocalCluster(tmp_path)
+    try:
+        lc.start_controller()
+        lc.client().call("CreateCluster", {"clusterName": "default"})
+        yield lc
+    finally:
+        lc.stop()
+
+
+def _admin(lc: LocalCluster) -> auth.Credentials:
+    creds = lc.credentials()
+    assert creds is not None
+    return creds
+
+
+def _signed_in(lc: LocalCluster, creds: auth.Credentials | None = None) -> ConsoleClient:
+    creds = creds or _admin(lc)
+    web = ConsoleClient(lc.http)
+    answer = web.sign_in(creds.access_key_id, creds.secret_access_key)
+    assert answer.status == 303 and answer.headers["Location"] == "/ui/"
+    return web
+
+
+PROTECTED_GETS = (
+    "/ui/static/console.js",
+    "/ui/api/snapshot",
+    "/ui/api/live",
+    "/ui/api/logs?task=x",
+    "/ui/api/usage?service=x",
+)
+
+
+def test_a_signed_out_client_gets_nothing_but_the_sign_in_page(controller: LocalCluster) -> None:
+    web = ConsoleClient(controller.http)
+    page = web.get("/ui/")
+    assert page.status == 303 and page.headers["Location"] == "/ui/signin"
+    assert b"dockyard-csrf" not in page.body
+    for path in PROTECTED_GETS:
+        answer = web.get(path)
+        assert answer.status == 401, path
+        assert answer.json()["error"] == "SignedOut", path
+    for action in ("scale", "stop-task", "instance-state", "anything"):
+        assert web.act(action, {}, csrf="x").status == 401
+    assert web.request("POST", "/ui/signout").status == 401
+    signin = web.get("/ui/signin")
+    assert signin.status == 200 and b'name="secretAccessKey"' in signin.body
+    assert web.get("/ui/static/console.css").status == 200
+    assert "frame-ancestors 'none'" in signin.headers["Content-Security-Policy"]
+    # a forged cookie is no session
+    web.jar.set_cookie(_cookie("dockyard_console", "forged"))
+    assert web.get("/ui/api/snapshot").status == 401
+
+
+def _cookie(name: str, value: str) -> object:
+    import http.cookiejar
+
+    return http.cookiejar.Cookie(
+        0, name, value, None, False, "127.0.0.1", False, False, "/ui", True,
+        False, None, False, None, None, {},
+    )  # fmt: skip
+
+
+def test_sign_in_gives_a_strict_httponly_expiring_cookie(controller: LocalCluster) -> None:
+    creds = _admin(controller)
+    web = ConsoleClient(controller.http)
+    wrong = web.sign_in(creds.access_key_id, creds.secret_access_key + "x")
+    unknown = web.sign_in("DYAKZZZZZZZZZZZZZZZZ", creds.secret_access_key)
+    assert wrong.status == unknown.status == 401
+    assert b"Unknown access key or wrong secret." in wrong.body
+    assert b"Unknown access key or wrong secret." in unknown.body
+    assert "Set-Cookie" not in wrong.headers
+
+    answer = web.sign_in(creds.access_key_id, creds.secret_access_key)
+    cookie = answer.headers["Set-Cookie"]
+    attrs = {a.strip().split("=")[0].lower() for a in cookie.split(";")}
+    assert {"httponly", "max-age", "path"} <= attrs
+    assert "SameSite=Strict" in cookie and "Path=/ui" in cookie
+    assert "secure" not in attrs  # plain HTTP here; Secure under TLS (--tls)
+    snap = web.get("/ui/api/snapshot")
+    assert snap.status == 200 and snap.json()["cluster"] == "default"
+
+
+def test_sign_in_from_another_site_is_refused(controller: LocalCluster) -> None:
+    creds = _admin(controller)
+    web = ConsoleClient(controller.http)
+    answer = web.sign_in(creds.access_key_id, creds.secret_access_key, origin="http://evil.test")
+    assert answer.status == 403 and "Set-Cookie" not in answer.headers
+    ok = web.sign_in(creds.access_key_id, creds.secret_access_key, origin=controller.http)
+    assert ok.status == 303
+
+
+def test_actions_need_the_sessions_csrf_token(controller: LocalCluster) -> None:
+    web = _signed_in(controller)
+    other = _signed_in(controller)
+    body = {"cluster": "default", "service": "web", "desiredCount": 2}
+    for token in (None, "", other.csrf()):
+        answer = web.act("scale", body, csrf=token)
+        assert answer.status == 403 and answer.json()["error"] == "CsrfRefused"
+    # with its token the request reaches the operation chain: ECS's answer for no service
+    answer = web.act("scale", body, csrf=web.csrf())
+    assert answer.status == 400 and answer.json()["error"] == "ServiceNotFoundException"
+    bad = web.act("scale", {**body, "desiredCount": "2"}, csrf=web.csrf())
+    assert bad.status == 400 and "desiredCount" in bad.json()["message"]
+    assert web.act("no-such-action", body, csrf=web.csrf()).status == 404
+    assert web.request("POST", "/ui/signout", headers={"X-CSRF-Token": web.csrf()}).status == 200
+    assert web.get("/ui/api/snapshot").status == 401
+
+
+def test_a_readonly_key_sees_but_may_not_act(controller: LocalCluster) -> None:
+    made = controller.client().call("CreateAccessKey", {"role": "readonly"})["accessKey"]
+    creds = auth.Credentials(made["accessKeyId"], made["secretAccessKey"])
+    web = _signed_in(controller, creds)
+    assert b'content="false"' in web.get("/ui/").body  # the page shows no action buttons
+    assert web.get("/ui/api/snapshot").status == 200
+    answer = web.act("scale", {"cluster": "default", "service": "s", "desiredCount": 1}, web.csrf())
+    assert answer.status == 403 and answer.json()["error"] == "AccessDeniedException"
+
+    controller.client().call("DeleteAccessKey", {"accessKeyId": creds.access_key_id})
+    assert web.get("/ui/api/snapshot").status == 401  # its sessions end with the key
+
+
+def test_usage_is_an_empty_series_until_stats_exist(controller: LocalCluster) -> None:
+    web = _signed_in(controller)
+    usage = web.get("/ui/api/usage?cluster=default&service=web").json()
+    assert usage == {
+        "service": "web",
+        "available": False,
+        "unit": "percent",
+        "cpu": [],
+        "memory": [],
+    }
+
+
+def test_logs_of_an_unknown_task_is_a_clear_error(controller: LocalCluster) -> None:
+    web = _signed_in(controller)
+    answer = web.get("/ui/api/logs?cluster=default&task=nope")
+    assert answer.status == 400 and "nope" in answer.json()["message"]
+    assert web.get("/ui/api/logs?cluster=default&task=x&tail=0").status == 400
