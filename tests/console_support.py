@@ -8,7 +8,9 @@ services (updates, sync, metrics) are off, so a test run sends nothing off this 
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import http.cookiejar
 import json
 import tempfile
@@ -19,6 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -41,7 +45,6 @@ CHROMIUM_FLAGS = (
     "--disable-domain-reliability",
     "--disable-client-side-phishing-detection",
     "--no-pings",
-    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1",
     "--window-size=1400,1000",
 )
 
@@ -110,13 +113,30 @@ class ConsoleClient:
         return self.request("POST", f"/ui/api/{action}", json.dumps(body).encode(), headers)
 
 
+def spki_hash(pem: bytes) -> str:
+    """base64(SHA-256(SubjectPublicKeyInfo)) of a certificate: what Chromium's
+    --ignore-certificate-errors-spki-list names to trust one CA (the lab controller's)."""
+    cert = x509.load_pem_x509_certificate(pem)
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
 @contextlib.contextmanager
-def chromium() -> Iterator[Any]:
-    """A headless Chromium under Selenium; quit (with its driver) however the test ends."""
+def chromium(also_reach: str = "", trust_ca: bytes | None = None) -> Iterator[Any]:
+    """A headless Chromium under Selenium; quit (with its driver) however the test ends.
+    It reaches loopback and `also_reach` (a lab address) only; `trust_ca`: a CA (PEM) whose
+    certificates it accepts, as `aws --ca-bundle` does."""
     options = webdriver.ChromeOptions()
     options.binary_location = tool("chromium")
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
+    allowed = ["localhost", "127.0.0.1", *([also_reach] if also_reach else [])]
+    rules = " , ".join(["MAP * ~NOTFOUND", *(f"EXCLUDE {host}" for host in allowed)])
+    options.add_argument(f"--host-resolver-rules={rules}")
+    if trust_ca is not None:
+        options.add_argument(f"--ignore-certificate-errors-spki-list={spki_hash(trust_ca)}")
     with tempfile.TemporaryDirectory(prefix="dyk-chromium-") as profile:
         options.add_argument(f"--user-data-dir={profile}")
         driver = webdriver.Chrome(options=options, service=Service(tool("chromedriver")))

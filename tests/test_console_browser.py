@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import pytest
 from selenium.webdriver.common.by import By
 
 from dockyard import auth
+from dockyard.client import Client
 from tests.console_support import browser_sign_in, chromium, live_badge, table_rows
 from tests.support import LocalCluster, Proc, wait_for
 
@@ -37,22 +39,35 @@ def _admin(lc: LocalCluster) -> auth.Credentials:
     return creds
 
 
-def _register(lc: LocalCluster, family: str, command: list[str], memory: int = 16) -> None:
+@dataclass
+class Site:
+    """Where the walk-through runs: a LocalCluster here, the 3-host lab in test_console_lab."""
+
+    base: str  # the controller's HTTP(S) URL
+    client: Callable[[], Client]
+    cluster: str
+    hosts: dict[str, str]  # host name -> zone
+    image: str  # a busybox image the hosts can run
+    instance_id: Callable[[str], str]  # host name -> its instance id
+
+
+def _register(site: Site, family: str, command: list[str]) -> None:
     container = {
         "name": "app",
-        "image": "dockyard/busybox:latest",
-        "memory": memory,
+        "image": site.image,
+        "memory": 16,
         "essential": True,
         "stopTimeout": 2,
         "command": command,
     }
-    lc.client().call(
+    site.client().call(
         "RegisterTaskDefinition", {"family": family, "containerDefinitions": [container]}
     )
 
 
-def _api_service(lc: LocalCluster, name: str) -> dict[str, Any]:
-    return dict(lc.client().call("DescribeServices", {"services": [name]})["services"][0])
+def _api_service(site: Site, name: str) -> dict[str, Any]:
+    body = {"cluster": site.cluster, "services": [name]}
+    return dict(site.client().call("DescribeServices", body)["services"][0])
 
 
 def _service_row(driver: Any, name: str) -> dict[str, str] | None:
@@ -80,110 +95,139 @@ def three_hosts(tmp_path: Path, sample_images: list[str]) -> Iterator[LocalClust
 @pytest.mark.docker
 def test_console_in_a_browser_against_real_agents(three_hosts: LocalCluster) -> None:
     lc = three_hosts
-    _register(lc, "console-web", ["sh", "-c", f"echo {GREETING}; exec sleep 600"])
-    lc.client().call(
-        "CreateService", {"serviceName": "web", "taskDefinition": "console-web", "desiredCount": 1}
-    )
+    site = Site(lc.http, lc.client, "default", HOSTS, "dockyard/busybox:latest", lc.instance_id)
     with chromium() as driver:
-        browser_sign_in(driver, lc.http, _admin(lc))
-
-        # the three hosts, connected, with their zones
-        hosts = wait_for(
-            lambda: (lambda rows: rows if len(rows) == 3 else None)(
-                table_rows(driver, "#instances")
-            ),
-            20,
-            what="three instances on the page",
-        )
-        assert sorted(r["host"].split("\n")[0] for r in hosts) == sorted(HOSTS)
-        assert sorted(r["zone"] for r in hosts) == ["a", "b", "c"]
-        assert all(r["agent"] == "connected" for r in hosts)
-
-        wait_for(
-            lambda: (_service_row(driver, "web") or {}).get("running") == "1",
-            60,
-            what="web running 1",
-        )
-        driver.execute_script("window.dockyardNoReload = 'still-the-same-page';")
-
-        # scale from the page; the running count changes live, without a reload
-        field = driver.find_element(By.CSS_SELECTOR, 'tr[data-key="web"] input.count')
-        field.clear()
-        field.send_keys("3")
-        _click(driver, 'tr[data-key="web"] button.scale')
-        wait_for(
-            lambda: (_service_row(driver, "web") or {}).get("desired") == "3",
-            20,
-            what="desired 3 shown",
-        )
-        wait_for(
-            lambda: (_service_row(driver, "web") or {}).get("running") == "3",
-            90,
-            what="running 3 shown live",
-        )
-        assert driver.execute_script("return window.dockyardNoReload") == "still-the-same-page"
-        api = _api_service(lc, "web")
-        assert api["desiredCount"] == 3 and api["runningCount"] == 3
-
-        # a task's logs
-        _click(driver, "#tasks tbody tr button.logs")
-        wait_for(
-            lambda: GREETING in driver.find_element(By.ID, "logs").text,
-            30,
-            what="the task's logs on the page",
-        )
-
-        # stop a task from the page: it shows STOPPED with its reason, the service replaces it
-        victim = table_rows(driver, "#tasks")[0]["key"]
-        _click(driver, f'#tasks tr[data-key="{victim}"] button.stop')
-        stopped = wait_for(
-            lambda: next(
-                (
-                    r
-                    for r in table_rows(driver, "#tasks")
-                    if r["key"] == victim and r["status"].startswith("STOPPED")
-                ),
-                None,
-            ),
-            60,
-            what="the stopped task shown STOPPED",
-        )
-        assert "Stopped from the web console" in stopped["stop reason"]
-
-        # drain a host from the page
-        h3 = lc.instance_id("h3")
-        _click(driver, f'#instances tr[data-key$="/{h3}"] button.drain')
-        wait_for(
-            lambda: any(
-                r["key"].endswith(h3) and r["status"] == "DRAINING"
-                for r in table_rows(driver, "#instances")
-            ),
-            20,
-            what="h3 shown DRAINING",
-        )
-        assert driver.execute_script("return window.dockyardNoReload") == "still-the-same-page"
-
-        # a POST without the CSRF token is refused, even from the signed-in page
-        status = driver.execute_async_script(
-            """const done = arguments[arguments.length - 1];
-               fetch('/ui/api/scale', {method: 'POST',
-                 headers: {'Content-Type': 'application/json'},
-                 body: JSON.stringify({cluster: 'default', service: 'web', desiredCount: 0})})
-               .then(r => done(r.status), e => done(String(e)));"""
-        )
-        assert status == 403
-        assert _api_service(lc, "web")["desiredCount"] == 3
-
-        # signed out: the page and its data are gone
-        _click(driver, "#signout")
-        wait_for(lambda: driver.current_url.endswith("/ui/signin"), 20, what="sign-in page")
-        _assert_signed_out(driver, lc.http)
-
+        browser_sign_in(driver, site.base, _admin(lc))
+        walk_through(driver, site, service="web")
     with chromium() as stranger:  # a browser that never signed in
-        _assert_signed_out(stranger, lc.http)
+        assert_signed_out(stranger, site.base)
 
 
-def _assert_signed_out(driver: Any, base: str) -> None:
+def walk_through(driver: Any, site: Site, service: str) -> None:
+    """Everything a person does on the signed-in console, checked against the API as it
+    goes; ends signed out."""
+    _register(site, "console-web", ["sh", "-c", f"echo {GREETING}; exec sleep 600"])
+    site.client().call(
+        "CreateService",
+        {
+            "cluster": site.cluster,
+            "serviceName": service,
+            "taskDefinition": "console-web",
+            "desiredCount": 1,
+        },
+    )
+    driver.get(f"{site.base}/ui/?cluster={site.cluster}")
+    wait_for(lambda: live_badge(driver) == "live", 20, what="the live stream")
+    _see_the_hosts(driver, site)
+    _scale_and_watch(driver, site, service)
+
+    # a task's logs
+    _click(driver, "#tasks tbody tr button.logs")
+    wait_for(
+        lambda: GREETING in driver.find_element(By.ID, "logs").text,
+        30,
+        what="the task's logs on the page",
+    )
+    _stop_a_task(driver)
+    _drain(driver, site, sorted(site.hosts)[-1])
+    assert driver.execute_script("return window.dockyardNoReload") == "still-the-same-page"
+
+    # a POST without the CSRF token is refused, even from the signed-in page
+    status = driver.execute_async_script(
+        """const done = arguments[arguments.length - 1];
+           fetch('/ui/api/scale', {method: 'POST',
+             headers: {'Content-Type': 'application/json'},
+             body: JSON.stringify({cluster: arguments[0], service: arguments[1], desiredCount: 0})})
+           .then(r => done(r.status), e => done(String(e)));""",
+        site.cluster,
+        service,
+    )
+    assert status == 403
+    assert _api_service(site, service)["desiredCount"] == 3
+
+    # signed out: the page and its data are gone
+    _click(driver, "#signout")
+    wait_for(lambda: driver.current_url.endswith("/ui/signin"), 20, what="sign-in page")
+    assert_signed_out(driver, site.base)
+
+
+def _see_the_hosts(driver: Any, site: Site) -> None:
+    hosts = wait_for(
+        lambda: (lambda rows: rows if len(rows) == len(site.hosts) else None)(
+            table_rows(driver, "#instances")
+        ),
+        20,
+        what=f"{len(site.hosts)} instances on the page",
+    )
+    assert sorted(r["host"].split("\n")[0] for r in hosts) == sorted(site.hosts)
+    assert sorted(r["zone"] for r in hosts) == sorted(site.hosts.values())
+    assert all(r["agent"] == "connected" for r in hosts)
+
+
+def _scale_and_watch(driver: Any, site: Site, service: str) -> None:
+    """Scale 1 -> 3 from the page; the running count changes live, without a reload."""
+    wait_for(
+        lambda: (_service_row(driver, service) or {}).get("running") == "1",
+        60,
+        what=f"{service} running 1",
+    )
+    driver.execute_script("window.dockyardNoReload = 'still-the-same-page';")
+    field = driver.find_element(By.CSS_SELECTOR, f'tr[data-key="{service}"] input.count')
+    field.clear()
+    field.send_keys("3")
+    _click(driver, f'tr[data-key="{service}"] button.scale')
+    wait_for(
+        lambda: (_service_row(driver, service) or {}).get("desired") == "3",
+        20,
+        what="desired 3 shown",
+    )
+    seen = set()
+
+    def running_3() -> bool:
+        running = (_service_row(driver, service) or {}).get("running", "")
+        seen.add(running)
+        return running == "3"
+
+    wait_for(running_3, 90, what="running 3 shown live")
+    assert driver.execute_script("return window.dockyardNoReload") == "still-the-same-page"
+    api = _api_service(site, service)
+    assert api["desiredCount"] == 3 and api["runningCount"] == 3
+    assert "1" in seen or "2" in seen  # it was seen moving, not only at the end
+
+
+def _stop_a_task(driver: Any) -> None:
+    """Stop a task from the page: it shows STOPPED with the console's reason."""
+    victim = next(r["key"] for r in table_rows(driver, "#tasks") if r["status"].startswith("RUN"))
+    _click(driver, f'#tasks tr[data-key="{victim}"] button.stop')
+    stopped = wait_for(
+        lambda: next(
+            (
+                r
+                for r in table_rows(driver, "#tasks")
+                if r["key"] == victim and r["status"].startswith("STOPPED")
+            ),
+            None,
+        ),
+        60,
+        what="the stopped task shown STOPPED",
+    )
+    assert "Stopped from the web console" in stopped["stop reason"]
+
+
+def _drain(driver: Any, site: Site, host: str) -> None:
+    iid = site.instance_id(host)
+    _click(driver, f'#instances tr[data-key$="/{iid}"] button.drain')
+    wait_for(
+        lambda: any(
+            r["key"].endswith(iid) and r["status"] == "DRAINING"
+            for r in table_rows(driver, "#instances")
+        ),
+        20,
+        what=f"{host} shown DRAINING",
+    )
+
+
+def assert_signed_out(driver: Any, base: str) -> None:
     driver.get(base + "/ui/")
     assert driver.current_url == base + "/ui/signin"
     assert driver.find_elements(By.ID, "instances") == []
@@ -251,7 +295,10 @@ def test_first_paint_with_100_tasks_is_under_a_second(simulated: LocalCluster) -
         {"serviceName": "paint", "taskDefinition": "paint", "desiredCount": TASKS_FOR_PAINT},
     )
     wait_for(
-        lambda: _api_service(lc, "paint")["runningCount"] == TASKS_FOR_PAINT,
+        lambda: (
+            c.call("DescribeServices", {"services": ["paint"]})["services"][0]["runningCount"]
+            == TASKS_FOR_PAINT
+        ),
         90,
         0.5,
         what=f"{TASKS_FOR_PAINT} tasks running",
