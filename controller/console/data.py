@@ -17,6 +17,7 @@ from controller.security.keys import AccessKey
 Call = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 STOPPED_SHOWN = 50  # the most recently created stopped tasks shown beside the live ones
+LIVE_SHOWN = 500  # at most this many live tasks (the newest): a snapshot stays small
 EVENTS_SHOWN = 60
 ZONE_ATTRIBUTES = ("ecs.availability-zone", "zone")  # ECS's, then the lab's and operators'
 HOST_ATTRIBUTE = "dockyard.hostname"
@@ -154,13 +155,16 @@ async def cluster_names(call: Call) -> list[dict[str, Any]]:
     ]
 
 
-async def _tasks(call: Call, cluster: str, hosts: dict[str, str]) -> list[dict[str, Any]]:
+async def _tasks(
+    call: Call, cluster: str, hosts: dict[str, str]
+) -> tuple[list[dict[str, Any]], int]:
+    """The newest live and stopped tasks, drawn; and how many live tasks there are."""
     scope = {"cluster": cluster}
     live = await _list_all(call, "ListTasks", {**scope, "desiredStatus": "RUNNING"}, "taskArns")
     stopped = await _list_all(call, "ListTasks", {**scope, "desiredStatus": "STOPPED"}, "taskArns")
-    refs = live + stopped[-STOPPED_SHOWN:]  # ListTasks sorts by creation: the newest last
+    refs = live[-LIVE_SHOWN:] + stopped[-STOPPED_SHOWN:]  # ListTasks sorts by creation
     views = await _describe(call, "DescribeTasks", scope, "tasks", refs, 100)
-    return [task_row(v, hosts) for v in views]
+    return [task_row(v, hosts) for v in views], len(live)
 
 
 async def snapshot(call: Call, events: EventLog, cluster: str = "") -> dict[str, Any]:
@@ -170,7 +174,7 @@ async def snapshot(call: Call, events: EventLog, cluster: str = "") -> dict[str,
     if cluster not in names:
         cluster = "default" if "default" in names else (names[0] if names else "")
     out: dict[str, Any] = {"clusters": clusters, "cluster": cluster, "events": []}
-    out.update(instances=[], services=[], tasks=[])
+    out.update(instances=[], services=[], tasks=[], liveTasks=0)
     if not cluster:
         return out
     scope = {"cluster": cluster}
@@ -183,15 +187,20 @@ async def snapshot(call: Call, events: EventLog, cluster: str = "") -> dict[str,
     svc_arns = await _list_all(call, "ListServices", scope, "serviceArns")
     services = await _describe(call, "DescribeServices", scope, "services", svc_arns, 10)
     out["services"] = [service_row(v) for v in services]
-    out["tasks"] = await _tasks(call, cluster, hosts)
+    out["tasks"], out["liveTasks"] = await _tasks(call, cluster, hosts)
     out["events"] = recent_events(events, cluster)
     return out
 
 
 def recent_events(events: EventLog, cluster: str) -> list[dict[str, Any]]:
     """The cluster's last events, newest first (the event log's ring, no store read)."""
-    rows = [r for r in reversed(events.recent) if r.cluster == cluster]
-    return [event_row(r) for r in rows[:EVENTS_SHOWN]]
+    rows = []
+    for row in reversed(events.recent):
+        if row.cluster == cluster:
+            rows.append(event_row(row))
+            if len(rows) == EVENTS_SHOWN:
+                break
+    return rows
 
 
 def event_row(row: Any) -> dict[str, Any]:

@@ -131,6 +131,8 @@
         if (item.desiredStatus !== "STOPPED") post("stop-task", { cluster, task: item.arn });
       } }, "Stop") : null,
     ]);
+    const shown = s.tasks.filter((t) => t.desiredStatus !== "STOPPED").length;
+    $("#tasks-note").textContent = shown < s.liveTasks ? `(the newest ${shown} of ${s.liveTasks} live tasks)` : "";
     $("#events").replaceChildren(...s.events.map((e) => h("li", {}, `${when(e.at)} ${e.kind} ${e.subject}: ${e.message}`)));
     if (!painted) {
       painted = true;
