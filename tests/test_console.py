@@ -8,8 +8,13 @@ key's role.
 
 from __future__ import annotations
 
+import http.client
+import json
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -213,3 +218,47 @@ def test_logs_of_an_unknown_task_is_a_clear_error(controller: LocalCluster) -> N
     answer = web.get("/ui/api/logs?cluster=default&task=nope")
     assert answer.status == 400 and "nope" in answer.json()["message"]
     assert web.get("/ui/api/logs?cluster=default&task=x&tail=0").status == 400
+
+
+def _read_event(stream: Any) -> tuple[str, dict[str, Any]]:
+    """The next server-sent event (name, JSON data), skipping keep-alive comments."""
+    name, data = "", ""
+    while True:
+        line = stream.readline().decode()
+        if line == "":
+            raise EOFError("the stream ended")
+        if line.startswith("event: "):
+            name = line[7:].strip()
+        elif line.startswith("data: "):
+            data = line[6:]
+        elif line == "\n" and name:
+            return name, json.loads(data)
+
+
+def test_the_live_stream_follows_changes_and_ends_with_the_controller(
+    controller: LocalCluster,
+) -> None:
+    web = _signed_in(controller)
+    cookie = next(c for c in web.jar if c.name == "dockyard_console")
+    conn = http.client.HTTPConnection("127.0.0.1", controller.http_port, timeout=20)
+    try:
+        conn.request("GET", "/ui/api/live", headers={"Cookie": f"{cookie.name}={cookie.value}"})
+        stream = conn.getresponse()
+        assert stream.status == 200 and stream.headers["Content-Type"] == "text/event-stream"
+        name, snap = _read_event(stream)
+        assert name == "snapshot" and [c["name"] for c in snap["clusters"]] == ["default"]
+
+        controller.client().call("CreateCluster", {"clusterName": "second"})
+        name, snap = _read_event(stream)
+        assert name == "snapshot"
+        assert sorted(c["name"] for c in snap["clusters"]) == ["default", "second"]
+
+        started = time.monotonic()
+        assert controller.controller is not None
+        controller.controller.kill(signal.SIGTERM, timeout=15)  # an open stream holds nothing
+        assert time.monotonic() - started < 10
+        with pytest.raises((EOFError, ConnectionError, http.client.IncompleteRead)):
+            while True:
+                _read_event(stream)
+    finally:
+        conn.close()
