@@ -275,11 +275,11 @@ class Console:
             try:
                 await asyncio.wait_for(wake.wait(), LIVE_KEEPALIVE_S)
                 dirty = True
+                await asyncio.sleep(LIVE_DEBOUNCE_S)  # what follows in this window comes too
             except TimeoutError:
                 dirty = False
                 await response.write(b": keepalive\n\n")
             wake.clear()
-            await asyncio.sleep(LIVE_DEBOUNCE_S)
 
     async def on_shutdown(self, _: web.Application) -> None:
         """End open streams so a stopping controller does not wait on browsers."""
