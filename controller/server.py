@@ -278,6 +278,8 @@ def make_http_app(ctl: Controller) -> web.Application:
             ctl.events,
             ctl.feed,
             secure_cookie=ctl.config.http_tls,
+            # USAGE HOOK: the stats work keeps per-service usage at Dispatcher.usage
+            usage=getattr(ctl.dispatcher, "usage", None),
         ),
     )
     app.middlewares.append(region_middleware(ctl.arns.region))  # after the signature check

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from controller.console.sessions import Sessions, csrf_matches, secret_matches
+from controller.console.web import usage_series
 from controller.security.keys import AccessKey
 from dockyard import auth
 from tests.console_support import ConsoleClient
@@ -72,6 +73,16 @@ def test_the_csrf_token_is_the_sessions_own() -> None:
     assert csrf_matches(first[1], first[1].csrf)
     assert not csrf_matches(first[1], second[1].csrf)
     assert not csrf_matches(first[1], "")
+
+
+def test_the_usage_chart_shows_the_last_hour_with_gaps_for_no_value() -> None:
+    now = 10_000.0
+    history = [(now - 4000, 10.0, 20.0), (now - 60, None, 30.0), (now - 40, 55.5, None)]
+    assert usage_series(history, now) == {
+        "cpu": [(now - 40, 55.5)],
+        "memory": [(now - 60, 30.0)],
+    }
+    assert usage_series([], now) == {"cpu": [], "memory": []}
 
 
 # ---------------------------------------------------------------- over HTTP

@@ -56,13 +56,26 @@ Call = Callable[..., Awaitable[dict[str, Any]]]
 Guarded = Callable[[web.Request, AccessKey], Awaitable[web.StreamResponse]]
 
 
-class UsageSource(Protocol):
-    """USAGE HOOK (issue 20, per-task CPU and memory, another branch): per-service CPU and
-    memory utilisation history, percent of the tasks' reservation, as (epoch s, value)."""
+UsageSeries = list[tuple[float, float | None, float | None]]  # (t, CPU %, memory %)
+USAGE_WINDOW_S = 3600.0
 
-    def service_usage(
-        self, cluster: str, service: str, since: float
-    ) -> dict[str, list[tuple[float, float]]]: ...
+
+class UsageSource(Protocol):
+    """USAGE HOOK (issue 20, per-task CPU and memory: the `stats` branch's
+    controller/usage.py, `UsageHistory`, kept at `Dispatcher.usage`): a service's CPU and
+    memory utilisation (percent of its tasks' reservation) per bucket over the last hour,
+    oldest first, None where nothing is reserved."""
+
+    def service_history(self, cluster: str, service: str) -> UsageSeries: ...
+
+
+def usage_series(history: UsageSeries, now: float) -> dict[str, list[tuple[float, float]]]:
+    """The chart's two lines: the last hour's points, a gap where there was no value."""
+    recent = [p for p in history if p[0] >= now - USAGE_WINDOW_S]
+    return {
+        "cpu": [(t, cpu) for t, cpu, _ in recent if cpu is not None],
+        "memory": [(t, mem) for t, _, mem in recent if mem is not None],
+    }
 
 
 @dataclass
@@ -76,7 +89,7 @@ class ConsoleDeps:
     events: EventLog
     feed: ChangeFeed
     secure_cookie: bool  # the HTTP port serves TLS
-    usage: UsageSource | None = None  # USAGE HOOK: None until controller/usage.py exists
+    usage: UsageSource | None = None  # USAGE HOOK: None until the stats work is merged
     streams: set[asyncio.Event] = field(default_factory=set)
     closing: bool = False
 
@@ -206,16 +219,19 @@ class Console:
 
     async def usage(self, request: web.Request, key: AccessKey) -> web.StreamResponse:
         """Per-service CPU and memory over the last hour. USAGE HOOK: empty series, and
-        `available: false`, until the stats work provides a UsageSource."""
+        `available: false`, while the controller has no usage source (no stats sampling)."""
         authorize(key, "DescribeServices")
         service = _text(request, "service", required=True)
+        cluster = self.deps.service.cluster(_cluster(request) or None).name
         source = self.deps.usage
-        if source is None:
-            series: dict[str, list[tuple[float, float]]] = {"cpu": [], "memory": []}
-        else:
-            series = source.service_usage(_cluster(request), service, time.time() - 3600)
+        history = source.service_history(cluster, service) if source is not None else []
         return web.json_response(
-            {"service": service, "available": source is not None, "unit": "percent", **series}
+            {
+                "service": service,
+                "available": source is not None,
+                "unit": "percent",
+                **usage_series(history, time.time()),
+            }
         )
 
     # ------------------------------------------------------------ live updates
