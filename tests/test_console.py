@@ -125,6 +125,7 @@ PROTECTED_GETS = (
 
 def test_a_signed_out_client_gets_nothing_but_the_sign_in_page(controller: LocalCluster) -> None:
     web = ConsoleClient(controller.http)
+    assert web.get("/ui").headers["Location"] == "/ui/"
     page = web.get("/ui/")
     assert page.status == 303 and page.headers["Location"] == "/ui/signin"
     assert b"dockyard-csrf" not in page.body

@@ -433,7 +433,7 @@ def install(app: web.Application, deps: ConsoleDeps) -> Console:
     """Add the console's routes to the controller's HTTP app."""
     console = Console(deps)
     g = console.guarded
-    app.router.add_get("/ui", lambda _: _redirect("/ui/"))
+    app.router.add_get("/ui", _to_console)
     app.router.add_get("/ui/", console.page)
     app.router.add_get("/ui/signin", console.signin_page)
     app.router.add_post("/ui/signin", console.signin)
@@ -450,5 +450,5 @@ def install(app: web.Application, deps: ConsoleDeps) -> Console:
     return console
 
 
-async def _redirect(to: str) -> web.StreamResponse:
-    raise web.HTTPSeeOther(to)
+async def _to_console(_: web.Request) -> web.StreamResponse:
+    raise web.HTTPSeeOther("/ui/")

@@ -91,7 +91,11 @@
     ], MAY_ACT && ((i) => h("button", { class: "drain", type: "button", onclick: (e) => {
       const item = e.target.closest("tr").item;
       post("instance-state", { cluster, instance: item.arn, status: item.status === "DRAINING" ? "ACTIVE" : "DRAINING" });
-    } }, "drain / activate")));
+    } }, "Drain")));
+    for (const tr of $("#instances tbody").children) {
+      const button = tr.querySelector("button.drain");
+      if (button) button.textContent = tr.item.status === "DRAINING" ? "Activate" : "Drain";
+    }
     rows("#services", s.services, (v) => v.name, (v) => [
       h("td", { class: "name" }, v.name),
       v.taskDefinition,
