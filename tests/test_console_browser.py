@@ -215,16 +215,20 @@ def _stop_a_task(driver: Any) -> None:
 
 
 def _drain(driver: Any, site: Site, host: str) -> None:
+    """Drain a host from the page, then activate it again."""
     iid = site.instance_id(host)
-    _click(driver, f'#instances tr[data-key$="/{iid}"] button.drain')
-    wait_for(
-        lambda: any(
-            r["key"].endswith(iid) and r["status"] == "DRAINING"
-            for r in table_rows(driver, "#instances")
-        ),
-        20,
-        what=f"{host} shown DRAINING",
-    )
+    button = f'#instances tr[data-key$="/{iid}"] button.drain'
+    for action, status in (("Drain", "DRAINING"), ("Activate", "ACTIVE")):
+        assert driver.find_element(By.CSS_SELECTOR, button).text == action
+        _click(driver, button)
+        wait_for(
+            lambda status=status: any(
+                r["key"].endswith(iid) and r["status"] == status
+                for r in table_rows(driver, "#instances")
+            ),
+            20,
+            what=f"{host} shown {status}",
+        )
 
 
 def assert_signed_out(driver: Any, base: str) -> None:
@@ -305,20 +309,32 @@ def test_first_paint_with_100_tasks_is_under_a_second(simulated: LocalCluster) -
     )
     with chromium() as driver:
         browser_sign_in(driver, lc.http, _admin(lc))
-        figures = []
-        for _ in range(3):  # the first load warms the browser's caches: report each
-            driver.get(lc.http + "/ui/")
-            wait_for(
-                lambda: len(table_rows(driver, "#tasks")) == TASKS_FOR_PAINT,
-                20,
-                what=f"{TASKS_FOR_PAINT} task rows",
-            )
-            assert live_badge(driver) == "live"
-            figures.append(_paint_timing(driver))
-        print("console paint timing (ms), 100 tasks:", json.dumps(figures))
-        for f in figures:
-            assert f["firstContentfulPaint"] <= FIRST_PAINT_BUDGET_MS, figures
-            assert f["firstData"] <= FIRST_PAINT_BUDGET_MS, figures
+        figures = paint_timing(driver, lc.http + "/ui/")
+    check_paint(figures, "simulated agents")
+
+
+def check_paint(figures: list[dict[str, float]], where: str) -> None:
+    """Print the figures (the report quotes them) and hold them to the 1 s budget."""
+    print(f"console paint timing (ms), {TASKS_FOR_PAINT} tasks, {where}:", json.dumps(figures))
+    for f in figures:
+        assert f["firstContentfulPaint"] <= FIRST_PAINT_BUDGET_MS, figures
+        assert f["firstData"] <= FIRST_PAINT_BUDGET_MS, figures
+
+
+def paint_timing(driver: Any, url: str, loads: int = 3) -> list[dict[str, float]]:
+    """Load the signed-in console `loads` times (the first also warms the browser's
+    caches) and read each load's timings once all TASKS_FOR_PAINT tasks are drawn."""
+    figures = []
+    for _ in range(loads):
+        driver.get(url)
+        wait_for(
+            lambda: len(table_rows(driver, "#tasks")) >= TASKS_FOR_PAINT,
+            20,
+            what=f"{TASKS_FOR_PAINT} task rows",
+        )
+        assert live_badge(driver) == "live"
+        figures.append(_paint_timing(driver))
+    return figures
 
 
 def _paint_timing(driver: Any) -> dict[str, float]:

@@ -5,8 +5,8 @@ plus the session cookie's attributes under TLS."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -16,11 +16,19 @@ from dockyard.lab import Lab
 from dockyard.lab import control as lab_control
 from tests.console_support import browser_sign_in, chromium
 from tests.support import wait_for
-from tests.test_console_browser import Site, assert_signed_out, walk_through
+from tests.test_console_browser import (
+    TASKS_FOR_PAINT,
+    Site,
+    assert_signed_out,
+    check_paint,
+    paint_timing,
+    walk_through,
+)
 
 pytestmark = pytest.mark.lab
 
 SERVICE = "console-lab"
+PAINT_SERVICE = "console-paint"  # a deleted service's name is taken while it drains
 
 
 def _instance_id(lab: Lab, host: str) -> str:
@@ -56,16 +64,17 @@ def _restore(lab: Lab, site: Site) -> None:
         "UpdateContainerInstancesState",
         {"cluster": lab.cluster, "containerInstances": ids, "status": "ACTIVE"},
     )
-    try:
-        client.call("DeleteService", {"cluster": lab.cluster, "service": SERVICE, "force": True})
-    except ApiError:
-        return
+    for name in (SERVICE, PAINT_SERVICE):
+        with contextlib.suppress(ApiError):  # not made by this test
+            client.call("DeleteService", {"cluster": lab.cluster, "service": name, "force": True})
 
     def gone() -> bool:
-        body: dict[str, Any] = {"cluster": lab.cluster, "serviceName": SERVICE}
-        return not client.call("ListTasks", body)["taskArns"]
+        return all(
+            not client.call("ListTasks", {"cluster": lab.cluster, "serviceName": name})["taskArns"]
+            for name in (SERVICE, PAINT_SERVICE)
+        )
 
-    wait_for(gone, 90, 0.5, what=f"service {SERVICE}'s tasks stopped")
+    wait_for(gone, 120, 0.5, what="the console tests' services' tasks stopped")
 
 
 def test_console_on_the_lab(lab: Lab, lab_site: Site) -> None:
@@ -82,3 +91,38 @@ def test_console_on_the_lab(lab: Lab, lab_site: Site) -> None:
         walk_through(driver, lab_site, SERVICE)
     with chromium(also_reach=address, trust_ca=ca) as stranger:
         assert_signed_out(stranger, lab_site.base)
+
+
+def test_first_paint_on_the_lab_with_100_tasks(lab: Lab, lab_site: Site) -> None:
+    """Issue 20's figure: first paint within 1 s on the lab with 100 running tasks."""
+    creds = lab_control.admin_credentials(lab.state)
+    ca = lab_control.ca_cert(lab.state)
+    assert creds is not None and ca is not None
+    client = lab.client()
+    container = {"name": "app", "image": lab.image("sleeper"), "memory": 8, "stopTimeout": 2}
+    client.call(
+        "RegisterTaskDefinition", {"family": "console-paint", "containerDefinitions": [container]}
+    )
+    client.call(
+        "CreateService",
+        {
+            "cluster": lab.cluster,
+            "serviceName": PAINT_SERVICE,
+            "taskDefinition": "console-paint",
+            "desiredCount": TASKS_FOR_PAINT,
+        },
+    )
+    body = {"cluster": lab.cluster, "services": [PAINT_SERVICE]}
+    wait_for(
+        lambda: (
+            client.call("DescribeServices", body)["services"][0]["runningCount"] == TASKS_FOR_PAINT
+        ),
+        300,
+        1.0,
+        what=f"{TASKS_FOR_PAINT} tasks running on the lab",
+    )
+    address = urlsplit(lab_site.base).hostname or ""
+    with chromium(also_reach=address, trust_ca=ca) as driver:
+        browser_sign_in(driver, lab_site.base, creds)
+        figures = paint_timing(driver, f"{lab_site.base}/ui/?cluster={lab.cluster}")
+    check_paint(figures, "the 3-host lab")
