@@ -14,14 +14,18 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from controller.console.sessions import Sessions, csrf_matches, secret_matches
-from controller.console.web import usage_series
+from controller.console.web import Console, ConsoleDeps, usage_series
+from controller.events import EventLog
+from controller.feed import ChangeFeed
 from controller.security.keys import AccessKey
 from dockyard import auth
+from dockyard.errors import ApiError
 from tests.console_support import ConsoleClient
 from tests.support import LocalCluster
 
@@ -83,6 +87,22 @@ def test_the_usage_chart_shows_the_last_hour_with_gaps_for_no_value() -> None:
         "memory": [(now - 60, 30.0)],
     }
     assert usage_series([], now) == {"cpu": [], "memory": []}
+
+
+async def test_a_read_refused_mid_stream_is_a_problem_event_not_the_end() -> None:
+    """A cluster deleted between the snapshot's reads: the live stream says so and goes on."""
+
+    async def refuse(operation: str, body: dict[str, Any]) -> dict[str, Any]:
+        raise ApiError("ClusterNotFoundException", "Cluster not found.", 400)
+
+    keys = SimpleNamespace(get=lambda key_id: None)
+    deps = ConsoleDeps(refuse, keys, None, None, EventLog(), ChangeFeed(), secure_cookie=False)
+    event = await Console(deps)._snapshot_event(refuse, "gone")
+    assert event.startswith(b"event: problem\n")
+    assert json.loads(event.split(b"data: ")[1]) == {
+        "error": "ClusterNotFoundException",
+        "message": "Cluster not found.",
+    }
 
 
 # ---------------------------------------------------------------- over HTTP

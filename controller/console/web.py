@@ -286,8 +286,7 @@ class Console:
                 await response.write(_sse("signedout", {}))
                 return
             if dirty:
-                snap = await data.snapshot(call, self.deps.events, cluster)
-                await response.write(_sse("snapshot", snap))
+                await response.write(await self._snapshot_event(call, cluster))
             try:
                 await asyncio.wait_for(wake.wait(), LIVE_KEEPALIVE_S)
                 dirty = True
@@ -296,6 +295,14 @@ class Console:
                 dirty = False
                 await response.write(b": keepalive\n\n")
             wake.clear()
+
+    async def _snapshot_event(self, call: data.Call, cluster: str) -> bytes:
+        """A `snapshot` event, or a `problem` one when a read is refused mid-way (a cluster
+        deleted between two reads): the stream goes on and tries again at the next change."""
+        try:
+            return _sse("snapshot", await data.snapshot(call, self.deps.events, cluster))
+        except ApiError as err:
+            return _sse("problem", {"error": err.name, "message": err.message})
 
     async def on_shutdown(self, _: web.Application) -> None:
         """End open streams so a stopping controller does not wait on browsers."""

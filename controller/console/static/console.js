@@ -153,6 +153,10 @@
       live.className = "live";
       render(JSON.parse(e.data));
     });
+    stream.addEventListener("problem", (e) => {
+      const p = JSON.parse(e.data);
+      notice(`${p.error}: ${p.message}`);
+    });
     stream.addEventListener("signedout", () => location.assign("/ui/signin"));
     stream.onerror = () => {
       live.textContent = "reconnecting…";
