@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -22,7 +23,7 @@ from controller.service import ClusterService
 from controller.store_api import EventRow
 from dockyard.client import ERROR_TYPE_KEY
 from dockyard.errors import ApiError, invalid
-from dockyard.v1 import api_pb2, api_pb2_grpc
+from dockyard.v1 import agent_pb2, api_pb2, api_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -111,20 +112,41 @@ class ApiServicer(api_pb2_grpc.ClusterApiServicer):
         self, request: api_pb2.LogsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[api_pb2.LogLine]:
         try:
-            cluster = self.service.cluster(request.cluster or None)
-            task = self.service.task(cluster, request.task)
-            names = [c.name for c in task.containers]
-            if request.container and request.container not in names:
-                raise invalid(
-                    "container",
-                    f"task has no container {request.container!r}; it has {', '.join(names)}",
-                )
-            async for chunk in self.dispatcher.logs(
-                task, request.container, request.follow, request.tail
+            async for chunk in task_logs(
+                self.service,
+                self.dispatcher,
+                LogQuery(
+                    request.cluster, request.task, request.container, request.follow, request.tail
+                ),
             ):
                 yield api_pb2.LogLine(container=chunk.container, data=chunk.data)
         except ApiError as err:
             await _abort(context, err)
+
+
+@dataclass(frozen=True)
+class LogQuery:
+    cluster: str  # empty: the default cluster
+    task: str
+    container: str = ""  # empty: every container of the task
+    follow: bool = False
+    tail: int = 0  # 0: all
+
+
+async def task_logs(
+    service: ClusterService, dispatcher: Dispatcher, query: LogQuery
+) -> AsyncIterator[agent_pb2.LogChunk]:
+    """A task's logs from its agent (`dockyard logs` and the web console): the task and
+    container are checked here, ApiError naming the field when they are not there."""
+    cluster = service.cluster(query.cluster or None)
+    task = service.task(cluster, query.task)
+    names = [c.name for c in task.containers]
+    if query.container and query.container not in names:
+        raise invalid(
+            "container", f"task has no container {query.container!r}; it has {', '.join(names)}"
+        )
+    async for chunk in dispatcher.logs(task, query.container, query.follow, query.tail):
+        yield chunk
 
 
 def _event(row: EventRow) -> api_pb2.Event:

@@ -20,7 +20,7 @@ import grpc
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
 
-from controller import ha, orchestrator
+from controller import console, ha, orchestrator
 from controller.api_grpc import ApiServicer
 from controller.dispatcher import Dispatcher
 from controller.ecs_region import region_middleware
@@ -262,6 +262,20 @@ def make_http_app(ctl: Controller) -> web.Application:
     check = os.environ.get("DOCKYARD_CHECK_RESPONSES") == "1"  # tests: bad bodies become 500s
     app = make_app(ctl.api, metrics_handler=metrics, health_handler=healthz, check_responses=check)
     ctl.security.protect_http(app)
+    console.install(  # /ui/: its own sessions; the SigV4 check covers POST / only
+        app,
+        console.ConsoleDeps(
+            ctl.api.call,
+            ctl.security.keys,
+            ctl.service,
+            ctl.dispatcher,
+            ctl.events,
+            ctl.feed,
+            secure_cookie=ctl.config.http_tls,
+            # USAGE HOOK: the stats work keeps per-service usage at Dispatcher.usage
+            usage=getattr(ctl.dispatcher, "usage", None),
+        ),
+    )
     app.middlewares.append(region_middleware(ctl.arns.region))  # after the signature check
     return app
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what Dockyard and its tests need from Debian (Docker engine, registry, busybox for
 # the sample images, iproute2/iptables/nsenter for the lab; htpasswd, openssl and pgrep,
-# which tests call; etcd and etcdctl for the controllers' high-availability store) and
+# which tests call; etcd and etcdctl for the controllers' high-availability store; chromium
+# and chromium-driver for the web console's browser tests) and
 # start dockerd when none is running. Every external command the tests run must be in this
 # list: CI machines start from nothing.
 # Idempotent; needs root (or sudo).
@@ -11,7 +12,8 @@ SUDO=""
 need=()
 for pair in dockerd:docker.io docker:docker.io docker-registry:docker-registry busybox:busybox-static \
             ip:iproute2 iptables:iptables nsenter:util-linux htpasswd:apache2-utils \
-            openssl:openssl pgrep:procps etcd:etcd-server etcdctl:etcd-client; do
+            openssl:openssl pgrep:procps etcd:etcd-server etcdctl:etcd-client \
+            chromium:chromium chromedriver:chromium-driver; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || [ -x "/bin/$cmd" ] || need+=("$pkg")
 done
@@ -24,7 +26,11 @@ fi
 if ! docker info >/dev/null 2>&1; then
   echo "starting dockerd"
   mkdir -p /var/log
-  $SUDO sh -c 'nohup dockerd >/var/log/dockerd.log 2>&1 &'
+  # its own session, holding no descriptor of ours: a dockerd started under `flock` must
+  # not hold the lock (or a pipe of a CI runner) for as long as it runs
+  # shellcheck disable=SC2016
+  $SUDO bash -c 'for fd in /proc/$$/fd/*; do fd=${fd##*/}; [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done
+    setsid nohup dockerd </dev/null >/var/log/dockerd.log 2>&1 &'
   for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
   docker info >/dev/null 2>&1 || { echo "dockerd did not start: see /var/log/dockerd.log" >&2; exit 1; }
 fi
