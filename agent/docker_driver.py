@@ -858,15 +858,28 @@ class DockerDriver:
     # ------------------------------------------------------------ exec (issue 20)
 
     async def exec_start(
-        self, docker_id: str, command: list[str], stdin: bool, tty: bool
-    ) -> tuple[str, Any, Any]:
-        """Create and start an exec attached to its streams: (exec id, Exec, attach stream)."""
+        self, docker_id: str, command: list[str], stdin: bool, tty: bool, size: tuple[int, int]
+    ) -> tuple[str, Any]:
+        """Create and start an exec attached to its streams: (exec id, attach stream).
+        `size` (rows, cols) is the terminal's from the start on engines with API 1.42+
+        (ConsoleSize); older ones ignore it and get resized right after the start."""
+        config: dict[str, Any] = {
+            "AttachStdin": stdin,
+            "AttachStdout": True,
+            "AttachStderr": True,
+            "Tty": tty,
+            "Cmd": command,
+        }
+        if tty and all(size):
+            config["ConsoleSize"] = list(size)
         with self._errors(f"exec in {docker_id[:12]}"):
-            container = self._docker.containers.container(docker_id)
-            ex = await container.exec(command, stdin=stdin, tty=tty)
+            created = await self._docker._query_json(
+                f"containers/{docker_id}/exec", method="POST", data=config
+            )
+            ex = aiodocker.execs.Exec(self._docker, created["Id"], tty=tty)
             stream = ex.start(detach=False, timeout=aiohttp.ClientTimeout(sock_connect=10))
             await stream.__aenter__()  # the attach request itself: the command starts now
-        return ex.id, ex, stream
+        return ex.id, stream
 
     async def exec_inspect(self, exec_id: str) -> dict[str, Any]:
         with self._errors(f"exec {exec_id[:12]}"):
@@ -881,9 +894,18 @@ class DockerDriver:
             await asyncio.sleep(0.025)
         return 0
 
-    async def exec_resize(self, exec_id: str, rows: int, cols: int) -> None:
-        with self._errors(f"exec {exec_id[:12]} resize"):
-            await self._docker.containers.exec(exec_id).resize(h=rows, w=cols)
+    async def exec_resize(self, exec_id: str, rows: int, cols: int, tries: int = 1) -> None:
+        """Resize an exec's terminal; `tries` > 1 retries while the engine has not started
+        the process yet (it answers the attach before it starts the command)."""
+        for attempt in range(tries):
+            try:
+                with self._errors(f"exec {exec_id[:12]} resize"):
+                    await self._docker.containers.exec(exec_id).resize(h=rows, w=cols)
+                return
+            except ContainerError:
+                if attempt == tries - 1:
+                    raise
+                await asyncio.sleep(0.01 * (attempt + 1))
 
     async def exec_close_stdin(self, stream: Any) -> None:
         """End the command's stdin (half-close the attach connection), keep its output."""

@@ -48,7 +48,6 @@ class ExecRun:
     exec_id: str = ""
     pid: int = 0
     stream: Any = None  # aiodocker's exec Stream
-    docker_exec: Any = None
     sent: int = 0
     acked: int = 0
     credit: asyncio.Event = field(default_factory=asyncio.Event)
@@ -128,13 +127,13 @@ class ExecSessions:
         docker_id = await self.find(s.task_arn, s.container)
         if docker_id is None:
             raise DriverError(f"container {s.container} of the task is not running on this host")
-        run.exec_id, run.docker_exec, run.stream = await self.driver.exec_start(
-            docker_id, list(s.command), s.stdin, s.tty
+        run.exec_id, run.stream = await self.driver.exec_start(
+            docker_id, list(s.command), s.stdin, s.tty, (s.rows, s.cols)
         )
         self._remember(run.exec_id, add=True)
+        if s.tty and s.rows and s.cols:  # at once: engines before API 1.42 cannot earlier
+            await self.driver.exec_resize(run.exec_id, s.rows, s.cols, tries=10)
         run.pid = await self.driver.exec_pid(run.exec_id)
-        if s.tty and s.rows and s.cols:
-            await self.driver.exec_resize(run.exec_id, s.rows, s.cols)
         run.credit.set()
 
     async def _write(self, run: ExecRun) -> None:

@@ -196,7 +196,7 @@ class Pty:
         self.seen = b""
 
     def resize(self, rows: int, cols: int) -> None:
-        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
     def spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
         def take_terminal() -> None:
@@ -248,7 +248,8 @@ def test_tty_gets_the_terminal_size_and_its_changes(
     cluster: LocalCluster, task: str, pty: Callable[[int, int], Pty]
 ) -> None:
     term = pty(33, 101)
-    script = "stty size; read line; stty size; echo got:$line"
+    # Docker before 23 (API 1.42) sets an exec's size only once it runs: wait for it there
+    script = "until stty size; do sleep 0.1; done; read line; stty size; echo got:$line"
     proc = term.spawn(cli_argv(cluster, "exec", task, "-i", "-t", "--", "sh", "-c", script))
     try:
         term.read_until(b"33 101")
@@ -454,3 +455,66 @@ def test_services_carry_enable_execute_command(cluster: LocalCluster) -> None:
     assert updated["service"]["enableExecuteCommand"] is False
     ecs.update_service(cluster="default", service="execsvc", desiredCount=0)
     ecs.delete_service(cluster="default", service="execsvc")
+
+
+# ---------------------------------------------------------------- pure parts
+
+
+def test_operator_role_sits_between_readonly_and_admin() -> None:
+    from controller.security.apiauth import authorize
+    from controller.security.keys import AccessKey
+    from dockyard.errors import ApiError
+
+    def may(role: str, operation: str) -> bool:
+        try:
+            authorize(AccessKey("DYAK" + "A" * 16, "s", role), operation)
+        except ApiError:
+            return False
+        return True
+
+    for op in ("Exec", "ExecuteCommand"):
+        assert may("operator", op) and may("admin", op) and not may("readonly", op)
+    for op in ("DescribeTasks", "ListServices", "Logs", "WatchEvents"):
+        assert may("operator", op) and may("readonly", op)
+    for op in ("RunTask", "StopTask", "UpdateService", "CreateAccessKey", "ListAccessKeys"):
+        assert not may("operator", op) and may("admin", op)
+
+
+def test_kill_tree_kills_a_command_and_what_it_started() -> None:
+    from agent.execs import kill_tree
+
+    proc = subprocess.Popen(["bash", "-c", "sleep 301 & sleep 302 & wait"])
+    try:
+
+        def children() -> list[int]:
+            return [p for p in _pids() if _parent(p) == proc.pid]
+
+        kids = wait_for(lambda: (lambda c: c if len(c) == 2 else None)(children()), 10)
+        assert kill_tree(proc.pid) == 3
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+        for pid in kids:
+            wait_for(lambda pid=pid: not os.path.exists(f"/proc/{pid}/cmdline") or _zombie(pid), 10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _pids() -> list[int]:
+    return [int(e) for e in os.listdir("/proc") if e.isdigit()]
+
+
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
