@@ -132,7 +132,10 @@ class ExecSessions:
         )
         self._remember(run.exec_id, add=True)
         if s.tty and s.rows and s.cols:  # at once: engines before API 1.42 cannot earlier
-            await self.driver.exec_resize(run.exec_id, s.rows, s.cols, tries=10)
+            try:
+                await self.driver.exec_resize(run.exec_id, s.rows, s.cols, tries=10)
+            except DriverError as err:  # e.g. the command is over already
+                log.info("exec session %d: terminal not resized: %s", s.session_id, err)
         run.pid = await self.driver.exec_pid(run.exec_id)
         run.credit.set()
 

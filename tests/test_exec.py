@@ -248,16 +248,20 @@ def test_tty_gets_the_terminal_size_and_its_changes(
     cluster: LocalCluster, task: str, pty: Callable[[int, int], Pty]
 ) -> None:
     term = pty(33, 101)
-    # Docker before 23 (API 1.42) sets an exec's size only once it runs: wait for it there
-    script = "until stty size; do sleep 0.1; done; read line; stty size; echo got:$line"
+    # Docker before 23 (API 1.42) sets an exec's size only once it runs: wait for it there;
+    # then wait for the resize, then read a typed line
+    script = (
+        "until stty size; do sleep 0.1; done; "
+        'while [ "$(stty size)" = "33 101" ]; do sleep 0.1; done; stty size; '
+        "read line; echo got:$line"
+    )
     proc = term.spawn(cli_argv(cluster, "exec", task, "-i", "-t", "--", "sh", "-c", script))
     try:
         term.read_until(b"33 101")
         term.resize(40, 120)  # the kernel sends the CLI SIGWINCH, as a terminal window does
-        time.sleep(0.5)  # the resize travels while nothing is typed; then Enter
-        os.write(term.master, b"hi\r")
+        term.read_until(b"40 120")
+        os.write(term.master, b"hi\r")  # Enter, as a raw terminal sends it
         term.read_until(b"got:hi")
-        assert b"40 120" in term.seen
         assert proc.wait(timeout=20) == 0
     finally:
         if proc.poll() is None:
@@ -294,6 +298,11 @@ def test_ctrl_c_without_a_terminal_is_passed_on_and_spares_other_sessions(
     assert "sleep 312" not in processes(docker_id)
     out, _ = other.communicate(timeout=30)
     assert (other.returncode, out) == (0, b"other-done\n")
+    # a CLI killed outright: the controller sees its call end, the agent kills the command
+    gone = spawned(arn, "--", "sleep", "315")
+    wait_for(lambda: "sleep 315" in processes(docker_id), 20, what="sleep 315 running")
+    gone.kill()
+    wait_for(lambda: "sleep 315" not in processes(docker_id), 20, what="sleep 315 killed")
 
 
 # ---------------------------------------------------------------- restarts mid-session
