@@ -855,6 +855,64 @@ class DockerDriver:
                 async for chunk in chunks:
                     yield chunk
 
+    # ------------------------------------------------------------ exec (issue 20)
+
+    async def exec_start(
+        self, docker_id: str, command: list[str], stdin: bool, tty: bool, size: tuple[int, int]
+    ) -> tuple[str, Any]:
+        """Create and start an exec attached to its streams: (exec id, attach stream).
+        `size` (rows, cols) is the terminal's from the start on engines with API 1.42+
+        (ConsoleSize); older ones ignore it and get resized right after the start."""
+        config: dict[str, Any] = {
+            "AttachStdin": stdin,
+            "AttachStdout": True,
+            "AttachStderr": True,
+            "Tty": tty,
+            "Cmd": command,
+        }
+        if tty and all(size):
+            config["ConsoleSize"] = list(size)
+        with self._errors(f"exec in {docker_id[:12]}"):
+            created = await self._docker._query_json(
+                f"containers/{docker_id}/exec", method="POST", data=config
+            )
+            ex = aiodocker.execs.Exec(self._docker, created["Id"], tty=tty)
+            stream = ex.start(detach=False, timeout=aiohttp.ClientTimeout(sock_connect=10))
+            await stream.__aenter__()  # the attach request itself: the command starts now
+        return ex.id, stream
+
+    async def exec_inspect(self, exec_id: str) -> dict[str, Any]:
+        with self._errors(f"exec {exec_id[:12]}"):
+            return await self._docker._query_json(f"exec/{exec_id}/json", "GET")  # type: ignore[no-any-return]
+
+    async def exec_pid(self, exec_id: str) -> int:
+        """The exec's host pid, once the engine has it (0 if it ended at once)."""
+        for _ in range(40):
+            info = await self.exec_inspect(exec_id)
+            if info.get("Pid") or not info.get("Running", True):
+                return int(info.get("Pid") or 0)
+            await asyncio.sleep(0.025)
+        return 0
+
+    async def exec_resize(self, exec_id: str, rows: int, cols: int, tries: int = 1) -> None:
+        """Resize an exec's terminal; `tries` > 1 retries while the engine has not started
+        the process yet (it answers the attach before it starts the command)."""
+        for attempt in range(tries):
+            try:
+                with self._errors(f"exec {exec_id[:12]} resize"):
+                    await self._docker.containers.exec(exec_id).resize(h=rows, w=cols)
+                return
+            except ContainerError:
+                if attempt == tries - 1:
+                    raise
+                await asyncio.sleep(0.01 * (attempt + 1))
+
+    async def exec_close_stdin(self, stream: Any) -> None:
+        """End the command's stdin (half-close the attach connection), keep its output."""
+        transport = stream._resp.connection.transport if stream._resp is not None else None
+        if transport is not None and transport.can_write_eof():
+            transport.write_eof()
+
 
 async def _demux(stream: aiohttp.StreamReader) -> AsyncIterator[bytes]:
     """Docker's multiplexed log stream: 8-byte header (stream, size) then the payload."""

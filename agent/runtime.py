@@ -31,6 +31,7 @@ from agent import (
 )
 from agent.credentials import TaskEndpoint
 from agent.docker_driver import DockerDriver, DockerUnavailable, DriverError, PullError
+from agent.execs import ExecSessions
 from agent.image_cleanup import CleanupPolicy
 from agent.reconcile import LocalTask, Remove, Restart, Start, Stop
 from agent.session import Handlers, Session
@@ -102,8 +103,14 @@ class Agent:
                 log_request=self._log_request,
                 log_cancel=self._log_cancel,
                 heartbeat=self._heartbeat,
+                exec_start=lambda m: self.execs.start(m),
+                exec_input=lambda m: self.execs.input(m),
+                disconnected=lambda: self.execs.drop_all(),
             ),
             channel_factory=enroll.channel_factory(config, self.identity),
+        )
+        self.execs = ExecSessions(  # issue 20: `dockyard exec`
+            self.driver, self.session.send, self._running_container, config.state_dir
         )
         self.desired: dict[str, agent_pb2.DesiredTask] = {}
         self.version = 0
@@ -147,6 +154,7 @@ class Agent:
             await self.driver.close()
             raise
         await self.endpoint.start()
+        await self.execs.reap_leftovers()  # commands of sessions a previous run left
         self._loops = [
             asyncio.create_task(self.session.run_forever(), name="session"),
             asyncio.create_task(self._reconcile_loop(), name="reconcile"),
@@ -483,6 +491,13 @@ class Agent:
                 log.debug("Docker events ended: %s", err)
             self.docker_healthy = await self.driver.ping()
             await asyncio.sleep(1)
+
+    async def _running_container(self, task_arn: str, name: str) -> str | None:
+        """The docker id of a task's running container (exec), None if it does not run."""
+        for o in await self._observe():
+            if o.task_arn == task_arn and o.container_name == name and o.state == "running":
+                return o.docker_id
+        return None
 
     # ------------------------------------------------------------------ logs
 

@@ -52,6 +52,10 @@ class Handlers:
     log_request: Callable[[agent_pb2.LogRequest], None]
     log_cancel: Callable[[int], None]
     heartbeat: Callable[[], agent_pb2.Heartbeat]
+    # issue 20 (exec); the defaults serve simulated agents, which run no commands
+    exec_start: Callable[[agent_pb2.ExecStart], None] = lambda _: None
+    exec_input: Callable[[agent_pb2.ExecInput], None] = lambda _: None
+    disconnected: Callable[[], None] = lambda: None  # the stream is gone
 
 
 class Session:
@@ -119,6 +123,7 @@ class Session:
                     raise
             finally:
                 self.connected.clear()
+                self.handlers.disconnected()
                 watchdog.cancel()
                 self._outbox.put_nowait(_END)
                 call.cancel()
@@ -165,6 +170,10 @@ class Session:
             self.handlers.log_request(msg.log_request)
         elif kind == "log_cancel":
             self.handlers.log_cancel(msg.log_cancel.request_id)
+        elif kind == "exec_start":
+            self.handlers.exec_start(msg.exec_start)
+        elif kind == "exec_input":
+            self.handlers.exec_input(msg.exec_input)
         elif kind == "refusal":
             r = msg.refusal
             log.warning("controller refused: %s %s", r.code, r.message)

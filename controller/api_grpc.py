@@ -16,11 +16,13 @@ import grpc
 
 from controller.dispatcher import Dispatcher
 from controller.events import EventLog
+from controller.exec_sessions import ExecBroker
 from controller.failures import log_failure
 from controller.ops.chain import OperationChain
 from controller.request_limits import MAX_NATIVE_BODY, parse_json_object
 from controller.service import ClusterService
 from controller.store_api import EventRow
+from dockyard import auth
 from dockyard.client import ERROR_TYPE_KEY
 from dockyard.errors import ApiError, invalid
 from dockyard.v1 import agent_pb2, api_pb2, api_pb2_grpc
@@ -65,6 +67,7 @@ class ApiServicer(api_pb2_grpc.ClusterApiServicer):
         self.service = service
         self.events = events
         self.dispatcher = dispatcher
+        self.execs = ExecBroker(service, dispatcher)  # `dockyard exec` (issue 20)
 
     async def invoke(
         self, operation: str, request: api_pb2.JsonRequest, context: grpc.aio.ServicerContext
@@ -120,6 +123,18 @@ class ApiServicer(api_pb2_grpc.ClusterApiServicer):
                 ),
             ):
                 yield api_pb2.LogLine(container=chunk.container, data=chunk.data)
+        except ApiError as err:
+            await _abort(context, err)
+
+    async def Exec(
+        self, request_iterator: AsyncIterator[api_pb2.ExecFrame], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[api_pb2.ExecReply]:
+        """A command in a task's container (controller.exec_sessions); the caller's key
+        was checked by the API's interceptor (operator or admin role)."""
+        key_id = dict(context.invocation_metadata() or ()).get(auth.KEY_ID_MD, "")
+        try:
+            async for reply in self.execs.run(str(key_id), request_iterator):
+                yield reply
         except ApiError as err:
             await _abort(context, err)
 

@@ -44,6 +44,7 @@ class Session:
     version: int = 0
     pending: dict[str, Task] = field(default_factory=dict)
     logs: dict[int, asyncio.Queue[agent_pb2.LogChunk]] = field(default_factory=dict)
+    execs: dict[int, asyncio.Queue[agent_pb2.ExecOutput]] = field(default_factory=dict)
     closed: bool = False
     reader: asyncio.Task[None] | None = None  # reads the agent's messages
     ending: asyncio.Task[None] | None = None  # stops the reader and closes the session
@@ -196,6 +197,8 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
         self._dirty.pop(session.instance.arn, None)
         for q in session.logs.values():
             q.put_nowait(agent_pb2.LogChunk(eof=True, error="agent disconnected"))
+        for eq in session.execs.values():
+            eq.put_nowait(agent_pb2.ExecOutput(exited=True, error=f"agent disconnected ({why})"))
         if self.sessions.get(session.instance.arn) is session:
             del self.sessions[session.instance.arn]
             await self.link.disconnected(session.instance, session.epoch, why)
@@ -244,6 +247,10 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
             q = session.logs.get(msg.log_chunk.request_id)
             if q is not None:
                 q.put_nowait(msg.log_chunk)
+        elif kind == "exec_output":
+            eq = session.execs.get(msg.exec_output.session_id)
+            if eq is not None:
+                eq.put_nowait(msg.exec_output)
         else:
             session.outbox.put_nowait(_refusal("BAD_MESSAGE", f"unexpected message {kind}"))
 
@@ -356,6 +363,32 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
                     session.outbox.put_nowait(
                         agent_pb2.ControllerMessage(log_cancel=agent_pb2.LogCancel(request_id=rid))
                     )
+
+    # ------------------------------------------------------------------ exec (issue 20)
+
+    def exec_open(
+        self, task: Task, start: agent_pb2.ExecStart
+    ) -> tuple[Session, asyncio.Queue[agent_pb2.ExecOutput]]:
+        """Start a session on the task's agent: its stream session and the output queue
+        (controller.exec_sessions moves the rest; exec_send, then exec_close)."""
+        session = self.sessions.get(task.instance_arn)
+        if session is None or session.closed:
+            raise ApiError("ClientException", "the task's instance is not connected")
+        start.session_id = next(self._log_ids)
+        q: asyncio.Queue[agent_pb2.ExecOutput] = asyncio.Queue()
+        session.execs[start.session_id] = q
+        session.outbox.put_nowait(agent_pb2.ControllerMessage(exec_start=start))
+        return session, q
+
+    @staticmethod
+    def exec_send(session: Session, msg: agent_pb2.ExecInput) -> None:
+        if not session.closed:
+            session.outbox.put_nowait(agent_pb2.ControllerMessage(exec_input=msg))
+
+    def exec_close(self, session: Session, session_id: int) -> None:
+        """The session is over here; the agent kills what is left of the command."""
+        if session.execs.pop(session_id, None) is not None:
+            self.exec_send(session, agent_pb2.ExecInput(session_id=session_id, cancel=True))
 
 
 def _refusal(code: str, message: str, fatal: bool = False) -> agent_pb2.ControllerMessage:

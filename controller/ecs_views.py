@@ -131,7 +131,7 @@ def task_view(t: Task, arns: ArnFactory, tags: bool = False) -> dict[str, Any]:
             "tags": t.tags if tags else None,
             "attachments": [],
             "attributes": [],
-            "enableExecuteCommand": False,
+            "enableExecuteCommand": t.exec_enabled,
             "availabilityZone": None,
         }
     )

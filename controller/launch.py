@@ -41,6 +41,7 @@ class LaunchSpec:
     tags: Tags = field(default_factory=list)
     client_token: str = ""
     service: str = ""  # the ECS service the tasks belong to ("" for RunTask/StartTask)
+    exec_enabled: bool = False  # enableExecuteCommand: `dockyard exec` may run in the tasks
 
     @property
     def group(self) -> str:
@@ -84,6 +85,7 @@ def from_request(
         started_by=text(body, "startedBy"),
         tags=tags,
         client_token=token,
+        exec_enabled=bool(body.get("enableExecuteCommand", False)),
     )
 
 
@@ -228,4 +230,5 @@ def new_task(spec: LaunchSpec, placed: Any, arns: ArnFactory) -> Task:
         client_token=spec.client_token,
         overrides=spec.overrides,
         tags=spec.tags,
+        exec_enabled=spec.exec_enabled,
     )

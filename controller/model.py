@@ -127,6 +127,7 @@ class Task:
     stopped_at: float | None = None
     health: str = "UNKNOWN"
     version: int = 1
+    exec_enabled: bool = False  # enableExecuteCommand (RunTask/StartTask or its service)
 
     @property
     def key(self) -> str:

@@ -29,6 +29,7 @@ from controller.model import (
 )
 from controller.ops import clusters as cluster_config
 from controller.ops.account_settings import AccountSettings
+from controller.ops.exec_command import ExecCommandOps
 from controller.placement_batch import PlacementBatcher
 from controller.roles import RoleService
 from controller.state import ClusterState
@@ -145,6 +146,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
             **self.roles.handlers(),
             **self.account_settings.handlers(),
             **cluster_config.ClusterOps(self).handlers(),
+            **ExecCommandOps(self).handlers(),  # issue 20
         }
 
     async def commit(self, ops: list[Op]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import grpc
@@ -128,3 +128,18 @@ class Client:
             req, timeout=None if follow else self.timeout, metadata=self._metadata("Logs", req)
         )
         yield from _stream(call)
+
+    def exec(
+        self, first: api_pb2.ExecFrame, rest: Iterable[api_pb2.ExecFrame]
+    ) -> Iterator[api_pb2.ExecReply]:
+        """A command in a task's container (issue 20): `first` opens the session (the
+        signature covers it), `rest` carries stdin, resizes and signals."""
+
+        def frames() -> Iterator[api_pb2.ExecFrame]:
+            yield first
+            yield from rest
+
+        try:
+            yield from self._stub.Exec(frames(), metadata=self._metadata("Exec", first))
+        except grpc.RpcError as err:
+            raise _error_from_rpc(err) from None

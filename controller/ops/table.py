@@ -1,8 +1,9 @@
 """Every operation Dockyard serves, in one explicit table, with what the chain needs to know.
 
 This is the map of the API: an operation's resource (the module that implements it), who
-may call it (`READ`: readonly keys too; `WRITE`: admin keys; `ADMIN`: admin keys, even for a
-listing: the security operations) and how a native (gRPC, in-process) call is validated
+may call it (`READ`: readonly keys too; `OPERATE`: operator keys too, the running of commands
+in tasks (issue 20); `WRITE`: admin keys; `ADMIN`: admin keys, even for a listing: the
+security operations) and how a native (gRPC, in-process) call is validated
 (`LIMITS`: botocore's model's limits, unknown members let through because the CLI sends
 Dockyard extensions; `STRICT`: the whole model, as the ECS endpoint checks every body).
 Non-ECS operations (roles, secrets, tokens, keys) have no botocore model: their modules
@@ -18,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 READ, WRITE, ADMIN = "read", "write", "admin"
+OPERATE = "operate"  # between READ and WRITE: `operator` keys (and admin ones)
 LIMITS, STRICT = "limits", "strict"
 
 
@@ -25,7 +27,7 @@ LIMITS, STRICT = "limits", "strict"
 class Operation:
     name: str
     resource: str  # where it lives: controller/ops/<resource> (or the module named there)
-    access: str  # READ | WRITE | ADMIN
+    access: str  # READ | OPERATE | WRITE | ADMIN
     native_check: str = LIMITS  # LIMITS | STRICT: how a native body is validated
     ecs: bool = True  # an ECS API operation (botocore has its model); else Dockyard's own
 
@@ -61,6 +63,8 @@ _TABLE: list[Operation] = [
     # tasks: controller/service.py (launching: controller/launch.py)
     *_ops("tasks", READ, "DescribeTasks", "ListTasks"),
     *_ops("tasks", WRITE, "RunTask", "StartTask", "StopTask"),
+    # exec (issue 20): controller/ops/exec_command.py; the session itself is the Exec stream
+    *_ops("exec_command", OPERATE, "ExecuteCommand"),
     # container instances and their attributes: controller/service.py
     *_ops(
         "container_instances",

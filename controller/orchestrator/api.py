@@ -185,6 +185,7 @@ class ServiceApi:
             tags=[dict(t) for t in body.get("tags") or []],
             propagate_tags=body.get("propagateTags", "NONE"),
             managed_tags=bool(body.get("enableECSManagedTags", False)),
+            exec_enabled=bool(body.get("enableExecuteCommand", False)),
             role_arn=self._role_arn(body.get("role", "")),
             client_token=body.get("clientToken", ""),
             grace=grace_from_tags(body.get("tags") or []),
@@ -208,6 +209,8 @@ class ServiceApi:
                 svc.desired_count = count
             svc.propagate_tags = body.get("propagateTags", svc.propagate_tags)
             svc.managed_tags = bool(body.get("enableECSManagedTags", svc.managed_tags))
+            # as ECS: tasks started from now on get it (forceNewDeployment replaces the others)
+            svc.exec_enabled = bool(body.get("enableExecuteCommand", svc.exec_enabled))
             fresh = td is not None and td.key != svc.task_definition
             if fresh or body.get("forceNewDeployment"):
                 target = td or self._taskdef(svc.task_definition_arn)

@@ -369,6 +369,7 @@ class ServiceScheduler:
             started_by=started_by,
             tags=tags,
             service=svc.name,
+            exec_enabled=svc.exec_enabled,
         )
 
     @staticmethod

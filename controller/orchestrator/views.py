@@ -79,7 +79,7 @@ def service_view(
         "createdBy": "dockyard",
         "enableECSManagedTags": svc.managed_tags,
         "propagateTags": svc.propagate_tags,
-        "enableExecuteCommand": False,
+        "enableExecuteCommand": svc.exec_enabled,
     }
     if svc.role_arn:
         view["roleArn"] = svc.role_arn

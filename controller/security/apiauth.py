@@ -1,7 +1,8 @@
 """Who may call the APIs: signature checks (native HMAC, ECS SigV4) and the role rules.
 
 `readonly` keys may call Describe*/List* (except the security listings), WatchEvents and
-Logs; `admin` keys may call everything. Failures use ECS's exception names:
+Logs; `operator` keys that too, and run commands in tasks (the Exec stream, ECS's
+ExecuteCommand: issue 20); `admin` keys may call everything. Failures use ECS's exception names:
 UnrecognizedClientException (unknown key), InvalidSignatureException (bad or stale
 signature), AccessDeniedException (unsigned, or the role may not call the operation).
 """
@@ -23,7 +24,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 
 from controller.failures import log_failure
-from controller.ops.table import OPERATIONS, READ
+from controller.ops.table import OPERATE, OPERATIONS, READ, WRITE
 from controller.security.keys import AccessKey, AccessKeys
 from dockyard import auth
 from dockyard.client import ERROR_TYPE_KEY
@@ -32,6 +33,8 @@ from dockyard.errors import ApiError
 log = logging.getLogger(__name__)
 
 READ_STREAMS = frozenset({"WatchEvents", "Logs"})
+OPERATE_STREAMS = frozenset({"Exec"})  # `dockyard exec` (issue 20)
+ALLOWED = {"readonly": {READ}, "operator": {READ, OPERATE}}  # admin: everything
 AGENT_SERVICE = "/dockyard.v1.AgentService/"
 SIGV4_SKEW_S = 15 * 60  # SigV4's window
 _AUTH_RE = re.compile(
@@ -48,14 +51,23 @@ def authorize(key: AccessKey, operation: str) -> None:
     """Raise AccessDeniedException unless the key's role may call `operation`."""
     if key.role == "admin":
         return
-    op = OPERATIONS.get(operation)  # its access is in the one table (ADMIN: security ops)
-    if op is None:  # not Dockyard's: readonly keys still get "not supported" for a read
-        reading = operation.startswith(("Describe", "List")) or operation in READ_STREAMS
-    else:
-        reading = op.access == READ
-    if key.role == "readonly" and reading:
+    if access_of(operation) in ALLOWED.get(key.role, set()):
         return
     raise denied(f"access key {key.access_key_id} ({key.role}) may not call {operation}")
+
+
+def access_of(operation: str) -> str:
+    """What calling `operation` takes: its access in the one table (ADMIN: security ops);
+    a stream's, or for an operation Dockyard lacks, READ for a read (the caller then
+    hears "not supported"), else WRITE."""
+    op = OPERATIONS.get(operation)
+    if op is not None:
+        return op.access
+    if operation in OPERATE_STREAMS:
+        return OPERATE
+    if operation.startswith(("Describe", "List")) or operation in READ_STREAMS:
+        return READ
+    return WRITE
 
 
 # ---------------------------------------------------------------- native gRPC API
@@ -138,6 +150,12 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(
+                self._bidi(method, operation, handler.stream_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
         return handler
 
     async def _check(self, method: str, operation: str, request: Any, context: Any) -> bool:
@@ -181,6 +199,31 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
                 await _internal(context, operation, exc)
 
         return call
+
+    def _bidi(self, method: str, operation: str, inner: Any) -> Any:
+        """A bidirectional call (Exec): the signature covers its first frame, which the
+        client sends at once; the handler gets that frame again, then the rest."""
+
+        async def call(requests: Any, context: Any) -> Any:
+            try:
+                first = await anext(aiter(requests), None)
+                if first is None:
+                    return
+                await self._check(method, operation, first, context)
+                async for item in inner(_prepend(first, requests), context):
+                    yield item
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await _internal(context, operation, exc)
+
+        return call
+
+
+async def _prepend(first: Any, rest: Any) -> Any:
+    yield first
+    async for item in rest:
+        yield item
 
 
 # ---------------------------------------------------------------- ECS HTTP API (SigV4)

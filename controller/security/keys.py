@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from controller.service import ClusterService
 
 KIND = "accesskey"
-ROLES = ("admin", "readonly")
+ROLES = ("admin", "operator", "readonly")  # operator: readonly + exec (issue 20)
 KEY_ID_RE = re.compile(r"^DYAK[A-Z0-9]{16}$")
 MAX_KEYS = 1000
 ADMIN_FILE = "admin-credentials"

@@ -114,7 +114,7 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
 
 
-def _bind(fn: Handler) -> Callable[[argparse.Namespace], int]:
+def bind(fn: Handler) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         address = controller_address(args.controller)
         client = Client(address)
@@ -144,7 +144,7 @@ def command(
 ) -> argparse.ArgumentParser:
     """A leaf command with the global flags, bound to `fn(ctx, args)`."""
     p = sub.add_parser(name, help=help_text, description=description or help_text, parents=[COMMON])
-    p.set_defaults(handler=_bind(fn))
+    p.set_defaults(handler=bind(fn))
     return p
 
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dockyard.cli import instances, services, streams, tasks
+from dockyard.cli import exec_cmd, instances, services, streams, tasks
 from dockyard.cli import output as out
 from dockyard.cli.common import Ctx, SubParsers, command, group, list_all
 from dockyard.errors import invalid
@@ -34,6 +34,7 @@ def register(sub: SubParsers) -> None:
     _register_taskdefs(sub)
     tasks.register(sub)
     streams.register(sub)
+    exec_cmd.register(sub)
     instances.register(sub)
     services.register(sub)
 

@@ -22,7 +22,7 @@ def register(sub: SubParsers) -> None:
 
     keys = group(sub, "keys", "API access keys (ECS SigV4, native API): create, list, delete")
     p = command(keys, "create", keys_create, "create an access key; prints its secret once")
-    p.add_argument("--role", choices=["admin", "readonly"], required=True)
+    p.add_argument("--role", choices=["admin", "operator", "readonly"], required=True)
     p.add_argument("--description", default="")
     command(keys, "list", keys_list, "list access keys (never their secrets)")
     p = command(keys, "delete", keys_delete, "delete an access key")

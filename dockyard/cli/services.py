@@ -46,6 +46,7 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--task-definition", metavar="TD", help="family, family:revision or ARN")
     p.add_argument("--desired-count", type=int, metavar="N")
     p.add_argument("--force-new-deployment", action="store_true", help="replace every task")
+    add_exec_flag(p)
     _add_deployment_flags(p)
     p = command(verbs, "delete", services_delete, "delete a service (scale it to 0 first)")
     p.add_argument("name", metavar="NAME")
@@ -69,6 +70,7 @@ def _register_create(verbs: SubParsers) -> None:
     p = command(verbs, "create", services_create, "create a service")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--task-definition", metavar="TD", required=True)
+    add_exec_flag(p)
     p.add_argument("--desired-count", type=int, metavar="N", help="required for REPLICA")
     p.add_argument("--scheduling-strategy", choices=("REPLICA", "DAEMON"), default="REPLICA")
     _add_deployment_flags(p)
@@ -240,6 +242,7 @@ def services_create(ctx: Ctx, args: argparse.Namespace) -> int:
         "deploymentConfiguration": _deployment_configuration(args),
         "placementConstraints": placement_constraints(args.constraint),
         "placementStrategy": placement_strategies(args.strategy),
+        "enableExecuteCommand": args.enable_execute_command,
     }
     body.update({k: v for k, v in optional.items() if v not in (None, {}, [])})
     return _show(ctx, ctx.call("CreateService", body))
@@ -252,13 +255,14 @@ def services_update(ctx: Ctx, args: argparse.Namespace) -> int:
         "desiredCount": args.desired_count,
         "deploymentConfiguration": _deployment_configuration(args),
         "forceNewDeployment": args.force_new_deployment or None,
+        "enableExecuteCommand": args.enable_execute_command,
     }
     body.update({k: v for k, v in optional.items() if v not in (None, {})})
     if len(body) == 1:
         raise invalid(
             "update",
             "nothing to change: give --task-definition, --desired-count, "
-            "--force-new-deployment or a deployment flag",
+            "--force-new-deployment, --[no-]enable-execute-command or a deployment flag",
         )
     return _show(ctx, ctx.call("UpdateService", body))
 
@@ -329,3 +333,13 @@ def services_wait_steady(ctx: Ctx, args: argparse.Namespace) -> int:
     else:
         out.print_table(SERVICE_HEADERS, [service_row(s)])
     return 0
+
+
+def add_exec_flag(p: argparse.ArgumentParser) -> None:
+    """ECS's enableExecuteCommand for the service's tasks (new ones, on update)."""
+    p.add_argument(
+        "--enable-execute-command",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="allow `dockyard exec` in the service's tasks (started from now on)",
+    )

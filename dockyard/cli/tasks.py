@@ -70,6 +70,11 @@ def _register_run(sub: SubParsers) -> None:
     add_placement_flags(p)
     p.add_argument("--group", help="task group (default family:NAME)")
     p.add_argument("--started-by", help="startedBy tag for the tasks")
+    p.add_argument(
+        "--enable-execute-command",
+        action="store_true",
+        help="allow `dockyard exec` in the tasks (ECS's enableExecuteCommand)",
+    )
     p.add_argument("--wait", action="store_true", help="wait until RUNNING or STOPPED")
     p.add_argument("--timeout", type=float, default=300, help="seconds --wait waits (300)")
 
@@ -261,6 +266,7 @@ def run(ctx: Ctx, args: argparse.Namespace) -> int:
         "placementStrategy": placement_strategies(args.strategy),
         "group": args.group,
         "startedBy": args.started_by,
+        "enableExecuteCommand": args.enable_execute_command,
     }
     body.update({k: v for k, v in optional.items() if v})
     reply = _run_task(ctx, body)

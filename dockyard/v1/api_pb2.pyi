@@ -1,6 +1,8 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -67,3 +69,57 @@ class LogLine(_message.Message):
     container: str
     data: bytes
     def __init__(self, container: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class ExecOpen(_message.Message):
+    __slots__ = ("cluster", "task", "container", "command", "interactive", "tty", "rows", "cols")
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    INTERACTIVE_FIELD_NUMBER: _ClassVar[int]
+    TTY_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    COLS_FIELD_NUMBER: _ClassVar[int]
+    cluster: str
+    task: str
+    container: str
+    command: _containers.RepeatedScalarFieldContainer[str]
+    interactive: bool
+    tty: bool
+    rows: int
+    cols: int
+    def __init__(self, cluster: _Optional[str] = ..., task: _Optional[str] = ..., container: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., interactive: _Optional[bool] = ..., tty: _Optional[bool] = ..., rows: _Optional[int] = ..., cols: _Optional[int] = ...) -> None: ...
+
+class ExecFrame(_message.Message):
+    __slots__ = ("open", "stdin", "stdin_eof", "rows", "cols", "signal")
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    STDIN_FIELD_NUMBER: _ClassVar[int]
+    STDIN_EOF_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    COLS_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    open: ExecOpen
+    stdin: bytes
+    stdin_eof: bool
+    rows: int
+    cols: int
+    signal: str
+    def __init__(self, open: _Optional[_Union[ExecOpen, _Mapping]] = ..., stdin: _Optional[bytes] = ..., stdin_eof: _Optional[bool] = ..., rows: _Optional[int] = ..., cols: _Optional[int] = ..., signal: _Optional[str] = ...) -> None: ...
+
+class ExecReply(_message.Message):
+    __slots__ = ("started", "container", "session", "stream", "data", "exited", "exit_code")
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    EXITED_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    started: bool
+    container: str
+    session: str
+    stream: int
+    data: bytes
+    exited: bool
+    exit_code: int
+    def __init__(self, started: _Optional[bool] = ..., container: _Optional[str] = ..., session: _Optional[str] = ..., stream: _Optional[int] = ..., data: _Optional[bytes] = ..., exited: _Optional[bool] = ..., exit_code: _Optional[int] = ...) -> None: ...

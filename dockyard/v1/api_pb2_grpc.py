@@ -304,6 +304,16 @@ class ClusterApiStub:
                 request_serializer=dockyard_dot_v1_dot_api__pb2.LogsRequest.SerializeToString,
                 response_deserializer=dockyard_dot_v1_dot_api__pb2.LogLine.FromString,
                 _registered_method=True)
+        self.ExecuteCommand = channel.unary_unary(
+                '/dockyard.v1.ClusterApi/ExecuteCommand',
+                request_serializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+                response_deserializer=dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.Exec = channel.stream_stream(
+                '/dockyard.v1.ClusterApi/Exec',
+                request_serializer=dockyard_dot_v1_dot_api__pb2.ExecFrame.SerializeToString,
+                response_deserializer=dockyard_dot_v1_dot_api__pb2.ExecReply.FromString,
+                _registered_method=True)
 
 
 class ClusterApiServicer:
@@ -644,6 +654,20 @@ class ClusterApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExecuteCommand(self, request, context):
+        """issue 20: ECS's ExecuteCommand (its ECS errors: Dockyard has no Session Manager), and
+        a command in a task's container (`dockyard exec`); Exec's first frame is `open`
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Exec(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterApiServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -916,6 +940,16 @@ def add_ClusterApiServicer_to_server(servicer, server):
                     servicer.Logs,
                     request_deserializer=dockyard_dot_v1_dot_api__pb2.LogsRequest.FromString,
                     response_serializer=dockyard_dot_v1_dot_api__pb2.LogLine.SerializeToString,
+            ),
+            'ExecuteCommand': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExecuteCommand,
+                    request_deserializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.FromString,
+                    response_serializer=dockyard_dot_v1_dot_api__pb2.JsonReply.SerializeToString,
+            ),
+            'Exec': grpc.stream_stream_rpc_method_handler(
+                    servicer.Exec,
+                    request_deserializer=dockyard_dot_v1_dot_api__pb2.ExecFrame.FromString,
+                    response_serializer=dockyard_dot_v1_dot_api__pb2.ExecReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2376,6 +2410,60 @@ class ClusterApi:
             '/dockyard.v1.ClusterApi/Logs',
             dockyard_dot_v1_dot_api__pb2.LogsRequest.SerializeToString,
             dockyard_dot_v1_dot_api__pb2.LogLine.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecuteCommand(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dockyard.v1.ClusterApi/ExecuteCommand',
+            dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+            dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Exec(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/dockyard.v1.ClusterApi/Exec',
+            dockyard_dot_v1_dot_api__pb2.ExecFrame.SerializeToString,
+            dockyard_dot_v1_dot_api__pb2.ExecReply.FromString,
             options,
             channel_credentials,
             insecure,
