@@ -56,6 +56,19 @@ def test_admission_refuses_beyond_the_queue_with_a_hint() -> None:
     assert adm.refused == 1 and adm.retry_hint() >= 1.0
 
 
+def test_departures_see_a_burst_and_forget_it_after_a_window() -> None:
+    """A rack going away (many sessions closing together) is a burst; the odd agent
+    leaving now and then is not, however long it goes on."""
+    dep = liveness.Departures(minimum=3, window=0.1)
+    for t in (0.0, 0.5, 1.0, 1.5):  # one every half second: never a burst
+        dep.note(t)
+        assert not dep.bursting(t)
+    for t in (2.0, 2.01, 2.02):
+        dep.note(t)
+    assert dep.bursting(2.05) and dep.quiet_in(2.05) > 0
+    assert not dep.bursting(2.2) and dep.quiet_in(2.2) == 0
+
+
 # ---------------------------------------------------------------- simulated host (pure)
 
 
