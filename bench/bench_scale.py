@@ -5,10 +5,11 @@
   throughput  services scaling 0 -> T tasks across N agents: tasks reaching RUNNING per s
   failure     10 % of N agents vanish (their simulator SIGKILLed): time until DISCONNECTED
               and until their service tasks are running elsewhere
-  disconnect  every one of N agents vanishes at once (all simulators SIGKILLed), ~2 service
-              tasks each: time until every stream is closed and every task's instance is
-              DISCONNECTED (mass failure: it must not grow with N); then the agents come
-              back after the grace: time until all RUNNING again, and the most copies seen
+  disconnect  every one of N agents vanishes at once (all simulators SIGKILLed, or with
+              --partition SIGSTOPped), ~2 service tasks each: time until every stream is
+              closed and every task's instance is DISCONNECTED (mass failure: it must not
+              grow with N); then the agents come back after the grace: time until the
+              services are back, tasks placed meanwhile, excess RUNNING once settled
 
 Small defaults for a quick check; the full runs (bench/README-scale.md):
   python -m bench.bench_scale storm --agents 5000 --repeat 3
@@ -266,15 +267,17 @@ def disconnect(args: argparse.Namespace) -> dict[str, Any]:
         wait_for(lambda: rig.task_counts().get("RUNNING", 0) >= tasks, args.timeout, 0.25)
         created = sum(rig.task_counts().values())
         t0 = time.monotonic()
+        period = rig.health().get("heartbeatPeriodMs", 1000) / 1000
+        sig = signal.SIGSTOP if args.partition else signal.SIGKILL
         for p in procs:  # all at once: signals first, reaping after
             assert p.popen is not None
-            os.killpg(p.popen.pid, signal.SIGKILL)
+            os.killpg(p.popen.pid, sig)
         closed = _seconds_until(t0, lambda: rig.health()["connected"] == 0, args.timeout)
         marked = _seconds_until(t0, lambda: rig.tasks_on_disconnected() >= tasks, args.timeout)
         for p in procs:
             p.kill()
         rig.sims.clear()
-        time.sleep(max(0.0, t0 + args.grace + 1 - time.monotonic()))  # the grace runs out
+        time.sleep(max(0.0, t0 + marked + args.grace + 1 - time.monotonic()))  # grace over
         t1 = time.monotonic()
         rig.start_sims(args.agents, sim_processes(args.agents), *SIM_FLAGS)
         wait_for(
@@ -289,6 +292,8 @@ def disconnect(args: argparse.Namespace) -> dict[str, Any]:
         return {
             "agents": args.agents,
             "tasks": tasks,
+            "how": "partition (SIGSTOP)" if args.partition else "SIGKILL",
+            "heartbeat_period_s": period,
             "streams_closed_s": round(closed, 2),
             "all_disconnected_s": round(marked, 2),
             "back_running_s": round(back_s, 1),
@@ -336,6 +341,11 @@ def main() -> None:
     p.add_argument("--grace", type=float, default=10.0, help="failure: disconnect grace (s)")
     p.add_argument(
         "--tasks-per-agent", type=int, default=2, help="disconnect: service tasks per agent"
+    )
+    p.add_argument(
+        "--partition",
+        action="store_true",
+        help="disconnect: SIGSTOP the simulators (streams stay open: heartbeats must tell)",
     )
     p.add_argument("--run-task", action="store_true", help="throughput via RunTask x10 calls")
     p.add_argument(
