@@ -158,9 +158,11 @@ class ServiceScheduler:
                 if svc.status != "INACTIVE" and self._due(svc, changes, unsettled, at)
             ]
             self._pass_nodes = {}
+            hold_until = time.monotonic() + liveness.HOLD_MAX_S  # one budget for the pass
             try:
                 results = await asyncio.gather(
-                    *(self._reconcile_live(arn, at) for arn in due), return_exceptions=True
+                    *(self._reconcile_live(arn, at, hold_until) for arn in due),
+                    return_exceptions=True,
                 )
             finally:
                 self._pass_nodes = None
@@ -198,20 +200,21 @@ class ServiceScheduler:
             and self.state.tasks_on.get(i.arn)
         }
 
-    async def _after_departures(self) -> None:
-        """Wait (at most HOLD_MAX_S) while agents drop in numbers: their disconnects go
-        first (liveness.Departures says why), planning them can wait for their grace."""
+    async def _after_departures(self, deadline: float = 0.0) -> None:
+        """Wait (until `deadline`, or HOLD_MAX_S) while agents drop in numbers: their
+        disconnects go first (liveness.Departures says why), planning can wait for the
+        grace."""
         if self.departures is None:
             return
-        deadline = time.monotonic() + liveness.HOLD_MAX_S
+        deadline = deadline or time.monotonic() + liveness.HOLD_MAX_S
         while True:
             at = time.monotonic()
             if at >= deadline or not self.departures.bursting(at):
                 return
             await asyncio.sleep(min(deadline - at, self.departures.quiet_in(at)))
 
-    async def _reconcile_live(self, arn: str, at: float) -> None:
-        await self._after_departures()  # between the services of a pass, too
+    async def _reconcile_live(self, arn: str, at: float, hold_until: float = 0.0) -> None:
+        await self._after_departures(hold_until)  # between the services of a pass, too
         async with self.lock_for(arn):
             svc = self.services[arn]
             if svc.status != "INACTIVE":
