@@ -265,6 +265,7 @@ def disconnect(args: argparse.Namespace) -> dict[str, Any]:
         client = rig.client()
         _run_tasks(rig, tasks, True, at_once=True)
         wait_for(lambda: rig.task_counts().get("RUNNING", 0) >= tasks, args.timeout, 0.25)
+        time.sleep(args.settle)  # a steady cluster: its services planned, their tasks healthy
         created = sum(rig.task_counts().values())
         t0 = time.monotonic()
         period = rig.health().get("heartbeatPeriodMs", 1000) / 1000
@@ -277,6 +278,16 @@ def disconnect(args: argparse.Namespace) -> dict[str, Any]:
         for p in procs:
             p.kill()
         rig.sims.clear()
+        detected = {
+            "agents": args.agents,
+            "tasks": tasks,
+            "how": "partition (SIGSTOP)" if args.partition else "SIGKILL",
+            "heartbeat_period_s": period,
+            "streams_closed_s": round(closed, 2),
+            "all_disconnected_s": round(marked, 2),
+        }
+        if args.no_return:
+            return detected
         time.sleep(max(0.0, t0 + marked + args.grace + 1 - time.monotonic()))  # grace over
         t1 = time.monotonic()
         rig.start_sims(args.agents, sim_processes(args.agents), *SIM_FLAGS)
@@ -290,12 +301,7 @@ def disconnect(args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(3)  # settle: late duplicates would show now
         counts = rig.task_counts()
         return {
-            "agents": args.agents,
-            "tasks": tasks,
-            "how": "partition (SIGSTOP)" if args.partition else "SIGKILL",
-            "heartbeat_period_s": period,
-            "streams_closed_s": round(closed, 2),
-            "all_disconnected_s": round(marked, 2),
+            **detected,
             "back_running_s": round(back_s, 1),
             "placed_on_return": sum(counts.values()) - created,
             "excess_running_settled": counts.get("RUNNING", 0) - tasks,
@@ -347,6 +353,10 @@ def main() -> None:
         action="store_true",
         help="disconnect: SIGSTOP the simulators (streams stay open: heartbeats must tell)",
     )
+    p.add_argument(
+        "--settle", type=float, default=8.0, help="disconnect: seconds steady before the kill"
+    )
+    p.add_argument("--no-return", action="store_true", help="disconnect: measure detection only")
     p.add_argument("--run-task", action="store_true", help="throughput via RunTask x10 calls")
     p.add_argument(
         "--at-once", action="store_true", help="throughput: send the UpdateService calls at once"
