@@ -32,7 +32,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bench.scale_support import CpuMeter, ScaleRig, rss_mib
+from bench.scale_support import CpuMeter, ScaleRig, cpu_seconds, rss_mib
 from dockyard.client import Client
 from tests.support import wait_for
 
@@ -267,6 +267,7 @@ def disconnect(args: argparse.Namespace) -> dict[str, Any]:
         wait_for(lambda: rig.task_counts().get("RUNNING", 0) >= tasks, args.timeout, 0.25)
         time.sleep(args.settle)  # a steady cluster: its services planned, their tasks healthy
         created = sum(rig.task_counts().values())
+        cpu0 = cpu_seconds(rig.pid)
         t0 = time.monotonic()
         period = rig.health().get("heartbeatPeriodMs", 1000) / 1000
         sig = signal.SIGSTOP if args.partition else signal.SIGKILL
@@ -275,6 +276,7 @@ def disconnect(args: argparse.Namespace) -> dict[str, Any]:
             os.killpg(p.popen.pid, sig)
         closed = _seconds_until(t0, lambda: rig.health()["connected"] == 0, args.timeout)
         marked = _seconds_until(t0, lambda: rig.tasks_on_disconnected() >= tasks, args.timeout)
+        cpu = cpu_seconds(rig.pid) - cpu0  # the controller's work, whatever else ran beside
         for p in procs:
             p.kill()
         rig.sims.clear()
@@ -285,6 +287,7 @@ def disconnect(args: argparse.Namespace) -> dict[str, Any]:
             "heartbeat_period_s": period,
             "streams_closed_s": round(closed, 2),
             "all_disconnected_s": round(marked, 2),
+            "controller_cpu_s": round(cpu, 2),
         }
         if args.no_return:
             return detected
