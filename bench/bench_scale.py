@@ -5,18 +5,26 @@
   throughput  services scaling 0 -> T tasks across N agents: tasks reaching RUNNING per s
   failure     10 % of N agents vanish (their simulator SIGKILLed): time until DISCONNECTED
               and until their service tasks are running elsewhere
+  disconnect  every one of N agents vanishes at once (all simulators SIGKILLed, or with
+              --partition SIGSTOPped), ~2 service tasks each: time until every stream is
+              closed and every task's instance is DISCONNECTED (mass failure: it must not
+              grow with N); then the agents come back after the grace: time until the
+              services are back, tasks placed meanwhile, excess RUNNING once settled
 
 Small defaults for a quick check; the full runs (bench/README-scale.md):
   python -m bench.bench_scale storm --agents 5000 --repeat 3
   python -m bench.bench_scale steady --agents 1000 5000 10000 --window 30
   python -m bench.bench_scale throughput --agents 5000 --tasks 50000 --repeat 3
   python -m bench.bench_scale failure --agents 5000 --tasks 10000 --repeat 3
+  python -m bench.bench_scale disconnect --agents 1000 5000 10000 --repeat 2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import statistics
 import threading
 import time
@@ -24,7 +32,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bench.scale_support import CpuMeter, ScaleRig, rss_mib
+from bench.scale_support import CpuMeter, ScaleRig, cpu_seconds, rss_mib
 from dockyard.client import Client
 from tests.support import wait_for
 
@@ -240,6 +248,77 @@ def _replaced(rig: ScaleRig, client: Client, tasks: int) -> bool:
     return sum(s["runningCount"] for s in svcs) >= tasks and rig.tasks_on_disconnected() == 0
 
 
+def disconnect(args: argparse.Namespace) -> dict[str, Any]:
+    """Mass failure: SIGKILL every simulator at once. Times (polled every 20 ms) until the
+    controller has no agent stream left and until every service task sits on an instance
+    marked DISCONNECTED; then the same agents return after the grace (the simulators keep
+    their identities, not their containers): time until the services are back at their
+    counts on connected hosts, tasks placed meanwhile (one replacement per lost task is
+    right; more is a duplicate-placement storm) and RUNNING tasks beyond the desired
+    counts once settled."""
+    tasks = args.tasks_per_agent * args.agents
+    rig = ScaleRig(grace=args.grace)
+    try:
+        rig.start_controller()
+        procs = rig.start_sims(args.agents, sim_processes(args.agents), *SIM_FLAGS)
+        rig.wait_connected(args.agents, args.timeout)
+        client = rig.client()
+        _run_tasks(rig, tasks, True, at_once=True)
+        wait_for(lambda: rig.task_counts().get("RUNNING", 0) >= tasks, args.timeout, 0.25)
+        time.sleep(args.settle)  # a steady cluster: its services planned, their tasks healthy
+        created = sum(rig.task_counts().values())
+        cpu0 = cpu_seconds(rig.pid)
+        t0 = time.monotonic()
+        period = rig.health().get("heartbeatPeriodMs", 1000) / 1000
+        sig = signal.SIGSTOP if args.partition else signal.SIGKILL
+        for p in procs:  # all at once: signals first, reaping after
+            assert p.popen is not None
+            os.killpg(p.popen.pid, sig)
+        closed = _seconds_until(t0, lambda: rig.health()["connected"] == 0, args.timeout)
+        marked = _seconds_until(t0, lambda: rig.tasks_on_disconnected() >= tasks, args.timeout)
+        cpu = cpu_seconds(rig.pid) - cpu0  # the controller's work, whatever else ran beside
+        for p in procs:
+            p.kill()
+        rig.sims.clear()
+        detected = {
+            "agents": args.agents,
+            "tasks": tasks,
+            "how": "partition (SIGSTOP)" if args.partition else "SIGKILL",
+            "heartbeat_period_s": period,
+            "streams_closed_s": round(closed, 2),
+            "all_disconnected_s": round(marked, 2),
+            "controller_cpu_s": round(cpu, 2),
+        }
+        if args.no_return:
+            return detected
+        time.sleep(max(0.0, t0 + marked + args.grace + 1 - time.monotonic()))  # grace over
+        t1 = time.monotonic()
+        rig.start_sims(args.agents, sim_processes(args.agents), *SIM_FLAGS)
+        wait_for(
+            lambda: rig.health()["connected"] >= args.agents and _replaced(rig, client, tasks),
+            args.timeout,
+            0.25,
+            f"{tasks} RUNNING again",
+        )
+        back_s = time.monotonic() - t1
+        time.sleep(3)  # settle: late duplicates would show now
+        counts = rig.task_counts()
+        return {
+            **detected,
+            "back_running_s": round(back_s, 1),
+            "placed_on_return": sum(counts.values()) - created,
+            "excess_running_settled": counts.get("RUNNING", 0) - tasks,
+            "rss_mib": round(rss_mib(rig.pid)),
+        }
+    finally:
+        rig.stop()
+
+
+def _seconds_until(t0: float, cond: Callable[[], bool], timeout: float) -> float:
+    wait_for(cond, timeout, 0.02)
+    return time.monotonic() - t0
+
+
 def repeat(n: int, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run n times; numeric fields become medians, each run printed as it ends."""
     runs = []
@@ -264,11 +343,23 @@ def repeat(n: int, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("bench", choices=["storm", "steady", "throughput", "failure"])
+    p.add_argument("bench", choices=["storm", "steady", "throughput", "failure", "disconnect"])
     p.add_argument("--agents", type=int, nargs="+", default=[500])
     p.add_argument("--tasks", type=int, default=2000)
     p.add_argument("--window", type=float, default=10.0, help="steady: measuring window (s)")
     p.add_argument("--grace", type=float, default=10.0, help="failure: disconnect grace (s)")
+    p.add_argument(
+        "--tasks-per-agent", type=int, default=2, help="disconnect: service tasks per agent"
+    )
+    p.add_argument(
+        "--partition",
+        action="store_true",
+        help="disconnect: SIGSTOP the simulators (streams stay open: heartbeats must tell)",
+    )
+    p.add_argument(
+        "--settle", type=float, default=8.0, help="disconnect: seconds steady before the kill"
+    )
+    p.add_argument("--no-return", action="store_true", help="disconnect: measure detection only")
     p.add_argument("--run-task", action="store_true", help="throughput via RunTask x10 calls")
     p.add_argument(
         "--at-once", action="store_true", help="throughput: send the UpdateService calls at once"
@@ -283,6 +374,7 @@ def main() -> None:
             "steady": lambda a=a: steady(a, a.agents),
             "throughput": lambda a=a: throughput(a),
             "failure": lambda a=a: failure(a),
+            "disconnect": lambda a=a: disconnect(a),
         }[args.bench]
         print(json.dumps({"bench": args.bench, **repeat(args.repeat, fn)}), flush=True)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from controller import lifecycle
 from controller.model import Instance, Task, now
 from controller.service import DEFAULT_CLUSTER, ClusterService
-from controller.store import Op
+from controller.store_api import Op
 from dockyard.errors import ApiError
 from dockyard.v1 import agent_pb2
 
@@ -123,15 +123,20 @@ class AgentLink:
 
     async def disconnected(self, inst: Instance, epoch: int, why: str) -> None:
         """The session of `epoch` ended; a newer session makes this a no-op (fencing)."""
+        await self.service.commit(self.mark_disconnected(inst, epoch, why))
+
+    def mark_disconnected(self, inst: Instance, epoch: int, why: str) -> list[Op]:
+        """Mark the instance and its tasks DISCONNECTED in memory now (placement and the
+        services see it at once); the ops are for the caller to commit. No-op when a
+        newer session has registered (fencing)."""
         if inst.epoch != epoch or not inst.connected:
-            return
+            return []
         inst.connected, inst.disconnected_at = False, now()
         ops = [
             self.state.put_instance(inst),
             self.service.event(inst.cluster, "instance", inst.arn, f"disconnected: {why}"),
         ]
-        ops += self._set_connectivity(inst, "DISCONNECTED")
-        await self.service.commit(ops)
+        return ops + self._set_connectivity(inst, "DISCONNECTED")
 
     async def docker_health(self, inst: Instance, healthy: bool) -> None:
         if inst.docker_healthy == healthy:

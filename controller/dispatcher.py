@@ -24,6 +24,7 @@ from controller.desired import desired_task
 from controller.feed import TASK_DESIRED, TASK_STOPPED, Change
 from controller.model import Instance, Task
 from controller.service import ClusterService
+from controller.store_api import Op
 from dockyard.errors import ApiError
 from dockyard.v1 import agent_pb2, agent_pb2_grpc
 
@@ -47,7 +48,7 @@ class Session:
     execs: dict[int, asyncio.Queue[agent_pb2.ExecOutput]] = field(default_factory=dict)
     closed: bool = False
     reader: asyncio.Task[None] | None = None  # reads the agent's messages
-    ending: asyncio.Task[None] | None = None  # stops the reader and closes the session
+    ending: asyncio.Future[None] | None = None  # the commit of its close, once closed
 
 
 class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
@@ -63,6 +64,7 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
         self.budget = heartbeat_budget
         self.sessions: dict[str, Session] = {}
         self.admission = liveness.Admission()
+        self.departures = liveness.Departures()  # the services' scheduler yields to bursts
         self._register_slots = asyncio.Semaphore(self.admission.max_inflight)
         self._log_ids = itertools.count(1)
         self._flush_scheduled = False
@@ -149,17 +151,19 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _end(self, session: Session) -> asyncio.Task[None]:
-        """The one task ending `session`: stop its reader, close it (started once)."""
-        if session.ending is None:
-            session.ending = self._background(self._stop(session))
-        return session.ending
+    def _end(self, session: Session, why: str = "stream closed") -> asyncio.Future[None]:
+        """End `session` now, in this call: stop its reader, close it, and return the
+        commit of its close (the same future however often it is called).
 
-    async def _stop(self, session: Session) -> None:
-        if session.reader is not None:
-            session.reader.cancel()
-            await asyncio.gather(session.reader, return_exceptions=True)
-        await self._close(session, "stream closed")
+        Synchronous on purpose: when thousands of streams drop at once, gRPC hands their
+        ends to the loop one completion at a time, and a close that took a task and a few
+        more loop turns per session (reader cancelled and awaited, then the close) made
+        every session wait behind the turns of all the others."""
+        if session.ending is None:
+            if session.reader is not None and session.reader is not asyncio.current_task():
+                session.reader.cancel()
+            session.ending = self._close(session, why)
+        return session.ending
 
     async def _register(self, reg: agent_pb2.Register) -> Instance:
         """Register through a bounded number of slots (admitted callers wait for one)."""
@@ -192,16 +196,24 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
         session.silence_limit = liveness.silence_limit(session.period, session.period)
         return session
 
-    async def _close(self, session: Session, why: str) -> None:
+    def _close(self, session: Session, why: str) -> asyncio.Future[None]:
+        """Close the session and mark its instance DISCONNECTED in memory at once; the
+        future is the store commit of that (group-committed with the other closes)."""
         session.closed = True
+        session.outbox.put_nowait(_CLOSE)
         self._dirty.pop(session.instance.arn, None)
         for q in session.logs.values():
             q.put_nowait(agent_pb2.LogChunk(eof=True, error="agent disconnected"))
         for eq in session.execs.values():
             eq.put_nowait(agent_pb2.ExecOutput(exited=True, error=f"agent disconnected ({why})"))
+        ops: list[Op] = []
         if self.sessions.get(session.instance.arn) is session:
             del self.sessions[session.instance.arn]
-            await self.link.disconnected(session.instance, session.epoch, why)
+            self.departures.note(time.monotonic())
+            ops = self.link.mark_disconnected(session.instance, session.epoch, why)
+        committed = asyncio.ensure_future(self.service.store.write(ops))
+        committed.add_done_callback(_retrieved)  # a failed commit is logged by the store
+        return committed
 
     async def _read(
         self, session: Session, requests: AsyncIterator[agent_pb2.AgentMessage]
@@ -217,7 +229,6 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
         except Exception:
             log.exception("agent stream of %s failed", session.instance.arn)
         finally:
-            session.outbox.put_nowait(_CLOSE)
             # the stream is over: close the session now, not when the handler next runs
             # (after a cancelled write gRPC never resumes it)
             self._end(session)
@@ -323,11 +334,14 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
                 for session in self.sessions.values():
                     session.last_seen += lag
                 continue
-            for session in list(self.sessions.values()):
-                if now - session.last_seen > session.silence_limit and not session.closed:
-                    log.warning("%s missed %d heartbeats", session.instance.arn, MISSED_HEARTBEATS)
-                    session.outbox.put_nowait(_CLOSE)
-                    await self._close(session, f"missed {MISSED_HEARTBEATS} heartbeats")
+            silent = [
+                s
+                for s in self.sessions.values()
+                if now - s.last_seen > s.silence_limit and not s.closed
+            ]
+            for session in silent:  # all closed in this turn, committed together
+                log.warning("%s missed %d heartbeats", session.instance.arn, MISSED_HEARTBEATS)
+                self._end(session, f"missed {MISSED_HEARTBEATS} heartbeats")
 
     # ------------------------------------------------------------------ logs
 
@@ -389,6 +403,11 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
         """The session is over here; the agent kills what is left of the command."""
         if session.execs.pop(session_id, None) is not None:
             self.exec_send(session, agent_pb2.ExecInput(session_id=session_id, cancel=True))
+
+
+def _retrieved(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 def _refusal(code: str, message: str, fatal: bool = False) -> agent_pb2.ControllerMessage:

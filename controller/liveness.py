@@ -13,7 +13,7 @@ in memory and timing out together.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DEFAULT_HEARTBEAT_BUDGET = 1000.0  # heartbeats per second, cluster-wide
 MISSED_HEARTBEATS = 3
@@ -70,3 +70,49 @@ class Admission:
     def retry_hint(self) -> float:
         """Seconds after which the queue ahead should have drained."""
         return round(max(1.0, (self.waiting + self.inflight) / REGISTRATIONS_PER_S_HINT), 1)
+
+
+# A burst of departures: this many sessions closed within BURST_WINDOW_S of each other; it
+# lasts while more follow with gaps shorter than BURST_QUIET_S
+BURST_MIN = 10
+BURST_WINDOW_S = 0.1
+BURST_QUIET_S = 0.25
+HOLD_MAX_S = 2.0  # the longest a burst may hold the services' scheduler back
+
+
+@dataclass
+class Departures:
+    """Sessions closing in numbers (a rack, a switch, a killed simulator), so that the
+    services' scheduler can let their disconnects through before it plans.
+
+    gRPC's asyncio server hands completions to the event loop about one per loop turn
+    once a few hundred are pending, so while a planning pass holds the loop for a second
+    at 10,000 instances, thousands of dropped streams wait for it, turn by turn. Nothing
+    a pass could decide about a disconnected host happens before its grace runs out.
+    On a loaded host the ends trickle in slower than they started: a burst lasts as long
+    as they keep coming."""
+
+    minimum: int = BURST_MIN
+    window: float = BURST_WINDOW_S
+    quiet: float = BURST_QUIET_S
+    _since: float = field(default=-math.inf, repr=False)
+    _count: int = field(default=0, repr=False)
+    _last: float = field(default=-math.inf, repr=False)
+    last_burst: float = -math.inf
+
+    def note(self, now: float) -> None:
+        """A session closed at `now` (monotonic seconds)."""
+        if now - self._since > self.window:
+            self._since, self._count = now, 0
+        self._count += 1
+        if self._count >= self.minimum or self.bursting(now):
+            self.last_burst = now
+        self._last = now
+
+    def bursting(self, now: float) -> bool:
+        """Whether a burst is going on: seen, and departures still coming."""
+        return now - self.last_burst < self.quiet and now - self._last < self.quiet
+
+    def quiet_in(self, now: float) -> float:
+        """Seconds until the burst is over if no one else leaves (0: it is)."""
+        return max(0.0, min(self.last_burst, self._last) + self.quiet - now)

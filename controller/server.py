@@ -120,6 +120,7 @@ class Controller:
         self.dispatcher = Dispatcher(
             self.service, self.config.heartbeat_period, self.config.heartbeat_budget
         )
+        self.services.departures = self.dispatcher.departures  # disconnect bursts go first
         self.security = Security(
             self.service,
             SecurityConfig(

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.bench_placement import add_instances
+from controller import liveness
 from controller.orchestrator import scheduler
 from controller.server import Controller, ControllerConfig
 
@@ -131,5 +132,55 @@ async def test_a_big_start_names_ten_tasks_in_its_service_event(tmp_path: Path) 
         ]
         assert started.startswith("(service m) has started 25 tasks: (task ")
         assert started.count("(task ") == 10 and started.endswith(" and 15 more.")
+    finally:
+        await ctl.stop()
+
+
+async def test_a_pass_lets_a_burst_of_agent_departures_through_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thousands of agents dropping at once reach the loop about one stream end per loop
+    turn; a pass at 10,000 instances holds turns of hundreds of ms, which made detecting
+    them take 30 s. A pass waits for a burst to pass, at most HOLD_MAX_S however long the
+    departures go on."""
+    ctl = Controller(ControllerConfig(data_dir=tmp_path, listen="127.0.0.1:0", http="127.0.0.1:0"))
+    await ctl.start()
+    try:
+        svc, sched = ctl.api, ctl.services
+        departures = ctl.dispatcher.departures
+        assert sched.departures is departures
+        await add_instances(ctl, 3)
+        td = {"family": "hold", "containerDefinitions": [{"name": "s", "image": "x", "memory": 8}]}
+        await svc.call("RegisterTaskDefinition", td)
+        out = await svc.call(
+            "CreateService", {"serviceName": "h", "taskDefinition": "hold", "desiredCount": 2}
+        )
+        arn = out["service"]["serviceArn"]
+
+        t0 = time.monotonic()
+        for _ in range(departures.minimum):
+            departures.note(t0)
+        await sched.pass_once()
+        assert time.monotonic() - t0 >= departures.window  # waited for the burst to pass
+        assert len(ctl.state.service_tasks("default", "h")) == 2  # then planned
+
+        monkeypatch.setattr(liveness, "HOLD_MAX_S", 0.3)
+
+        async def endless() -> None:
+            while True:  # a rack's worth every 10 ms
+                for _ in range(departures.minimum):
+                    departures.note(time.monotonic())
+                await asyncio.sleep(0.01)
+
+        churn = asyncio.create_task(endless())
+        try:
+            await asyncio.sleep(0.05)
+            before = sched._planned_at[arn]
+            t0 = time.monotonic()
+            await sched.pass_once()
+            held = time.monotonic() - t0
+        finally:
+            churn.cancel()
+        assert 0.3 <= held < 2.0 and sched._planned_at[arn] != before
     finally:
         await ctl.stop()

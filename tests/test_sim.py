@@ -56,6 +56,23 @@ def test_admission_refuses_beyond_the_queue_with_a_hint() -> None:
     assert adm.refused == 1 and adm.retry_hint() >= 1.0
 
 
+def test_departures_see_a_burst_that_lasts_while_they_keep_coming() -> None:
+    """A rack going away (many sessions closing together) is a burst, and it goes on while
+    its stream ends trickle in (a loaded controller sees them slower than they happened);
+    the odd agent leaving now and then is never one, however long it goes on."""
+    dep = liveness.Departures(minimum=3, window=0.1, quiet=0.25)
+    for t in (0.0, 0.5, 1.0, 1.5):  # one every half second: never a burst
+        dep.note(t)
+        assert not dep.bursting(t)
+    for t in (2.0, 2.01, 2.02):
+        dep.note(t)
+    assert dep.bursting(2.05) and dep.quiet_in(2.05) > 0
+    for t in (2.2, 2.4, 2.6):  # the rest of the rack, slower
+        dep.note(t)
+    assert dep.bursting(2.8)
+    assert not dep.bursting(2.9) and dep.quiet_in(2.9) == 0
+
+
 # ---------------------------------------------------------------- simulated host (pure)
 
 

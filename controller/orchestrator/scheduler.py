@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from typing import Any
 
-from controller import launch, placement, taskdef_host
+from controller import launch, liveness, placement, taskdef_host
 from controller.feed import TASK_STOPPED, Change
 from controller.launch import LaunchSpec
 from controller.model import Cluster, Instance, Task, TaskDefinition, now
@@ -92,6 +93,8 @@ class ServiceScheduler:
         # one snapshot of the instances per pass and (cluster, zone attribute): services that
         # share them share it (DAEMON services, whose eligibility differs, build their own)
         self._pass_nodes: dict[tuple[str, str], dict[str, Node]] | None = None
+        # agents dropping in numbers: set by the controller to the dispatcher's
+        self.departures: liveness.Departures | None = None
         cs.feed.subscribe((TASK_STOPPED,), self._on_stopped)
 
     # ------------------------------------------------------------------ lookups
@@ -126,6 +129,7 @@ class ServiceScheduler:
                 timer.cancel()
             self._wake.clear()
             try:
+                await self._after_departures()
                 await self.pass_once()
             except Exception:
                 log.exception("service scheduler pass failed")
@@ -152,9 +156,11 @@ class ServiceScheduler:
                 if svc.status != "INACTIVE" and self._due(svc, changes, unsettled, at)
             ]
             self._pass_nodes = {}
+            hold_until = time.monotonic() + liveness.HOLD_MAX_S  # one budget for the pass
             try:
                 results = await asyncio.gather(
-                    *(self._reconcile_live(arn, at) for arn in due), return_exceptions=True
+                    *(self._reconcile_live(arn, at, hold_until) for arn in due),
+                    return_exceptions=True,
                 )
             finally:
                 self._pass_nodes = None
@@ -192,7 +198,21 @@ class ServiceScheduler:
             and self.state.tasks_on.get(i.arn)
         }
 
-    async def _reconcile_live(self, arn: str, at: float) -> None:
+    async def _after_departures(self, deadline: float = 0.0) -> None:
+        """Wait (until `deadline`, or HOLD_MAX_S) while agents drop in numbers: their
+        disconnects go first (liveness.Departures says why), planning can wait for the
+        grace."""
+        if self.departures is None:
+            return
+        deadline = deadline or time.monotonic() + liveness.HOLD_MAX_S
+        while True:
+            at = time.monotonic()
+            if at >= deadline or not self.departures.bursting(at):
+                return
+            await asyncio.sleep(min(deadline - at, self.departures.quiet_in(at)))
+
+    async def _reconcile_live(self, arn: str, at: float, hold_until: float = 0.0) -> None:
+        await self._after_departures(hold_until)  # between the services of a pass, too
         async with self.lock_for(arn):
             svc = self.services[arn]
             if svc.status != "INACTIVE":

@@ -101,6 +101,12 @@ class SimAgent:
                 established = self._handle(msg, call) or established
         except (grpc.aio.AioRpcError, grpc.aio.UsageError):
             pass
+        except asyncio.CancelledError:
+            # our own call.cancel() (the controller fell silent, or refused us for good)
+            # ends the read this way: reconnect. Only a cancel of this task ends the agent.
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
         finally:
             self._end_session()
             outbox.put_nowait(_END)
