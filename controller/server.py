@@ -20,7 +20,7 @@ import grpc
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
 
-from controller import orchestrator
+from controller import orchestrator, usage_metrics
 from controller.api_grpc import ApiServicer
 from controller.dispatcher import Dispatcher
 from controller.ecs_region import region_middleware
@@ -30,6 +30,7 @@ from controller.http_timeouts import runner_options
 from controller.liveness import DEFAULT_HEARTBEAT_BUDGET
 from controller.model import from_doc
 from controller.ops.chain import OperationChain
+from controller.ops.usage import UsageOps
 from controller.security import Security, SecurityConfig, sealing, tls_wanted
 from controller.service import ClusterService
 from controller.state import ClusterState
@@ -80,6 +81,7 @@ class ControllerConfig:
     secrets_key_file: Path | None = None  # seals the store's secrets; None: <data-dir>.key
     http_tls: bool = False  # --tls auto: HTTPS on --http unless it is loopback
     advertise: tuple[str, ...] = ()  # --advertise-address: certificate SANs, `dockyard env`
+    metrics_per_task: bool = False  # --metrics-per-task: /metrics has a series per task
 
     @property
     def key_file(self) -> Path:
@@ -138,6 +140,7 @@ class Controller:
                 **self.service.handlers(),
                 **orchestrator.handlers(self.services),
                 **self.security.handlers(),
+                **UsageOps(self.service, self.dispatcher.usage).handlers(),
             },
             after=self.security.after_steps(),
         )
@@ -234,6 +237,8 @@ def _task_counts(state: ClusterState) -> tuple[dict[str, int], int]:
 
 
 def make_http_app(ctl: Controller) -> web.Application:
+    usage_registry = usage_metrics.registry(ctl.dispatcher.usage, ctl.config.metrics_per_task)
+
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response(
             {
@@ -254,9 +259,8 @@ def make_http_app(ctl: Controller) -> web.Application:
             "dockyard_tasks_on_disconnected_instances",
             "tasks desired RUNNING on instances whose agent is disconnected (the grace watches)",
         ).set(on_disconnected)
-        return web.Response(
-            body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+        body = generate_latest(REGISTRY) + generate_latest(usage_registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     try:
         from controller.ecs_http import make_app
@@ -291,6 +295,7 @@ def config_from_args(args: argparse.Namespace) -> ControllerConfig:
         else None,
         http_tls=tls_wanted(getattr(args, "tls", "never"), args.http),
         advertise=tuple(getattr(args, "advertise_address", None) or ()),
+        metrics_per_task=getattr(args, "metrics_per_task", False),
     )
 
 
