@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dockyard.cli import instances, services, streams, tasks
+from dockyard.cli import instances, services, streams, tasks, top
 from dockyard.cli import output as out
 from dockyard.cli.common import Ctx, SubParsers, command, group, list_all
 from dockyard.errors import invalid
@@ -36,6 +36,7 @@ def register(sub: SubParsers) -> None:
     streams.register(sub)
     instances.register(sub)
     services.register(sub)
+    top.register(sub)
 
 
 # ---------------------------------------------------------------- clusters
