@@ -35,6 +35,7 @@ from controller.security import Security, SecurityConfig, sealing, tls_wanted
 from controller.service import ClusterService
 from controller.state import ClusterState
 from controller.store import Store, StoreBusy
+from controller.usage import UsageHistory
 from dockyard import endpoints
 from dockyard.arns import ArnFactory
 from dockyard.v1 import agent_pb2_grpc, api_pb2_grpc
@@ -99,6 +100,7 @@ class Controller:
         self.sealer: sealing.Sealer  # opened at start: the store's secrets are sealed
         self.service: ClusterService
         self.dispatcher: Dispatcher
+        self.usage: UsageHistory  # the agents' usage reports: top, /metrics, the console
         self.services: orchestrator.ServiceScheduler
         self.api: OperationChain  # the one way into an operation (HTTP, gRPC, in-process)
         self._grpc: grpc.aio.Server | None = None
@@ -121,6 +123,7 @@ class Controller:
         self.dispatcher = Dispatcher(
             self.service, self.config.heartbeat_period, self.config.heartbeat_budget
         )
+        self.usage = self.dispatcher.usage  # tasks' CPU and memory (controller/usage.py)
         self.security = Security(
             self.service,
             SecurityConfig(
@@ -140,7 +143,7 @@ class Controller:
                 **self.service.handlers(),
                 **orchestrator.handlers(self.services),
                 **self.security.handlers(),
-                **UsageOps(self.service, self.dispatcher.usage).handlers(),
+                **UsageOps(self.service, self.usage).handlers(),
             },
             after=self.security.after_steps(),
         )
@@ -237,7 +240,7 @@ def _task_counts(state: ClusterState) -> tuple[dict[str, int], int]:
 
 
 def make_http_app(ctl: Controller) -> web.Application:
-    usage_registry = usage_metrics.registry(ctl.dispatcher.usage, ctl.config.metrics_per_task)
+    usage_registry = usage_metrics.registry(ctl.usage, ctl.config.metrics_per_task)
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response(
