@@ -166,6 +166,8 @@ def test_top_and_service_averages(
     capsys.readouterr()
     assert main(["top", "--controller", lc.address]) == 0
     shown = capsys.readouterr().out
+    with capsys.disabled():  # the session the README shows, with -s
+        print(f"\n$ dockyard top\n{shown}")
     lines = shown.splitlines()
     assert lines[0].split()[:2] == ["SERVICE", "TASKS"]
     assert lines[1].split()[0] == "burn"  # sorted by CPU: the burner first
