@@ -202,6 +202,7 @@ class Sampler:
         self.interval_s = interval_s
         self.cgroups = CgroupFiles()
         self.source = "engine" if source == "engine" else "cgroup"
+        self.auto = source == "auto"  # cgroup files unreadable here: fall back to the engine
         self.containers: dict[str, Sampled] = {}  # docker id -> what we know
         self.passes = 0
 
@@ -261,7 +262,17 @@ class Sampler:
                 return None
             c.paths = await asyncio.to_thread(self.cgroups.paths, c.pid)
             c.own_netns = _netns(c.pid) not in (0, self.cgroups.own_netns)
+            if self.auto and not self._readable(c.paths):
+                log.warning(
+                    "cannot read the cgroup files of %s: stats from the engine", c.docker_id
+                )
+                self.source = "engine"
         return c
+
+    def _readable(self, paths: dict[str, Path] | None) -> bool:
+        """Whether a container's cgroup dirs hold what the cgroup source reads."""
+        need = ("",) if self.cgroups.v2 else ("cpuacct", "memory")
+        return paths is not None and all(k in paths for k in need)
 
     # ------------------------------------------------------------ what others read
 

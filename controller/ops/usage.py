@@ -38,7 +38,11 @@ class UsageOps:
                 raise invalid(key, f"unknown member; DescribeUsage takes {', '.join(MEMBERS)}")
         cluster = self.service.cluster(text(body, "cluster") or None).name
         only = text(body, "service")
-        rows = [r for r in self.usage.tasks(cluster) if not only or r.service == only]
+        rows = [
+            r
+            for r in self.usage.tasks(cluster)
+            if (not only or r.service == only) and self._running(r.task_arn)
+        ]
         services = sorted({r.service for r in rows if r.service})
         return {
             "cluster": cluster,
@@ -46,6 +50,11 @@ class UsageOps:
             "services": [self._service(cluster, name, rows) for name in services],
             "instances": self._instances(rows),
         }
+
+    def _running(self, arn: str) -> bool:
+        """Still a task of the state, not stopped: a stopped task's last report is history."""
+        task = self.service.state.tasks.get(arn)
+        return task is not None and task.last_status != "STOPPED"
 
     @staticmethod
     def _task(r: TaskRow) -> dict[str, Any]:
