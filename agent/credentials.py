@@ -61,6 +61,8 @@ ROUTE_RETRY_CAP_S = 15.0  # the longest wait between attempts after a failure
 ENDPOINT = f"http://{netconfig.ENDPOINT_IP}"
 CALLER = web.RequestKey("caller", Caller)  # who sent the request (set by _gate)
 Inspect = Callable[[str], Awaitable[dict[str, Any] | None]]
+StatsOf = Callable[[str, str], dict[str, Any] | None]  # (task ARN, container) -> Docker stats
+TaskStats = Callable[[str], dict[str, dict[str, Any]]]  # task ARN -> {docker id: stats}
 
 
 class TokenBucket:
@@ -165,6 +167,8 @@ class TaskEndpoint:
         self._gateway_site: web.TCPSite | None = None
         self._ready: asyncio.Task[None] | None = None  # the current routing attempt
         self._router: asyncio.Task[None] | None = None  # retries it from start until it holds
+        self.stats_of: StatsOf = lambda _arn, _name: None  # the runtime's sampler (agent/stats.py)
+        self.task_stats: TaskStats = lambda _arn: {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -176,6 +180,8 @@ class TaskEndpoint:
         app.router.add_get("/v4/{mid}", self._container_doc)
         app.router.add_get("/v4/{mid}/task", self._task_doc)
         app.router.add_get("/v4/{mid}/taskWithTags", self._task_doc)
+        app.router.add_get("/v4/{mid}/stats", self._container_stats)
+        app.router.add_get("/v4/{mid}/task/stats", self._task_stats)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:
@@ -377,6 +383,33 @@ class TaskEndpoint:
             return self._denied()
         spec = next(c for c in task.containers if c.name == name)
         return web.json_response(await self._container(task, spec))
+
+    def _callers_own(
+        self, request: web.Request
+    ) -> tuple[agent_pb2.DesiredTask, str] | web.Response:
+        """The (task, container) a metadata id names, if it is the caller's own task; else
+        the error answer (400 unknown id, 403 another task's)."""
+        found = self._lookup(request)
+        if found is None:
+            return _error(400, "InvalidIdInRequest", "V4 stats: unknown container id")
+        if found[0].task_arn != request[CALLER].task_arn:
+            return self._denied()
+        return found
+
+    async def _container_stats(self, request: web.Request) -> web.Response:
+        """ECS's /stats: the container's Docker stats, as sampled every few seconds; {} before
+        the first sample, as ECS's agent answers for a container it has no stats of yet."""
+        found = self._callers_own(request)
+        if isinstance(found, web.Response):
+            return found
+        return web.json_response(self.stats_of(found[0].task_arn, found[1]) or {})
+
+    async def _task_stats(self, request: web.Request) -> web.Response:
+        """ECS's /task/stats: every container of the task, by Docker id."""
+        found = self._callers_own(request)
+        if isinstance(found, web.Response):
+            return found
+        return web.json_response(self.task_stats(found[0].task_arn))
 
     async def _task_doc(self, request: web.Request) -> web.Response:
         found = self._lookup(request)

@@ -771,6 +771,21 @@ class DockerDriver:
             found = await self._docker.containers.list(all=True, filters=filters)
         return [c._container for c in found]
 
+    async def stats(self, docker_id: str) -> dict[str, Any] | None:
+        """Docker's stats document of a running container, one shot (the `engine` stats
+        source, agent/stats.py); None when it is gone."""
+        with self._errors(f"stats {docker_id}"):
+            try:
+                doc = await self._docker._query_json(
+                    f"containers/{docker_id}/stats",
+                    params={"stream": "false", "one-shot": "true"},
+                )
+            except DockerError as e:
+                if e.status == 404:
+                    return None
+                raise
+        return doc if isinstance(doc, dict) else None
+
     async def inspect(self, docker_id: str) -> ObservedContainer | None:
         """None when the container is gone or is not Dockyard's."""
         data = await self._get(docker_id)

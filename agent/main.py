@@ -36,6 +36,9 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         disable_privileged=getattr(args, "disable_privileged", False),
         disable_host_devices=getattr(args, "disable_host_devices", False),
         gpus_from=getattr(args, "gpus_from", ""),
+        stats_source=getattr(args, "stats_source", "auto"),
+        stats_interval_s=getattr(args, "stats_interval", 5.0),
+        usage_report_s=getattr(args, "usage_report_interval", 15.0),
         image_cleanup=CleanupPolicy(
             args.image_cleanup_interval, args.image_min_age, args.images_per_cycle
         ),

@@ -35,6 +35,7 @@ from agent.execs import ExecSessions
 from agent.image_cleanup import CleanupPolicy
 from agent.reconcile import LocalTask, Remove, Restart, Start, Stop
 from agent.session import Handlers, Session
+from agent.stats import Sampler
 from dockyard.v1 import agent_pb2
 
 log = logging.getLogger("dockyard.agent")
@@ -64,6 +65,9 @@ class AgentConfig:
     disable_privileged: bool = False  # ECS_DISABLE_PRIVILEGED
     disable_host_devices: bool = False  # refuse linuxParameters.devices
     gpus_from: str = ""  # tests: declare GPUs (one id per line) instead of nvidia-smi
+    stats_source: str = "auto"  # auto | cgroup | engine (agent/stats.py)
+    stats_interval_s: float = 5.0  # sampling period of containers' CPU and memory; 0: off
+    usage_report_s: float = 15.0  # how often the aggregates go to the controller
 
 
 def _auth(spec: agent_pb2.ContainerSpec) -> dict[str, str] | None:
@@ -94,6 +98,15 @@ class Agent:
             self.driver._get,
             lambda: self.driver.running_of(self.identity.instance_id),
         )
+        self.stats = Sampler(
+            lambda: self.driver.running_of(self.identity.instance_id),
+            self.driver._get,
+            self.driver.stats,
+            config.stats_source,
+            config.stats_interval_s,
+        )
+        self.endpoint.stats_of = self.stats.stats_of  # task metadata v4 /stats, /task/stats
+        self.endpoint.task_stats = self.stats.task_stats
         self.session = Session(
             config.controller,
             Handlers(
@@ -161,6 +174,9 @@ class Agent:
             asyncio.create_task(self._docker_events(), name="docker-events"),
             asyncio.create_task(self._image_cleanup(), name="image-cleanup"),
         ]
+        if self.config.stats_interval_s > 0:
+            self._loops.append(asyncio.create_task(self.stats.run(), name="stats"))
+            self._loops.append(asyncio.create_task(self._usage_reports(), name="usage"))
         try:
             await asyncio.gather(*self._loops)
         except Exception:
@@ -479,6 +495,15 @@ class Agent:
         while True:
             await asyncio.sleep(policy.interval_s)
             await image_cleanup.cleanup_once(self.driver, self.images, policy)
+
+    async def _usage_reports(self) -> None:
+        """The containers' CPU and memory aggregates to the controller, at a low rate; a
+        report missed while disconnected is dropped (the next one covers a longer window)."""
+        while True:
+            await asyncio.sleep(self.config.usage_report_s)
+            report = self.stats.report()
+            if report.tasks:
+                self.session.send(agent_pb2.AgentMessage(usage=report))
 
     async def _docker_events(self) -> None:
         while True:

@@ -25,6 +25,7 @@ from controller.feed import TASK_DESIRED, TASK_STOPPED, Change
 from controller.model import Instance, Task
 from controller.service import ClusterService
 from controller.store_api import Op
+from controller.usage import UsageHistory
 from dockyard.errors import ApiError
 from dockyard.v1 import agent_pb2, agent_pb2_grpc
 
@@ -60,6 +61,7 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
     ) -> None:
         self.service = service
         self.link = AgentLink(service)
+        self.usage = UsageHistory()  # agents' CPU and memory reports (issue 20)
         self.period = heartbeat_period  # the base period: small clusters use exactly this
         self.budget = heartbeat_budget
         self.sessions: dict[str, Session] = {}
@@ -254,6 +256,11 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
                 session.outbox.put_nowait(_refusal(r.code, r.message))
         elif kind == "resync":
             session.outbox.put_nowait(self._full(session))
+        elif kind == "usage":
+            foreign = self.usage.ingest(session.instance.arn, msg.usage, self.service.state.tasks)
+            if foreign:
+                why = f"usage of {len(foreign)} task(s) not on this instance, e.g. {foreign[0]}"
+                session.outbox.put_nowait(_refusal("NOT_ASSIGNED", why))
         elif kind == "log_chunk":
             q = session.logs.get(msg.log_chunk.request_id)
             if q is not None:

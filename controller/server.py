@@ -20,7 +20,7 @@ import grpc
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
 
-from controller import console, ha, orchestrator
+from controller import console, ha, orchestrator, usage_metrics
 from controller.api_grpc import ApiServicer
 from controller.dispatcher import Dispatcher
 from controller.ecs_region import region_middleware
@@ -29,12 +29,14 @@ from controller.feed import ChangeFeed
 from controller.http_timeouts import runner_options
 from controller.liveness import DEFAULT_HEARTBEAT_BUDGET
 from controller.ops.chain import OperationChain
+from controller.ops.usage import UsageOps
 from controller.security import Security, SecurityConfig, sealing, tls_wanted
 from controller.service import ClusterService
 from controller.state import ClusterState
 from controller.state_of_record import StateOfRecord
 from controller.store_api import StoreBusy
 from controller.store_factory import DEFAULT_STORE, UnknownStore, open_store
+from controller.usage import UsageHistory
 from dockyard import endpoints
 from dockyard.arns import ArnFactory
 from dockyard.v1 import agent_pb2_grpc, api_pb2_grpc
@@ -82,6 +84,7 @@ class ControllerConfig:
     http_tls: bool = False  # --tls auto: HTTPS on --http unless it is loopback
     advertise: tuple[str, ...] = ()  # --advertise-address: certificate SANs, `dockyard env`
     store: str = DEFAULT_STORE  # --store: the state store backend (controller.store_factory)
+    metrics_per_task: bool = False  # --metrics-per-task: /metrics has a series per task
 
     @property
     def key_file(self) -> Path:
@@ -100,6 +103,7 @@ class Controller:
         self.sealer: sealing.Sealer  # opened at start: the store's secrets are sealed
         self.service: ClusterService
         self.dispatcher: Dispatcher
+        self.usage: UsageHistory  # the agents' usage reports: top, /metrics, the console
         self.services: orchestrator.ServiceScheduler
         self.api: OperationChain  # the one way into an operation (HTTP, gRPC, in-process)
         self._grpc: grpc.aio.Server | None = None
@@ -121,6 +125,7 @@ class Controller:
             self.service, self.config.heartbeat_period, self.config.heartbeat_budget
         )
         self.services.departures = self.dispatcher.departures  # disconnect bursts go first
+        self.usage = self.dispatcher.usage  # tasks' CPU and memory (controller/usage.py)
         self.security = Security(
             self.service,
             SecurityConfig(
@@ -140,6 +145,7 @@ class Controller:
                 **self.service.handlers(),
                 **orchestrator.handlers(self.services),
                 **self.security.handlers(),
+                **UsageOps(self.service, self.usage).handlers(),
             },
             after=self.security.after_steps(),
         )
@@ -229,6 +235,8 @@ def _task_counts(state: ClusterState) -> tuple[dict[str, int], int]:
 
 
 def make_http_app(ctl: Controller) -> web.Application:
+    usage_registry = usage_metrics.registry(ctl.usage, ctl.config.metrics_per_task)
+
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response(
             {
@@ -249,9 +257,8 @@ def make_http_app(ctl: Controller) -> web.Application:
             "dockyard_tasks_on_disconnected_instances",
             "tasks desired RUNNING on instances whose agent is disconnected (the grace watches)",
         ).set(on_disconnected)
-        return web.Response(
-            body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+        body = generate_latest(REGISTRY) + generate_latest(usage_registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     try:
         from controller.ecs_http import make_app
@@ -273,8 +280,7 @@ def make_http_app(ctl: Controller) -> web.Application:
             ctl.events,
             ctl.feed,
             secure_cookie=ctl.config.http_tls,
-            # USAGE HOOK: the stats work keeps per-service usage at Dispatcher.usage
-            usage=getattr(ctl.dispatcher, "usage", None),
+            usage=ctl.usage,
         ),
     )
     app.middlewares.append(region_middleware(ctl.arns.region))  # after the signature check
@@ -301,6 +307,7 @@ def config_from_args(args: argparse.Namespace) -> ControllerConfig:
         http_tls=tls_wanted(getattr(args, "tls", "never"), args.http),
         advertise=tuple(getattr(args, "advertise_address", None) or ()),
         store=getattr(args, "store", DEFAULT_STORE),
+        metrics_per_task=getattr(args, "metrics_per_task", False),
     )
 
 

@@ -226,10 +226,13 @@ class LocalCluster:
             self.saved_env.setdefault(name, os.environ.get(name))
             os.environ[name] = value
 
-    def start_controller(self) -> None:
+    def start_controller(self, *extra: str) -> None:
+        """Start (or restart, same ports and data) the controller; `extra`: its flags."""
         self.controller = Proc(
             "controller",
-            controller_argv(self.root, self.grpc_port, self.http_port, self.heartbeat, self.grace),
+            controller_argv(
+                self.root, self.grpc_port, self.http_port, self.heartbeat, self.grace, *extra
+            ),
             self.root / "controller.log",
         )
         self.controller.start()

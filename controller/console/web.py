@@ -61,8 +61,7 @@ USAGE_WINDOW_S = 3600.0
 
 
 class UsageSource(Protocol):
-    """USAGE HOOK (issue 20, per-task CPU and memory: the `stats` branch's
-    controller/usage.py, `UsageHistory`, kept at `Dispatcher.usage`): a service's CPU and
+    """What the chart reads (controller/usage.py's `UsageHistory`): a service's CPU and
     memory utilisation (percent of its tasks' reservation) per bucket over the last hour,
     oldest first, None where nothing is reserved."""
 
@@ -89,7 +88,7 @@ class ConsoleDeps:
     events: EventLog
     feed: ChangeFeed
     secure_cookie: bool  # the HTTP port serves TLS
-    usage: UsageSource | None = None  # USAGE HOOK: None until the stats work is merged
+    usage: UsageSource | None = None  # the controller's usage history (controller/usage.py)
     streams: set[asyncio.Event] = field(default_factory=set)
     closing: bool = False
 
@@ -218,8 +217,8 @@ class Console:
         return lines[-query.tail :] if query.tail else lines
 
     async def usage(self, request: web.Request, key: AccessKey) -> web.StreamResponse:
-        """Per-service CPU and memory over the last hour. USAGE HOOK: empty series, and
-        `available: false`, while the controller has no usage source (no stats sampling)."""
+        """Per-service CPU and memory over the last hour (`available: false` only for a
+        console wired without a usage history)."""
         authorize(key, "DescribeServices")
         service = _text(request, "service", required=True)
         cluster = self.deps.service.cluster(_cluster(request) or None).name

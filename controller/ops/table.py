@@ -114,6 +114,8 @@ _TABLE: list[Operation] = [
     *_ops("security", ADMIN, "CreateJoinToken", "ListJoinTokens", "RevokeJoinToken", ecs=False),
     *_ops("security", ADMIN, "CreateAccessKey", "ListAccessKeys", "DeleteAccessKey", ecs=False),
     *_ops("security", ADMIN, "RevokeInstance", ecs=False),
+    # usage (Dockyard's own, issue 20): controller/ops/usage.py
+    *_ops("usage", READ, "DescribeUsage", ecs=False),
 ]
 
 OPERATIONS: dict[str, Operation] = {op.name: op for op in _TABLE}

@@ -122,6 +122,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="agents connecting over loopback may join without a join token (simulators, "
         "single-user development hosts)",
     )
+    c.add_argument(
+        "--metrics-per-task",
+        action="store_true",
+        help="/metrics also exports each task's CPU and memory (one series per task: mind "
+        "the cardinality); by default per service and per instance only",
+    )
     c.add_argument("--log-level", default="INFO")
     c.set_defaults(handler=_run_controller)
 
@@ -219,6 +225,26 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar="FILE",
         help="for tests and simulations only: declare this host's GPUs (one id per line) "
         "instead of asking nvidia-smi; placement counts them, Docker cannot use them",
+    )
+    a.add_argument(
+        "--stats-source",
+        choices=("auto", "cgroup", "engine"),
+        default="auto",
+        help="where containers' CPU and memory are read: the cgroup files (auto: cheaper, "
+        "measured) or the engine's stats API",
+    )
+    a.add_argument(
+        "--stats-interval",
+        type=float,
+        default=5.0,
+        help="seconds between samples of containers' CPU and memory (task metadata v4 "
+        "/stats); 0 turns sampling and usage reports off (default %(default)s)",
+    )
+    a.add_argument(
+        "--usage-report-interval",
+        type=float,
+        default=15.0,
+        help="seconds between usage reports to the controller (default %(default)s)",
     )
     a.add_argument(
         "--image-cleanup-interval",

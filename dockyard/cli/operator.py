@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dockyard.cli import exec_cmd, instances, services, streams, tasks
+from dockyard.cli import exec_cmd, instances, services, streams, tasks, top
 from dockyard.cli import output as out
 from dockyard.cli.common import Ctx, SubParsers, command, group, list_all
 from dockyard.errors import invalid
@@ -37,6 +37,7 @@ def register(sub: SubParsers) -> None:
     exec_cmd.register(sub)
     instances.register(sub)
     services.register(sub)
+    top.register(sub)
 
 
 # ---------------------------------------------------------------- clusters

@@ -33,20 +33,22 @@ class EnrollReply(_message.Message):
     def __init__(self, certificate_pem: _Optional[bytes] = ..., ca_pem: _Optional[bytes] = ..., connect_address: _Optional[str] = ..., not_after: _Optional[float] = ..., instance_id: _Optional[str] = ...) -> None: ...
 
 class AgentMessage(_message.Message):
-    __slots__ = ("register", "heartbeat", "status", "resync", "log_chunk", "exec_output")
+    __slots__ = ("register", "heartbeat", "status", "resync", "log_chunk", "exec_output", "usage")
     REGISTER_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     RESYNC_FIELD_NUMBER: _ClassVar[int]
     LOG_CHUNK_FIELD_NUMBER: _ClassVar[int]
     EXEC_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     register: Register
     heartbeat: Heartbeat
     status: StatusBatch
     resync: ResyncRequest
     log_chunk: LogChunk
     exec_output: ExecOutput
-    def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., status: _Optional[_Union[StatusBatch, _Mapping]] = ..., resync: _Optional[_Union[ResyncRequest, _Mapping]] = ..., log_chunk: _Optional[_Union[LogChunk, _Mapping]] = ..., exec_output: _Optional[_Union[ExecOutput, _Mapping]] = ...) -> None: ...
+    usage: UsageReport
+    def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., status: _Optional[_Union[StatusBatch, _Mapping]] = ..., resync: _Optional[_Union[ResyncRequest, _Mapping]] = ..., log_chunk: _Optional[_Union[LogChunk, _Mapping]] = ..., exec_output: _Optional[_Union[ExecOutput, _Mapping]] = ..., usage: _Optional[_Union[UsageReport, _Mapping]] = ...) -> None: ...
 
 class Resources(_message.Message):
     __slots__ = ("cpu", "memory_mib", "reserved_tcp_ports", "reserved_udp_ports", "gpu_ids")
@@ -176,6 +178,36 @@ class TaskStatus(_message.Message):
     started_at: float
     event: str
     def __init__(self, task_arn: _Optional[str] = ..., last_status: _Optional[str] = ..., containers: _Optional[_Iterable[_Union[ContainerStatus, _Mapping]]] = ..., stop_code: _Optional[str] = ..., stopped_reason: _Optional[str] = ..., updated_at: _Optional[float] = ..., pull_started_at: _Optional[float] = ..., pull_stopped_at: _Optional[float] = ..., started_at: _Optional[float] = ..., event: _Optional[str] = ...) -> None: ...
+
+class UsageReport(_message.Message):
+    __slots__ = ("window_s", "source", "tasks")
+    WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    window_s: float
+    source: str
+    tasks: _containers.RepeatedCompositeFieldContainer[TaskUsage]
+    def __init__(self, window_s: _Optional[float] = ..., source: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[TaskUsage, _Mapping]]] = ...) -> None: ...
+
+class TaskUsage(_message.Message):
+    __slots__ = ("task_arn", "containers")
+    TASK_ARN_FIELD_NUMBER: _ClassVar[int]
+    CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    task_arn: str
+    containers: _containers.RepeatedCompositeFieldContainer[ContainerUsage]
+    def __init__(self, task_arn: _Optional[str] = ..., containers: _Optional[_Iterable[_Union[ContainerUsage, _Mapping]]] = ...) -> None: ...
+
+class ContainerUsage(_message.Message):
+    __slots__ = ("name", "cpu_units", "memory_bytes", "memory_limit_bytes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CPU_UNITS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_LIMIT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    cpu_units: float
+    memory_bytes: int
+    memory_limit_bytes: int
+    def __init__(self, name: _Optional[str] = ..., cpu_units: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ...) -> None: ...
 
 class LogChunk(_message.Message):
     __slots__ = ("request_id", "container", "data", "eof", "error")

@@ -294,6 +294,11 @@ class ClusterApiStub:
                 request_serializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
                 response_deserializer=dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
                 _registered_method=True)
+        self.DescribeUsage = channel.unary_unary(
+                '/dockyard.v1.ClusterApi/DescribeUsage',
+                request_serializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+                response_deserializer=dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+                _registered_method=True)
         self.WatchEvents = channel.unary_stream(
                 '/dockyard.v1.ClusterApi/WatchEvents',
                 request_serializer=dockyard_dot_v1_dot_api__pb2.WatchEventsRequest.SerializeToString,
@@ -641,6 +646,13 @@ class ClusterApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DescribeUsage(self, request, context):
+        """usage (Dockyard only, issue 20): CPU and memory of tasks, services and instances
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchEvents(self, request, context):
         """streams
         """
@@ -928,6 +940,11 @@ def add_ClusterApiServicer_to_server(servicer, server):
             ),
             'RevokeInstance': grpc.unary_unary_rpc_method_handler(
                     servicer.RevokeInstance,
+                    request_deserializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.FromString,
+                    response_serializer=dockyard_dot_v1_dot_api__pb2.JsonReply.SerializeToString,
+            ),
+            'DescribeUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeUsage,
                     request_deserializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.FromString,
                     response_serializer=dockyard_dot_v1_dot_api__pb2.JsonReply.SerializeToString,
             ),
@@ -2354,6 +2371,33 @@ class ClusterApi:
             request,
             target,
             '/dockyard.v1.ClusterApi/RevokeInstance',
+            dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+            dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dockyard.v1.ClusterApi/DescribeUsage',
             dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
             dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
             options,

@@ -178,8 +178,8 @@
       : `${out.error || r.status}: ${out.message || ""}`;
   }
 
-  // USAGE HOOK: per-service CPU/memory (% of reservation) over the last hour. The endpoint
-  // answers empty series until the controller has a usage source (the stats work).
+  // Per-service CPU/memory (% of reservation) over the last hour, from the agents' usage
+  // reports (controller/usage.py): empty until the service's tasks have reported.
   async function showUsage(service) {
     usageService = service;
     $("#usage-section").hidden = false;
