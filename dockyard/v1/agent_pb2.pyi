@@ -224,7 +224,7 @@ class LogChunk(_message.Message):
     def __init__(self, request_id: _Optional[int] = ..., container: _Optional[str] = ..., data: _Optional[bytes] = ..., eof: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
 
 class ControllerMessage(_message.Message):
-    __slots__ = ("registered", "desired", "heartbeat_ack", "log_request", "log_cancel", "refusal", "exec_start", "exec_input")
+    __slots__ = ("registered", "desired", "heartbeat_ack", "log_request", "log_cancel", "refusal", "exec_start", "exec_input", "dns")
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     DESIRED_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_ACK_FIELD_NUMBER: _ClassVar[int]
@@ -233,6 +233,7 @@ class ControllerMessage(_message.Message):
     REFUSAL_FIELD_NUMBER: _ClassVar[int]
     EXEC_START_FIELD_NUMBER: _ClassVar[int]
     EXEC_INPUT_FIELD_NUMBER: _ClassVar[int]
+    DNS_FIELD_NUMBER: _ClassVar[int]
     registered: Registered
     desired: DesiredState
     heartbeat_ack: HeartbeatAck
@@ -241,7 +242,8 @@ class ControllerMessage(_message.Message):
     refusal: Refusal
     exec_start: ExecStart
     exec_input: ExecInput
-    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., desired: _Optional[_Union[DesiredState, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ..., log_request: _Optional[_Union[LogRequest, _Mapping]] = ..., log_cancel: _Optional[_Union[LogCancel, _Mapping]] = ..., refusal: _Optional[_Union[Refusal, _Mapping]] = ..., exec_start: _Optional[_Union[ExecStart, _Mapping]] = ..., exec_input: _Optional[_Union[ExecInput, _Mapping]] = ...) -> None: ...
+    dns: DnsSnapshot
+    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., desired: _Optional[_Union[DesiredState, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ..., log_request: _Optional[_Union[LogRequest, _Mapping]] = ..., log_cancel: _Optional[_Union[LogCancel, _Mapping]] = ..., refusal: _Optional[_Union[Refusal, _Mapping]] = ..., exec_start: _Optional[_Union[ExecStart, _Mapping]] = ..., exec_input: _Optional[_Union[ExecInput, _Mapping]] = ..., dns: _Optional[_Union[DnsSnapshot, _Mapping]] = ...) -> None: ...
 
 class Registered(_message.Message):
     __slots__ = ("instance_arn", "epoch", "heartbeat_period_ms")
@@ -714,3 +716,37 @@ class ExecOutput(_message.Message):
     exit_code: int
     error: str
     def __init__(self, session_id: _Optional[int] = ..., started: _Optional[bool] = ..., stream: _Optional[int] = ..., data: _Optional[bytes] = ..., exited: _Optional[bool] = ..., exit_code: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
+class DnsSnapshot(_message.Message):
+    __slots__ = ("version", "zones", "records")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ZONES_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    zones: _containers.RepeatedScalarFieldContainer[str]
+    records: _containers.RepeatedCompositeFieldContainer[DnsRecordSet]
+    def __init__(self, version: _Optional[int] = ..., zones: _Optional[_Iterable[str]] = ..., records: _Optional[_Iterable[_Union[DnsRecordSet, _Mapping]]] = ...) -> None: ...
+
+class DnsRecordSet(_message.Message):
+    __slots__ = ("name", "ttl", "a", "srv", "targets")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    A_FIELD_NUMBER: _ClassVar[int]
+    SRV_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    ttl: int
+    a: bool
+    srv: bool
+    targets: _containers.RepeatedCompositeFieldContainer[DnsTarget]
+    def __init__(self, name: _Optional[str] = ..., ttl: _Optional[int] = ..., a: _Optional[bool] = ..., srv: _Optional[bool] = ..., targets: _Optional[_Iterable[_Union[DnsTarget, _Mapping]]] = ...) -> None: ...
+
+class DnsTarget(_message.Message):
+    __slots__ = ("ipv4", "port", "instance_id")
+    IPV4_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    ipv4: str
+    port: int
+    instance_id: str
+    def __init__(self, ipv4: _Optional[str] = ..., port: _Optional[int] = ..., instance_id: _Optional[str] = ...) -> None: ...
