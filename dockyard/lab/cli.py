@@ -218,13 +218,16 @@ def _env(args: argparse.Namespace) -> int:
     except LabError as err:
         return _fail(err)
     state = lab.state
+    tls = not state.nodes  # several controllers: plaintext for now (dockyard/lab/ha.py)
     try:
         target = from_data_dir(
             state.path("controller"),
             default=endpoints.Endpoints(
-                lab.controller_address, lab.controller_http, "us-east-1", tls=True
+                lab.controller_address, lab.controller_http, "us-east-1", tls=tls
             ),
-            ca_cert=public_copy(state.path("controller", endpoints.CA_FILE), Path(lab.dir)),
+            ca_cert=public_copy(state.path("controller", endpoints.CA_FILE), Path(lab.dir))
+            if tls
+            else None,
         )
     except (EnvError, OSError) as err:
         return _fail(err)
