@@ -155,6 +155,20 @@ def test_a_sqlite_backup_restores_onto_etcd_and_etcd_s_backup_back_onto_sqlite(
         assert picture(e) == before
         made = dockyard("backup", str(second), "--store", spec, "--data-dir", str(e_dir))
         assert made.returncode == 0, made.stderr  # from etcd, while its controller runs
+    # etcd now holds a state: refused without --force; with it, once the killed controller's
+    # lease has expired (until then etcd says a controller runs on the prefix), replaced
+    refused = dockyard("restore", str(second), "--store", spec, "--data-dir", str(e_dir))
+    assert refused.returncode == 1 and ("not empty" in refused.stderr or "in use" in refused.stderr)
+    wait_for(
+        lambda: (
+            dockyard(
+                "restore", str(second), "--store", spec, "--data-dir", str(e_dir), "--force"
+            ).returncode
+            == 0
+        ),
+        30,
+        what="forced restore onto etcd",
+    )
     s_dir = tmp_path / "s" / "controller"
     back = dockyard("restore", str(second), "--data-dir", str(s_dir))
     assert back.returncode == 0, back.stderr
