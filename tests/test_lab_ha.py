@@ -163,3 +163,29 @@ def test_a_partitioned_leader_is_replaced_and_rejoins_as_a_standby_after_heal(
     )
     assert lab.leader() == new
     assert service_tasks(lab) == before
+
+
+@pytest.mark.timeout(180)
+def test_losing_one_etcd_member_changes_nothing(ha_lab: Lab) -> None:
+    """Kill a follower node's etcd member: the leader keeps leading and accepting writes;
+    started again, the member is healthy with the others."""
+    lab = ha_lab
+    lead = lab.leader()
+    assert lead
+    other = next(n.name for n in lab.state.nodes if n.name != lead)
+    lab.kill_etcd(other)
+    try:
+        call(lab, "CreateCluster", {"clusterName": "etcd-minus-one"})
+        assert lab.leader() == lead
+        etcd = {n["name"]: n["etcd"] for n in lab.status()["controllers"]}
+        assert etcd[other] == "dead", etcd
+    finally:
+        lab.start_etcd(other)
+    wait_for(
+        lambda: all(n["etcd"] == "healthy" for n in lab.status()["controllers"]),
+        30,
+        what="every etcd member healthy again",
+    )
+    assert "etcd-minus-one" in {
+        a.rsplit("/", 1)[-1] for a in call(lab, "ListClusters")["clusterArns"]
+    }
