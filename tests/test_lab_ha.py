@@ -10,6 +10,8 @@ A partitioned leader is replaced, and rejoins as a standby once healed."""
 from __future__ import annotations
 
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -103,6 +105,15 @@ def test_killing_the_leader_hands_over_within_5s_and_the_service_keeps_its_tasks
     status = lab.status()
     assert sum(n["leader"] for n in status["controllers"]) == 1, status
     assert agents_connected(lab)
+    shown = subprocess.run(
+        [sys.executable, "-m", "dockyard.cli.main", "lab", "status", "--dir", lab.dir],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    lead = lab.leader()
+    assert f"{lead} leads" in shown and "standby" in shown, shown  # `lab status` says who leads
     tasks = start_service(lab)
     rows = []
     for trial in range(TRIALS):
