@@ -21,7 +21,7 @@ from controller.feed import Change, ChangeFeed
 from controller.model import from_doc
 from controller.records import Delete, Op, Put
 from controller.state import ClusterState
-from controller.store_api import Store
+from controller.store_api import Store, StoreBusy
 
 if TYPE_CHECKING:  # their modules import the service layer, which imports this one
     from controller.orchestrator.model import Service
@@ -54,6 +54,10 @@ KINDS: dict[str, str] = {
     "instancesecret": "StateOfRecord.instance_secrets (kept by AgentGate)",
 }
 
+# written first and deleted last by `dockyard restore` (controller/backup.py): a store that
+# still holds it is half restored, and no controller may run on it
+RESTORE_MARKER = "restore-in-progress"
+
 
 class StateOfRecord:
     def __init__(self, store: Store, feed: ChangeFeed | None = None) -> None:
@@ -75,6 +79,11 @@ class StateOfRecord:
 
     async def load(self) -> None:
         """The one loader: read every stored kind once (startup), fill the cluster state."""
+        if await self.store.load_rows(RESTORE_MARKER):
+            raise StoreBusy(
+                f"{self.store.location} holds a restore that did not finish: "
+                "run `dockyard restore FILE --force` again before starting a controller"
+            )
         for kind in KINDS:
             self._rows[kind] = await self.store.load_rows(kind)
         for kind in CLUSTER_KINDS:

@@ -179,6 +179,21 @@ class SqliteStore:
         assert self._writer_db
         await self._in_writer(_scrub, self._writer_db)
 
+    async def erase(self) -> None:
+        """Every object and event deleted in one transaction (restore's clean slate)."""
+        assert self._writer_db
+        statements = [("DELETE FROM objects WHERE ? IS NOT NULL", "[]")]
+        statements.append(("DELETE FROM events WHERE ? IS NOT NULL", "[]"))
+        await self._in_writer(_transaction, self._writer_db, statements)
+        self._committed([])
+
+    async def snapshot_to(self, dest_dir: Path) -> SqliteStore:
+        """A consistent copy of the database (SQLite's online backup API, safe while a
+        controller writes to it) as a new store in `dest_dir`, not yet opened."""
+        copy = SqliteStore(dest_dir)
+        await asyncio.to_thread(_backup_database, self.path, copy.path)
+        return copy
+
     async def load_events(
         self, subject: str = "", cluster: str = "", after: int = 0, limit: int = 1000
     ) -> list[EventRow]:
@@ -271,6 +286,19 @@ def _connect_writer(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, check_same_thread=False)
     db.execute("PRAGMA synchronous=NORMAL")
     return db
+
+
+def _backup_database(source: Path, dest: Path) -> None:
+    dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    src = sqlite3.connect(source)
+    try:
+        dst = sqlite3.connect(dest)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+    finally:
+        src.close()
 
 
 def _scrub(db: sqlite3.Connection) -> None:

@@ -28,6 +28,8 @@ A backend promises:
 - **Scrub.** `scrub()` rewrites the storage so that no earlier version of a value (a
   secret sealed under a retired key, say) remains readable in its files (SQLite: VACUUM
   and an emptied WAL; etcd: compaction and defragmentation).
+- **Erase.** `erase()` removes every object and event in one commit (`dockyard restore
+  --force` empties a store before restoring into it; a failed restore empties it again).
 - **Locking.** `open()` takes the data dir's shared lock (several controllers of one
   replicated store may share it); `open(exclusive=True)`, for offline maintenance such as
   re-sealing secrets, raises `StoreBusy` while any controller has it. `close()` releases
@@ -110,6 +112,10 @@ class Store(Protocol):
 
     async def scrub(self) -> None:
         """Leave no earlier version of any value readable in the storage."""
+        ...
+
+    async def erase(self) -> None:
+        """Remove every object and every event, in one commit (restore's clean slate)."""
         ...
 
     def watch(self, callback: Watcher) -> Unwatch:

@@ -47,7 +47,9 @@ def acquire_index() -> tuple[int, IO[str]]:
 
 
 @contextlib.contextmanager
-def lab_session(hosts: int = 3, control_plane: bool | None = None) -> Iterator[Lab]:
+def lab_session(
+    hosts: int = 3, control_plane: bool | None = None, controllers: int = 1
+) -> Iterator[Lab]:
     """Bring a lab up on a free index and always tear it down; skips where labs cannot run."""
     problems = preflight()
     if problems:
@@ -63,6 +65,7 @@ def lab_session(hosts: int = 3, control_plane: bool | None = None) -> Iterator[L
             control_plane=available() if control_plane is None else control_plane,
             heartbeat_period=_env_float("DOCKYARD_LAB_HEARTBEAT_PERIOD"),
             disconnect_grace=_env_float("DOCKYARD_LAB_DISCONNECT_GRACE"),
+            controllers=controllers,
         )
     finally:
         Lab.down(lab_dir, index)

@@ -113,6 +113,10 @@ class MemoryStore:
     async def last_event_seq(self) -> int:
         return max(self._contents.events, default=0)
 
+    async def erase(self) -> None:
+        self._contents.objects, self._contents.events = {}, {}
+        self._contents.revision += 1
+
     async def scrub(self) -> None:
         """Nothing old is kept: documents are replaced, not versioned."""
 

@@ -136,6 +136,28 @@ def test_bad_lab_parameters_name_the_flag() -> None:
         st.new_state("/tmp/lab", 300, 3)
 
 
+def test_controller_verbs_name_the_controllers(capsys: pytest.CaptureFixture[str]) -> None:
+    """With several controllers a controller verb needs a NAME and names the known ones;
+    with one, the etcd verbs say there is no controller node; --controllers 2 is refused
+    (etcd's quorum)."""
+    with pytest.raises(LabError, match="--controllers"):
+        st.new_state("/tmp/lab", 0, 3, controllers=2)
+    with tempfile.TemporaryDirectory(prefix="dyk-t") as lab_dir:
+        st.save(st.new_state(lab_dir, index=7, hosts=3, controllers=3))
+        for argv, said in (
+            (["kill-controller"], "name one (c1, c2, c3)"),
+            (["kill-controller", "c7"], "unknown controller 'c7'"),
+            (["kill-etcd", "c9"], "c1, c2, c3"),
+        ):
+            assert main(["lab", *argv, "--dir", lab_dir]) == 1
+            err = capsys.readouterr().err
+            assert said in err and "Traceback" not in err, err
+    with tempfile.TemporaryDirectory(prefix="dyk-t") as lab_dir:
+        st.save(st.new_state(lab_dir, index=7, hosts=3))
+        assert main(["lab", "kill-etcd", "c1", "--dir", lab_dir]) == 1
+        assert "one controller" in capsys.readouterr().err
+
+
 def test_status_without_lab_says_how_to_start(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -121,3 +121,16 @@ def test_the_controller_refuses_an_unknown_store_flag(tmp_path: Path) -> None:
     assert out.returncode != 0
     assert "--store 'postgres': unknown state store" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+async def test_erase_removes_every_object_and_event_in_one_commit(
+    backend: Callable[[Path], Store], tmp_path: Path
+) -> None:
+    async with opened(backend, tmp_path) as store:
+        await store.write([Put("widget", "a", "", {"v": 1}), _event(1, "a")])
+        await store.erase()
+        assert await store.load_rows("widget") == []
+        assert await store.load_events() == [] and await store.last_event_seq() == 0
+        await store.write([Put("widget", "b", "", {"v": 2}), _event(1, "b")])  # usable after
+    async with opened(backend, tmp_path) as store:
+        assert await store.load("widget") == [{"v": 2}]

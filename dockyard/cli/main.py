@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "dockyard.cli.operator",  # clusters, task-definitions, run, stop, tasks, instances, ...
     "dockyard.cli.roles",  # roles, secrets
     "dockyard.cli.security",  # tokens, keys, revoke instance
+    "dockyard.cli.backup",  # backup, restore: the whole state to a file and back
     "dockyard.cli.env",  # env: exports for a shell (CLI, aws, boto3)
     "dockyard.lab.cli",  # lab up/down/status/chaos verbs, verify
     "dockyard.sim.cli",  # sim: simulated agents for scale tests

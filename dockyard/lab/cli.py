@@ -31,8 +31,15 @@ HOST_VERBS: dict[str, tuple[str, str]] = {
     "heal": ("heal", "reconnect a partitioned host"),
 }
 LAB_VERBS: dict[str, tuple[str, str]] = {
-    "kill-controller": ("kill_controller", "SIGKILL the controller"),
-    "start-controller": ("start_controller", "start the controller again (same data dir)"),
+    "kill-controller": ("kill_controller", "SIGKILL the controller (NAME: with several, which)"),
+    "start-controller": (
+        "start_controller",
+        "start the controller again, same data dir (NAME: with several, which; a standby)",
+    ),
+}
+NODE_VERBS: dict[str, tuple[str, str]] = {
+    "kill-etcd": ("kill_etcd", "SIGKILL a controller node's etcd member"),
+    "start-etcd": ("start_etcd", "start a controller node's etcd member again"),
 }
 
 
@@ -71,6 +78,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "bridge dykINDEX (default 0)",
     )
     up.add_argument("--cluster", default="default", help="cluster the agents join")
+    up.add_argument(
+        "--controllers",
+        type=int,
+        default=1,
+        help="1 (default): one controller on SQLite in the root namespace; 3 or more: that "
+        "many controller nodes (c1, c2, ...), each an etcd member and a controller, one "
+        "leading (plaintext: --tls never for now)",
+    )
     up.add_argument("--heartbeat-period", type=float, help="passed to the controller")
     up.add_argument("--disconnect-grace", type=float, help="passed to the controller")
     up.add_argument(
@@ -105,13 +120,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     for verb, (method, text) in HOST_VERBS.items():
         p = verbs.add_parser(verb, help=text)
-        p.add_argument("host", metavar="HOST", help="host name, e.g. h1")
+        p.add_argument(
+            "host", metavar="HOST", help="host name, e.g. h1 (or a controller node, e.g. c1)"
+        )
         _add_dir(p)
         p.set_defaults(handler=_verb(method, with_host=True))
     for verb, (method, text) in LAB_VERBS.items():
         p = verbs.add_parser(verb, help=text)
+        p.add_argument("host", metavar="NAME", nargs="?", help="controller node, e.g. c1")
         _add_dir(p)
-        p.set_defaults(handler=_verb(method, with_host=False))
+        p.set_defaults(handler=_verb(method, with_host=True))
+    for verb, (method, text) in NODE_VERBS.items():
+        p = verbs.add_parser(verb, help=text)
+        p.add_argument("host", metavar="NAME", help="controller node, e.g. c1")
+        _add_dir(p)
+        p.set_defaults(handler=_verb(method, with_host=True))
 
     v = sub.add_parser(
         "verify",
@@ -154,6 +177,7 @@ def _up(args: argparse.Namespace) -> int:
             control_plane=not args.no_control_plane,
             heartbeat_period=args.heartbeat_period,
             disconnect_grace=args.disconnect_grace,
+            controllers=args.controllers,
         )
     except LabError as err:
         if os.path.exists(
@@ -194,13 +218,16 @@ def _env(args: argparse.Namespace) -> int:
     except LabError as err:
         return _fail(err)
     state = lab.state
+    tls = not state.nodes  # several controllers: plaintext for now (dockyard/lab/ha.py)
     try:
         target = from_data_dir(
             state.path("controller"),
             default=endpoints.Endpoints(
-                lab.controller_address, lab.controller_http, "us-east-1", tls=True
+                lab.controller_address, lab.controller_http, "us-east-1", tls=tls
             ),
-            ca_cert=public_copy(state.path("controller", endpoints.CA_FILE), Path(lab.dir)),
+            ca_cert=public_copy(state.path("controller", endpoints.CA_FILE), Path(lab.dir))
+            if tls
+            else None,
         )
     except (EnvError, OSError) as err:
         return _fail(err)
@@ -232,6 +259,7 @@ def _print_status(status: dict[str, Any], output: str) -> int:
         f"{status['subnet']}, registry {status['registry']}"
     )
     print(f"controller: grpc {ctl['grpc']}  http {ctl['http']}  {ctl['state']}")
+    _print_controllers(status.get("controllers") or [])
     head = (
         "HOST",
         "ADDRESS",
@@ -257,15 +285,39 @@ def _print_status(status: dict[str, Any], output: str) -> int:
         )
         for h in status["hosts"]
     ]
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
-    for r in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    _table(rows)
     if status.get("timings"):
         print(
             "up timings (s since start): "
             + ", ".join(f"{k} {v}" for k, v in status["timings"].items())
         )
     return 0
+
+
+def _print_controllers(nodes: list[dict[str, Any]]) -> None:
+    """With several controllers: each node, its etcd member, and who leads."""
+    if not nodes:
+        return
+    head = ("CONTROLLER", "ADDRESS", "NETNS", "PROCESS", "ETCD", "ROLE", "NETWORK")
+    rows = [head] + [
+        (
+            n["name"],
+            n["address"],
+            n["netns"],
+            n["controller"],
+            n["etcd"],
+            "leader" if n["leader"] else ("standby" if n["controller"] == "running" else "-"),
+            "partitioned" if n["partitioned"] else "ok",
+        )
+        for n in nodes
+    ]
+    _table(rows)
+
+
+def _table(rows: list[tuple[Any, ...]]) -> None:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 def _docker_hosts(args: argparse.Namespace) -> tuple[dict[str, str], str | None]:

@@ -21,7 +21,7 @@ from typing import Any
 from dockyard import auth
 from dockyard.client import Client
 from dockyard.errors import ApiError
-from dockyard.lab import netns, procs
+from dockyard.lab import ha, netns, procs
 from dockyard.lab.registry import wait_tcp
 from dockyard.lab.state import Host, LabError, LabState, ProcRef
 
@@ -115,10 +115,19 @@ def ca_cert(state: LabState) -> bytes | None:
 KNOWN: dict[str, tuple[auth.Credentials | None, bytes | None]] = {}
 
 
+def address(state: LabState) -> str:
+    """The controller's gRPC address: with several controllers, the leader's (or the
+    first node's while none leads: calls then fail as they would on a down controller)."""
+    if not state.nodes:
+        return state.controller_address
+    lead = ha.leader(state)
+    return (lead or state.nodes[0]).grpc
+
+
 def client(state: LabState, timeout: float = 30.0) -> Client:
-    creds, ca = admin_credentials(state), ca_cert(state)
-    KNOWN[state.controller_address] = (creds, ca)
-    return Client(state.controller_address, timeout=timeout, credentials=creds, ca_cert=ca)
+    creds, ca, target = admin_credentials(state), ca_cert(state), address(state)
+    KNOWN[target] = (creds, ca)
+    return Client(target, timeout=timeout, credentials=creds, ca_cert=ca)
 
 
 def join_args(state: LabState) -> list[str]:
@@ -142,7 +151,11 @@ def agent_cmd(state: LabState, host: Host) -> list[str]:
         *_dockyard(),
         "agent",
         "--controller",
-        state.controller_address,
+        *(
+            [ha.agent_controllers(state), "--tls", "never"]  # every node: it follows the leader
+            if state.nodes
+            else [state.controller_address]
+        ),
         "--state-dir",
         str(state.path(host.name, "agent")),
         "--docker-host",

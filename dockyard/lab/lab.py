@@ -17,7 +17,7 @@ from typing import Any
 
 from dockyard.client import Client
 from dockyard.errors import ApiError
-from dockyard.lab import control, engines, netns, procs, registry
+from dockyard.lab import control, engines, ha, netns, procs, registry
 from dockyard.lab import state as st
 from dockyard.lab.state import Host, LabError, LabState
 
@@ -62,11 +62,15 @@ class Lab:
 
     @property
     def controller_address(self) -> str:
-        return self.state.controller_address
+        """The controller's gRPC address (with several: the leader's, at this moment)."""
+        return control.address(self.state)
 
     @property
     def controller_http(self) -> str:
-        return self.state.controller_http
+        if not self.state.nodes:
+            return self.state.controller_http
+        lead = ha.leader(self.state)
+        return (lead or self.state.nodes[0]).http
 
     @property
     def registry(self) -> str:
@@ -111,15 +115,29 @@ class Lab:
         control_plane: bool = True,
         heartbeat_period: float | None = None,
         disconnect_grace: float | None = None,
+        controllers: int = 1,
     ) -> Lab:
-        """Bring a lab up from nothing; on failure the lab is left for `down` (and its logs)."""
+        """Bring a lab up from nothing; on failure the lab is left for `down` (and its logs).
+        `controllers` > 1: that many controller nodes, each an etcd member and a controller
+        (dockyard/lab/ha.py); 1: the one controller in the root namespace."""
         problems = preflight()
         if problems:
             raise LabError("; ".join(problems))
         lab_dir = os.path.abspath(lab_dir)
         state = st.new_state(
-            lab_dir, index, hosts, cluster, control_plane, heartbeat_period, disconnect_grace
+            lab_dir,
+            index,
+            hosts,
+            cluster,
+            control_plane,
+            heartbeat_period,
+            disconnect_grace,
+            controllers,
         )
+        if state.nodes:
+            if not control_plane:
+                raise LabError("--controllers with --no-control-plane: there is nothing to run")
+            ha.etcd_binary()
         if Path(lab_dir, st.STATE_FILE).exists():
             raise LabError(
                 f"a lab already exists in {lab_dir}: `dockyard lab down --dir {lab_dir}` first"
@@ -140,11 +158,12 @@ class Lab:
     def _bring_up(self) -> None:
         s, t0 = self.state, time.monotonic()
         netns.create_bridge(s)
-        for host in s.hosts:
-            netns.create_host(s, host)
+        for node in s.boxes:
+            netns.create_host(s, node)
         with ThreadPoolExecutor(max_workers=2 * len(s.hosts) + 4) as pool:
             reg = pool.submit(registry.start, s)
-            ctl = pool.submit(control.start_controller, s) if s.control_plane else None
+            start = ha.bring_up if s.nodes else control.start_controller
+            ctl = pool.submit(start, s) if s.control_plane else None
             engines_up = {h.name: pool.submit(engines.start, s, h) for h in s.hosts}
             img = pool.submit(self._images, reg, engines_up[s.hosts[0].name], t0)
             agents = (
@@ -180,7 +199,7 @@ class Lab:
             errors.append(str(err))
         if ctl is not None:
             try:
-                s.controller = ctl.result()
+                s.controller = ctl.result()  # None with several (each node records its own)
             except Exception as err:
                 errors.append(str(err))
         if errors:
@@ -233,23 +252,64 @@ class Lab:
                 host.dockerd = engines.start(self.state, host)
                 self._save()
 
+    def _box(self, name: str) -> netns.Node:
+        """A host, or with several controllers a controller node (c1, c2, ...)."""
+        if self.state.nodes and name in {n.name for n in self.state.nodes}:
+            return self.state.node(name)
+        return self.host(name)
+
     def partition(self, name: str) -> None:
-        """Cut the host off from the controller, the registry and the other hosts."""
-        netns.partition(self.host(name))
+        """Cut the host (or controller node: from etcd's other members and the agents too)
+        off from the controller, the registry and the other hosts."""
+        netns.partition(self._box(name))
 
     def heal(self, name: str) -> None:
-        netns.heal(self.host(name))
+        netns.heal(self._box(name))
 
-    def kill_controller(self) -> None:
+    def _node(self, name: str | None) -> st.ControllerNode | None:
+        """The controller node NAME; None for the lab with one controller (no NAME)."""
         self._need_control_plane()
-        procs.kill(self.state.controller)
+        if not self.state.nodes:
+            if name:
+                raise LabError(f"this lab has one controller: no NAME ({name!r}) to give")
+            return None
+        if not name:
+            names = ", ".join(n.name for n in self.state.nodes)
+            raise LabError(f"this lab has several controllers: name one ({names})")
+        return self.state.node(name)
 
-    def start_controller(self) -> None:
-        self._need_control_plane()
-        if not procs.alive(self.state.controller):
-            with st.locked(self.dir):
+    def kill_controller(self, name: str | None = None) -> None:
+        node = self._node(name)
+        procs.kill(node.controller if node else self.state.controller)
+
+    def start_controller(self, name: str | None = None) -> None:
+        """Start it again, same data dir (a node's controller comes back as a standby)."""
+        node = self._node(name)
+        with st.locked(self.dir):
+            if node is None and not procs.alive(self.state.controller):
                 self.state.controller = control.start_controller(self.state)
-                self._save()
+            elif node is not None and not procs.alive(node.controller):
+                node.controller = ha.start_controller(self.state, node)
+            self._save()
+
+    def kill_etcd(self, name: str) -> None:
+        """SIGKILL the node's etcd member (its controller stays up)."""
+        node = self._node(name)
+        assert node is not None
+        procs.kill(node.etcd)
+
+    def start_etcd(self, name: str) -> None:
+        node = self._node(name)
+        assert node is not None
+        with st.locked(self.dir):
+            if not procs.alive(node.etcd):
+                node.etcd = ha.start_etcd(self.state, node)
+            self._save()
+
+    def leader(self) -> str | None:
+        """The name of the controller node that leads now (None: none does, or one controller)."""
+        lead = ha.leader(self.state) if self.state.nodes else None
+        return lead.name if lead else None
 
     # ---- status ---------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -282,18 +342,27 @@ class Lab:
             "subnet": s.subnet,
             "registry": s.registry,
             "controller": {
-                "grpc": s.controller_address,
-                "http": s.controller_http,
-                "state": ("running" if procs.alive(s.controller) else "dead")
-                if s.control_plane
-                else "none",
+                "grpc": self.controller_address,
+                "http": self.controller_http,
+                "state": self._controller_state(),
             },
             "hosts": hosts,
+            "controllers": ha.status(s) if s.nodes else [],
             "timings": s.timings,
         }
 
+    def _controller_state(self) -> str:
+        s = self.state
+        if not s.control_plane:
+            return "none"
+        if s.nodes:
+            lead = self.leader()
+            return f"{lead} leads" if lead else "no leader"
+        return "running" if procs.alive(s.controller) else "dead"
+
     def _connected(self) -> dict[str, bool]:
-        if not (self.state.control_plane and procs.alive(self.state.controller)):
+        up = self.leader() if self.state.nodes else procs.alive(self.state.controller)
+        if not (self.state.control_plane and up):
             return {}
         try:
             found = control.instances(self.state, timeout=3)
@@ -322,7 +391,8 @@ class Lab:
 
 def _teardown(s: LabState) -> list[str]:
     names = netns.lab_netns(s)
-    for ref in [s.controller, s.registry_proc, *(h.agent for h in s.hosts)]:
+    nodes = [ref for n in s.nodes for ref in (n.controller, n.etcd)]
+    for ref in [s.controller, s.registry_proc, *(h.agent for h in s.hosts), *nodes]:
         procs.kill(ref)
     _kill_everything(s, names)
     _unmount_under(s.dir)
@@ -377,6 +447,7 @@ def _remove_files(s: LabState) -> None:
     root = Path(s.dir)
     made = [
         *(f"h{n}" for n in range(1, 201)),
+        *(f"c{n}" for n in range(1, 10)),  # controller nodes: etcd's and a controller's data
         "registry",
         "controller",
         "controller.key",  # the key sealing the controller's secrets, beside its data dir
@@ -400,7 +471,7 @@ def _remove_files(s: LabState) -> None:
 
 def _leftovers(s: LabState, names: list[str]) -> list[str]:
     left = [f"namespace {n}" for n in names if netns.netns_exists(n)]
-    left += [f"link {h.veth}" for h in s.hosts if netns.link_exists(h.veth)]
+    left += [f"link {h.veth}" for h in s.boxes if netns.link_exists(h.veth)]
     if netns.link_exists(s.bridge):
         left.append(f"bridge {s.bridge}")
     left += [f"mount {m}" for m in _mounts_under(s.dir)]

@@ -13,7 +13,9 @@ import json
 import subprocess
 from collections.abc import Sequence
 
-from dockyard.lab.state import Host, LabError, LabState
+from dockyard.lab.state import ControllerNode, Host, LabError, LabState
+
+Node = Host | ControllerNode  # a namespace on the bridge: a Docker host or a controller node
 
 
 def run(cmd: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -23,7 +25,7 @@ def run(cmd: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[s
     return out
 
 
-def enter(host: Host) -> list[str]:
+def enter(host: Node) -> list[str]:
     """Prefix that runs a command in the host's network namespace (nsenter keeps /sys and
     the cgroup mounts, which `ip netns exec` remounts)."""
     return ["nsenter", f"--net={host.netns_path}"]
@@ -56,7 +58,7 @@ def create_bridge(state: LabState) -> None:
     allow_forwarding(state)
 
 
-def create_host(state: LabState, host: Host) -> None:
+def create_host(state: LabState, host: Node) -> None:
     """Namespace, veth pair (root end on the bridge, `eth0` inside), address and routes."""
     run(["ip", "netns", "add", host.netns])
     run(
@@ -110,11 +112,11 @@ def remove_forwarding(state: LabState) -> None:
             run(["iptables", "-D", *line[3:].split()], check=False)
 
 
-def partition(host: Host) -> None:
+def partition(host: Node) -> None:
     run(["ip", "link", "set", host.veth, "down"])
 
 
-def heal(host: Host) -> None:
+def heal(host: Node) -> None:
     run(["ip", "link", "set", host.veth, "up"])
 
 
@@ -122,7 +124,7 @@ def destroy(state: LabState, netns_names: Sequence[str]) -> None:
     for name in netns_names:
         if netns_exists(name):
             run(["ip", "netns", "del", name], check=False)
-    for host in state.hosts:
+    for host in state.boxes:
         if link_exists(host.veth):
             run(["ip", "link", "del", host.veth], check=False)
     if link_exists(state.bridge):
@@ -132,11 +134,12 @@ def destroy(state: LabState, netns_names: Sequence[str]) -> None:
 
 def lab_netns(state: LabState) -> list[str]:
     """Namespaces of this lab: the recorded hosts plus any `<prefix>-hN` a crash left."""
-    names = {h.netns for h in state.hosts}
+    names = {h.netns for h in state.boxes}
     out = run(["ip", "netns", "list"], check=False)
     for line in out.stdout.splitlines():
         name = line.split()[0] if line.split() else ""
-        rest = name.removeprefix(f"{state.prefix}-h")
-        if rest != name and rest.isdigit():
-            names.add(name)
+        for kind in ("h", "c"):  # hosts, controller nodes
+            rest = name.removeprefix(f"{state.prefix}-{kind}")
+            if rest != name and rest.isdigit():
+                names.add(name)
     return sorted(names)

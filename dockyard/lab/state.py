@@ -61,6 +61,32 @@ class Host:
 
 
 @dataclass
+class ControllerNode:
+    """A controller machine of a lab with several controllers (`lab up --controllers N`):
+    a network namespace on the bridge running an etcd member and a controller."""
+
+    name: str
+    address: str
+    netns: str
+    veth: str
+    etcd: ProcRef | None = None
+    controller: ProcRef | None = None
+
+    @property
+    def netns_path(self) -> str:
+        return f"/run/netns/{self.netns}"
+
+    @property
+    def grpc(self) -> str:
+        return f"{self.address}:{GRPC_PORT}"
+
+    @property
+    def http(self) -> str:
+        """Plain HTTP: controllers on etcd run with --tls never for now (see README)."""
+        return f"http://{self.address}:{HTTP_PORT}"
+
+
+@dataclass
 class LabState:
     dir: str
     index: int
@@ -73,6 +99,8 @@ class LabState:
     controller: ProcRef | None = None
     registry_proc: ProcRef | None = None
     images: list[str] = field(default_factory=list)
+    # several controllers on etcd (empty: the one controller in the root namespace)
+    nodes: list[ControllerNode] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
     # Names and addresses derived from the index.
@@ -119,6 +147,18 @@ class LabState:
         known = ", ".join(h.name for h in self.hosts) or "none"
         raise LabError(f"unknown host {name!r}: the lab's hosts are {known}")
 
+    @property
+    def boxes(self) -> list[Host | ControllerNode]:
+        """Every namespace the lab puts on its bridge: hosts, then controller nodes."""
+        return [*self.hosts, *self.nodes]
+
+    def node(self, name: str) -> ControllerNode:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        known = ", ".join(n.name for n in self.nodes) or "none (one controller: no NAME)"
+        raise LabError(f"unknown controller {name!r}: the lab's controllers are {known}")
+
 
 def naming_prefix(index: int) -> str:
     """`dyk` for the default lab 0, `dyk<K>` for side-by-side labs."""
@@ -148,11 +188,17 @@ def new_state(
     control_plane: bool = True,
     heartbeat_period: float | None = None,
     disconnect_grace: float | None = None,
+    controllers: int = 1,
 ) -> LabState:
     if not 0 <= index <= 254:
         raise LabError(f"--index: {index} is out of range 0..254")
     if not 1 <= hosts <= 200:
         raise LabError(f"--hosts: {hosts} is out of range 1..200")
+    if not 1 <= controllers <= 9 or controllers == 2:
+        raise LabError(
+            f"--controllers: {controllers}: want 1, or 3 to 9 (etcd needs a majority: two "
+            "members survive the loss of none)"
+        )
     if len(lab_dir) > MAX_DIR_CHARS:
         raise LabError(
             f"--dir: {lab_dir!r} is longer than {MAX_DIR_CHARS} characters "
@@ -166,7 +212,14 @@ def new_state(
         heartbeat_period=heartbeat_period,
         disconnect_grace=disconnect_grace,
         hosts=[make_host(lab_dir, index, n) for n in range(1, hosts + 1)],
+        nodes=[make_node(index, n) for n in range(1, controllers + 1)] if controllers > 1 else [],
     )
+
+
+def make_node(index: int, n: int) -> ControllerNode:
+    """Controller node number n (1-based) of lab `index`: c1 at 10.77.INDEX.201, ..."""
+    netns = f"{naming_prefix(index)}-c{n}"
+    return ControllerNode(name=f"c{n}", address=f"10.77.{index}.{200 + n}", netns=netns, veth=netns)
 
 
 def _proc(raw: dict[str, Any] | None) -> ProcRef | None:
@@ -178,6 +231,11 @@ def from_dict(raw: dict[str, Any]) -> LabState:
     for h in raw.pop("hosts", []):
         h["dockerd"], h["agent"] = _proc(h.get("dockerd")), _proc(h.get("agent"))
         hosts.append(Host(**h))
+    nodes = []
+    for n in raw.pop("nodes", []):
+        n["etcd"], n["controller"] = _proc(n.get("etcd")), _proc(n.get("controller"))
+        nodes.append(ControllerNode(**n))
+    raw["nodes"] = nodes
     raw["controller"] = _proc(raw.get("controller"))
     raw["registry_proc"] = _proc(raw.get("registry_proc"))
     return LabState(hosts=hosts, **raw)
