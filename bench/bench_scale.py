@@ -34,12 +34,13 @@ from typing import Any
 
 from bench.scale_support import CpuMeter, ScaleRig, cpu_seconds, rss_mib
 from dockyard.client import Client
-from tests.support import wait_for
+from tests.support import metric, scrape, wait_for
 
 # 20 % spare capacity (12 slots for 10 tasks per host): tasks of a host that drops out
 # under load can be placed elsewhere, so "all RUNNING" is reachable
 SIM_FLAGS = ("--start-latency-ms", "500", "--containers-per-agent", "12")
 PROBE_PERIOD_S = 0.2  # the API probe: one call every 200 ms during a throughput run
+LAG_POLL_EVERY = 10  # the probe reads the controller's recent loop-lag max every 10 calls
 SERVICE_MAX = 5000  # ECS's tasks per service: bigger targets use several services
 TASKDEF = {
     "family": "scale",
@@ -131,17 +132,30 @@ def _run_tasks(
 
 
 class ApiProbe:
-    """A steady trickle of DescribeServices / UpdateService calls (one every PROBE_PERIOD_S,
-    alternating, on their own connection) while the run scales: client-side latencies of
-    the API calls a user makes meanwhile (issue 17's goal: p99 <= 250 ms)."""
+    """A steady trickle of DescribeServices / UpdateService calls (alternating, on their own
+    connection) while the run scales: client-side latencies of the API calls a user makes
+    meanwhile (issue 17's goal: p99 <= 250 ms), beside the controller's event-loop lag.
 
-    def __init__(self, client: Client, service: str, desired: int) -> None:
+    Open loop: a call goes every PROBE_PERIOD_S whether or not the previous ones have
+    answered (each in a thread of its own pool), so a slow call cannot thin the trickle and
+    hide the slow stretch it fell in. The UpdateService asks for the desired count the
+    service already has (what a user re-applying a config does). The loop lag comes from
+    the controller's /metrics (controller/loop_lag.py): its histogram over the probed
+    window (p99 as the bucket bound it falls under) and its recent-max gauge, polled."""
+
+    def __init__(self, client: Client, service: str, desired: int, http_port: int) -> None:
         self.client, self.service, self.desired = client, service, desired
+        self.http_port = http_port
         self.latencies: list[float] = []
+        self.errors = 0
+        self.lag_max = 0.0
+        self._lag0: dict[float, float] = {}
         self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(16, thread_name_prefix="probe")
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self) -> ApiProbe:
+        self._lag0 = lag_buckets(scrape(self.http_port))
         self._thread.start()
         return self
 
@@ -150,24 +164,65 @@ class ApiProbe:
             ("DescribeServices", {"services": [self.service]}),
             ("UpdateService", {"service": self.service, "desiredCount": self.desired}),
         ]
+        t0 = time.monotonic()
         i = 0
-        while not self._stop.wait(PROBE_PERIOD_S):
-            op, body = calls[i % 2]
+        while not self._stop.wait(max(0.0, t0 + (i + 1) * PROBE_PERIOD_S - time.monotonic())):
+            self._pool.submit(self._call, *calls[i % 2])
             i += 1
-            t = time.monotonic()
+            if i % LAG_POLL_EVERY == 0:
+                self._pool.submit(self._poll_lag)
+
+    def _call(self, op: str, body: dict[str, Any]) -> None:
+        t = time.monotonic()
+        try:
             self.client.call(op, body)
-            self.latencies.append(time.monotonic() - t)
+        except Exception:  # counted, not timed: a failed call is reported apart
+            self.errors += 1
+            return
+        self.latencies.append(time.monotonic() - t)
+
+    def _poll_lag(self) -> None:
+        value = metric(scrape(self.http_port), "dockyard_event_loop_lag_recent_max_seconds")
+        self.lag_max = max(self.lag_max, value or 0.0)
 
     def stop(self) -> dict[str, Any]:
+        if self._thread.ident is None:  # never started (the run failed before scaling)
+            return {}
         self._stop.set()
         self._thread.join(timeout=30)
+        self._pool.shutdown(wait=True)
+        self._poll_lag()
+        now = lag_buckets(scrape(self.http_port))
+        lag = {le: n - self._lag0.get(le, 0.0) for le, n in now.items()}
         ms = sorted(x * 1000 for x in self.latencies) or [0.0]
         return {
             "api_calls": len(self.latencies),
+            "api_errors": self.errors,
             "api_p50_ms": round(ms[len(ms) // 2]),
             "api_p99_ms": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))]),
             "api_max_ms": round(ms[-1]),
+            "loop_lag_p99_le_ms": round(quantile_bound(lag, 0.99) * 1000),
+            "loop_lag_max_ms": round(self.lag_max * 1000),
         }
+
+
+def lag_buckets(samples: list[Any]) -> dict[float, float]:
+    """The loop-lag histogram's cumulative counts by upper bound (empty: no such metric)."""
+    return {
+        float(s.labels["le"]): s.value
+        for s in samples
+        if s.name == "dockyard_event_loop_lag_seconds_bucket"
+    }
+
+
+def quantile_bound(buckets: dict[float, float], q: float) -> float:
+    """The bucket bound a quantile falls under, from cumulative counts (0.0: no samples)."""
+    ordered = sorted(buckets.items())
+    total = ordered[-1][1] if ordered else 0.0
+    for le, n in ordered:
+        if total and n >= q * total:
+            return le
+    return 0.0
 
 
 def _via(args: argparse.Namespace) -> str:
@@ -183,18 +238,20 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         cpu = CpuMeter(rig.pid).start()
         probe: ApiProbe | None = None
         t0 = time.monotonic()
-        if args.at_once and not args.run_task:  # probes the first service once it exists
-            probe = ApiProbe(rig.client(), "scale-0", min(SERVICE_MAX, args.tasks))
-        _run_tasks(rig, args.tasks, not args.run_task, args.at_once, probe)
-        api_s = time.monotonic() - t0
-        wait_for(
-            lambda: rig.task_counts().get("RUNNING", 0) >= args.tasks,
-            args.timeout,
-            0.25,
-            f"{args.tasks} RUNNING",
-        )
-        secs = time.monotonic() - t0
-        probed = probe.stop() if probe is not None else {}
+        if not args.run_task:  # probes the first service once it exists
+            probe = ApiProbe(rig.client(), "scale-0", min(SERVICE_MAX, args.tasks), rig.http_port)
+        try:
+            _run_tasks(rig, args.tasks, not args.run_task, args.at_once, probe)
+            api_s = time.monotonic() - t0
+            wait_for(
+                lambda: rig.task_counts().get("RUNNING", 0) >= args.tasks,
+                args.timeout,
+                0.25,
+                f"{args.tasks} RUNNING",
+            )
+            secs = time.monotonic() - t0
+        finally:
+            probed = probe.stop() if probe is not None else {}
         return {
             "agents": args.agents,
             "tasks": args.tasks,

@@ -20,7 +20,7 @@ import grpc
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
 
-from controller import console, ha, orchestrator, usage_metrics
+from controller import console, ha, loop_lag, orchestrator, usage_metrics
 from controller.api_grpc import ApiServicer
 from controller.dispatcher import Dispatcher
 from controller.ecs_region import region_middleware
@@ -154,6 +154,7 @@ class Controller:
         self._tasks.append(asyncio.create_task(self.dispatcher.watch_heartbeats()))
         self._tasks.append(asyncio.create_task(self.service.roles.run()))
         self._tasks.append(asyncio.create_task(self.services.run()))
+        self._tasks.append(asyncio.create_task(loop_lag.watch()))  # its lag, in /metrics
         log.info(
             "controller ready: gRPC %s%s, ECS API %s, data %s",
             self.config.listen,
