@@ -22,12 +22,14 @@ Small defaults for a quick check; the full runs (bench/README-scale.md):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import statistics
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -147,6 +149,7 @@ class ApiProbe:
         self.client, self.service, self.desired = client, service, desired
         self.http_port = http_port
         self.latencies: list[float] = []
+        self.health: list[float] = []  # GET /healthz beside each call: the HTTP path
         self.errors = 0
         self.lag_max = 0.0
         self._lag0: dict[float, float] = {}
@@ -168,6 +171,7 @@ class ApiProbe:
         i = 0
         while not self._stop.wait(max(0.0, t0 + (i + 1) * PROBE_PERIOD_S - time.monotonic())):
             self._pool.submit(self._call, *calls[i % 2])
+            self._pool.submit(self._healthz)
             i += 1
             if i % LAG_POLL_EVERY == 0:
                 self._pool.submit(self._poll_lag)
@@ -180,6 +184,13 @@ class ApiProbe:
             self.errors += 1
             return
         self.latencies.append(time.monotonic() - t)
+
+    def _healthz(self) -> None:
+        t = time.monotonic()
+        url = f"http://127.0.0.1:{self.http_port}/healthz"
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=60) as r:
+            r.read()
+            self.health.append(time.monotonic() - t)
 
     def _poll_lag(self) -> None:
         value = metric(scrape(self.http_port), "dockyard_event_loop_lag_recent_max_seconds")
@@ -194,16 +205,23 @@ class ApiProbe:
         self._poll_lag()
         now = lag_buckets(scrape(self.http_port))
         lag = {le: n - self._lag0.get(le, 0.0) for le, n in now.items()}
-        ms = sorted(x * 1000 for x in self.latencies) or [0.0]
+        ms = _ms(self.latencies)
+        health = _ms(self.health)
         return {
             "api_calls": len(self.latencies),
             "api_errors": self.errors,
             "api_p50_ms": round(ms[len(ms) // 2]),
             "api_p99_ms": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))]),
             "api_max_ms": round(ms[-1]),
+            "healthz_p50_ms": round(health[len(health) // 2]),
+            "healthz_p99_ms": round(health[min(len(health) - 1, int(len(health) * 0.99))]),
             "loop_lag_p99_le_ms": round(quantile_bound(lag, 0.99) * 1000),
             "loop_lag_max_ms": round(self.lag_max * 1000),
         }
+
+
+def _ms(seconds: list[float]) -> list[float]:
+    return sorted(x * 1000 for x in seconds) or [0.0]
 
 
 def lag_buckets(samples: list[Any]) -> dict[float, float]:
