@@ -149,6 +149,7 @@ class ApiProbe:
         self.client, self.service, self.desired = client, service, desired
         self.http_port = http_port
         self.latencies: list[float] = []
+        self.by_op: dict[str, list[float]] = {"DescribeServices": [], "UpdateService": []}
         self.health: list[float] = []  # GET /healthz beside each call: the HTTP path
         self.errors = 0
         self.lag_max = 0.0
@@ -184,6 +185,7 @@ class ApiProbe:
             self.errors += 1
             return
         self.latencies.append(time.monotonic() - t)
+        self.by_op[op].append(self.latencies[-1])
 
     def _healthz(self) -> None:
         t = time.monotonic()
@@ -213,6 +215,8 @@ class ApiProbe:
             "api_p50_ms": round(ms[len(ms) // 2]),
             "api_p99_ms": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))]),
             "api_max_ms": round(ms[-1]),
+            "describe_p99_ms": round(_p99(self.by_op["DescribeServices"])),
+            "update_p99_ms": round(_p99(self.by_op["UpdateService"])),
             "healthz_p50_ms": round(health[len(health) // 2]),
             "healthz_p99_ms": round(health[min(len(health) - 1, int(len(health) * 0.99))]),
             "loop_lag_p99_le_ms": round(quantile_bound(lag, 0.99) * 1000),
@@ -222,6 +226,11 @@ class ApiProbe:
 
 def _ms(seconds: list[float]) -> list[float]:
     return sorted(x * 1000 for x in seconds) or [0.0]
+
+
+def _p99(seconds: list[float]) -> float:
+    ms = _ms(seconds)
+    return ms[min(len(ms) - 1, int(len(ms) * 0.99))]
 
 
 def lag_buckets(samples: list[Any]) -> dict[float, float]:
