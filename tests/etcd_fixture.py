@@ -66,6 +66,7 @@ class EtcdMember:
             f"--initial-cluster={initial_cluster}",
             f"--initial-cluster-state={state}",
             "--initial-cluster-token=dockyard-test",
+            "--pre-vote",  # as the lab and the README: a rejoining member deposes nobody
             f"--max-txn-ops={self.max_txn_ops}",
             f"--max-request-bytes={MAX_REQUEST_BYTES}",
             "--auto-compaction-mode=periodic",  # as the README's etcd line: history is

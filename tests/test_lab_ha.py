@@ -181,8 +181,7 @@ def test_losing_one_etcd_member_changes_nothing(ha_lab: Lab) -> None:
     """Kill a follower node's etcd member: the leader keeps leading and accepting writes;
     started again, the member is healthy with the others."""
     lab = ha_lab
-    lead = lab.leader()
-    assert lead
+    lead = wait_for(lab.leader, 20, what="a leader (the previous test restarted one)")
     other = next(n.name for n in lab.state.nodes if n.name != lead)
     lab.kill_etcd(other)
     try:

@@ -66,6 +66,9 @@ def etcd_cmd(state: LabState, node: ControllerNode, existing: bool) -> list[str]
         f"--initial-cluster={_initial_cluster(state)}",
         f"--initial-cluster-state={'existing' if existing else 'new'}",
         f"--initial-cluster-token=dockyard-lab-{state.index}",
+        # a member back from a partition must not depose etcd's leader (its raised term
+        # would, without pre-vote: etcd 3.4's default), or the controllers' leases lapse
+        "--pre-vote",
         "--max-txn-ops=10000",  # room for the controller's grouped transactions (README)
         "--max-request-bytes=33554432",
         "--auto-compaction-mode=periodic",
