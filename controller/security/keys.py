@@ -29,6 +29,7 @@ ROLES = ("admin", "readonly")
 KEY_ID_RE = re.compile(r"^DYAK[A-Z0-9]{16}$")
 MAX_KEYS = 1000
 ADMIN_FILE = "admin-credentials"
+BOOTSTRAP = "bootstrap admin key (admin-credentials)"
 _ALPHABET = string.ascii_uppercase + string.digits
 
 
@@ -55,16 +56,26 @@ class AccessKeys:
         self.keys = service.record.access_keys  # the state of record holds them
         self.sealer: Sealer | None = None  # set by load(): secrets are stored sealed
 
-    async def load(self, data_dir: Path | None, sealer: Sealer) -> None:
-        """Load keys; on first start create an admin key and write it to admin-credentials."""
+    async def load(self, data_dir: Path | None, sealer: Sealer, shared: bool = False) -> None:
+        """Load keys; on first start create an admin key and write it to admin-credentials.
+        `shared` (several controllers on one store): every controller's data dir gets that
+        first start's admin key, so any of them bootstraps the operator."""
         self.sealer = sealer
         for doc in sealer.open_rows(KIND, self.service.record.take(KIND)):
             self.keys[doc["access_key_id"]] = AccessKey(**doc)
         if not self.keys:
-            key = await self.create("admin", "bootstrap admin key (admin-credentials)")
+            key = await self.create("admin", BOOTSTRAP)
             if data_dir is not None:
-                creds = Credentials(key.access_key_id, key.secret_access_key)
-                write_credentials(Path(data_dir) / ADMIN_FILE, creds)
+                write_credentials(Path(data_dir) / ADMIN_FILE, _credentials(key))
+        elif shared and data_dir is not None and not (Path(data_dir) / ADMIN_FILE).exists():
+            first = self.bootstrap_key()
+            if first is not None:
+                write_credentials(Path(data_dir) / ADMIN_FILE, _credentials(first))
+
+    def bootstrap_key(self) -> AccessKey | None:
+        """The admin key the cluster's first start made (None once deleted)."""
+        made = [k for k in self.keys.values() if k.description == BOOTSTRAP and k.role == "admin"]
+        return min(made, key=lambda k: k.created_at) if made else None
 
     def get(self, key_id: str) -> AccessKey | None:
         return self.keys.get(key_id)
@@ -110,3 +121,7 @@ class AccessKeys:
         del self.keys[key_id]
         await self.service.commit([Delete(KIND, key_id)])
         return {"accessKey": key.view()}
+
+
+def _credentials(key: AccessKey) -> Credentials:
+    return Credentials(key.access_key_id, key.secret_access_key)
