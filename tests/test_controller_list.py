@@ -3,11 +3,11 @@ of controllers (pure: no network)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
-import pytest
-
 from agent.enroll import channel_factory, tls_wanted
+from agent.identity import Identity
 from dockyard import endpoints
 
 
@@ -34,7 +34,20 @@ def test_tls_auto_is_off_only_when_every_controller_is_on_loopback() -> None:
     assert not tls_wanted("never", "10.0.0.1:7070,10.0.0.2:7070")
 
 
-def test_an_agent_refuses_several_controllers_over_tls_and_says_what_to_do() -> None:
-    config = SimpleNamespace(tls="always", controller="10.0.0.1:7070,10.0.0.2:7070")
-    with pytest.raises(SystemExit, match="--tls never"):
-        channel_factory(config, None)  # type: ignore[arg-type]
+def test_an_agent_takes_several_controllers_over_tls(tmp_path: Path) -> None:
+    """One CA for the cluster: the agent enrolls with whichever controller answers and
+    keeps the agent ports the leader listed (several: one target walking them in order)."""
+    config = SimpleNamespace(
+        tls="always",
+        controller="10.0.0.1:7070,10.0.0.2:7070",
+        state_dir=tmp_path,
+        cluster="",
+        join_token="",
+    )
+    ident = Identity("i-1", "")
+    factory = channel_factory(config, ident)
+    assert factory is not None
+    tls = factory.__self__
+    assert tls.connect_address() == "ipv4:10.0.0.1:7070,10.0.0.2:7070"
+    (tmp_path / "tls.json").write_text('{"connect_address": "10.0.0.2:7071,10.0.0.1:7071"}')
+    assert tls.connect_address() == "ipv4:10.0.0.2:7071,10.0.0.1:7071"
