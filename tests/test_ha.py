@@ -8,8 +8,10 @@ over exits (status 75) instead of deciding anything."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import ssl
 import statistics
 import subprocess
 import sys
@@ -20,10 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from controller.ha import LOST_LEADERSHIP
 from dockyard.client import Client
 from dockyard.errors import ApiError
+from dockyard.pki import spki_hash
 from tests.etcd_fixture import EtcdCluster, etcd_cluster
 from tests.support import LocalCluster, Proc, controller_argv, docker, free_port, wait_for
 
@@ -39,6 +43,8 @@ class Ctl:
     spec: str
     grpc_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
+    tls: bool = True  # --tls always: every controller serves the cluster's one CA
+    agent_port: int = field(default_factory=free_port)  # the agents' mutual-TLS port
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -59,6 +65,10 @@ class Ctl:
             "off",
             "--secrets-key-file",  # one key for every controller: they share the sealed store
             str(self.root / "secrets.key"),
+            "--tls",
+            "always" if self.tls else "never",
+            "--agent-listen",
+            f"127.0.0.1:{self.agent_port}",
         )
         self.starts += 1
         with self.log.open("ab") as out:
@@ -77,20 +87,44 @@ class Ctl:
         if self.proc:
             self.proc.wait(timeout=20)
 
-    def serving(self) -> bool:
+    @property
+    def data_dir(self) -> Path:
+        return self.root / self.name / "controller"
+
+    def ca(self) -> bytes | None:
+        """The cluster CA as this controller published it (None before it ever led)."""
+        path = self.data_dir / "ca.crt"
+        return path.read_bytes() if self.tls and path.exists() else None
+
+    def health(self) -> dict[str, str]:
+        """/healthz ({} when it does not answer): a standby answers {"status": "standby"}."""
+        scheme, ctx = "http", None
+        if self.tls:
+            ca = self.ca()
+            if ca is None:
+                return {}
+            scheme, ctx = "https", ssl.create_default_context(cadata=ca.decode())
         try:
-            url = f"http://127.0.0.1:{self.http_port}/healthz"
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                return bool(resp.status == 200)
-        except OSError:
-            return False
+            url = f"{scheme}://127.0.0.1:{self.http_port}/healthz"
+            with urllib.request.urlopen(url, timeout=1, context=ctx) as resp:
+                return dict(json.loads(resp.read()))
+        except (OSError, ValueError):
+            return {}
+
+    def serving(self) -> bool:
+        """Leading: the controller proper answers (a standby relays, it does not serve)."""
+        return self.health().get("status") == "ok"
 
     def standing_by(self) -> bool:
         """This start of the process (its log spans restarts) waits for leadership."""
         return self.log.read_text(errors="replace").count("waiting for leadership") >= self.starts
 
-    def client(self) -> Client:
-        return Client(f"127.0.0.1:{self.grpc_port}", timeout=10, sign=False)
+    def client(self, ca: bytes | None = None) -> Client:
+        """A client of this controller; over TLS it trusts `ca` (default: the CA this
+        controller published)."""
+        return Client(
+            f"127.0.0.1:{self.grpc_port}", timeout=10, sign=False, ca_cert=ca or self.ca()
+        )
 
     def connected_agents(self) -> int:
         client = self.client()
@@ -116,9 +150,11 @@ class Ctl:
 
 
 @contextlib.contextmanager
-def controllers(etcd: EtcdCluster, root: Path, *names: str) -> Iterator[dict[str, Ctl]]:
+def controllers(
+    etcd: EtcdCluster, root: Path, *names: str, tls: bool = True
+) -> Iterator[dict[str, Ctl]]:
     spec = f"{etcd.url}?prefix=/ha"
-    ctls = {name: Ctl(name, root, spec) for name in names}
+    ctls = {name: Ctl(name, root, spec, tls=tls) for name in names}
     try:
         yield ctls
     finally:
@@ -148,9 +184,13 @@ def test_a_leader_resumed_after_its_successor_took_over_exits_without_deciding(
 ) -> None:
     with controllers(etcd, tmp_path, "a", "b") as ctls:
         a, b = leader_and_standby(ctls)
+        a_ca = a.ca()
         a.signal(signal.SIGSTOP)
         wait_for(b.serving, 20, what="b leading")
-        b.client().call("CreateCluster", {"clusterName": "b-made"})
+        assert a_ca is not None and b.ca() == a_ca  # one cluster CA: a's clients trust b
+        b.client(ca=a_ca).call("CreateCluster", {"clusterName": "b-made"})
+        admin = "admin-credentials"  # the first start's admin key, in every data dir
+        assert (b.data_dir / admin).read_text() == (a.data_dir / admin).read_text()
         a.signal(signal.SIGCONT)
         assert a.proc
         assert a.proc.wait(timeout=15) == LOST_LEADERSHIP
@@ -207,8 +247,9 @@ def test_a_standby_takes_over_from_a_sigkilled_leader_and_the_agents_follow(
     """Five SIGKILLs of whichever leads: each time the standby leads with every write
     acknowledged before, accepts writes, and the agents given both addresses
     (`--controller a,b`) are all connected to it again, as the same instances. Each
-    takeover is timed (run with -s to see the figures)."""
-    with controllers(etcd, tmp_path, "a", "b") as ctls:
+    takeover is timed (run with -s to see the figures). The simulator speaks plaintext
+    only: these controllers run --tls never."""
+    with controllers(etcd, tmp_path, "a", "b", tls=False) as ctls:
         leader, standby = leader_and_standby(ctls)
         assert not standby.serving()  # a standby serves nothing
         leader.client().call("CreateCluster", {"clusterName": "default"})
@@ -253,12 +294,17 @@ def test_a_real_agent_follows_the_new_leader_and_keeps_its_containers(
 ) -> None:
     """A real agent given both controllers runs two tasks for the leader; SIGKILL the
     leader: the agent reconnects to the new one, its containers are the same ones, never
-    restarted, the tasks are RUNNING on the new leader, and it places a new task there."""
+    restarted, the tasks are RUNNING on the new leader, and it places a new task there. All
+    over TLS: the agent pins the cluster CA once and its certificate opens a stream on
+    either controller."""
     with controllers(etcd, tmp_path, "a", "b") as ctls:
         leader, standby = leader_and_standby(ctls)
         leader.client().call("CreateCluster", {"clusterName": "default"})
         both = f"127.0.0.1:{leader.grpc_port},127.0.0.1:{standby.grpc_port}"
-        bare_cluster.start_agent("a1", "--controller", both)
+        ca = leader.ca()
+        assert ca is not None
+        pin = spki_hash(x509.load_pem_x509_certificate(ca))
+        bare_cluster.start_agent("a1", "--controller", both, "--tls", "always", "--ca-hash", pin)
         wait_for(lambda: leader.connected_agents() == 1, 60, what="agent on a")
         body = {"family": "ha", "containerDefinitions": [SLEEPER]}
         leader.client().call("RegisterTaskDefinition", body)
