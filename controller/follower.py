@@ -36,7 +36,7 @@ from aiohttp import web
 from controller import ha_members
 from controller.etcd_client import EtcdClient
 from controller.http_timeouts import runner_options
-from controller.security import add_tls_ports, cluster_ca, https_context, sealing
+from controller.security import add_tls_ports, cluster_ca, https_context, keys, sealing
 from controller.security.pki import CertificateAuthority
 from controller.store_etcd import EtcdStore
 from dockyard.auth import SERVER_NAME
@@ -94,8 +94,7 @@ class Follower:
     async def run(self) -> None:
         """Listen (over TLS once the store holds the cluster CA), until cancelled."""
         try:
-            if self.config.tls or self.config.http_tls:
-                self.ca = await self._wait_for_ca()
+            self.ca = await self._wait_for_identity()
             await self._start_grpc()
             await self._start_http()
             log.info("standby answering on %s (relaying to the leader)", self.config.listen)
@@ -118,14 +117,20 @@ class Follower:
         for channel in channels.values():
             await channel.close()
 
-    async def _wait_for_ca(self) -> CertificateAuthority:
-        """The cluster CA from the hot copy, once the first leader stored it."""
+    async def _wait_for_identity(self) -> CertificateAuthority | None:
+        """Once the first leader sealed the store (and stored the CA, with TLS): the cluster
+        CA, with `ca.crt` and the first start's admin-credentials written to the data dir."""
+        tls = self.config.tls or self.config.http_tls
+        data_dir = Path(self.config.data_dir)
         while True:
             sealer = await sealing.open_sealed(self.store, self.config.key_file)
             ca = await cluster_ca.stored(self.store, sealer) if sealer else None
-            if ca is not None:
-                cluster_ca.publish(ca, Path(self.config.data_dir))
-                return ca
+            if sealer is not None and (ca is not None or not tls):
+                rows = await self.store.load_rows(keys.KIND)
+                keys.publish_admin(data_dir, keys.stored_keys(sealer, rows))
+                if ca is not None:
+                    cluster_ca.publish(ca, data_dir)
+                return ca if tls else None
             await asyncio.sleep(CA_POLL_S)
 
     async def _start_grpc(self) -> None:

@@ -20,11 +20,14 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
 from cryptography import x509
 
 from controller.ha import LOST_LEADERSHIP
+from dockyard import auth
 from dockyard.client import Client
 from dockyard.errors import ApiError
 from dockyard.pki import spki_hash
@@ -44,6 +47,7 @@ class Ctl:
     grpc_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     tls: bool = True  # --tls always: every controller serves the cluster's one CA
+    auth: bool = False  # --auth on: API signatures (the first start's admin-credentials)
     agent_port: int = field(default_factory=free_port)  # the agents' mutual-TLS port
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
@@ -62,7 +66,7 @@ class Ctl:
             "--store",
             self.spec,
             "--auth",
-            "off",
+            "on" if self.auth else "off",
             "--secrets-key-file",  # one key for every controller: they share the sealed store
             str(self.root / "secrets.key"),
             "--tls",
@@ -119,11 +123,33 @@ class Ctl:
         """This start of the process (its log spans restarts) waits for leadership."""
         return self.log.read_text(errors="replace").count("waiting for leadership") >= self.starts
 
+    def admin(self) -> auth.Credentials:
+        """The admin key in this controller's data dir (the cluster's first start's)."""
+        creds = auth.load_credentials({}, self.data_dir / "admin-credentials")
+        assert creds is not None, f"no admin-credentials in {self.data_dir}"
+        return creds
+
     def client(self, ca: bytes | None = None) -> Client:
         """A client of this controller; over TLS it trusts `ca` (default: the CA this
-        controller published)."""
+        controller published); with --auth on it signs with the admin key."""
         return Client(
-            f"127.0.0.1:{self.grpc_port}", timeout=10, sign=False, ca_cert=ca or self.ca()
+            f"127.0.0.1:{self.grpc_port}",
+            timeout=10,
+            credentials=self.admin() if self.auth else None,
+            sign=self.auth,
+            ca_cert=ca or self.ca(),
+        )
+
+    def ecs(self) -> Any:
+        """boto3's ECS client on this controller's HTTPS endpoint, verifying the cluster CA."""
+        creds = self.admin()
+        return boto3.client(
+            "ecs",
+            endpoint_url=f"https://127.0.0.1:{self.http_port}",
+            region_name="us-east-1",
+            aws_access_key_id=creds.access_key_id,
+            aws_secret_access_key=creds.secret_access_key,
+            verify=str(self.data_dir / "ca.crt"),
         )
 
     def connected_agents(self) -> int:
@@ -151,10 +177,10 @@ class Ctl:
 
 @contextlib.contextmanager
 def controllers(
-    etcd: EtcdCluster, root: Path, *names: str, tls: bool = True
+    etcd: EtcdCluster, root: Path, *names: str, tls: bool = True, auth: bool = False
 ) -> Iterator[dict[str, Ctl]]:
     spec = f"{etcd.url}?prefix=/ha"
-    ctls = {name: Ctl(name, root, spec, tls=tls) for name in names}
+    ctls = {name: Ctl(name, root, spec, tls=tls, auth=auth) for name in names}
     try:
         yield ctls
     finally:
@@ -224,6 +250,41 @@ def test_etcd_without_quorum_the_leader_refuses_writes_with_the_reason_and_steps
         assert {"one", "two"} <= b.clusters()
 
 
+@pytest.mark.timeout(180)
+def test_any_controller_answers_boto3_and_the_cli_before_and_after_a_failover(
+    etcd: EtcdCluster, tmp_path: Path
+) -> None:
+    """With API signatures on and TLS: boto3 pointed at the standby creates a service that
+    the leader then holds (the standby relayed the signed request), the native API on the
+    standby answers from the leader too, and a join token made there lists both controllers,
+    the leader's first. SIGKILL the leader: the same boto3 client works on the survivor."""
+    with controllers(etcd, tmp_path, "a", "b", auth=True) as ctls:
+        a, b = leader_and_standby(ctls)
+        wait_for(lambda: b.health().get("status") == "standby", 20, what="b answering")
+        assert b.admin() == a.admin()  # one admin key for the cluster
+        ecs = b.ecs()
+        ecs.create_cluster(clusterName="default")
+        ecs.register_task_definition(family="web", containerDefinitions=[SLEEPER])
+        ecs.create_service(serviceName="web", taskDefinition="web", desiredCount=0)
+        held = a.ecs().describe_services(services=["web"])["services"]
+        assert [s["serviceName"] for s in held] == ["web"]  # the leader has it
+        assert "default" in b.client().call("ListClusters")["clusterArns"][0]  # gRPC relayed
+        both = [f"127.0.0.1:{a.grpc_port}", f"127.0.0.1:{b.grpc_port}"]
+
+        def join_lists_both() -> bool:
+            token = b.client().call("CreateJoinToken", {"description": "ha"})["joinToken"]
+            return bool(token.get("controllers") == both)
+
+        wait_for(join_lists_both, 15, what="a join token listing a then b")
+        a.signal(signal.SIGKILL)
+        wait_for(b.serving, 20, what="b leading")
+        ecs.create_service(serviceName="web2", taskDefinition="web", desiredCount=0)
+        names = {
+            s["serviceName"] for s in ecs.describe_services(services=["web", "web2"])["services"]
+        }
+        assert names == {"web", "web2"}
+
+
 AGENTS = 20
 
 
@@ -255,7 +316,8 @@ def test_a_standby_takes_over_from_a_sigkilled_leader_and_the_agents_follow(
         leader.client().call("CreateCluster", {"clusterName": "default"})
         made = {"default"}
         rows = []
-        with simulated_agents([leader, standby], tmp_path):
+        # the standby first: it answers, and sends each agent on to the leader
+        with simulated_agents([standby, leader], tmp_path):
             wait_for(lambda: leader.connected_agents() == AGENTS, 30, what="agents on a")
             for trial in range(TRIALS):
                 leader.client().call("CreateCluster", {"clusterName": f"before-{trial}"})

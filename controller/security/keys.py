@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 import string
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,21 +62,14 @@ class AccessKeys:
         `shared` (several controllers on one store): every controller's data dir gets that
         first start's admin key, so any of them bootstraps the operator."""
         self.sealer = sealer
-        for doc in sealer.open_rows(KIND, self.service.record.take(KIND)):
-            self.keys[doc["access_key_id"]] = AccessKey(**doc)
+        for key in stored_keys(sealer, self.service.record.take(KIND)):
+            self.keys[key.access_key_id] = key
         if not self.keys:
             key = await self.create("admin", BOOTSTRAP)
             if data_dir is not None:
                 write_credentials(Path(data_dir) / ADMIN_FILE, _credentials(key))
-        elif shared and data_dir is not None and not (Path(data_dir) / ADMIN_FILE).exists():
-            first = self.bootstrap_key()
-            if first is not None:
-                write_credentials(Path(data_dir) / ADMIN_FILE, _credentials(first))
-
-    def bootstrap_key(self) -> AccessKey | None:
-        """The admin key the cluster's first start made (None once deleted)."""
-        made = [k for k in self.keys.values() if k.description == BOOTSTRAP and k.role == "admin"]
-        return min(made, key=lambda k: k.created_at) if made else None
+        elif shared and data_dir is not None:
+            publish_admin(Path(data_dir), self.keys.values())
 
     def get(self, key_id: str) -> AccessKey | None:
         return self.keys.get(key_id)
@@ -125,3 +119,17 @@ class AccessKeys:
 
 def _credentials(key: AccessKey) -> Credentials:
     return Credentials(key.access_key_id, key.secret_access_key)
+
+
+def publish_admin(data_dir: Path, keys: Iterable[AccessKey]) -> None:
+    """Write the cluster's first start's admin key to `data_dir`'s admin-credentials if that
+    file is missing (several controllers on one store: each data dir gets it)."""
+    made = [k for k in keys if k.description == BOOTSTRAP and k.role == "admin"]
+    path = Path(data_dir) / ADMIN_FILE
+    if made and not path.exists():
+        write_credentials(path, _credentials(min(made, key=lambda k: k.created_at)))
+
+
+def stored_keys(sealer: Sealer, rows: list[tuple[str, str, dict[str, Any]]]) -> list[AccessKey]:
+    """The access keys of stored rows, opened (a standby reads them without loading them)."""
+    return [AccessKey(**doc) for doc in sealer.open_rows(KIND, rows)]
