@@ -120,7 +120,7 @@ async def serve(config: ControllerConfig, spec: str, ttl: int = DEFAULT_TTL) -> 
         await client.close()
 
 
-MEMBERS_REFRESH_S = 2.0
+MEMBERS_REFRESH_S = 0.5  # one small etcd range: a new standby is listed at once
 
 
 async def _share_every_controller(

@@ -269,13 +269,7 @@ def test_any_controller_answers_boto3_and_the_cli_before_and_after_a_failover(
         held = a.ecs().describe_services(services=["web"])["services"]
         assert [s["serviceName"] for s in held] == ["web"]  # the leader has it
         assert "default" in b.client().call("ListClusters")["clusterArns"][0]  # gRPC relayed
-        both = [f"127.0.0.1:{a.grpc_port}", f"127.0.0.1:{b.grpc_port}"]
-
-        def join_lists_both() -> bool:
-            token = b.client().call("CreateJoinToken", {"description": "ha"})["joinToken"]
-            return bool(token.get("controllers") == both)
-
-        wait_for(join_lists_both, 15, what="a join token listing a then b")
+        wait_for(lambda: lists_both(b, [a, b]), 15, what="a join token listing a then b")
         a.signal(signal.SIGKILL)
         wait_for(b.serving, 20, what="b leading")
         ecs.create_service(serviceName="web2", taskDefinition="web", desiredCount=0)
@@ -365,6 +359,7 @@ def test_a_real_agent_follows_the_new_leader_and_keeps_its_containers(
         both = f"127.0.0.1:{leader.grpc_port},127.0.0.1:{standby.grpc_port}"
         ca = leader.ca()
         assert ca is not None
+        wait_for(lambda: lists_both(leader, [leader, standby]), 15, what="both registered")
         pin = spki_hash(x509.load_pem_x509_certificate(ca))
         bare_cluster.start_agent("a1", "--controller", both, "--tls", "always", "--ca-hash", pin)
         wait_for(lambda: leader.connected_agents() == 1, 60, what="agent on a")
@@ -385,6 +380,12 @@ def test_a_real_agent_follows_the_new_leader_and_keeps_its_containers(
         new = standby.client().call("RunTask", {"taskDefinition": "ha", "count": 1})["tasks"]
         wait_for(lambda: running(standby, [new[0]["taskArn"]]), 90, what="new task RUNNING")
         assert len(bare_cluster.containers("a1")) == 3
+
+
+def lists_both(ctl: Ctl, order: list[Ctl]) -> bool:
+    """A join token made on `ctl` lists the controllers' API addresses in that order."""
+    token = ctl.client().call("CreateJoinToken", {"description": "ha"})["joinToken"]
+    return bool(token.get("controllers") == [f"127.0.0.1:{c.grpc_port}" for c in order])
 
 
 SLEEPER = {"name": "s", "image": "dockyard/sleeper:latest", "memory": 8}
