@@ -283,11 +283,11 @@ AGENTS = 20
 
 
 @contextlib.contextmanager
-def simulated_agents(controllers: list[Ctl], root: Path) -> Iterator[Proc]:
-    """AGENTS simulated agents (the real agent protocol, no Docker) given every address."""
+def simulated_agents(controllers: list[Ctl], root: Path, agents: int = AGENTS) -> Iterator[Proc]:
+    """Simulated agents (the real agent protocol, no Docker) given every address."""
     both = ",".join(f"127.0.0.1:{c.grpc_port}" for c in controllers)
     argv = [sys.executable, "-m", "dockyard.cli.main", "sim", "--controller", both]
-    sim = Proc("sim", [*argv, "--agents", str(AGENTS)], root / "sim.log")
+    sim = Proc("sim", [*argv, "--agents", str(agents)], root / "sim.log")
     try:
         sim.start()
         yield sim
