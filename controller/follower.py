@@ -106,7 +106,7 @@ class Follower:
         """Close the listeners (the elected controller takes their ports) and the relays."""
         grpc_server, self._grpc = self._grpc, None
         if grpc_server is not None:
-            await grpc_server.stop(grace=0.5)
+            await grpc_server.stop(grace=0)  # elected: what it relays went to a dead leader
         http, self._http = self._http, None
         if http is not None:
             await http.cleanup()
@@ -264,6 +264,10 @@ class _Relay(grpc.GenericRpcHandler):
             return await self.follower.leader()
         except NoLeader as err:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(err))
+            raise
+        except grpc.aio.AioRpcError as err:
+            why = f"this standby cannot reach etcd to find the leader: {err.details()}"
+            await context.abort(grpc.StatusCode.UNAVAILABLE, why)
             raise
 
     async def _redirect(self, requests: AsyncIterator[bytes], context: Any) -> None:
