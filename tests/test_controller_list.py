@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 from agent.enroll import channel_factory, tls_wanted
 from agent.identity import Identity
+from controller.ha_members import Member, agent_targets, api_targets
 from dockyard import endpoints
 
 
@@ -51,3 +52,19 @@ def test_an_agent_takes_several_controllers_over_tls(tmp_path: Path) -> None:
     assert tls.connect_address() == "ipv4:10.0.0.1:7070,10.0.0.2:7070"
     (tmp_path / "tls.json").write_text('{"connect_address": "10.0.0.2:7071,10.0.0.1:7071"}')
     assert tls.connect_address() == "ipv4:10.0.0.2:7071,10.0.0.1:7071"
+
+
+def test_a_standbys_refusal_names_the_leader_the_agent_dials_next() -> None:
+    hint = endpoints.leader_hint([("x", "y"), (endpoints.LEADER_HINT, b"10.0.0.2:7071")])
+    assert hint == "10.0.0.2:7071"
+    assert endpoints.leader_hint(None) == ""
+
+
+def test_agents_and_join_commands_list_every_controller_the_leader_first() -> None:
+    found = {
+        "a:7070": Member("a:7070", "a:7071", "https://a:7080"),
+        "b:7070": Member("b:7070", "b:7071", "https://b:7080"),
+        "c:7070": Member("c:7070", "c:7071", "https://c:7080"),
+    }
+    assert agent_targets(found, "b:7070") == "b:7071,a:7071,c:7071"
+    assert api_targets(found, "c:7070") == ["c:7070", "a:7070", "b:7070"]
