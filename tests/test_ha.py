@@ -269,7 +269,11 @@ def test_any_controller_answers_boto3_and_the_cli_before_and_after_a_failover(
         held = a.ecs().describe_services(services=["web"])["services"]
         assert [s["serviceName"] for s in held] == ["web"]  # the leader has it
         assert "default" in b.client().call("ListClusters")["clusterArns"][0]  # gRPC relayed
+        events = list(b.client().watch_events(cluster="default"))  # a relayed stream
+        assert events and events == list(a.client().watch_events(cluster="default"))
         wait_for(lambda: lists_both(b, [a, b]), 15, what="a join token listing a then b")
+        join = tokens_create(b)  # the operator's command, on the standby
+        assert f"--controller 127.0.0.1:{a.grpc_port},127.0.0.1:{b.grpc_port} " in join, join
         a.signal(signal.SIGKILL)
         wait_for(b.serving, 20, what="b leading")
         ecs.create_service(serviceName="web2", taskDefinition="web", desiredCount=0)
@@ -380,6 +384,21 @@ def test_a_real_agent_follows_the_new_leader_and_keeps_its_containers(
         new = standby.client().call("RunTask", {"taskDefinition": "ha", "count": 1})["tasks"]
         wait_for(lambda: running(standby, [new[0]["taskArn"]]), 90, what="new task RUNNING")
         assert len(bare_cluster.containers("a1")) == 3
+
+
+def tokens_create(ctl: Ctl) -> str:
+    """`dockyard tokens create` against `ctl` (signed with the admin key, over TLS)."""
+    creds = ctl.admin()
+    env = {
+        **os.environ,
+        "DOCKYARD_CONTROLLER": f"127.0.0.1:{ctl.grpc_port}",
+        auth.CA_CERT_ENV: str(ctl.data_dir / "ca.crt"),
+        auth.ACCESS_KEY_ENV: creds.access_key_id,
+        auth.SECRET_KEY_ENV: creds.secret_access_key,
+    }
+    argv = [sys.executable, "-m", "dockyard.cli.main", "tokens", "create"]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=True)
+    return done.stdout
 
 
 def lists_both(ctl: Ctl, order: list[Ctl]) -> bool:
