@@ -88,6 +88,7 @@ async def serve(config: ControllerConfig, spec: str, ttl: int = DEFAULT_TTL) -> 
     leadership.start()
     started = False
     front = asyncio.create_task(Follower(config, store, client, leadership).run())
+    sharing: asyncio.Task[None] | None = None  # while leading: every controller's addresses
     try:
         log.info("standby on %s as %s: waiting for leadership", store.location, leadership.identity)
         if await _first(leadership.elected, stop) is stop:
@@ -98,8 +99,7 @@ async def serve(config: ControllerConfig, spec: str, ttl: int = DEFAULT_TTL) -> 
         await store.catch_up(leadership.create_revision)  # the old leader's last commits
         await ctl.start()  # its store is open already: it loads from the hot copy
         started = True
-        refresher = asyncio.create_task(_share_every_controller(ctl, client, leadership))
-        ctl._tasks.append(refresher)  # stopped with the controller
+        sharing = asyncio.create_task(_share_every_controller(ctl, client, leadership))
         log.info(
             "leading (fencing revision %d); controller ready %.2fs after the election",
             leadership.create_revision,
@@ -112,6 +112,8 @@ async def serve(config: ControllerConfig, spec: str, ttl: int = DEFAULT_TTL) -> 
             raise SystemExit(LOST_LEADERSHIP)
     finally:
         await _stop_task(front)
+        if sharing is not None:
+            await _stop_task(sharing)
         await leadership.stop(resign=not lost.is_set())
         if started:
             await ctl.stop()
