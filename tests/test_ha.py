@@ -360,7 +360,8 @@ def test_a_real_agent_follows_the_new_leader_and_keeps_its_containers(
     with controllers(etcd, tmp_path, "a", "b") as ctls:
         leader, standby = leader_and_standby(ctls)
         leader.client().call("CreateCluster", {"clusterName": "default"})
-        both = f"127.0.0.1:{leader.grpc_port},127.0.0.1:{standby.grpc_port}"
+        # the standby first: it hands out the CA and relays the enrollment to the leader
+        both = f"127.0.0.1:{standby.grpc_port},127.0.0.1:{leader.grpc_port}"
         ca = leader.ca()
         assert ca is not None
         wait_for(lambda: lists_both(leader, [leader, standby]), 15, what="both registered")
