@@ -54,8 +54,19 @@ def tls_wanted(mode: str, controller: str) -> bool:
     return not all(host in LOOPBACK for host in hosts)
 
 
-def fetch_ca(address: str, ca_hash: str, timeout: float = 10.0) -> bytes:
-    """The controller's CA certificate from its TLS handshake, if it matches `ca_hash`."""
+def fetch_ca(controller: str, ca_hash: str, timeout: float = 10.0) -> bytes:
+    """The cluster CA from the TLS handshake of the first controller of the list that
+    answers, if it matches `ca_hash` (every controller of a cluster serves the one CA)."""
+    failures = []
+    for address in endpoints.controller_list(controller):
+        try:
+            return _fetch_ca_from(address, ca_hash, timeout)
+        except EnrollError as err:
+            failures.append(str(err))
+    raise EnrollError("; ".join(failures) or "no controller address")
+
+
+def _fetch_ca_from(address: str, ca_hash: str, timeout: float) -> bytes:
     host, _, port = address.rpartition(":")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # verified by the pin below
@@ -135,12 +146,14 @@ class AgentTls:
         return self.identity.instance_id
 
     def connect_address(self) -> str:
+        """The gRPC target of the mutual-TLS stream: the controller's agent port, or (several
+        controllers) every controller's, as the leader listed them at enrollment."""
         try:
             port = json.loads(self.meta_path.read_text())["connect_address"]
         except (OSError, ValueError, KeyError):
-            return self.controller
+            return endpoints.grpc_target(self.controller)
         host = self.controller.rpartition(":")[0]
-        return f"{host}{port}" if str(port).startswith(":") else str(port)
+        return endpoints.grpc_target(f"{host}{port}" if str(port).startswith(":") else str(port))
 
     def renewal_due(self, now: datetime.datetime | None = None) -> bool:
         cert = self._cert()
@@ -196,7 +209,7 @@ class AgentTls:
             csr_pem=csr.public_bytes(serialization.Encoding.PEM),
         )
         # renewal: over mutual TLS with the current certificate; else the token, TLS only
-        address = self.connect_address() if renewing else self.controller
+        address = self.connect_address() if renewing else endpoints.grpc_target(self.controller)
         ca = self.ca_path.read_bytes()
         creds = self.credentials() if renewing else grpc.ssl_channel_credentials(ca)
         async with grpc.aio.secure_channel(address, creds, options=self.options()) as ch:
@@ -242,13 +255,15 @@ class AgentTls:
             self.ca_path.read_bytes(), self.key_path.read_bytes(), self.cert_path.read_bytes()
         )
 
-    async def channel(self, options: list[tuple[str, Any]]) -> grpc.aio.Channel:
-        """A mutual-TLS channel to the agent port (enrolls/renews first)."""
+    async def channel(self, options: list[tuple[str, Any]], target: str = "") -> grpc.aio.Channel:
+        """A mutual-TLS channel to the agent port (enrolls/renews first); `target`: the
+        leader's agent port, as a standby named it, instead of the list."""
         await self.ensure()
         if self._renewer is None or self._renewer.done():
             self._renewer = asyncio.create_task(self.renew_forever())
+        options = endpoints.channel_options(self.controller, options)  # several: fail over soon
         return grpc.aio.secure_channel(
-            self.connect_address(), self.credentials(), options=self.options(options)
+            target or self.connect_address(), self.credentials(), options=self.options(options)
         )
 
 
@@ -256,11 +271,6 @@ def channel_factory(config: Any, ident: Identity) -> Any:
     """Session.channel_factory for an AgentConfig: None (plaintext) unless TLS is wanted."""
     if not tls_wanted(getattr(config, "tls", "auto"), config.controller):
         return None
-    if len(endpoints.controller_list(config.controller)) > 1:
-        raise SystemExit(
-            "dockyard agent: several --controller addresses work without TLS only, for now "
-            "(controllers on loopback, or --tls never)"
-        )
     tls = AgentTls(
         config.controller,
         config.state_dir,

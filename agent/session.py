@@ -63,7 +63,7 @@ class Session:
         self,
         controller: str,
         handlers: Handlers,
-        channel_factory: Callable[[list[Any]], Awaitable[grpc.aio.Channel]] | None = None,
+        channel_factory: Callable[[list[Any], str], Awaitable[grpc.aio.Channel]] | None = None,
     ) -> None:
         self.controller = controller
         self.channel_factory = channel_factory  # mutual TLS (agent.enroll); else plaintext
@@ -72,6 +72,7 @@ class Session:
         self.connected = asyncio.Event()
         self._outbox: asyncio.Queue[object] | None = None
         self._last_heard = 0.0
+        self._leader_hint = ""  # where a standby said the leader is: the next dial
         self._last_sent = 0.0
         self._seq = 0
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -116,6 +117,7 @@ class Session:
                     await self._handle(msg, call)
             except grpc.aio.AioRpcError as err:
                 log.warning("controller stream ended: %s %s", err.code().name, err.details())
+                self._leader_hint = endpoints.leader_hint(err.trailing_metadata())
             except asyncio.CancelledError:
                 # grpc.aio raises CancelledError from a call *we* cancelled: that is a
                 # disconnect to recover from; anything else is the agent shutting down
@@ -132,12 +134,14 @@ class Session:
         log.warning("disconnected from controller %s; reconnecting", self.controller)
 
     async def _channel(self) -> grpc.aio.Channel:
+        # a standby named the leader: go there now, once (if it fails, the list again)
+        hint, self._leader_hint = self._leader_hint, ""
         if self.channel_factory is None:
-            target = endpoints.grpc_target(self.controller)  # several: whichever leads
+            target = hint or endpoints.grpc_target(self.controller)  # several: the first up
             options = endpoints.channel_options(self.controller, CHANNEL_OPTIONS)
             return grpc.aio.insecure_channel(target, options=options)
         try:
-            return await self.channel_factory(CHANNEL_OPTIONS)
+            return await self.channel_factory(CHANNEL_OPTIONS, hint)
         except Exception as err:  # enrollment: controller down or token refused; retried
             if isinstance(err, SystemExit):
                 raise

@@ -1,11 +1,12 @@
 """`dockyard controller --store etcd://...`: several controllers on one etcd, one leading.
 
 Each controller opens the etcd store at once (its hot copy: the whole state in memory,
-followed by a watch) and campaigns (controller.leadership). A standby serves nothing and
-decides nothing: it keeps its copy current and waits. When it wins, it fences the store
-with its leadership and starts the controller, whose state loads from that memory rather
-than from etcd, then listens for agents and API calls. Agents given every controller's
-address (`dockyard agent --controller a:7070,b:7070`) reach whichever one listens.
+followed by a watch) and campaigns (controller.leadership). A standby decides nothing: it
+keeps its copy current and answers on its ports (controller.follower: agents are sent to
+the leader, API calls relayed to it). When it wins, it closes those, fences the store with
+its leadership and starts the controller, whose state loads from that memory rather than
+from etcd, on the same ports. Agents given every controller's address (`dockyard agent
+--controller a:7070,b:7070`) are sent to whichever one leads.
 
 A leader that loses its leadership (its lease expired, or etcd refused a fenced write)
 stops the controller and exits with LOST_LEADERSHIP: the process supervisor (systemd's
@@ -24,7 +25,9 @@ import socket
 import time
 from typing import TYPE_CHECKING
 
+from controller import ha_members
 from controller.etcd_client import EtcdClient
+from controller.follower import Follower
 from controller.leadership import DEFAULT_TTL, Leadership
 from controller.store_etcd import EtcdStore, NotLeader
 
@@ -71,6 +74,7 @@ async def serve(config: ControllerConfig, spec: str, ttl: int = DEFAULT_TTL) -> 
     lost = asyncio.Event()
     stop = asyncio.Event()
     leadership = Leadership(client, store.url.prefix, identity(config), ttl)
+    leadership.info = ha_members.encode(ha_members.describe(config))
 
     def changed(leading: bool) -> None:
         if not leading:
@@ -83,15 +87,19 @@ async def serve(config: ControllerConfig, spec: str, ttl: int = DEFAULT_TTL) -> 
             loop.add_signal_handler(sig, stop.set)
     leadership.start()
     started = False
+    front = asyncio.create_task(Follower(config, store, client, leadership).run())
+    sharing: asyncio.Task[None] | None = None  # while leading: every controller's addresses
     try:
         log.info("standby on %s as %s: waiting for leadership", store.location, leadership.identity)
         if await _first(leadership.elected, stop) is stop:
             return
         elected_at = time.monotonic()
+        await _stop_task(front)  # its ports are the controller's now
         store.fence_with(leadership)
         await store.catch_up(leadership.create_revision)  # the old leader's last commits
         await ctl.start()  # its store is open already: it loads from the hot copy
         started = True
+        sharing = asyncio.create_task(_share_every_controller(ctl, client, leadership))
         log.info(
             "leading (fencing revision %d); controller ready %.2fs after the election",
             leadership.create_revision,
@@ -103,12 +111,45 @@ async def serve(config: ControllerConfig, spec: str, ttl: int = DEFAULT_TTL) -> 
             await asyncio.sleep(REFUSAL_GRACE)  # the refused calls answer their callers
             raise SystemExit(LOST_LEADERSHIP)
     finally:
+        await _stop_task(front)
+        if sharing is not None:
+            await _stop_task(sharing)
         await leadership.stop(resign=not lost.is_set())
         if started:
             await ctl.stop()
         else:
             await store.close()
         await client.close()
+
+
+MEMBERS_REFRESH_S = 0.5  # one small etcd range: a new standby is listed at once
+
+
+async def _share_every_controller(
+    ctl: Controller, client: EtcdClient, leadership: Leadership
+) -> None:
+    """Keep what the leader hands out listing every registered controller, its own first:
+    the agents' connect address (Enroll's answer: every mutual-TLS port; a certificate of
+    the one CA opens a stream on any of them, so an agent finds the next leader without
+    enrolling again), and the join command of new tokens (every API address)."""
+    prefix = leadership.key.decode().rpartition("/")[0]
+    while True:
+        with contextlib.suppress(Exception):  # etcd briefly unreachable: keep the last list
+            found = await ha_members.members(client, prefix)
+            gate = ctl.security.gate
+            if found and gate is not None and gate.tls is not None:
+                gate.tls.connect_address = ha_members.agent_targets(found, leadership.identity)
+            if found:
+                ctl.security.tokens.controllers = ha_members.api_targets(found, leadership.identity)
+        await asyncio.sleep(MEMBERS_REFRESH_S)
+
+
+async def _stop_task(task: asyncio.Task[None]) -> None:
+    """Cancel `task` and wait until it has cleaned up (a failure is logged, not raised)."""
+    task.cancel()
+    for result in await asyncio.gather(task, return_exceptions=True):
+        if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+            log.warning("standby listeners ended: %r", result)
 
 
 async def _first(*events: asyncio.Event) -> asyncio.Event | None:

@@ -57,6 +57,7 @@ class Leadership:
         self.key = prefix.encode() + b"/leader"
         self.member_key = prefix.encode() + b"/members/" + identity.encode()
         self.on_change = on_change
+        self.info = b""  # the member key's value: where this controller is reached (JSON)
         self.lease_id = 0
         self.create_revision = 0  # the fencing token while leading (0: not leading)
         self._valid_until = 0.0  # monotonic: our lease is surely alive at etcd until then
@@ -185,7 +186,7 @@ class Leadership:
         sent = time.monotonic()
         self.lease_id = await self.client.grant(self.ttl)
         self._valid_until = sent + self.ttl - MARGIN
-        await self.client.txn([], [ec.put(self.member_key, b"", self.lease_id)], [])
+        await self.client.txn([], [ec.put(self.member_key, self.info, self.lease_id)], [])
         loop = asyncio.get_running_loop()
         lease_id = self.lease_id
         self._keepalive = _KeepAlive(

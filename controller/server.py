@@ -135,6 +135,7 @@ class Controller:
                 tls=self.config.tls,
                 agent_listen=self.config.agent_listen,
                 advertise=self.config.advertise,
+                shared_store=ha.is_etcd(self.config.store),
             ),
             self.sealer,
         )

@@ -52,6 +52,7 @@ KINDS: dict[str, str] = {
     "accesskey": "StateOfRecord.access_keys (kept by AccessKeys, security/keys.py); sealed",
     "revokedinstance": "StateOfRecord.revoked (kept by AgentGate, security/agents.py)",
     "instancesecret": "StateOfRecord.instance_secrets (kept by AgentGate)",
+    "ca": "the cluster CA (controller/security/cluster_ca.py); its key sealed",
 }
 
 # written first and deleted last by `dockyard restore` (controller/backup.py): a store that

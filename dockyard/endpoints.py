@@ -57,6 +57,19 @@ def channel_options(spec: str, options: list[tuple[str, int]]) -> list[tuple[str
     ]
 
 
+LEADER_HINT = "dockyard-leader"  # trailing metadata of a standby's refusal: where to go
+
+
+def leader_hint(metadata: object) -> str:
+    """The leader's address a standby controller named when it refused a stream ("" if
+    none): an agent (or the simulator) dials it next, at once, rather than walking its
+    list again and landing on the same standby."""
+    for key, value in metadata or ():  # type: ignore[attr-defined]
+        if key == LEADER_HINT:
+            return value.decode() if isinstance(value, bytes) else str(value)
+    return ""
+
+
 def grpc_target(spec: str) -> str:
     """The gRPC target for `--controller`: one address as given; several as one target
     listing them all (resolved now), which gRPC's pick_first walks in order, so a channel

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from aiohttp import web
 
+from controller.security import cluster_ca
 from controller.security.agents import AgentGate, TlsSettings
 from controller.security.apiauth import ApiKeyInterceptor, sigv4_middleware
 from controller.security.keys import AccessKeys
@@ -54,6 +55,7 @@ class SecurityConfig:
     agent_listen: str = ""  # the mutual-TLS port; default: the listen host, port + 1
     cert_lifetime_s: float = 7 * 86400
     advertise: tuple[str, ...] = ()  # more names/addresses clients use: certificate SANs
+    shared_store: bool = False  # several controllers share the store (etcd): one identity
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -71,7 +73,7 @@ class Security:
     async def install(self, dispatcher: Dispatcher) -> None:
         """Load the security state and add its operations; call after the dispatcher exists."""
         self.tokens.load()
-        await self.keys.load(self.config.data_dir, self.sealer)
+        await self.keys.load(self.config.data_dir, self.sealer, self.config.shared_store)
         self.gate = AgentGate(
             self.service,
             dispatcher,
@@ -81,7 +83,9 @@ class Security:
         )
         self.gate.load()
         if self.config.data_dir is not None:
-            self.ca = CertificateAuthority.load_or_create(self.config.data_dir)
+            self.ca = await cluster_ca.load(
+                self.service, self.sealer, self.config.data_dir, self.config.shared_store
+            )
             self.tokens.ca_hash = self.ca.fingerprint
 
     def handlers(self) -> dict[str, Handler]:
@@ -113,16 +117,9 @@ class Security:
         if not self.config.tls:
             return server.add_insecure_port(listen)
         assert self.ca is not None and self.gate is not None, "install() with a data dir first"
-        host, _, port = listen.rpartition(":")
-        key, chain = self.ca.server_pair(certificate_names(listen, self.config.advertise))
-        main = server.add_secure_port(listen, grpc.ssl_server_credentials([(key, chain)]))
-        agent_listen = self.config.agent_listen or f"{host}:{int(port) + 1 if int(port) else 0}"
-        mutual = grpc.ssl_server_credentials(
-            [(key, chain)], root_certificates=self.ca.pem, require_client_auth=True
+        main, self.agent_port = add_tls_ports(
+            server, self.ca, listen, self.config.agent_listen, self.config.advertise
         )
-        self.agent_port = server.add_secure_port(agent_listen, mutual)
-        if not main or not self.agent_port:
-            raise SystemExit(f"cannot listen on {listen} / {agent_listen} (gRPC, TLS)")
         self.gate.tls = TlsSettings(
             self.ca, f":{self.agent_port}", datetime.timedelta(seconds=self.config.cert_lifetime_s)
         )
@@ -132,18 +129,7 @@ class Security:
         """The ECS endpoint's TLS: a certificate from the cluster CA for the --http host and
         every --advertise-address, so `aws --ca-bundle ca.crt` and boto3 `verify=` accept it."""
         assert self.ca is not None, "install() with a data dir first"
-        key, chain = self.ca.server_pair(certificate_names(http, self.config.advertise))
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        # ssl loads a key only from a file: a private temp file, removed once loaded
-        fd, path = tempfile.mkstemp(prefix=".http-tls-", dir=self.config.data_dir)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(key + chain)
-            ctx.load_cert_chain(path)
-        finally:
-            os.unlink(path)
-        return ctx
+        return https_context(self.ca, http, self.config.advertise, self.config.data_dir)
 
     def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
         return [ApiKeyInterceptor(self.keys, auth_on=self.config.auth)]
@@ -156,3 +142,51 @@ class Security:
         """Require SigV4 on the ECS endpoint (POST /); /healthz and /metrics stay open."""
         if self.config.auth:
             app.middlewares.append(sigv4_middleware(self.keys))
+
+
+def agent_listen_of(listen: str, agent_listen: str = "") -> str:
+    """The mutual-TLS agent port's address: --agent-listen, default the listen port + 1."""
+    host, _, port = listen.rpartition(":")
+    return agent_listen or f"{host}:{int(port) + 1 if int(port) else 0}"
+
+
+def add_tls_ports(
+    server: grpc.aio.Server,
+    ca: CertificateAuthority,
+    listen: str,
+    agent_listen: str,
+    advertise: tuple[str, ...],
+) -> tuple[int, int]:
+    """Listen on `listen` (server-authenticated TLS: the API and Enroll) and on the agent
+    port (mutual TLS with certificates of `ca`); their ports. grpcio cannot ask for an
+    optional client certificate, so one port cannot serve both enrollment (no certificate
+    yet) and mutual TLS."""
+    key, chain = ca.server_pair(certificate_names(listen, advertise))
+    main = server.add_secure_port(listen, grpc.ssl_server_credentials([(key, chain)]))
+    agents = agent_listen_of(listen, agent_listen)
+    mutual = grpc.ssl_server_credentials(
+        [(key, chain)], root_certificates=ca.pem, require_client_auth=True
+    )
+    agent_port = server.add_secure_port(agents, mutual)
+    if not main or not agent_port:
+        raise SystemExit(f"cannot listen on {listen} / {agents} (gRPC, TLS)")
+    return main, agent_port
+
+
+def https_context(
+    ca: CertificateAuthority, http: str, advertise: tuple[str, ...], tmp_dir: Path | None
+) -> ssl.SSLContext:
+    """The ECS endpoint's TLS: a certificate from the cluster CA for the --http host and
+    every --advertise-address, so `aws --ca-bundle ca.crt` and boto3 `verify=` accept it."""
+    key, chain = ca.server_pair(certificate_names(http, advertise))
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    # ssl loads a key only from a file: a private temp file, removed once loaded
+    fd, path = tempfile.mkstemp(prefix=".http-tls-", dir=tmp_dir)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(key + chain)
+        ctx.load_cert_chain(path)
+    finally:
+        os.unlink(path)
+    return ctx

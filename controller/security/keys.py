@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 import string
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ ROLES = ("admin", "operator", "readonly")  # operator: readonly + exec (issue 20
 KEY_ID_RE = re.compile(r"^DYAK[A-Z0-9]{16}$")
 MAX_KEYS = 1000
 ADMIN_FILE = "admin-credentials"
+BOOTSTRAP = "bootstrap admin key (admin-credentials)"
 _ALPHABET = string.ascii_uppercase + string.digits
 
 
@@ -55,16 +57,19 @@ class AccessKeys:
         self.keys = service.record.access_keys  # the state of record holds them
         self.sealer: Sealer | None = None  # set by load(): secrets are stored sealed
 
-    async def load(self, data_dir: Path | None, sealer: Sealer) -> None:
-        """Load keys; on first start create an admin key and write it to admin-credentials."""
+    async def load(self, data_dir: Path | None, sealer: Sealer, shared: bool = False) -> None:
+        """Load keys; on first start create an admin key and write it to admin-credentials.
+        `shared` (several controllers on one store): every controller's data dir gets that
+        first start's admin key, so any of them bootstraps the operator."""
         self.sealer = sealer
-        for doc in sealer.open_rows(KIND, self.service.record.take(KIND)):
-            self.keys[doc["access_key_id"]] = AccessKey(**doc)
+        for key in stored_keys(sealer, self.service.record.take(KIND)):
+            self.keys[key.access_key_id] = key
         if not self.keys:
-            key = await self.create("admin", "bootstrap admin key (admin-credentials)")
+            key = await self.create("admin", BOOTSTRAP)
             if data_dir is not None:
-                creds = Credentials(key.access_key_id, key.secret_access_key)
-                write_credentials(Path(data_dir) / ADMIN_FILE, creds)
+                write_credentials(Path(data_dir) / ADMIN_FILE, _credentials(key))
+        elif shared and data_dir is not None:
+            publish_admin(Path(data_dir), self.keys.values())
 
     def get(self, key_id: str) -> AccessKey | None:
         return self.keys.get(key_id)
@@ -110,3 +115,21 @@ class AccessKeys:
         del self.keys[key_id]
         await self.service.commit([Delete(KIND, key_id)])
         return {"accessKey": key.view()}
+
+
+def _credentials(key: AccessKey) -> Credentials:
+    return Credentials(key.access_key_id, key.secret_access_key)
+
+
+def publish_admin(data_dir: Path, keys: Iterable[AccessKey]) -> None:
+    """Write the cluster's first start's admin key to `data_dir`'s admin-credentials if that
+    file is missing (several controllers on one store: each data dir gets it)."""
+    made = [k for k in keys if k.description == BOOTSTRAP and k.role == "admin"]
+    path = Path(data_dir) / ADMIN_FILE
+    if made and not path.exists():
+        write_credentials(path, _credentials(min(made, key=lambda k: k.created_at)))
+
+
+def stored_keys(sealer: Sealer, rows: list[tuple[str, str, dict[str, Any]]]) -> list[AccessKey]:
+    """The access keys of stored rows, opened (a standby reads them without loading them)."""
+    return [AccessKey(**doc) for doc in sealer.open_rows(KIND, rows)]

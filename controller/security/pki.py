@@ -49,11 +49,32 @@ class CertificateAuthority:
 
     @classmethod
     def load_or_create(cls, data_dir: Path) -> CertificateAuthority:
+        """The CA of the data dir's files, created there (`ca.key` 0600) on first start."""
+        found = cls.from_files(data_dir)
+        if found is not None:
+            return found
+        ca = cls.create()
+        _write_private(Path(data_dir) / "ca.key", key_pem(ca.key))
+        (Path(data_dir) / "ca.crt").write_bytes(ca.pem)
+        return ca
+
+    @classmethod
+    def from_files(cls, data_dir: Path) -> CertificateAuthority | None:
+        """The CA kept in a data dir's `ca.key` and `ca.crt` (None if either is missing)."""
         key_path, cert_path = Path(data_dir) / "ca.key", Path(data_dir) / "ca.crt"
-        if key_path.exists() and cert_path.exists():
-            key = serialization.load_pem_private_key(key_path.read_bytes(), None)
-            assert isinstance(key, ec.EllipticCurvePrivateKey)
-            return cls(key, x509.load_pem_x509_certificate(cert_path.read_bytes()))
+        if not (key_path.exists() and cert_path.exists()):
+            return None
+        return cls.from_pem(key_path.read_bytes(), cert_path.read_bytes())
+
+    @classmethod
+    def from_pem(cls, key: bytes, cert: bytes) -> CertificateAuthority:
+        loaded = serialization.load_pem_private_key(key, None)
+        assert isinstance(loaded, ec.EllipticCurvePrivateKey)
+        return cls(loaded, x509.load_pem_x509_certificate(cert))
+
+    @classmethod
+    def create(cls) -> CertificateAuthority:
+        """A new cluster CA (kept nowhere yet: the caller stores it)."""
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Dockyard cluster CA")])
         cert = (
@@ -71,9 +92,11 @@ class CertificateAuthority:
             )
             .sign(key, hashes.SHA256())
         )
-        _write_private(key_path, key_pem(key))
-        cert_path.write_bytes(cert_pem(cert))
         return cls(key, cert)
+
+    @property
+    def key_pem(self) -> bytes:
+        return key_pem(self.key)
 
     @property
     def pem(self) -> bytes:

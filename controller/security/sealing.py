@@ -32,12 +32,14 @@ from controller.store_api import Op, Put, Store
 
 log = logging.getLogger(__name__)
 
-# kind -> its sealed fields (roles.py: secrets, roles, the credentials-id key; keys.py: keys)
+# kind -> its sealed fields (roles.py: secrets, roles, the credentials-id key; keys.py: keys;
+# cluster_ca.py: the CA's key)
 SEALED_FIELDS: dict[str, tuple[str, ...]] = {
     "secret": ("value",),
     "role": ("config",),
     "rolekey": ("key",),
     "accesskey": ("secret_access_key",),
+    "ca": ("key",),  # the cluster CA's private key (security/cluster_ca.py)
 }
 STATE_KIND, STATE_KEY = "sealing", "state"
 CHECK_TEXT = "dockyard sealed store"
@@ -249,6 +251,13 @@ async def open_sealer(store: Store, key_file: Path) -> Sealer:
     sealer = Sealer(_new_store_keyring(key_file))
     await _seal_plaintext(store, sealer)
     return sealer
+
+
+async def open_sealed(store: Store, key_file: Path) -> Sealer | None:
+    """The sealer of a store sealed already (None: not yet), writing nothing: what a
+    follower, which must not write, opens the shared CA with."""
+    state = await store.load_rows(STATE_KIND)
+    return _existing(store, key_file, state[0][2]) if state else None
 
 
 def _new_store_keyring(key_file: Path) -> Keyring:

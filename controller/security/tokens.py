@@ -80,6 +80,9 @@ class JoinTokens:
         self.service = service
         self.tokens = service.record.join_tokens  # the state of record holds them
         self.ca_hash = ""  # the CA agents pin (`--ca-hash`), shown with new tokens
+        # several controllers (etcd): every one's API address, the leader's first, shown with
+        # new tokens so the join command lists them all (controller/ha.py keeps it current)
+        self.controllers: list[str] = []
 
     def load(self) -> None:
         """Take the join tokens the state of record's loader read at startup."""
@@ -140,7 +143,9 @@ class JoinTokens:
         if not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or not 0 <= ttl <= MAX_TTL_S:
             raise invalid("ttlSeconds", f"a number of seconds from 0 (never) to {MAX_TTL_S}")
         token, text = await self.create(description, float(ttl))
-        extra = {"caHash": self.ca_hash} if self.ca_hash else {}
+        extra: dict[str, Any] = {"caHash": self.ca_hash} if self.ca_hash else {}
+        if self.controllers:
+            extra["controllers"] = list(self.controllers)
         return {"joinToken": {**token.view(now()), "token": text, **extra}}
 
     async def op_ListJoinTokens(self, body: dict[str, Any]) -> dict[str, Any]:

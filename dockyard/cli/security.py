@@ -40,7 +40,8 @@ def tokens_create(ctx: Ctx, args: argparse.Namespace) -> int:
     if ctx.json:
         out.print_json(reply)
         return 0
-    join = f"dockyard agent --controller {ctx.address} --join-token {token['token']}"
+    controllers = ",".join(token.get("controllers") or [ctx.address])  # several: all of them
+    join = f"dockyard agent --controller {controllers} --join-token {token['token']}"
     if token.get("caHash"):
         join += f" --ca-hash {token['caHash']}"
     print(f"join token {token['tokenId']} (shown once; revoke with `dockyard tokens revoke`):")

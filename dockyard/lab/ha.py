@@ -16,6 +16,7 @@ agents and the root namespace), `kill-etcd` / `start-etcd` its etcd member.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -138,13 +139,13 @@ def start_controller(state: LabState, node: ControllerNode) -> ProcRef:
 
 
 def serving(node: ControllerNode) -> bool:
-    """The node's controller leads: standbys serve nothing, not even /healthz."""
+    """The node's controller leads: a standby's /healthz says `"status": "standby"`."""
     try:
-        with urllib.request.urlopen(f"{node.http}/healthz", timeout=1):
-            return True
+        with urllib.request.urlopen(f"{node.http}/healthz", timeout=1) as answer:
+            return bool(json.loads(answer.read()).get("status") != "standby")
     except urllib.error.HTTPError:
-        return True
-    except OSError:
+        return True  # the leader answered (its HTTP port may ask for a signature)
+    except (OSError, ValueError):
         return False
 
 

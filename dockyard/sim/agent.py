@@ -13,6 +13,7 @@ import logging
 import random
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -49,10 +50,13 @@ class SimAgent:
         channel: grpc.aio.Channel,
         counters: Counters,
         rng: random.Random,
+        channel_to: Callable[[str], grpc.aio.Channel] | None = None,
     ) -> None:
         self.cfg = cfg
         self.index = index
         self.stub = agent_pb2_grpc.AgentServiceStub(channel)
+        self.channel_to = channel_to  # a channel to one address (where a standby sent us)
+        self._redirect: agent_pb2_grpc.AgentServiceStub | None = None
         self.counters = counters
         self.rng = rng
         self.tasks: dict[str, model.SimTask] = {}
@@ -74,6 +78,9 @@ class SimAgent:
         backoff = 0.0
         while True:
             established = await self._session()
+            if self._redirect is not None:  # a standby named the leader: go at once
+                await asyncio.sleep(self.rng.uniform(0, 0.05))
+                continue
             backoff = 0.0 if established else backoff
             cap = endpoints.backoff_cap(self.cfg.controller, self.cfg.backoff_cap)
             backoff = model.next_backoff(backoff, cap, self.rng)
@@ -83,7 +90,8 @@ class SimAgent:
     # ------------------------------------------------------------------ the session
 
     async def _session(self) -> bool:
-        call = self.stub.Connect()
+        stub, self._redirect = self._redirect or self.stub, None  # a redirect is used once
+        call = stub.Connect()
         self._call = call
         outbox: asyncio.Queue[object] = asyncio.Queue()
         self._outbox = outbox
@@ -99,7 +107,11 @@ class SimAgent:
                     break
                 self._last_heard = time.monotonic()
                 established = self._handle(msg, call) or established
-        except (grpc.aio.AioRpcError, grpc.aio.UsageError):
+        except grpc.aio.AioRpcError as err:
+            hint = endpoints.leader_hint(err.trailing_metadata())
+            if hint and self.channel_to is not None and not established:
+                self._redirect = agent_pb2_grpc.AgentServiceStub(self.channel_to(hint))
+        except grpc.aio.UsageError:
             pass
         except asyncio.CancelledError:
             # our own call.cancel() (the controller fell silent, or refused us for good)

@@ -39,6 +39,7 @@ class Fleet:
         self.cfg = cfg
         self.counters = Counters()
         self.channels: list[grpc.aio.Channel] = []
+        self.redirects: dict[str, grpc.aio.Channel] = {}  # leaders standbys named, by address
         self.agents: list[SimAgent] = []
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -59,15 +60,24 @@ class Fleet:
                 self.channels[-1],
                 self.counters,
                 random.Random(rng.getrandbits(64)),
+                self.channel_to,
             )
             self.agents.append(agent)
             self._tasks.append(asyncio.create_task(agent.run_forever()))
+
+    def channel_to(self, address: str) -> grpc.aio.Channel:
+        """One shared channel per address a standby sent agents to (the leader)."""
+        channel = self.redirects.get(address)
+        if channel is None:
+            options = endpoints.channel_options(self.cfg.controller, CHANNEL_OPTIONS)
+            channel = self.redirects[address] = grpc.aio.insecure_channel(address, options=options)
+        return channel
 
     async def stop(self) -> None:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for ch in self.channels:
+        for ch in [*self.channels, *self.redirects.values()]:
             await ch.close()
 
     def summary(self) -> str:
