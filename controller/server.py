@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_lat
 
 from controller import console, ha, orchestrator, usage_metrics
 from controller.api_grpc import ApiServicer
+from controller.discovery import ServiceDiscovery
 from controller.dispatcher import Dispatcher
 from controller.ecs_region import region_middleware
 from controller.events import EventLog
@@ -139,6 +140,7 @@ class Controller:
             self.sealer,
         )
         await self.security.install(self.dispatcher)
+        self.discovery = ServiceDiscovery(self.record, self.arns)
         # every operation, bound once: controller/ops/table.py lists them
         self.api = OperationChain(
             {
@@ -146,6 +148,7 @@ class Controller:
                 **orchestrator.handlers(self.services),
                 **self.security.handlers(),
                 **UsageOps(self.service, self.usage).handlers(),
+                **self.discovery.handlers(),  # Cloud Map (issue 21)
             },
             after=self.security.after_steps(),
         )

@@ -52,6 +52,12 @@ KINDS: dict[str, str] = {
     "accesskey": "StateOfRecord.access_keys (kept by AccessKeys, security/keys.py); sealed",
     "revokedinstance": "StateOfRecord.revoked (kept by AgentGate, security/agents.py)",
     "instancesecret": "StateOfRecord.instance_secrets (kept by AgentGate)",
+    # Cloud Map (issue 21): StateOfRecord.discovery[kind] (kept by Discovery,
+    # controller/ops/discovery_state.py)
+    "sd_namespace": "StateOfRecord.discovery (controller/ops/discovery_state.py)",
+    "sd_service": "StateOfRecord.discovery",
+    "sd_instance": "StateOfRecord.discovery",
+    "sd_operation": "StateOfRecord.discovery",
 }
 
 
@@ -69,6 +75,7 @@ class StateOfRecord:
         self.revoked: dict[str, Revoked] = {}  # by instance id
         self.instance_secrets: dict[str, BoundSecret] = {}  # by instance id
         self.account_settings: dict[tuple[str, str], str] = {}  # (principal, name) -> value
+        self.discovery: dict[str, dict[str, dict[str, Any]]] = {}  # Cloud Map: kind -> key -> doc
         self.feed = feed or ChangeFeed()  # committed changes, published once
         self._rows: dict[str, list[Row]] = {}  # loaded, not yet taken by their owner
         self._unwatch = store.watch(self._committed)  # every commit, published once
