@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_lat
 from controller import console, ha, orchestrator, usage_metrics
 from controller.api_grpc import ApiServicer
 from controller.discovery import ServiceDiscovery
+from controller.discovery_dns import DnsPusher
 from controller.dispatcher import Dispatcher
 from controller.ecs_region import region_middleware
 from controller.events import EventLog
@@ -141,6 +142,9 @@ class Controller:
         )
         await self.security.install(self.dispatcher)
         self.discovery = ServiceDiscovery(self.record, self.arns)
+        dns = DnsPusher(self.record.discovery, self.feed, self.dispatcher.push_dns)
+        if self.record.discovery.get("sd_namespace"):
+            self.dispatcher.dns = dns.snapshot()
         # every operation, bound once: controller/ops/table.py lists them
         self.api = OperationChain(
             {
