@@ -6,6 +6,7 @@ against botocore's model (the CBOR path always checks; the JSON one is checked h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -23,14 +24,21 @@ from controller.server import Controller, ControllerConfig
 SD = "servicediscovery"
 
 
-@pytest.fixture
-async def ctl(tmp_path: Path) -> AsyncIterator[Controller]:
-    c = Controller(ControllerConfig(tmp_path, listen="127.0.0.1:0", http="127.0.0.1:0"))
+@contextlib.asynccontextmanager
+async def running_controller(path: Path) -> AsyncIterator[Controller]:
+    """An in-process controller (no agents), stopped however the test ends."""
+    c = Controller(ControllerConfig(path, listen="127.0.0.1:0", http="127.0.0.1:0"))
     await c.start()
     try:
         yield c
     finally:
         await c.stop()
+
+
+@pytest.fixture
+async def ctl(tmp_path: Path) -> AsyncIterator[Controller]:
+    async with running_controller(tmp_path) as c:
+        yield c
 
 
 class Client:

@@ -14,15 +14,16 @@ import grpc
 import pytest
 
 from controller.discovery_dns import build_snapshot
-from controller.server import Controller, ControllerConfig
+from controller.server import Controller
 from dockyard.v1 import agent_pb2, agent_pb2_grpc
+from tests.test_discovery_api import running_controller
 
 NS = [
     {"Id": "ns-1", "Name": "Apps.Local", "Type": "DNS_PRIVATE"},
     {"Id": "ns-2", "Name": "plain", "Type": "HTTP"},
 ]
 A_SRV = {"DnsRecords": [{"Type": "A", "TTL": 30}, {"Type": "SRV", "TTL": 10}]}
-SERVICES = [
+SERVICES: list[dict[str, Any]] = [
     {"Id": "srv-w", "Name": "web", "NamespaceId": "ns-1", "DnsConfig": A_SRV},
     {
         "Id": "srv-a",
@@ -70,12 +71,8 @@ def test_empty_state_is_an_empty_snapshot() -> None:
 
 @pytest.fixture
 async def ctl(tmp_path: Path) -> AsyncIterator[Controller]:
-    c = Controller(ControllerConfig(tmp_path, listen="127.0.0.1:0", http="127.0.0.1:0"))
-    await c.start()
-    try:
+    async with running_controller(tmp_path) as c:
         yield c
-    finally:
-        await c.stop()
 
 
 class RawAgent:
