@@ -24,6 +24,7 @@ from controller import console, ha, orchestrator, usage_metrics
 from controller.api_grpc import ApiServicer
 from controller.discovery import ServiceDiscovery
 from controller.discovery_dns import DnsPusher
+from controller.discovery_ecs import EcsRegistrations
 from controller.dispatcher import Dispatcher
 from controller.ecs_region import region_middleware
 from controller.events import EventLog
@@ -142,6 +143,8 @@ class Controller:
         )
         await self.security.install(self.dispatcher)
         self.discovery = ServiceDiscovery(self.record, self.arns)
+        self.services.discovery = self.discovery.state  # serviceRegistries (issue 21)
+        self.registrations = EcsRegistrations(self.services, self.discovery)
         dns = DnsPusher(self.record.discovery, self.feed, self.dispatcher.push_dns)
         if self.record.discovery.get("sd_namespace"):
             self.dispatcher.dns = dns.snapshot()
@@ -161,6 +164,7 @@ class Controller:
         self._tasks.append(asyncio.create_task(self.dispatcher.watch_heartbeats()))
         self._tasks.append(asyncio.create_task(self.service.roles.run()))
         self._tasks.append(asyncio.create_task(self.services.run()))
+        self._tasks.append(asyncio.create_task(self.registrations.run()))
         log.info(
             "controller ready: gRPC %s%s, ECS API %s, data %s",
             self.config.listen,

@@ -126,6 +126,7 @@ _TABLE: list[Operation] = [
     ),
     # services: controller/orchestrator/api.py, controller/ops/service_deployments.py
     *_ops("services", READ, "DescribeServices", "ListServices", native_check=STRICT),
+    *_ops("services", READ, "ListServicesByNamespace", native_check=STRICT),  # issue 21
     *_ops(
         "services",
         READ,
