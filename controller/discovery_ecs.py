@@ -17,6 +17,7 @@ does not depend on which change woke it).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -99,6 +100,7 @@ class EcsRegistrations:
         self.instances = discovery.instances
         self.pending: set[str] = set()  # task ARNs to look at
         self._wake = asyncio.Event()
+        self._warned: set[str] = set()  # instances without an address, logged once
         self.by_task: dict[tuple[str, str], set[str]] = {}  # (cluster, task id) -> service ids
         for doc in self.d.instances.values():
             attrs = doc["Attributes"]
@@ -161,6 +163,16 @@ class EcsRegistrations:
         )
         if svc is None or inst is None or not inst.connected or not up or not healthy:
             return {}
+        if registries and not _ipv4(inst.address):
+            if inst.arn not in self._warned:
+                self._warned.add(inst.arn)
+                log.warning(
+                    "instance %s has no IPv4 address (%r): start its agent with --address to "
+                    "register its tasks in Cloud Map",
+                    inst.id,
+                    inst.address,
+                )
+            return {}
         out = {}
         for reg in registries:
             sid = reg["registryArn"].rsplit("/", 1)[-1]
@@ -197,6 +209,14 @@ class EcsRegistrations:
             self.by_task.setdefault(key, set()).add(sid)
         if not self.by_task.get(key):
             self.by_task.pop(key, None)
+
+
+def _ipv4(address: str) -> bool:
+    try:
+        ipaddress.IPv4Address(address)
+    except ValueError:
+        return False
+    return True
 
 
 def _host_port(task: Task, reg: dict[str, Any]) -> int:
