@@ -20,6 +20,7 @@ from botocore.exceptions import ClientError
 
 from controller.ecs_shapes import check_response
 from controller.server import Controller, ControllerConfig
+from dockyard.errors import ApiError
 
 SD = "servicediscovery"
 
@@ -236,3 +237,47 @@ async def test_json_protocol_answers_match_the_model_and_state_survives_restart(
         assert [s["Name"] for s in listed["Services"]] == ["s"]
     finally:
         await again.stop()
+
+
+async def test_ecs_service_registries_are_checked_and_listed_by_namespace(ctl: Controller) -> None:
+    sd = Client(ctl)
+    await ctl.api.call("CreateCluster", {})
+    td = {
+        "family": "reg",
+        "containerDefinitions": [
+            {
+                "name": "main",
+                "image": "dockyard/sleeper:latest",
+                "memory": 32,
+                "portMappings": [{"containerPort": 80}],
+            }
+        ],
+    }
+    await ctl.api.call("RegisterTaskDefinition", td)
+    await sd.create_private_dns_namespace(Name="reg.local", Vpc="v")
+    ns = (await sd.list_namespaces())["Namespaces"][0]
+    dns = {"DnsRecords": [{"Type": "SRV", "TTL": 10}]}
+    reg = (await sd.create_service(Name="r", NamespaceId=ns["Id"], DnsConfig=dns))["Service"]
+    base = {"serviceName": "web", "taskDefinition": "reg", "desiredCount": 0}
+    refused = {
+        "arn:aws:servicediscovery:us-east-1:000000000000:service/srv-nope": "no Cloud Map service",
+        reg["Arn"]: "containerName and containerPort",
+    }
+    for arn, words in refused.items():
+        with pytest.raises(ApiError, match=words):
+            await ctl.api.call(
+                "CreateService", {**base, "serviceRegistries": [{"registryArn": arn}]}
+            )
+    wrong_port = {"registryArn": reg["Arn"], "containerName": "main", "containerPort": 81}
+    with pytest.raises(ApiError, match="maps no containerPort 81"):
+        await ctl.api.call("CreateService", {**base, "serviceRegistries": [wrong_port]})
+    good = {"registryArn": reg["Arn"], "containerName": "main", "containerPort": 80}
+    out = await ctl.api.call("CreateService", {**base, "serviceRegistries": [good]})
+    check_response("CreateService", out)
+    assert out["service"]["serviceRegistries"] == [good]
+    listed = await ctl.api.call("ListServicesByNamespace", {"namespace": ns["Arn"]})
+    check_response("ListServicesByNamespace", listed)
+    assert listed["serviceArns"] == [out["service"]["serviceArn"]]
+    with pytest.raises(ApiError) as err:
+        await ctl.api.call("ListServicesByNamespace", {"namespace": "nope"})
+    assert err.value.name == "NamespaceNotFoundException"
