@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from controller.ecs_shapes import check_response
 from controller.server import Controller, ControllerConfig
 from dockyard.errors import ApiError
+from tests.support import cloud_map
 
 SD = "servicediscovery"
 
@@ -46,14 +45,8 @@ class Client:
     """boto3's client, called off the event loop (it blocks)."""
 
     def __init__(self, ctl: Controller) -> None:
-        self.boto = boto3.client(
-            SD,
-            region_name=ctl.arns.region,
-            endpoint_url=f"http://127.0.0.1:{ctl.http_port}",
-            aws_access_key_id="AKIDEXAMPLE",
-            aws_secret_access_key="secret",
-            config=Config(inject_host_prefix=False),  # `dockyard env` exports this setting
-        )
+        url = f"http://127.0.0.1:{ctl.http_port}"
+        self.boto = cloud_map(url, "AKIDEXAMPLE", "secret", ctl.arns.region)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         method = getattr(self.boto, name)

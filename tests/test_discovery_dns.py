@@ -78,21 +78,24 @@ async def ctl(tmp_path: Path) -> AsyncIterator[Controller]:
 class RawAgent:
     """An agent stream driven by hand: registers, then collects what the controller sends."""
 
-    def __init__(self, ctl: Controller, instance_id: str) -> None:
+    def __init__(self, ctl: Controller, instance_id: str, **register: Any) -> None:
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{ctl.grpc_port}")
         self.snapshots: list[tuple[float, agent_pb2.DnsSnapshot]] = []
-        self._quit = asyncio.Event()
+        self.desired: list[agent_pb2.DesiredTask] = []
+        self._out: asyncio.Queue[agent_pb2.AgentMessage | None] = asyncio.Queue()
         hello = agent_pb2.AgentMessage(
             register=agent_pb2.Register(
                 instance_id=instance_id,
                 hostname=instance_id,
                 total=agent_pb2.Resources(cpu=1024, memory_mib=1024),
+                **register,
             )
         )
 
         async def outgoing() -> AsyncIterator[agent_pb2.AgentMessage]:
             yield hello
-            await self._quit.wait()
+            while (msg := await self._out.get()) is not None:
+                yield msg
 
         self.stream = agent_pb2_grpc.AgentServiceStub(self.channel).Connect(outgoing())
         self.reader = asyncio.create_task(self._read())
@@ -102,6 +105,8 @@ class RawAgent:
             async for msg in self.stream:
                 if msg.WhichOneof("body") == "dns":
                     self.snapshots.append((time.monotonic(), msg.dns))
+                elif msg.WhichOneof("body") == "desired":
+                    self.desired.extend(msg.desired.tasks)
         except grpc.RpcError:
             pass
 
@@ -115,8 +120,11 @@ class RawAgent:
             await asyncio.sleep(0.02)
         raise AssertionError(f"no matching DnsSnapshot in 5 s: {self.snapshots[-1:]}")
 
+    def send(self, msg: agent_pb2.AgentMessage) -> None:
+        self._out.put_nowait(msg)
+
     async def close(self) -> None:
-        self._quit.set()
+        self._out.put_nowait(None)
         self.stream.cancel()
         self.reader.cancel()
         await self.channel.close()
@@ -176,3 +184,84 @@ async def test_agents_get_the_snapshot_within_a_second_of_a_change(ctl: Controll
         await first.close()
         if later is not None:
             await later.close()
+
+
+async def _until(check: Any, what: str) -> Any:
+    """`check()` once it is truthy, waited for up to 10 s."""
+    deadline = time.monotonic() + 10
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+    return found
+
+
+def _report(arn: str, health: str, port: int) -> agent_pb2.AgentMessage:
+    """The agent's word that the task runs, publishing container port 80 on `port`."""
+    status = "RUNNING"
+    binding = agent_pb2.PortBinding(container_port=80, host_port=port)
+    container = agent_pb2.ContainerStatus(
+        name="main", docker_id="d", last_status=status, health=health, bindings=[binding]
+    )
+    task = agent_pb2.TaskStatus(task_arn=arn, last_status=status, containers=[container])
+    return agent_pb2.AgentMessage(status=agent_pb2.StatusBatch(tasks=[task]))
+
+
+async def test_a_service_task_is_registered_while_running_healthy_and_connected(
+    ctl: Controller,
+) -> None:
+    """serviceRegistries through a raw agent: RUNNING and HEALTHY registers the task with
+    ECS's attributes (and the agents' snapshot has it); UNHEALTHY, and then the agent's
+    stream dropping (its instance lost), each take it out."""
+    sd = ctl.discovery.state
+    await ctl.api.call("CreateCluster", {})
+    check = {"command": ["CMD", "true"], "interval": 5}
+    container = {"name": "main", "image": "x", "memory": 32, "healthCheck": check}
+    container["portMappings"] = [{"containerPort": 80, "hostPort": 0}]
+    await ctl.api.call(
+        "RegisterTaskDefinition", {"family": "hc", "containerDefinitions": [container]}
+    )
+    call = ctl.api.call
+    await call("servicediscovery:CreatePrivateDnsNamespace", {"Name": "hc.local", "Vpc": "v"})
+    [ns] = (await call("servicediscovery:ListNamespaces", {}))["Namespaces"]
+    body = {"Name": "hc", "NamespaceId": ns["Id"], "DnsConfig": A_SRV}
+    reg = (await call("servicediscovery:CreateService", body))["Service"]
+    agent = RawAgent(ctl, "i-hc", address="10.0.0.7", attributes={"zone": "b"})
+    try:
+        await _connected(ctl, 1)
+        registry = {"registryArn": reg["Arn"], "containerName": "main", "containerPort": 80}
+        await call(
+            "CreateService",
+            {
+                "serviceName": "hc",
+                "taskDefinition": "hc",
+                "desiredCount": 1,
+                "serviceRegistries": [registry],
+            },
+        )
+        [task] = await _until(lambda: agent.desired, "the task placed on the raw agent")
+        tid = task.task_arn.rsplit("/", 1)[-1]
+        port = ctl.state.tasks[task.task_arn].containers[0].ports[0].host_port  # it chose
+        agent.send(
+            _report(task.task_arn, "UNKNOWN", port)
+        )  # running, its health check not yet passed
+        await _until(lambda: ctl.state.tasks[task.task_arn].last_status == "RUNNING", "RUNNING")
+        assert not sd.service_instances(reg["Id"])  # a health check: only once HEALTHY
+        agent.send(_report(task.task_arn, "HEALTHY", port))
+        [inst] = await _until(lambda: sd.service_instances(reg["Id"]), "the task registered")
+        assert inst["Id"] == tid
+        assert inst["Attributes"] == {
+            "AWS_INSTANCE_IPV4": "10.0.0.7",
+            "AWS_INSTANCE_PORT": str(port),
+            "ECS_CLUSTER_NAME": "default",
+            "ECS_SERVICE_NAME": "hc",
+            "ECS_TASK_DEFINITION_FAMILY": "hc",
+            "AVAILABILITY_ZONE": "b",
+        }
+        await agent.wait_for(lambda s: _targets(s, "hc.hc.local") == {("10.0.0.7", port)})
+        agent.send(_report(task.task_arn, "UNHEALTHY", port))
+        await _until(lambda: not sd.service_instances(reg["Id"]), "unhealthy task deregistered")
+        agent.send(_report(task.task_arn, "HEALTHY", port))
+        await _until(lambda: sd.service_instances(reg["Id"]), "healthy again, registered")
+    finally:
+        await agent.close()
+    await _until(lambda: not sd.service_instances(reg["Id"]), "lost instance's task deregistered")

@@ -14,9 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 
 from controller.feed import Change, ChangeFeed
 from controller.model import Cluster
@@ -26,6 +24,7 @@ from controller.store_api import Delete, EventRow, Put, Store
 from tests import memory_store
 from tests.memory_store import MemoryStore
 from tests.security_support import RawAgent, SecureController, register_msg, running
+from tests.support import cloud_map
 
 TD = {
     "family": "rec",
@@ -187,14 +186,7 @@ def _find_every_kind(sc: SecureController, made: dict[str, Any]) -> None:
 def _cloud_map(sc: SecureController) -> Any:
     """boto3's Cloud Map client, signed with the admin key."""
     creds = sc.admin()
-    return boto3.client(
-        "servicediscovery",
-        region_name="us-east-1",
-        endpoint_url=sc.http,
-        aws_access_key_id=creds.access_key_id,
-        aws_secret_access_key=creds.secret_access_key,
-        config=Config(inject_host_prefix=False),
-    )
+    return cloud_map(sc.http, creds.access_key_id, creds.secret_access_key)
 
 
 @pytest.mark.parametrize("backend", sorted(BACKENDS))
