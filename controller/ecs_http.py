@@ -6,7 +6,10 @@ as `{"__type": "<ExceptionName>", "message": ...}`. This layer only translates: 
 operations chain (controller.ops.chain) checks every request against botocore's ECS model
 before a handler sees it, so handlers get well-typed bodies, and nothing a client sends can
 crash the handler.
-SigV4 signatures are accepted but not yet verified.
+The same endpoint serves Cloud Map (issue 21): `Route53AutoNaming_v20170314.<Op>` targets
+in JSON 1.1, and Smithy RPC v2 CBOR at `/service/<prefix>/operation/<Op>` (what boto3 sends
+to Cloud Map; controller/cbor_wire.py), both reaching the table's `servicediscovery:<Op>`.
+SigV4 signatures are checked by controller/security/apiauth.py when keys are on.
 """
 
 from __future__ import annotations
