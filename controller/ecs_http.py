@@ -42,7 +42,7 @@ from controller.ecs_shapes import (
 )
 from controller.failures import log_failure
 from controller.http_timeouts import body_deadline
-from controller.ops.table import OPERATIONS, operation_for, wire_target
+from controller.ops.table import OPERATIONS, SD, operation_for, wire_target
 from controller.request_limits import parse_json_object
 from dockyard.errors import ApiError
 
@@ -206,8 +206,9 @@ def _operation(target: str) -> str:
     """The operation (its table name) an `X-Amz-Target` header names: ECS's, or Cloud
     Map's (`servicediscovery:<Op>`)."""
     name = operation_for(target)
-    api, _, wire = name.rpartition(":")
-    if not name or operation_model(wire, api or "ecs") is None:
+    cloud_map = name.startswith(SD + ":")
+    api, wire = (SD, name[len(SD) + 1 :]) if cloud_map else ("ecs", name)
+    if not name or operation_model(wire, api) is None:
         shown = target[:100] if target else "(missing)"
         raise ApiError(
             "UnknownOperationException",

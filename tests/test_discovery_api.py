@@ -274,3 +274,20 @@ async def test_ecs_service_registries_are_checked_and_listed_by_namespace(ctl: C
     with pytest.raises(ApiError) as err:
         await ctl.api.call("ListServicesByNamespace", {"namespace": "nope"})
     assert err.value.name == "NamespaceNotFoundException"
+
+
+async def test_malformed_cbor_and_unknown_paths_get_clear_errors(ctl: Controller) -> None:
+    from controller.cbor_wire import decode
+
+    base = f"http://127.0.0.1:{ctl.http_port}/service/"
+    async with aiohttp.ClientSession() as http:
+        for path, body in [
+            ("Route53AutoNaming_v20170314/operation/ListNamespaces", b"\xff\x00garbage"),
+            ("Route53AutoNaming_v20170314/operation/NoSuchOp", b""),
+            ("Elsewhere_v1/operation/ListNamespaces", b""),
+        ]:
+            async with http.post(base + path, data=body) as resp:
+                assert 400 <= resp.status < 500, path
+                error = decode(await resp.read())
+                assert error["__type"] in ("SerializationException", "UnknownOperationException")
+                assert error["message"]
