@@ -72,6 +72,7 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
         self._flush_scheduled = False
         self._dirty: dict[str, Session] = {}  # sessions with pending deltas
         self._tasks: set[asyncio.Task[None]] = set()  # closes that must outlive their caller
+        self.dns: agent_pb2.DnsSnapshot | None = None  # the last DnsSnapshot (issue 21)
         service.feed.subscribe((TASK_DESIRED, TASK_STOPPED), self._on_task_changes)
 
     # ------------------------------------------------------------------ the stream
@@ -114,6 +115,8 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
                 )
             )
             yield self._full(session)
+            if self.dns is not None:  # what its resolver answers (controller/discovery_dns.py)
+                yield agent_pb2.ControllerMessage(dns=self.dns)
             while True:
                 msg = await session.outbox.get()
                 if msg is _CLOSE:
@@ -308,6 +311,14 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
+
+    def push_dns(self, snapshot: agent_pb2.DnsSnapshot) -> None:
+        """Send the whole new DnsSnapshot to every connected agent (and keep it for the
+        agents that register later)."""
+        self.dns = snapshot
+        msg = agent_pb2.ControllerMessage(dns=snapshot)
+        for session in self.sessions.values():
+            session.outbox.put_nowait(msg)
 
     def _flush(self) -> None:
         self._flush_scheduled = False

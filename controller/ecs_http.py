@@ -6,7 +6,10 @@ as `{"__type": "<ExceptionName>", "message": ...}`. This layer only translates: 
 operations chain (controller.ops.chain) checks every request against botocore's ECS model
 before a handler sees it, so handlers get well-typed bodies, and nothing a client sends can
 crash the handler.
-SigV4 signatures are accepted but not yet verified.
+The same endpoint serves Cloud Map (issue 21): `Route53AutoNaming_v20170314.<Op>` targets
+in JSON 1.1, and Smithy RPC v2 CBOR at `/service/<prefix>/operation/<Op>` (what boto3 sends
+to Cloud Map; controller/cbor_wire.py), both reaching the table's `servicediscovery:<Op>`.
+SigV4 signatures are checked by controller/security/apiauth.py when keys are on.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from controller import cbor_wire
 from controller.ecs_shapes import (
     TARGET_PREFIX,
     ResponseShapeError,
@@ -38,6 +42,7 @@ from controller.ecs_shapes import (
 )
 from controller.failures import log_failure
 from controller.http_timeouts import body_deadline
+from controller.ops.table import OPERATIONS, SD, operation_for, wire_target
 from controller.request_limits import parse_json_object
 from dockyard.errors import ApiError
 
@@ -135,6 +140,8 @@ def make_app(
     app[METRICS_KEY] = metrics
     endpoint = _Endpoint(service, metrics, check_responses)
     app.router.add_post("/", endpoint.handle)
+    # Smithy RPC v2 CBOR: boto3's protocol for Cloud Map (controller/cbor_wire.py)
+    app.router.add_post("/service/{prefix}/operation/{op}", endpoint.handle)
     if health_handler is not None:
         app.router.add_get("/healthz", health_handler)
     if metrics_handler is not None:
@@ -153,24 +160,27 @@ class _Endpoint:
         request_id = str(uuid.uuid4())
         label = UNKNOWN
         error: str | None = None
+        cbor = request.path != "/"
         try:
-            operation = _operation(request.headers.get("X-Amz-Target", ""))
+            operation = _operation(
+                wire_target(request.path, request.headers.get("X-Amz-Target", ""))
+            )
             label = operation
-            body = await _read_body(request)
-            payload = await self._dispatch(operation, body)
-            response = _reply(200, payload, request_id)
+            body = await _read_body(request, cbor)
+            payload = await self._dispatch(operation, body, cbor)
+            response = _reply(200, payload, request_id, cbor)
         except ApiError as exc:
             error = exc.name
-            response = _error_reply(exc, request_id)
+            response = _error_reply(exc, request_id, cbor)
         except Exception as exc:
             error = "ServerException"
             log_failure(log, f"ECS {label} request {request_id}", exc)
             crash = ApiError("ServerException", f"internal error (request {request_id})", 500)
-            response = _error_reply(crash, request_id)
+            response = _error_reply(crash, request_id, cbor)
         self.metrics.observe(label, time.perf_counter() - started, error)
         return response
 
-    async def _dispatch(self, operation: str, body: dict[str, Any]) -> bytes:
+    async def _dispatch(self, operation: str, body: dict[str, Any], cbor: bool) -> bytes:
         # the chain checks the body against the model in full (native=False) first
         result = await self.service.call(operation, body, native=False)
         if result is None:
@@ -178,37 +188,52 @@ class _Endpoint:
         if not isinstance(result, dict):
             raise TypeError(f"{operation} returned {type(result).__name__}, not a dict")
         payload = dump_json(result)
-        if self.check:
+        if self.check or cbor:
+            op = OPERATIONS.get(operation)
+            wire, api = (op.wire_name, op.api) if op else (operation, "ecs")
             try:
-                check_response(operation, payload)
+                parsed = check_response(wire, payload, api)
             except ResponseShapeError as exc:
                 log.error("%s", exc)
                 raise ApiError("ServerException", str(exc), 500) from None
+            if cbor:
+                model = operation_model(wire, api)
+                return cbor_wire.encode(parsed, model.output_shape if model else None)
         return payload
 
 
 def _operation(target: str) -> str:
-    """The ECS operation an `X-Amz-Target` header names."""
-    prefix, _, name = target.partition(".")
-    if prefix != TARGET_PREFIX or operation_model(name) is None:
+    """The operation (its table name) an `X-Amz-Target` header names: ECS's, or Cloud
+    Map's (`servicediscovery:<Op>`)."""
+    name = operation_for(target)
+    cloud_map = name.startswith(SD + ":")
+    api, wire = (SD, name[len(SD) + 1 :]) if cloud_map else ("ecs", name)
+    if not name or operation_model(wire, api) is None:
         shown = target[:100] if target else "(missing)"
         raise ApiError(
             "UnknownOperationException",
-            f"X-Amz-Target {shown} is not {TARGET_PREFIX}.<an ECS operation>",
+            f"X-Amz-Target {shown} is not {TARGET_PREFIX}.<an ECS operation> "
+            "or Route53AutoNaming_v20170314.<a Cloud Map operation>",
         )
     return name
 
 
-async def _read_body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object, nulls dropped; SerializationException if it is not one."""
+async def _read_body(request: web.Request, cbor: bool = False) -> dict[str, Any]:
+    """The request's JSON object (or CBOR map), nulls dropped; SerializationException if it
+    is not one."""
     mime = request.content_type if request.headers.get("Content-Type") else ""
+    if cbor:
+        return strip_nulls(cbor_wire.decode(await _raw(request)))
     if mime and mime not in _ACCEPTED_TYPES:
         raise ApiError("SerializationException", f"Content-Type must be {CONTENT_TYPE}, not {mime}")
+    return strip_nulls(parse_json_object(await _raw(request)))
+
+
+async def _raw(request: web.Request) -> bytes:
     try:
-        raw = await request.read()
+        return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise ApiError("ClientException", "request body is too large", 413) from None
-    return strip_nulls(parse_json_object(raw))
 
 
 @web.middleware
@@ -226,15 +251,18 @@ async def _clean_failures(request: web.Request, handler: Handler) -> web.StreamR
         return _error_reply(crash, request_id)
 
 
-def _reply(status: int, payload: bytes, request_id: str) -> web.Response:
+def _reply(status: int, payload: bytes, request_id: str, cbor: bool = False) -> web.Response:
+    kind = {"Content-Type": cbor_wire.CONTENT_TYPE, **cbor_wire.PROTOCOL_HEADER} if cbor else {}
     return web.Response(
         status=status,
         body=payload,
-        headers={"Content-Type": CONTENT_TYPE, "x-amzn-RequestId": request_id},
+        headers={"Content-Type": CONTENT_TYPE, "x-amzn-RequestId": request_id, **kind},
     )
 
 
-def _error_reply(exc: ApiError, request_id: str) -> web.Response:
+def _error_reply(exc: ApiError, request_id: str, cbor: bool = False) -> web.Response:
     status = exc.status if 400 <= exc.status <= 599 else 400
+    if cbor:
+        return _reply(status, cbor_wire.encode_error(exc.name, exc.message), request_id, cbor)
     payload = json.dumps({"__type": exc.name, "message": exc.message}).encode()
     return _reply(status, payload, request_id)

@@ -22,6 +22,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_lat
 
 from controller import console, ha, loop_lag, orchestrator, usage_metrics
 from controller.api_grpc import ApiServicer
+from controller.discovery import ServiceDiscovery
+from controller.discovery_dns import DnsPusher
+from controller.discovery_ecs import EcsRegistrations
 from controller.dispatcher import Dispatcher
 from controller.ecs_region import region_middleware
 from controller.events import EventLog
@@ -140,6 +143,12 @@ class Controller:
             self.sealer,
         )
         await self.security.install(self.dispatcher)
+        self.discovery = ServiceDiscovery(self.record, self.arns)
+        self.services.discovery = self.discovery.state  # serviceRegistries (issue 21)
+        self.registrations = EcsRegistrations(self.services, self.discovery)
+        dns = DnsPusher(self.record.discovery, self.feed, self.dispatcher.push_dns)
+        if self.record.discovery.get("sd_namespace"):
+            self.dispatcher.dns = dns.snapshot()
         # every operation, bound once: controller/ops/table.py lists them
         self.api = OperationChain(
             {
@@ -147,6 +156,7 @@ class Controller:
                 **orchestrator.handlers(self.services),
                 **self.security.handlers(),
                 **UsageOps(self.service, self.usage).handlers(),
+                **self.discovery.handlers(),  # Cloud Map (issue 21)
             },
             after=self.security.after_steps(),
         )
@@ -156,6 +166,7 @@ class Controller:
         self._tasks.append(asyncio.create_task(self.service.roles.run()))
         self._tasks.append(asyncio.create_task(self.services.run()))
         self._tasks.append(asyncio.create_task(loop_lag.watch()))  # its lag, in /metrics
+        self._tasks.append(asyncio.create_task(self.registrations.run()))
         log.info(
             "controller ready: gRPC %s%s, ECS API %s, data %s",
             self.config.listen,

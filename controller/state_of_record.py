@@ -53,6 +53,12 @@ KINDS: dict[str, str] = {
     "revokedinstance": "StateOfRecord.revoked (kept by AgentGate, security/agents.py)",
     "instancesecret": "StateOfRecord.instance_secrets (kept by AgentGate)",
     "ca": "the cluster CA (controller/security/cluster_ca.py); its key sealed",
+    # Cloud Map (issue 21): StateOfRecord.discovery[kind] (kept by Discovery,
+    # controller/ops/discovery_state.py)
+    "sd_namespace": "StateOfRecord.discovery (controller/ops/discovery_state.py)",
+    "sd_service": "StateOfRecord.discovery",
+    "sd_instance": "StateOfRecord.discovery",
+    "sd_operation": "StateOfRecord.discovery",
 }
 
 # written first and deleted last by `dockyard restore` (controller/backup.py): a store that
@@ -74,6 +80,7 @@ class StateOfRecord:
         self.revoked: dict[str, Revoked] = {}  # by instance id
         self.instance_secrets: dict[str, BoundSecret] = {}  # by instance id
         self.account_settings: dict[tuple[str, str], str] = {}  # (principal, name) -> value
+        self.discovery: dict[str, dict[str, dict[str, Any]]] = {}  # Cloud Map: kind -> key -> doc
         self.feed = feed or ChangeFeed()  # committed changes, published once
         self._rows: dict[str, list[Row]] = {}  # loaded, not yet taken by their owner
         self._unwatch = store.watch(self._committed)  # every commit, published once

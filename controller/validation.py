@@ -15,7 +15,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.ecs_shapes import join_problems, request_problems, strip_nulls, validate_request
+from controller.ecs_shapes import (
+    join_problems,
+    pattern_problems,
+    request_problems,
+    strip_nulls,
+    validate_request,
+)
 from controller.ops.table import STRICT, Operation
 from dockyard.errors import ApiError, invalid
 
@@ -26,6 +32,12 @@ def validate(op: Operation, body: Any, *, native: bool) -> None:
     """Refuse a body `op` cannot take: SerializationException / InvalidParameterException."""
     if not isinstance(body, dict):
         raise ApiError("SerializationException", "the request body must be a JSON object")
+    if op.api != "ecs":  # Cloud Map: its model in full (names: their patterns), its error
+        validate_request(op.wire_name, strip_nulls(body), op.api, error="InvalidInput")
+        problems = pattern_problems(op.wire_name, strip_nulls(body), op.api)
+        if problems:
+            raise ApiError("InvalidInput", join_problems(problems))
+        return
     if not op.ecs:
         return
     if not native:

@@ -71,6 +71,22 @@ def tasks_by_status(samples: list[Sample]) -> dict[str, float]:
     return {s.labels["status"]: s.value for s in samples if s.name == "dockyard_tasks"}
 
 
+def cloud_map(endpoint_url: str, key_id: str, secret: str, region: str = "us-east-1") -> Any:
+    """boto3's Cloud Map client for a controller's HTTP endpoint, as `dockyard env` sets it
+    up (AWS_DISABLE_HOST_PREFIX_INJECTION: DiscoverInstances stays on this host)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "servicediscovery",
+        region_name=region,
+        endpoint_url=endpoint_url,
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+        config=Config(inject_host_prefix=False),
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -20,6 +20,7 @@ def test_stubs_are_up_to_date(tmp_path: Path) -> None:
 
 async def test_every_service_operation_has_a_native_rpc(tmp_path: Path) -> None:
     """The CLI reaches everything the service layer does: no operation is HTTP-only."""
+    from controller.ops.table import OPERATIONS
     from controller.server import Controller, ControllerConfig
     from dockyard.v1 import api_pb2
 
@@ -27,7 +28,8 @@ async def test_every_service_operation_has_a_native_rpc(tmp_path: Path) -> None:
     ctl = Controller(ControllerConfig(data_dir=tmp_path, listen="127.0.0.1:0", http="127.0.0.1:0"))
     await ctl.start()
     try:
-        missing = ctl.api.operations() - rpcs
+        # the other AWS APIs (Cloud Map, issue 21) are reached with their AWS clients
+        missing = {op for op in ctl.api.operations() - rpcs if OPERATIONS[op].api == "ecs"}
     finally:
         await ctl.stop()
     assert not missing, f"add these rpcs to proto/dockyard/v1/api.proto: {sorted(missing)}"

@@ -24,6 +24,7 @@ from controller.store_api import Delete, EventRow, Put, Store
 from tests import memory_store
 from tests.memory_store import MemoryStore
 from tests.security_support import RawAgent, SecureController, register_msg, running
+from tests.support import cloud_map
 
 TD = {
     "family": "rec",
@@ -138,6 +139,11 @@ def _write_every_kind(sc: SecureController) -> dict[str, Any]:
     key = c.call("CreateAccessKey", {"role": "readonly"})["accessKey"]["accessKeyId"]
     _token(sc)
     c.call("RevokeInstance", {"containerInstance": "i-rec"})
+    sd = _cloud_map(sc)  # issue 21: namespaces, services, instances, operations
+    sd.create_private_dns_namespace(Name="rec.local", Vpc="v")
+    ns = sd.list_namespaces()["Namespaces"][0]["Id"]
+    srv = sd.create_service(Name="rec", NamespaceId=ns)["Service"]["Id"]
+    sd.register_instance(ServiceId=srv, InstanceId="r1", Attributes={"k": "v"})
     assert sc.ctl is not None
     return {"td": td, "task": task, "key": key, "binding": sc.ctl.service.roles._key}
 
@@ -171,6 +177,16 @@ def _find_every_kind(sc: SecureController, made: dict[str, Any]) -> None:
     gate = sc.ctl.security.gate
     assert gate is not None and "i-rec" in gate.revoked and "i-rec" in gate.secrets
     assert sc.ctl.service.roles._key == made["binding"]  # tasks keep their credentials ids
+    sd = _cloud_map(sc)
+    [srv] = sd.list_services()["Services"]
+    assert [i["Id"] for i in sd.list_instances(ServiceId=srv["Id"])["Instances"]] == ["r1"]
+    assert len(sd.list_operations()["Operations"]) == 2  # the namespace, the registration
+
+
+def _cloud_map(sc: SecureController) -> Any:
+    """boto3's Cloud Map client, signed with the admin key."""
+    creds = sc.admin()
+    return cloud_map(sc.http, creds.access_key_id, creds.secret_access_key)
 
 
 @pytest.mark.parametrize("backend", sorted(BACKENDS))

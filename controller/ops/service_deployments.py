@@ -236,7 +236,7 @@ class ServiceDeployments:
             "taskDefinition": dep.task_definition_arn,
             "launchType": "EC2",
             "loadBalancers": [],
-            "serviceRegistries": [],
+            "serviceRegistries": svc.registries,
             "containerImages": images,
             "guardDutyEnabled": False,
             "createdAt": dep.created_at,

@@ -30,14 +30,57 @@ class Operation:
     access: str  # READ | OPERATE | WRITE | ADMIN
     native_check: str = LIMITS  # LIMITS | STRICT: how a native body is validated
     ecs: bool = True  # an ECS API operation (botocore has its model); else Dockyard's own
+    api: str = "ecs"  # botocore's model of it: "ecs", or "servicediscovery" (Cloud Map)
 
     @property
     def read_only(self) -> bool:
         return self.access == READ
 
+    @property
+    def wire_name(self) -> str:
+        """Its name in its API's model (a Cloud Map one's table name carries its prefix)."""
+        return self.name.partition(":")[2] or self.name
+
 
 def _ops(resource: str, access: str, *names: str, **kw: object) -> list[Operation]:
     return [Operation(n, resource, access, **kw) for n in names]  # type: ignore[arg-type]
+
+
+# Cloud Map (AWS `servicediscovery`, issue 21): its names clash with ECS's (CreateService,
+# TagResource...), so the table names them `servicediscovery:<Op>`; they are not ECS
+# operations (ecs=False) but botocore has their model (api), which validates them in full.
+SD = "servicediscovery"
+SD_TARGET = "Route53AutoNaming_v20170314"  # its X-Amz-Target prefix
+ECS_TARGET = "AmazonEC2ContainerServiceV20141113"
+
+
+def _sd(resource: str, access: str, *names: str) -> list[Operation]:
+    return [
+        Operation(f"{SD}:{n}", f"discovery_{resource}", access, STRICT, ecs=False, api=SD)
+        for n in names
+    ]
+
+
+def wire_target(path: str, header: str) -> str:
+    """`<prefix>.<Op>` of a request: its X-Amz-Target (JSON 1.1, path `/`), or its path for
+    Smithy's RPC v2 CBOR (`/service/<prefix>/operation/<Op>`, what boto3 speaks to Cloud Map
+    since botocore 1.4x); "" when neither."""
+    if path == "/":
+        return header
+    parts = path.split("/")
+    if len(parts) == 5 and parts[1] == "service" and parts[3] == "operation":
+        return f"{parts[2]}.{parts[4]}"
+    return ""
+
+
+def operation_for(target: str) -> str:
+    """The table name an `X-Amz-Target` (`<prefix>.<Op>`) names ("" for another prefix)."""
+    prefix, _, name = target.partition(".")
+    if prefix == ECS_TARGET:
+        return name
+    if prefix == SD_TARGET and name:
+        return f"{SD}:{name}"
+    return ""
 
 
 _TABLE: list[Operation] = [
@@ -83,6 +126,7 @@ _TABLE: list[Operation] = [
     ),
     # services: controller/orchestrator/api.py, controller/ops/service_deployments.py
     *_ops("services", READ, "DescribeServices", "ListServices", native_check=STRICT),
+    *_ops("services", READ, "ListServicesByNamespace", native_check=STRICT),  # issue 21
     *_ops(
         "services",
         READ,
@@ -116,6 +160,17 @@ _TABLE: list[Operation] = [
     *_ops("security", ADMIN, "RevokeInstance", ecs=False),
     # usage (Dockyard's own, issue 20): controller/ops/usage.py
     *_ops("usage", READ, "DescribeUsage", ecs=False),
+    # Cloud Map (issue 21): controller/ops/discovery_{namespaces,services,instances}.py
+    *_sd("namespaces", READ, "GetNamespace", "ListNamespaces", "GetOperation", "ListOperations"),
+    *_sd("namespaces", WRITE, "CreatePrivateDnsNamespace", "CreateHttpNamespace"),
+    *_sd("namespaces", WRITE, "DeleteNamespace", "TagResource", "UntagResource"),
+    *_sd("namespaces", READ, "ListTagsForResource"),
+    *_sd("services", READ, "GetService", "ListServices"),
+    *_sd("services", WRITE, "CreateService", "UpdateService", "DeleteService"),
+    *_sd("instances", READ, "GetInstance", "ListInstances", "DiscoverInstances"),
+    *_sd("instances", READ, "GetInstancesHealthStatus"),
+    *_sd("instances", WRITE, "RegisterInstance", "DeregisterInstance"),
+    *_sd("instances", WRITE, "UpdateInstanceCustomHealthStatus"),
 ]
 
 OPERATIONS: dict[str, Operation] = {op.name: op for op in _TABLE}

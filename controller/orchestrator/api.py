@@ -13,8 +13,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from controller import placement
+from controller.discovery_ecs import check_registries
 from controller.ecs_paging import paginate
 from controller.model import Cluster, TaskDefinition, now
+from controller.ops.discovery_state import Discovery
 from controller.orchestrator.model import Service, grace_from_tags, new_deployment
 from controller.orchestrator.scheduler import ServiceScheduler
 from controller.orchestrator.views import service_view
@@ -26,7 +28,6 @@ MAX_DESIRED = 5000  # ECS: tasks per service
 NAME = re.compile(r"[a-zA-Z][a-zA-Z0-9_-]{0,254}")
 UNSUPPORTED = (
     "loadBalancers",
-    "serviceRegistries",
     "capacityProviderStrategy",
     "networkConfiguration",
     "serviceConnectConfiguration",
@@ -109,6 +110,7 @@ class ServiceApi:
             "DeleteService": self.delete,
             "DescribeServices": self.describe,
             "ListServices": self.list,
+            "ListServicesByNamespace": self.list_by_namespace,
         }
 
     def view(self, svc: Service, with_tags: bool | None = None) -> dict[str, Any]:
@@ -193,8 +195,13 @@ class ServiceApi:
         )
         _deployment_config(svc, body.get("deploymentConfiguration") or {})
         _placement(svc, body)
+        svc.registries = check_registries(body.get("serviceRegistries") or [], td, self._sd())
         new_deployment(svc, td.key, td.arn, at)
         return svc
+
+    def _sd(self) -> Discovery | None:
+        """The Cloud Map objects (issue 21), when the controller has them."""
+        return self.sched.discovery
 
     async def update(self, body: dict[str, Any]) -> dict[str, Any]:
         _unsupported(body)
@@ -205,6 +212,11 @@ class ServiceApi:
             td = self._taskdef(body["taskDefinition"]) if "taskDefinition" in body else None
             _deployment_config(svc, body.get("deploymentConfiguration") or {})
             _placement(svc, body)
+            if "serviceRegistries" in body:  # its tasks re-register (controller/discovery_ecs.py)
+                regs = body["serviceRegistries"] or []
+                svc.registries = check_registries(
+                    regs, td or self._taskdef(svc.task_definition_arn), self._sd()
+                )
             if count is not None:
                 svc.desired_count = count
             svc.propagate_tags = body.get("propagateTags", svc.propagate_tags)
@@ -265,6 +277,29 @@ class ServiceApi:
             and s.status != "INACTIVE"
             and launch in (None, "EC2")
             and scheduling in (None, s.scheduling)
+        )
+        page, token = paginate(arns, body.get("nextToken"), body.get("maxResults"), default=10)
+        return {"serviceArns": page, **({"nextToken": token} if token else {})}
+
+    async def list_by_namespace(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The services (of every cluster) whose serviceRegistries are in the Cloud Map
+        namespace `namespace` (its name, id or ARN)."""
+        ref = body["namespace"]
+        sd = self._sd()
+        found = [
+            n
+            for n in (sd.namespaces.values() if sd else [])
+            if ref in (n["Name"], n["Id"], n["Arn"])
+        ]
+        if not found:
+            raise ApiError("NamespaceNotFoundException", f"namespace {ref[:200]} not found")
+        assert sd is not None
+        ids = {s["Id"] for s in sd.namespace_services(found[0]["Id"])}
+        arns = sorted(
+            s.arn
+            for s in self.sched.services.values()
+            if s.status != "INACTIVE"
+            and any(r["registryArn"].rsplit("/", 1)[-1] in ids for r in s.registries)
         )
         page, token = paginate(arns, body.get("nextToken"), body.get("maxResults"), default=10)
         return {"serviceArns": page, **({"nextToken": token} if token else {})}

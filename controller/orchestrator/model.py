@@ -79,6 +79,7 @@ class Service:
     propagate_tags: str = "NONE"  # NONE | SERVICE | TASK_DEFINITION: tags its tasks get
     managed_tags: bool = False  # enableECSManagedTags: aws:ecs:{cluster,service}Name on tasks
     exec_enabled: bool = False  # enableExecuteCommand: its new tasks allow `dockyard exec`
+    registries: list[dict[str, Any]] = field(default_factory=list)  # serviceRegistries (21)
     role_arn: str = ""  # CreateService's role, shown as roleArn (Dockyard assumes no role)
     client_token: str = ""
     grace: float | None = None  # from the GRACE_TAG tag; None = the cluster default

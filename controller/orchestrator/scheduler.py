@@ -19,6 +19,7 @@ from controller import launch, liveness, placement, taskdef_host
 from controller.feed import TASK_STOPPED, Change
 from controller.launch import LaunchSpec
 from controller.model import Cluster, Instance, Task, TaskDefinition, now
+from controller.ops.discovery_state import Discovery
 from controller.orchestrator import planner
 from controller.orchestrator.model import (
     Service,
@@ -95,6 +96,7 @@ class ServiceScheduler:
         self._pass_nodes: dict[tuple[str, str], dict[str, Node]] | None = None
         # agents dropping in numbers: set by the controller to the dispatcher's
         self.departures: liveness.Departures | None = None
+        self.discovery: Discovery | None = None  # Cloud Map (issue 21): set by the controller
         cs.feed.subscribe((TASK_STOPPED,), self._on_stopped)
 
     # ------------------------------------------------------------------ lookups

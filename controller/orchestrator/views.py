@@ -57,7 +57,7 @@ def service_view(
         "serviceName": svc.name,
         "clusterArn": cluster_arn,
         "loadBalancers": [],
-        "serviceRegistries": [],
+        "serviceRegistries": svc.registries,
         "status": svc.status,
         "desiredCount": svc.desired_count,
         "runningCount": running,

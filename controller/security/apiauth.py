@@ -24,7 +24,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 
 from controller.failures import log_failure
-from controller.ops.table import OPERATE, OPERATIONS, READ, WRITE
+from controller.ops.table import OPERATE, OPERATIONS, READ, WRITE, operation_for, wire_target
 from controller.security.keys import AccessKey, AccessKeys
 from dockyard import auth
 from dockyard.client import ERROR_TYPE_KEY
@@ -297,9 +297,10 @@ def sigv4_middleware(keys: AccessKeys) -> Any:
 
     @web.middleware
     async def check(request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.method != "POST" or request.path != "/":
+        target = wire_target(request.path, request.headers.get("X-Amz-Target", ""))
+        if request.method != "POST" or (request.path != "/" and not target):
             return await handler(request)
-        operation = request.headers.get("X-Amz-Target", "").partition(".")[2]
+        operation = operation_for(target)
         try:
             body = await request.read()
             authorize(verify_sigv4(keys, request, body), operation)

@@ -194,6 +194,11 @@ class ClusterApiStub:
                 request_serializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
                 response_deserializer=dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
                 _registered_method=True)
+        self.ListServicesByNamespace = channel.unary_unary(
+                '/dockyard.v1.ClusterApi/ListServicesByNamespace',
+                request_serializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+                response_deserializer=dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+                _registered_method=True)
         self.ListServiceDeployments = channel.unary_unary(
                 '/dockyard.v1.ClusterApi/ListServiceDeployments',
                 request_serializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
@@ -522,6 +527,13 @@ class ClusterApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListServicesByNamespace(self, request, context):
+        """issue 21
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListServiceDeployments(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -840,6 +852,11 @@ def add_ClusterApiServicer_to_server(servicer, server):
             ),
             'ListServices': grpc.unary_unary_rpc_method_handler(
                     servicer.ListServices,
+                    request_deserializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.FromString,
+                    response_serializer=dockyard_dot_v1_dot_api__pb2.JsonReply.SerializeToString,
+            ),
+            'ListServicesByNamespace': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListServicesByNamespace,
                     request_deserializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.FromString,
                     response_serializer=dockyard_dot_v1_dot_api__pb2.JsonReply.SerializeToString,
             ),
@@ -1831,6 +1848,33 @@ class ClusterApi:
             request,
             target,
             '/dockyard.v1.ClusterApi/ListServices',
+            dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+            dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListServicesByNamespace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dockyard.v1.ClusterApi/ListServicesByNamespace',
             dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
             dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
             options,

@@ -1,0 +1,267 @@
+"""The DnsSnapshot agents are sent (issue 21): the pure builder, and its push over a raw
+agent stream of an in-process controller (a registration change arrives within 1 s; an
+agent registering later gets the current snapshot at once)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from controller.discovery_dns import build_snapshot
+from controller.server import Controller
+from dockyard.v1 import agent_pb2, agent_pb2_grpc
+from tests.test_discovery_api import running_controller
+
+NS = [
+    {"Id": "ns-1", "Name": "Apps.Local", "Type": "DNS_PRIVATE"},
+    {"Id": "ns-2", "Name": "plain", "Type": "HTTP"},
+]
+A_SRV = {"DnsRecords": [{"Type": "A", "TTL": 30}, {"Type": "SRV", "TTL": 10}]}
+SERVICES: list[dict[str, Any]] = [
+    {"Id": "srv-w", "Name": "web", "NamespaceId": "ns-1", "DnsConfig": A_SRV},
+    {
+        "Id": "srv-a",
+        "Name": "api",
+        "NamespaceId": "ns-1",
+        "DnsConfig": {"DnsRecords": [{"Type": "A", "TTL": 5}]},
+    },
+    {"Id": "srv-h", "Name": "http-only", "NamespaceId": "ns-1"},
+    {"Id": "srv-p", "Name": "p", "NamespaceId": "ns-2"},
+]
+
+
+def _inst(sid: str, iid: str, ip: str, port: str = "", health: str = "UNKNOWN") -> dict[str, Any]:
+    attrs = {"AWS_INSTANCE_IPV4": ip, **({"AWS_INSTANCE_PORT": port} if port else {})}
+    return {"Id": iid, "ServiceId": sid, "Attributes": attrs, "_health": health}
+
+
+def test_snapshot_has_private_zones_and_a_record_set_per_dns_service() -> None:
+    instances = [
+        _inst("srv-w", "t2", "10.0.0.2", "32769"),
+        _inst("srv-w", "t1", "10.0.0.1", "32768", "HEALTHY"),
+        _inst("srv-w", "t3", "10.0.0.3", "32770", "UNHEALTHY"),  # not answered
+        _inst("srv-a", "t9", "10.0.0.9"),
+    ]
+    snap = build_snapshot(NS, SERVICES, instances, version=7)
+    assert snap.version == 7
+    assert list(snap.zones) == ["apps.local"]  # HTTP namespaces are not zones
+    by_name = {r.name: r for r in snap.records}
+    assert set(by_name) == {"web.apps.local", "api.apps.local"}
+    web = by_name["web.apps.local"]
+    assert (web.a, web.srv, web.ttl) == (True, True, 10)
+    assert [(t.instance_id, t.ipv4, t.port) for t in web.targets] == [
+        ("t1", "10.0.0.1", 32768),
+        ("t2", "10.0.0.2", 32769),
+    ]
+    api = by_name["api.apps.local"]
+    assert (api.a, api.srv, api.ttl) == (True, False, 5)
+    assert [(t.ipv4, t.port) for t in api.targets] == [("10.0.0.9", 0)]
+
+
+def test_empty_state_is_an_empty_snapshot() -> None:
+    snap = build_snapshot([], [], [], version=1)
+    assert not snap.zones and not snap.records
+
+
+@pytest.fixture
+async def ctl(tmp_path: Path) -> AsyncIterator[Controller]:
+    async with running_controller(tmp_path) as c:
+        yield c
+
+
+class RawAgent:
+    """An agent stream driven by hand: registers, then collects what the controller sends."""
+
+    def __init__(self, ctl: Controller, instance_id: str, **register: Any) -> None:
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{ctl.grpc_port}")
+        self.snapshots: list[tuple[float, agent_pb2.DnsSnapshot]] = []
+        self.desired: list[agent_pb2.DesiredTask] = []
+        self._out: asyncio.Queue[agent_pb2.AgentMessage | None] = asyncio.Queue()
+        hello = agent_pb2.AgentMessage(
+            register=agent_pb2.Register(
+                instance_id=instance_id,
+                hostname=instance_id,
+                total=agent_pb2.Resources(cpu=1024, memory_mib=1024),
+                **register,
+            )
+        )
+
+        async def outgoing() -> AsyncIterator[agent_pb2.AgentMessage]:
+            yield hello
+            while (msg := await self._out.get()) is not None:
+                yield msg
+
+        self.stream = agent_pb2_grpc.AgentServiceStub(self.channel).Connect(outgoing())
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for msg in self.stream:
+                if msg.WhichOneof("body") == "dns":
+                    self.snapshots.append((time.monotonic(), msg.dns))
+                elif msg.WhichOneof("body") == "desired":
+                    self.desired.extend(msg.desired.tasks)
+        except grpc.RpcError:
+            pass
+
+    async def wait_for(self, check: Any) -> agent_pb2.DnsSnapshot:
+        """The newest snapshot passing `check`, waited for up to 5 s."""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            for _, snap in reversed(self.snapshots):
+                if check(snap):
+                    return snap
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"no matching DnsSnapshot in 5 s: {self.snapshots[-1:]}")
+
+    def send(self, msg: agent_pb2.AgentMessage) -> None:
+        self._out.put_nowait(msg)
+
+    async def close(self) -> None:
+        self._out.put_nowait(None)
+        self.stream.cancel()
+        self.reader.cancel()
+        await self.channel.close()
+
+
+async def _connected(ctl: Controller, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while len(ctl.dispatcher.sessions) < count:
+        assert time.monotonic() < deadline, "the raw agent did not register"
+        await asyncio.sleep(0.02)
+
+
+def _targets(snap: agent_pb2.DnsSnapshot, name: str) -> set[tuple[str, int]]:
+    return {(t.ipv4, t.port) for r in snap.records if r.name == name for t in r.targets}
+
+
+async def test_agents_get_the_snapshot_within_a_second_of_a_change(ctl: Controller) -> None:
+    first = RawAgent(ctl, "i-dns-1")
+    later: RawAgent | None = None
+    try:
+        await _connected(ctl, 1)
+        await ctl.api.call(
+            "servicediscovery:CreatePrivateDnsNamespace", {"Name": "svc.local", "Vpc": "v"}
+        )
+        [ns] = (await ctl.api.call("servicediscovery:ListNamespaces", {}))["Namespaces"]
+        svc = (
+            await ctl.api.call(
+                "servicediscovery:CreateService",
+                {"Name": "web", "NamespaceId": ns["Id"], "DnsConfig": A_SRV},
+            )
+        )["Service"]
+        changed = time.monotonic()
+        await ctl.api.call(
+            "servicediscovery:RegisterInstance",
+            {
+                "ServiceId": svc["Id"],
+                "InstanceId": "task-1",
+                "Attributes": {"AWS_INSTANCE_IPV4": "10.9.0.1", "AWS_INSTANCE_PORT": "8080"},
+            },
+        )
+        snap = await first.wait_for(lambda s: _targets(s, "web.svc.local"))
+        arrived = next(t for t, s in first.snapshots if s is snap)
+        assert arrived - changed < 1.0
+        assert list(snap.zones) == ["svc.local"]
+        assert _targets(snap, "web.svc.local") == {("10.9.0.1", 8080)}
+        # an agent registering now gets the current snapshot with its registration
+        later = RawAgent(ctl, "i-dns-2")
+        await later.wait_for(lambda s: _targets(s, "web.svc.local") == {("10.9.0.1", 8080)})
+        await ctl.api.call(
+            "servicediscovery:DeregisterInstance", {"ServiceId": svc["Id"], "InstanceId": "task-1"}
+        )
+        gone = await first.wait_for(
+            lambda s: s.version > snap.version and not _targets(s, "web.svc.local")
+        )
+        assert [r.name for r in gone.records] == ["web.svc.local"]  # the name stays: no targets
+    finally:
+        await first.close()
+        if later is not None:
+            await later.close()
+
+
+async def _until(check: Any, what: str) -> Any:
+    """`check()` once it is truthy, waited for up to 10 s."""
+    deadline = time.monotonic() + 10
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+    return found
+
+
+def _report(arn: str, health: str, port: int) -> agent_pb2.AgentMessage:
+    """The agent's word that the task runs, publishing container port 80 on `port`."""
+    status = "RUNNING"
+    binding = agent_pb2.PortBinding(container_port=80, host_port=port)
+    container = agent_pb2.ContainerStatus(
+        name="main", docker_id="d", last_status=status, health=health, bindings=[binding]
+    )
+    task = agent_pb2.TaskStatus(task_arn=arn, last_status=status, containers=[container])
+    return agent_pb2.AgentMessage(status=agent_pb2.StatusBatch(tasks=[task]))
+
+
+async def test_a_service_task_is_registered_while_running_healthy_and_connected(
+    ctl: Controller,
+) -> None:
+    """serviceRegistries through a raw agent: RUNNING and HEALTHY registers the task with
+    ECS's attributes (and the agents' snapshot has it); UNHEALTHY, and then the agent's
+    stream dropping (its instance lost), each take it out."""
+    sd = ctl.discovery.state
+    await ctl.api.call("CreateCluster", {})
+    check = {"command": ["CMD", "true"], "interval": 5}
+    container = {"name": "main", "image": "x", "memory": 32, "healthCheck": check}
+    container["portMappings"] = [{"containerPort": 80, "hostPort": 0}]
+    await ctl.api.call(
+        "RegisterTaskDefinition", {"family": "hc", "containerDefinitions": [container]}
+    )
+    call = ctl.api.call
+    await call("servicediscovery:CreatePrivateDnsNamespace", {"Name": "hc.local", "Vpc": "v"})
+    [ns] = (await call("servicediscovery:ListNamespaces", {}))["Namespaces"]
+    body = {"Name": "hc", "NamespaceId": ns["Id"], "DnsConfig": A_SRV}
+    reg = (await call("servicediscovery:CreateService", body))["Service"]
+    agent = RawAgent(ctl, "i-hc", address="10.0.0.7", attributes={"zone": "b"})
+    try:
+        await _connected(ctl, 1)
+        registry = {"registryArn": reg["Arn"], "containerName": "main", "containerPort": 80}
+        await call(
+            "CreateService",
+            {
+                "serviceName": "hc",
+                "taskDefinition": "hc",
+                "desiredCount": 1,
+                "serviceRegistries": [registry],
+            },
+        )
+        [task] = await _until(lambda: agent.desired, "the task placed on the raw agent")
+        tid = task.task_arn.rsplit("/", 1)[-1]
+        port = ctl.state.tasks[task.task_arn].containers[0].ports[0].host_port  # it chose
+        agent.send(
+            _report(task.task_arn, "UNKNOWN", port)
+        )  # running, its health check not yet passed
+        await _until(lambda: ctl.state.tasks[task.task_arn].last_status == "RUNNING", "RUNNING")
+        assert not sd.service_instances(reg["Id"])  # a health check: only once HEALTHY
+        agent.send(_report(task.task_arn, "HEALTHY", port))
+        [inst] = await _until(lambda: sd.service_instances(reg["Id"]), "the task registered")
+        assert inst["Id"] == tid
+        assert inst["Attributes"] == {
+            "AWS_INSTANCE_IPV4": "10.0.0.7",
+            "AWS_INSTANCE_PORT": str(port),
+            "ECS_CLUSTER_NAME": "default",
+            "ECS_SERVICE_NAME": "hc",
+            "ECS_TASK_DEFINITION_FAMILY": "hc",
+            "AVAILABILITY_ZONE": "b",
+        }
+        await agent.wait_for(lambda s: _targets(s, "hc.hc.local") == {("10.0.0.7", port)})
+        agent.send(_report(task.task_arn, "UNHEALTHY", port))
+        await _until(lambda: not sd.service_instances(reg["Id"]), "unhealthy task deregistered")
+        agent.send(_report(task.task_arn, "HEALTHY", port))
+        await _until(lambda: sd.service_instances(reg["Id"]), "healthy again, registered")
+    finally:
+        await agent.close()
+    await _until(lambda: not sd.service_instances(reg["Id"]), "lost instance's task deregistered")
