@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import dns.exception
 import dns.flags
 import dns.message
 import dns.name
@@ -154,6 +155,17 @@ def _soa(zone: dns.name.Name) -> dns.rrset.RRset:
     )
     rrset.add(soa, SOA_TTL)
     return rrset
+
+
+def to_wire(reply: dns.message.Message, limit: int) -> bytes:
+    """The reply in at most `limit` bytes; too big: emptied and marked TC (truncated), so
+    the client asks again over TCP (dnspython refuses to cut a section itself)."""
+    try:
+        return reply.to_wire(max_size=limit)
+    except dns.exception.TooBig:
+        reply.answer, reply.authority, reply.additional = [], [], []
+        reply.flags |= dns.flags.TC
+        return reply.to_wire(max_size=limit)
 
 
 def servfail(query: dns.message.Message) -> dns.message.Message:

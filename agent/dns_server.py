@@ -119,7 +119,7 @@ class Resolver:
         if reply is None:
             return await self._forward(query, wire, tcp)
         limit = 65535 if tcp else max(UDP_PAYLOAD, query.payload)
-        return reply.to_wire(max_size=limit)  # dnspython sets TC when it had to cut
+        return dns_answers.to_wire(reply, limit)
 
     async def _forward(self, query: dns.message.Message, wire: bytes, tcp: bool) -> bytes:
         for server in self.upstream:
@@ -173,7 +173,7 @@ class _Udp(asyncio.DatagramProtocol):
         reply = dns_answers.answer(self.resolver.zones, query)
         if reply is None:
             return None
-        return reply.to_wire(max_size=max(UDP_PAYLOAD, query.payload))
+        return dns_answers.to_wire(reply, max(UDP_PAYLOAD, query.payload))
 
     async def _later(self, data: bytes, addr: tuple[str, int]) -> None:
         reply = await self.resolver.resolve(data, tcp=False)

@@ -118,3 +118,17 @@ def test_upstreams_skip_the_resolver_itself(tmp_path: Path) -> None:
     conf = tmp_path / "resolv.conf"
     conf.write_text("search x\nnameserver 172.17.0.1\nnameserver 10.0.0.53\nnameserver bad\n")
     assert upstreams(conf, {"172.17.0.1"}) == [("10.0.0.53", 53)]
+
+
+def test_an_answer_too_big_for_udp_is_truncated_for_a_tcp_retry() -> None:
+    ips = tuple(f"10.2.{i // 250}.{i % 250 + 1}" for i in range(300))
+    zones = dns_answers.index(snapshot(ips=ips))
+    query = dns.message.make_query("web.internal.local", "A")
+    reply = dns_answers.answer(zones, query)
+    assert reply is not None
+    udp = dns.message.from_wire(dns_answers.to_wire(reply, 512))
+    assert udp.flags & dns.flags.TC and not udp.answer
+    reply = dns_answers.answer(zones, query)
+    assert reply is not None
+    tcp = dns.message.from_wire(dns_answers.to_wire(reply, 65535))
+    assert len(tcp.answer[0]) == 300 and not tcp.flags & dns.flags.TC
