@@ -683,6 +683,19 @@ class DockerDriver:
             else:
                 self._name_locks[name] = (lock, users - 1)
 
+    async def bridge_gateway(self) -> str:
+        """The default bridge network's gateway: where bridge-mode containers reach the host
+        (the agent's DNS resolver listens there); "" when the engine has none."""
+        with self._errors("inspect network bridge"):
+            try:
+                info = await (await self._docker.networks.get("bridge")).show()
+            except DockerError:
+                return ""
+        for cfg in (info.get("IPAM") or {}).get("Config") or []:
+            if cfg.get("Gateway") and ":" not in cfg["Gateway"]:
+                return str(cfg["Gateway"])
+        return ""
+
     async def _state_of(self, ref: str) -> tuple[str, str] | None:
         """(id, status) of a container by name or id, None if it does not exist."""
         data = await self._get(ref)

@@ -45,6 +45,22 @@ def refused_by_policy(spec: agent_pb2.ContainerSpec, attributes: dict[str, str])
     return ""
 
 
+def with_resolver(
+    task: agent_pb2.DesiredTask, spec: agent_pb2.ContainerSpec, resolver: str
+) -> agent_pb2.ContainerSpec:
+    """The agent's resolver as the container's DNS server (issue 21), when the cluster has
+    namespaces (`resolver` set); an explicit dnsServers, or no networking, wins."""
+    mode = task.network_mode or "bridge"
+    if not resolver or mode not in ("bridge", "host") or spec.dns.servers:
+        return spec
+    if spec.dns.disable_networking:
+        return spec
+    out = agent_pb2.ContainerSpec()
+    out.CopyFrom(spec)
+    out.dns.servers.append(resolver)
+    return out
+
+
 def apply(
     config: dict[str, Any],
     task: agent_pb2.DesiredTask,

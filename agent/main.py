@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+from agent.dns_server import DnsUnavailable
 from agent.engine_claim import EngineClaimed
 from agent.image_cleanup import CleanupPolicy
 from agent.runtime import Agent, AgentConfig
@@ -31,6 +32,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         ca_hash=getattr(args, "ca_hash", ""),
         credentials_listen=args.credentials_listen,
         credentials_mode=args.credentials_mode,
+        dns_listen=getattr(args, "dns_listen", "auto"),
         allow_shared_engine=getattr(args, "allow_shared_engine", False),
         allow_awslogs=getattr(args, "allow_awslogs", False),
         disable_privileged=getattr(args, "disable_privileged", False),
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         uvloop.run(serve(config_from_args(args)))
-    except EngineClaimed as err:
+    except (EngineClaimed, DnsUnavailable) as err:
         logging.getLogger("dockyard.agent").error("refusing to start: %s", err)
         print(f"dockyard agent: refusing to start: {err}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ from typing import Any
 
 from agent import (
     __version__,
+    dns_server,
     engine_claim,
     enroll,
     gpus,
@@ -30,6 +31,7 @@ from agent import (
     restart_ledger,
 )
 from agent.credentials import TaskEndpoint
+from agent.dns_server import DnsUnavailable, Resolver
 from agent.docker_driver import DockerDriver, DockerUnavailable, DriverError, PullError
 from agent.execs import ExecSessions
 from agent.image_cleanup import CleanupPolicy
@@ -39,6 +41,7 @@ from agent.stats import Sampler
 from dockyard.v1 import agent_pb2
 
 log = logging.getLogger("dockyard.agent")
+RESOLV_CONF = Path("/etc/resolv.conf")  # the host's resolvers: where other names go
 
 
 @dataclass
@@ -68,6 +71,7 @@ class AgentConfig:
     stats_source: str = "auto"  # auto | cgroup | engine (agent/stats.py)
     stats_interval_s: float = 5.0  # sampling period of containers' CPU and memory; 0: off
     usage_report_s: float = 15.0  # how often the aggregates go to the controller
+    dns_listen: str = "auto"  # auto (bridge gateway:53) | off | ADDR[:PORT] (agent/dns_server)
 
 
 def _auth(spec: agent_pb2.ContainerSpec) -> dict[str, str] | None:
@@ -119,12 +123,14 @@ class Agent:
                 exec_start=lambda m: self.execs.start(m),
                 exec_input=lambda m: self.execs.input(m),
                 disconnected=lambda: self.execs.drop_all(),
+                dns=self.dns_snapshot,
             ),
             channel_factory=enroll.channel_factory(config, self.identity),
         )
         self.execs = ExecSessions(  # issue 20: `dockyard exec`
             self.driver, self.session.send, self._running_container, config.state_dir
         )
+        self.dns = Resolver()  # issue 21: the cluster's names, for this host's tasks
         self.desired: dict[str, agent_pb2.DesiredTask] = {}
         self.version = 0
         self.have_full = False
@@ -167,6 +173,7 @@ class Agent:
             await self.driver.close()
             raise
         await self.endpoint.start()
+        await self.start_dns()
         await self.execs.reap_leftovers()  # commands of sessions a previous run left
         self._loops = [
             asyncio.create_task(self.session.run_forever(), name="session"),
@@ -190,10 +197,36 @@ class Agent:
             t.cancel()
         await asyncio.gather(*self._loops, *self._inflight.values(), return_exceptions=True)
         await self.endpoint.stop()
+        await self.dns.stop()
         await self.driver.close()
         if self.claim is not None:  # last: the host settings are restored by now
             self.claim.release()
             self.claim = None
+
+    async def start_dns(self) -> None:
+        """The resolver tasks use (agent/dns_server.py): `auto` on the bridge's gateway,
+        port 53, and without DNS (logged) when another agent of the engine holds it."""
+        listen = self.config.dns_listen
+        if listen == "off":
+            return
+        auto = listen == "auto"
+        try:
+            host, port = dns_server.parse_listen(
+                await self.driver.bridge_gateway() if auto else listen
+            )
+        except ValueError as err:
+            if not auto:
+                raise DnsUnavailable(str(err)) from None
+            log.warning("no DNS for tasks: the engine has no IPv4 bridge gateway")
+            return
+        self.dns.upstream = dns_server.upstreams(RESOLV_CONF, {host})
+        try:
+            await self.dns.start(host, port)
+        except OSError as err:
+            why = f"cannot serve DNS on {host}:{port}: {err.strerror or err}"
+            if not auto:
+                raise DnsUnavailable(f"--dns-listen {listen}: {why}") from None
+            log.warning("%s (another agent on this engine?); tasks keep Docker's DNS", why)
 
     # ------------------------------------------------------------------ session handlers
 
@@ -380,6 +413,7 @@ class Agent:
             if self.driver.was_pulled(spec.image):
                 self.images.used(spec.image)
             spec = await self.endpoint.prepare(task, spec)
+            spec = host_config.with_resolver(task, spec, self._resolver_ip())
             spec = await self._with_gpus(spec)
             try:
                 await self.driver.create_and_start(
@@ -408,6 +442,16 @@ class Agent:
         loc.restarts[action.container] = loc.restarts.get(action.container, 0) + 1
         self._save_restarts()
         log.info("restarted %s of %s (restart policy)", action.container, action.task_arn)
+
+    def dns_snapshot(self, msg: agent_pb2.DnsSnapshot) -> None:
+        """ControllerMessage.dns: the newest snapshot wins, kept across disconnects."""
+        self.dns.update(msg)
+
+    def _resolver_ip(self) -> str:
+        """The agent's resolver for tasks, while the cluster has namespaces ("" if not):
+        only on port 53, the one a container's resolv.conf can reach."""
+        addr = self.dns.address
+        return addr[0] if self.dns.has_zones and addr and addr[1] == 53 else ""
 
     def _save_restarts(self) -> None:
         counts = {arn: loc.restarts for arn, loc in self.local.items() if loc.restarts}

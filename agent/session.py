@@ -56,6 +56,7 @@ class Handlers:
     exec_start: Callable[[agent_pb2.ExecStart], None] = lambda _: None
     exec_input: Callable[[agent_pb2.ExecInput], None] = lambda _: None
     disconnected: Callable[[], None] = lambda: None  # the stream is gone
+    dns: Callable[[agent_pb2.DnsSnapshot], object] = lambda _: None  # issue 21: names to answer
 
 
 class Session:
@@ -178,6 +179,8 @@ class Session:
             self.handlers.exec_start(msg.exec_start)
         elif kind == "exec_input":
             self.handlers.exec_input(msg.exec_input)
+        elif kind == "dns":
+            self.handlers.dns(msg.dns)  # kept after a disconnect: answers outlive the stream
         elif kind == "refusal":
             r = msg.refusal
             log.warning("controller refused: %s %s", r.code, r.message)

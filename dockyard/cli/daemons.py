@@ -187,6 +187,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="task credentials / metadata endpoint (default %(default)s)",
     )
     a.add_argument(
+        "--dns-listen",
+        default="auto",
+        help="the DNS resolver for tasks of clusters with namespaces (issue 21): auto (the "
+        "Docker bridge's gateway, port 53), off, or ADDR[:PORT] (default %(default)s)",
+    )
+    a.add_argument(
         "--credentials-mode",
         default=os.environ.get("DOCKYARD_CREDENTIALS_MODE", "auto"),
         choices=["auto", "iptables", "bridge"],
