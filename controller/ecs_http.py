@@ -29,7 +29,9 @@ from prometheus_client import (
 )
 
 from controller.ecs_shapes import (
+    ECS,
     TARGET_PREFIX,
+    TARGET_PREFIXES,
     ResponseShapeError,
     check_response,
     dump_json,
@@ -154,10 +156,10 @@ class _Endpoint:
         label = UNKNOWN
         error: str | None = None
         try:
-            operation = _operation(request.headers.get("X-Amz-Target", ""))
+            operation, api = _operation(request.headers.get("X-Amz-Target", ""))
             label = operation
             body = await _read_body(request)
-            payload = await self._dispatch(operation, body)
+            payload = await self._dispatch(operation, body, api)
             response = _reply(200, payload, request_id)
         except ApiError as exc:
             error = exc.name
@@ -170,7 +172,7 @@ class _Endpoint:
         self.metrics.observe(label, time.perf_counter() - started, error)
         return response
 
-    async def _dispatch(self, operation: str, body: dict[str, Any]) -> bytes:
+    async def _dispatch(self, operation: str, body: dict[str, Any], api: str = ECS) -> bytes:
         # the chain checks the body against the model in full (native=False) first
         result = await self.service.call(operation, body, native=False)
         if result is None:
@@ -180,23 +182,26 @@ class _Endpoint:
         payload = dump_json(result)
         if self.check:
             try:
-                check_response(operation, payload)
+                check_response(operation, payload, api)
             except ResponseShapeError as exc:
                 log.error("%s", exc)
                 raise ApiError("ServerException", str(exc), 500) from None
         return payload
 
 
-def _operation(target: str) -> str:
-    """The ECS operation an `X-Amz-Target` header names."""
+def _operation(target: str) -> tuple[str, str]:
+    """(operation, API) an `X-Amz-Target` header names: ECS's, or Application Auto
+    Scaling's (`AnyScaleFrontendService.<Op>`), served on the same endpoint."""
     prefix, _, name = target.partition(".")
-    if prefix != TARGET_PREFIX or operation_model(name) is None:
+    api = TARGET_PREFIXES.get(prefix, "")
+    if not api or operation_model(name, api) is None:
         shown = target[:100] if target else "(missing)"
         raise ApiError(
             "UnknownOperationException",
-            f"X-Amz-Target {shown} is not {TARGET_PREFIX}.<an ECS operation>",
+            f"X-Amz-Target {shown} is not {TARGET_PREFIX}.<an ECS operation> "
+            "or AnyScaleFrontendService.<an Application Auto Scaling operation>",
         )
-    return name
+    return name, api
 
 
 async def _read_body(request: web.Request) -> dict[str, Any]:

@@ -23,6 +23,9 @@ from botocore.validate import ParamValidator, ValidationErrors, validate_paramet
 from dockyard.errors import ApiError
 
 TARGET_PREFIX = "AmazonEC2ContainerServiceV20141113"
+ECS, AAS = "ecs", "application-autoscaling"  # the botocore models served (Operation.api)
+# X-Amz-Target prefix -> the API (botocore model) it names
+TARGET_PREFIXES = {TARGET_PREFIX: ECS, "AnyScaleFrontendService": AAS}
 MAX_PROBLEMS = 5  # problems named in one error message; the rest are counted
 
 
@@ -36,16 +39,16 @@ class ResponseShapeError(ValueError):
 
 
 @functools.cache
-def service_model() -> ServiceModel:
-    """botocore's ECS model; loaded once (it takes ~100 ms)."""
-    return botocore.session.get_session().get_service_model("ecs")
+def service_model(api: str = ECS) -> ServiceModel:
+    """botocore's model of `api` (ECS by default); loaded once (it takes ~100 ms)."""
+    return botocore.session.get_session().get_service_model(api)
 
 
-def operation_model(operation: str) -> OperationModel | None:
-    """The model of `operation`, or None when ECS has no such operation."""
-    if operation not in service_model().operation_names:
+def operation_model(operation: str, api: str = ECS) -> OperationModel | None:
+    """The model of `operation`, or None when the API has no such operation."""
+    if operation not in service_model(api).operation_names:
         return None
-    return service_model().operation_model(operation)
+    return service_model(api).operation_model(operation)
 
 
 # ---------------------------------------------------------------- JSON values
@@ -229,26 +232,28 @@ def enum_values(shape: Shape) -> list[str]:
     return [*shape.enum, *ENUM_EXTENSIONS.get(shape.name, ())]
 
 
-def validate_request(operation: str, body: dict[str, Any]) -> None:
+def validate_request(operation: str, body: dict[str, Any], api: str = ECS) -> None:
     """Check an ECS request body against the operation's input shape (nulls already stripped).
 
     Raises ApiError(InvalidParameterException) whose message names each offending member.
     """
-    op = operation_model(operation)
+    op = operation_model(operation, api)
     if op is None:
-        raise ApiError("UnknownOperationException", f"ECS has no operation {operation}")
+        raise ApiError("UnknownOperationException", f"{api} has no operation {operation}")
     if op.input_shape is None:
         return
-    _check_launch_type(operation, body)
-    problems = request_problems(operation, body)
-    if problems:
-        raise ApiError("InvalidParameterException", join_problems(problems))
+    if api == ECS:
+        _check_launch_type(operation, body)
+    problems = request_problems(operation, body, api)
+    if problems:  # Application Auto Scaling's name for it: ValidationException
+        name = "InvalidParameterException" if api == ECS else "ValidationException"
+        raise ApiError(name, join_problems(problems))
 
 
-def request_problems(operation: str, body: dict[str, Any]) -> list[str]:
+def request_problems(operation: str, body: dict[str, Any], api: str = ECS) -> list[str]:
     """What botocore's model finds wrong with a request body, one line per member (none for
     an operation the model does not know)."""
-    op = operation_model(operation)
+    op = operation_model(operation, api)
     if op is None or op.input_shape is None:
         return []
     lines: list[str] = _REQUEST_VALIDATOR.validate(body, op.input_shape).lines
@@ -307,16 +312,18 @@ def _prepare(value: Any, shape: Shape, path: str, problems: list[str]) -> Any:
     return value
 
 
-def check_response(operation: str, body: dict[str, Any] | bytes | str) -> dict[str, Any]:
+def check_response(
+    operation: str, body: dict[str, Any] | bytes | str, api: str = ECS
+) -> dict[str, Any]:
     """Check a response body as boto3 would meet it; return botocore's parse of it.
 
     `body` is the service's dict (serialised here as the endpoint does) or the raw bytes.
     Checks the output shape with botocore.validate.validate_parameters, enum values
     recursively, and that botocore's JSON parser accepts it. Raises ResponseShapeError.
     """
-    op = operation_model(operation)
+    op = operation_model(operation, api)
     if op is None:
-        raise ResponseShapeError(operation, ["ECS has no such operation"])
+        raise ResponseShapeError(operation, [f"{api} has no such operation"])
     raw = dump_json(body) if isinstance(body, dict) else body
     raw = raw.encode() if isinstance(raw, str) else raw
     try:

@@ -28,6 +28,7 @@ from controller.events import EventLog
 from controller.feed import ChangeFeed
 from controller.http_timeouts import runner_options
 from controller.liveness import DEFAULT_HEARTBEAT_BUDGET
+from controller.ops.autoscaling import AutoScaling
 from controller.ops.chain import OperationChain
 from controller.ops.usage import UsageOps
 from controller.security import Security, SecurityConfig, sealing, tls_wanted
@@ -85,6 +86,7 @@ class ControllerConfig:
     advertise: tuple[str, ...] = ()  # --advertise-address: certificate SANs, `dockyard env`
     store: str = DEFAULT_STORE  # --store: the state store backend (controller.store_factory)
     metrics_per_task: bool = False  # --metrics-per-task: /metrics has a series per task
+    autoscaling_period: float = 60.0  # --autoscaling-period: target tracking's metric period
 
     @property
     def key_file(self) -> Path:
@@ -139,6 +141,10 @@ class Controller:
             self.sealer,
         )
         await self.security.install(self.dispatcher)
+        self.autoscaling = AutoScaling(  # issue 22: controller/ops/autoscaling.py
+            self.record, self.arns, self.services, self.usage, self.config.autoscaling_period
+        )
+        self.autoscaling.load()
         # every operation, bound once: controller/ops/table.py lists them
         self.api = OperationChain(
             {
@@ -146,14 +152,17 @@ class Controller:
                 **orchestrator.handlers(self.services),
                 **self.security.handlers(),
                 **UsageOps(self.service, self.usage).handlers(),
+                **self.autoscaling.handlers(),
             },
             after=self.security.after_steps(),
         )
+        self.autoscaling.bind(self.api.call)
         await self._start_grpc()
         await self._start_http()
         self._tasks.append(asyncio.create_task(self.dispatcher.watch_heartbeats()))
         self._tasks.append(asyncio.create_task(self.service.roles.run()))
         self._tasks.append(asyncio.create_task(self.services.run()))
+        self._tasks.append(asyncio.create_task(self.autoscaling.run()))
         log.info(
             "controller ready: gRPC %s%s, ECS API %s, data %s",
             self.config.listen,
@@ -308,6 +317,7 @@ def config_from_args(args: argparse.Namespace) -> ControllerConfig:
         advertise=tuple(getattr(args, "advertise_address", None) or ()),
         store=getattr(args, "store", DEFAULT_STORE),
         metrics_per_task=getattr(args, "metrics_per_task", False),
+        autoscaling_period=getattr(args, "autoscaling_period", 60.0),
     )
 
 

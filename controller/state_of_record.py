@@ -52,6 +52,10 @@ KINDS: dict[str, str] = {
     "accesskey": "StateOfRecord.access_keys (kept by AccessKeys, security/keys.py); sealed",
     "revokedinstance": "StateOfRecord.revoked (kept by AgentGate, security/agents.py)",
     "instancesecret": "StateOfRecord.instance_secrets (kept by AgentGate)",
+    "scalable_target": "AutoScaling.targets (controller/ops/autoscaling.py)",
+    "scaling_policy": "AutoScaling.policies",
+    "scheduled_action": "AutoScaling.actions",
+    "scaling_activity": "AutoScaling.activities (the newest 100 per target)",
 }
 
 

@@ -15,7 +15,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.ecs_shapes import join_problems, request_problems, strip_nulls, validate_request
+from controller.ecs_shapes import (
+    ECS,
+    join_problems,
+    request_problems,
+    strip_nulls,
+    validate_request,
+)
 from controller.ops.table import STRICT, Operation
 from dockyard.errors import ApiError, invalid
 
@@ -29,17 +35,17 @@ def validate(op: Operation, body: Any, *, native: bool) -> None:
     if not op.ecs:
         return
     if not native:
-        validate_request(op.name, body)
+        validate_request(op.name, body, op.api)
         return
-    check_limits(op.name, body)
+    check_limits(op.name, body, op.api)
     if op.native_check == STRICT:
-        validate_request(op.name, body)
+        validate_request(op.name, body, op.api)
 
 
-def check_limits(operation: str, body: dict[str, Any]) -> None:
+def check_limits(operation: str, body: dict[str, Any], api: str = ECS) -> None:
     """ECS's input limits on a native body: the model's constraints, unknown members (the
     native API's extensions) ignored; InvalidParameterException naming each problem."""
-    lines = request_problems(operation, strip_nulls(body))
+    lines = request_problems(operation, strip_nulls(body), api)
     problems = [p for p in lines if "unknown member" not in p and "Unknown parameter" not in p]
     if problems:
         raise ApiError("InvalidParameterException", join_problems(problems))

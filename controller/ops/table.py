@@ -21,6 +21,7 @@ from dataclasses import dataclass
 READ, WRITE, ADMIN = "read", "write", "admin"
 OPERATE = "operate"  # between READ and WRITE: `operator` keys (and admin ones)
 LIMITS, STRICT = "limits", "strict"
+AAS = "application-autoscaling"  # Application Auto Scaling's botocore model (Operation.api)
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,8 @@ class Operation:
     resource: str  # where it lives: controller/ops/<resource> (or the module named there)
     access: str  # READ | OPERATE | WRITE | ADMIN
     native_check: str = LIMITS  # LIMITS | STRICT: how a native body is validated
-    ecs: bool = True  # an ECS API operation (botocore has its model); else Dockyard's own
+    ecs: bool = True  # an AWS API operation (botocore has its model); else Dockyard's own
+    api: str = "ecs"  # which botocore model: "ecs" or "application-autoscaling"
 
     @property
     def read_only(self) -> bool:
@@ -116,6 +118,29 @@ _TABLE: list[Operation] = [
     *_ops("security", ADMIN, "RevokeInstance", ecs=False),
     # usage (Dockyard's own, issue 20): controller/ops/usage.py
     *_ops("usage", READ, "DescribeUsage", ecs=False),
+    # service auto scaling (Application Auto Scaling's API, issue 22): controller/ops/autoscaling.py
+    *_ops(
+        "autoscaling",
+        READ,
+        "DescribeScalableTargets",
+        "DescribeScalingPolicies",
+        "DescribeScheduledActions",
+        "DescribeScalingActivities",
+        native_check=STRICT,
+        api=AAS,
+    ),
+    *_ops(
+        "autoscaling",
+        WRITE,
+        "RegisterScalableTarget",
+        "DeregisterScalableTarget",
+        "PutScalingPolicy",
+        "DeleteScalingPolicy",
+        "PutScheduledAction",
+        "DeleteScheduledAction",
+        native_check=STRICT,
+        api=AAS,
+    ),
 ]
 
 OPERATIONS: dict[str, Operation] = {op.name: op for op in _TABLE}
