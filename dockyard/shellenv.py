@@ -2,9 +2,10 @@
 
 After `eval "$(dockyard env)"` both the CLI (DOCKYARD_*) and unmodified AWS tools (the aws
 CLI, boto3) reach the same controller with no extra arguments: botocore (>= 1.31) reads the
-ECS endpoint from AWS_ENDPOINT_URL_ECS, the CA from AWS_CA_BUNDLE and the key from
-AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. Variables that would make those tools use
-something else (another profile, a session token, a stale CA) are unset.
+ECS endpoint from AWS_ENDPOINT_URL_ECS (Application Auto Scaling's from
+AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING: the same endpoint), the CA from
+AWS_CA_BUNDLE and the key from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. Variables that
+would make those tools use something else (another profile, a session token, a stale CA) are unset.
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ def exports(t: Target, extra: list[tuple[str, str]] | None = None) -> str:
         out.append(_line("export", [(auth.ACCESS_KEY_ENV, key), (auth.SECRET_KEY_ENV, secret)]))
         out.append(_line("export", [("AWS_ACCESS_KEY_ID", key), ("AWS_SECRET_ACCESS_KEY", secret)]))
     aws = [("AWS_ENDPOINT_URL_ECS", t.ecs_url), ("AWS_DEFAULT_REGION", t.region)]
+    # Application Auto Scaling (issue 22) is served on the same endpoint
+    aws.insert(1, ("AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING", t.ecs_url))
     aws.append(("AWS_REGION", t.region))
     out.append(_line("export", aws))
     ca = str(t.ca_cert.resolve()) if t.ca_cert else ""
