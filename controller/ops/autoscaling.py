@@ -266,29 +266,28 @@ class AutoScaling:
         }
 
     async def describe_policies(self, body: dict[str, Any]) -> dict[str, Any]:
-        _check_dimension(body, required=False)
-        names, rid = body.get("PolicyNames"), body.get("ResourceId")
-        found = [
-            p
-            for p in self.policies.values()
-            if (not names or p["PolicyName"] in names) and rid in (None, p["ResourceId"])
-        ]
-        page, token = _page(found, body, key=lambda p: (p["ResourceId"], p["PolicyName"]))
-        return {"ScalingPolicies": page, **({"NextToken": token} if token else {})}
+        return _describe(self.policies, body, "PolicyName", "PolicyNames", "ScalingPolicies")
 
     async def delete_policy(self, body: dict[str, Any]) -> dict[str, Any]:
+        await self._delete(POLICY, self.policies, body, "PolicyName", "scaling policy")
+        return {}
+
+    async def _delete(
+        self, kind: str, held: dict[str, Any], body: dict[str, Any], field: str, what: str
+    ) -> None:
+        """Delete a policy or a scheduled action, ObjectNotFoundException (AWS's words) if
+        there is none."""
         _check_dimension(body)
-        key = f"{body['ResourceId']}|{body['PolicyName']}"
-        if key not in self.policies:
+        key = f"{body['ResourceId']}|{body[field]}"
+        if key not in held:
             raise not_found(
-                f"No scaling policy found for service namespace: {NAMESPACE}, "
-                f"resource ID: {body['ResourceId']}, scalable dimension: "
-                f"{DIMENSION}, policy name: {body['PolicyName']}"
+                f"No {what} found for service namespace: {NAMESPACE}, resource ID: "
+                f"{body['ResourceId']}, scalable dimension: {DIMENSION}, {what} name: "
+                f"{body[field]}"
             )
         async with self._lock:
-            await self.record.commit([Delete(POLICY, key)])
-            self.policies.pop(key, None)
-        return {}
+            await self.record.commit([Delete(kind, key)])
+            held.pop(key, None)
 
     # ------------------------------------------------------------ scheduled actions
 
@@ -334,28 +333,12 @@ class AutoScaling:
         }
 
     async def describe_actions(self, body: dict[str, Any]) -> dict[str, Any]:
-        _check_dimension(body, required=False)
-        names, rid = body.get("ScheduledActionNames"), body.get("ResourceId")
-        found = [
-            a
-            for a in self.actions.values()
-            if (not names or a["ScheduledActionName"] in names) and rid in (None, a["ResourceId"])
-        ]
-        page, token = _page(found, body, key=lambda a: (a["ResourceId"], a["ScheduledActionName"]))
-        return {"ScheduledActions": page, **({"NextToken": token} if token else {})}
+        return _describe(
+            self.actions, body, "ScheduledActionName", "ScheduledActionNames", "ScheduledActions"
+        )
 
     async def delete_action(self, body: dict[str, Any]) -> dict[str, Any]:
-        _check_dimension(body)
-        key = f"{body['ResourceId']}|{body['ScheduledActionName']}"
-        if key not in self.actions:
-            raise not_found(
-                f"No scheduled action found for service namespace: {NAMESPACE}, "
-                f"resource ID: {body['ResourceId']}, scalable dimension: "
-                f"{DIMENSION}, scheduled action name: {body['ScheduledActionName']}"
-            )
-        async with self._lock:
-            await self.record.commit([Delete(ACTION, key)])
-            self.actions.pop(key, None)
+        await self._delete(ACTION, self.actions, body, "ScheduledActionName", "scheduled action")
         return {}
 
     # ------------------------------------------------------------ activities
@@ -593,6 +576,22 @@ def _alarms(rid: str, region: str, account: str) -> list[dict[str, str]]:
             {"AlarmName": name, "AlarmARN": f"arn:aws:cloudwatch:{region}:{account}:alarm:{name}"}
         )
     return out
+
+
+def _describe(
+    held: dict[str, dict[str, Any]], body: dict[str, Any], field: str, names: str, answer: str
+) -> dict[str, Any]:
+    """A Describe* answer: the items of `held` named in `names` (all if none), of
+    ResourceId if given, a page at a time."""
+    _check_dimension(body, required=False)
+    wanted, rid = body.get(names), body.get("ResourceId")
+    found = [
+        item
+        for item in held.values()
+        if (not wanted or item[field] in wanted) and rid in (None, item["ResourceId"])
+    ]
+    page, token = _page(found, body, key=lambda item: (item["ResourceId"], item[field]))
+    return {answer: page, **({"NextToken": token} if token else {})}
 
 
 def _page(
