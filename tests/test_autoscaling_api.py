@@ -5,6 +5,11 @@ controller runs with DOCKYARD_CHECK_RESPONSES=1), plus one real-time scheduled a
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import shlex
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +19,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from dockyard import shellenv
 from tests.support import LocalCluster, wait_for
 
 REGION = "us-east-1"
@@ -257,3 +263,49 @@ def test_a_scheduled_action_fires_at_its_time(lc: LocalCluster) -> None:
     aas = client(lc, "application-autoscaling")
     assert len(aas.describe_scaling_activities(ServiceNamespace="ecs")["ScalingActivities"]) == 2
     assert aas.describe_scheduled_actions(ServiceNamespace="ecs")["ScheduledActions"]
+
+
+def test_the_aws_cli_finds_the_endpoint_through_dockyard_env(
+    lc: LocalCluster, tmp_path: Path
+) -> None:
+    """`aws application-autoscaling` with only what `dockyard env` exports."""
+    make_service(lc)
+    creds = lc.credentials()
+    assert creds is not None
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "AWS_ACCESS_KEY_ID": creds.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": creds.secret_access_key,
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    exported = shellenv.exports(shellenv.Target(lc.address, lc.http, REGION, None, None))
+    for line in exported.splitlines():
+        if line.startswith("export AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING=") or (
+            line.startswith("export AWS_ENDPOINT_URL_ECS=")
+        ):
+            for name, value in (kv.split("=", 1) for kv in shlex.split(line)[1:]):
+                env[name] = value
+    assert env.get("AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING") == lc.http
+    aws = [str(Path(sys.executable).parent / "aws"), "application-autoscaling"]
+    dims = ["--service-namespace", "ecs", "--scalable-dimension", "ecs:service:DesiredCount"]
+    register = [*aws, "register-scalable-target", *dims, "--resource-id", RID]
+    out = subprocess.run(
+        [*register, "--min-capacity", "1", "--max-capacity", "3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    described = subprocess.run(
+        [*aws, "describe-scalable-targets", "--service-namespace", "ecs", "--output", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert described.returncode == 0, described.stderr
+    assert json.loads(described.stdout)["ScalableTargets"][0]["MaxCapacity"] == 3
