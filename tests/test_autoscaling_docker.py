@@ -30,7 +30,7 @@ LOOP = "while :; do if [ -f /ctl/burn ]; then :; else sleep 0.5; fi; done"
 
 @pytest.fixture
 def cluster(tmp_path: Path, sample_images: list[str]) -> Iterator[tuple[LocalCluster, Path]]:
-    lc = LocalCluster(tmp_path / "lc")
+    lc = LocalCluster(tmp_path)
     port = free_port()
     ctl = tmp_path / "ctl"
     ctl.mkdir()
