@@ -203,17 +203,21 @@ class _Endpoint:
 
 
 def _operation(target: str) -> str:
-    """The operation (its table name) an `X-Amz-Target` header names: ECS's, or Cloud
-    Map's (`servicediscovery:<Op>`)."""
+    """The operation (its table name) an `X-Amz-Target` header names: ECS's, Cloud Map's
+    (`servicediscovery:<Op>`) or Application Auto Scaling's."""
     name = operation_for(target)
-    cloud_map = name.startswith(SD + ":")
-    api, wire = (SD, name[len(SD) + 1 :]) if cloud_map else ("ecs", name)
+    op = OPERATIONS.get(name)
+    if op is not None:
+        api, wire = op.api, op.wire_name
+    else:  # a Cloud Map operation Dockyard does not serve is answered "not supported"
+        api, wire = (SD, name[len(SD) + 1 :]) if name.startswith(SD + ":") else ("ecs", name)
     if not name or operation_model(wire, api) is None:
         shown = target[:100] if target else "(missing)"
         raise ApiError(
             "UnknownOperationException",
             f"X-Amz-Target {shown} is not {TARGET_PREFIX}.<an ECS operation> "
-            "or Route53AutoNaming_v20170314.<a Cloud Map operation>",
+            "or Route53AutoNaming_v20170314.<a Cloud Map operation> "
+            "or AnyScaleFrontendService.<an Application Auto Scaling operation>",
         )
     return name
 

@@ -25,6 +25,7 @@ from dockyard.errors import ApiError
 
 TARGET_PREFIX = "AmazonEC2ContainerServiceV20141113"
 ECS = "ecs"  # botocore's name of the model; Cloud Map's is "servicediscovery" (issue 21)
+AAS = "application-autoscaling"  # Application Auto Scaling's (issue 22)
 MAX_PROBLEMS = 5  # problems named in one error message; the rest are counted
 
 

@@ -31,6 +31,7 @@ from controller.events import EventLog
 from controller.feed import ChangeFeed
 from controller.http_timeouts import runner_options
 from controller.liveness import DEFAULT_HEARTBEAT_BUDGET
+from controller.ops.autoscaling import AutoScaling
 from controller.ops.chain import OperationChain
 from controller.ops.usage import UsageOps
 from controller.security import Security, SecurityConfig, sealing, tls_wanted
@@ -88,6 +89,7 @@ class ControllerConfig:
     advertise: tuple[str, ...] = ()  # --advertise-address: certificate SANs, `dockyard env`
     store: str = DEFAULT_STORE  # --store: the state store backend (controller.store_factory)
     metrics_per_task: bool = False  # --metrics-per-task: /metrics has a series per task
+    autoscaling_period: float = 60.0  # --autoscaling-period: target tracking's metric period
 
     @property
     def key_file(self) -> Path:
@@ -149,6 +151,10 @@ class Controller:
         dns = DnsPusher(self.record.discovery, self.feed, self.dispatcher.push_dns)
         if self.record.discovery.get("sd_namespace"):
             self.dispatcher.dns = dns.snapshot()
+        self.autoscaling = AutoScaling(  # issue 22: controller/ops/autoscaling.py
+            self.record, self.arns, self.services, self.usage, self.config.autoscaling_period
+        )
+        self.autoscaling.load()
         # every operation, bound once: controller/ops/table.py lists them
         self.api = OperationChain(
             {
@@ -157,9 +163,11 @@ class Controller:
                 **self.security.handlers(),
                 **UsageOps(self.service, self.usage).handlers(),
                 **self.discovery.handlers(),  # Cloud Map (issue 21)
+                **self.autoscaling.handlers(),
             },
             after=self.security.after_steps(),
         )
+        self.autoscaling.bind(self.api.call)
         await self._start_grpc()
         await self._start_http()
         self._tasks.append(asyncio.create_task(self.dispatcher.watch_heartbeats()))
@@ -167,6 +175,7 @@ class Controller:
         self._tasks.append(asyncio.create_task(self.services.run()))
         self._tasks.append(asyncio.create_task(loop_lag.watch()))  # its lag, in /metrics
         self._tasks.append(asyncio.create_task(self.registrations.run()))
+        self._tasks.append(asyncio.create_task(self.autoscaling.run()))
         log.info(
             "controller ready: gRPC %s%s, ECS API %s, data %s",
             self.config.listen,
@@ -321,6 +330,7 @@ def config_from_args(args: argparse.Namespace) -> ControllerConfig:
         advertise=tuple(getattr(args, "advertise_address", None) or ()),
         store=getattr(args, "store", DEFAULT_STORE),
         metrics_per_task=getattr(args, "metrics_per_task", False),
+        autoscaling_period=getattr(args, "autoscaling_period", 60.0),
     )
 
 

@@ -59,6 +59,10 @@ KINDS: dict[str, str] = {
     "sd_service": "StateOfRecord.discovery",
     "sd_instance": "StateOfRecord.discovery",
     "sd_operation": "StateOfRecord.discovery",
+    "scalable_target": "AutoScaling.targets (controller/ops/autoscaling.py)",
+    "scaling_policy": "AutoScaling.policies",
+    "scheduled_action": "AutoScaling.actions",
+    "scaling_activity": "AutoScaling.activities (the newest 100 per target)",
 }
 
 # written first and deleted last by `dockyard restore` (controller/backup.py): a store that

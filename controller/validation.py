@@ -16,13 +16,14 @@ from __future__ import annotations
 from typing import Any
 
 from controller.ecs_shapes import (
+    ECS,
     join_problems,
     pattern_problems,
     request_problems,
     strip_nulls,
     validate_request,
 )
-from controller.ops.table import STRICT, Operation
+from controller.ops.table import SD, STRICT, Operation
 from dockyard.errors import ApiError, invalid
 
 __all__ = ["check_limits", "text", "texts", "validate"]
@@ -32,7 +33,7 @@ def validate(op: Operation, body: Any, *, native: bool) -> None:
     """Refuse a body `op` cannot take: SerializationException / InvalidParameterException."""
     if not isinstance(body, dict):
         raise ApiError("SerializationException", "the request body must be a JSON object")
-    if op.api != "ecs":  # Cloud Map: its model in full (names: their patterns), its error
+    if op.api == SD:  # Cloud Map: its model in full (names: their patterns), its error
         validate_request(op.wire_name, strip_nulls(body), op.api, error="InvalidInput")
         problems = pattern_problems(op.wire_name, strip_nulls(body), op.api)
         if problems:
@@ -40,21 +41,25 @@ def validate(op: Operation, body: Any, *, native: bool) -> None:
         return
     if not op.ecs:
         return
+    # Application Auto Scaling names it ValidationException (issue 22)
+    error = "InvalidParameterException" if op.api == ECS else "ValidationException"
     if not native:
-        validate_request(op.name, body)
+        validate_request(op.name, body, op.api, error)
         return
-    check_limits(op.name, body)
+    check_limits(op.name, body, op.api, error)
     if op.native_check == STRICT:
-        validate_request(op.name, body)
+        validate_request(op.name, body, op.api, error)
 
 
-def check_limits(operation: str, body: dict[str, Any]) -> None:
-    """ECS's input limits on a native body: the model's constraints, unknown members (the
-    native API's extensions) ignored; InvalidParameterException naming each problem."""
-    lines = request_problems(operation, strip_nulls(body))
+def check_limits(
+    operation: str, body: dict[str, Any], api: str = ECS, error: str = "InvalidParameterException"
+) -> None:
+    """The API's input limits on a native body: the model's constraints, unknown members (the
+    native API's extensions) ignored; `error` naming each problem."""
+    lines = request_problems(operation, strip_nulls(body), api)
     problems = [p for p in lines if "unknown member" not in p and "Unknown parameter" not in p]
     if problems:
-        raise ApiError("InvalidParameterException", join_problems(problems))
+        raise ApiError(error, join_problems(problems))
 
 
 def text(body: dict[str, Any], field: str, default: str = "") -> str:

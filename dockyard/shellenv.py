@@ -2,10 +2,11 @@
 
 After `eval "$(dockyard env)"` both the CLI (DOCKYARD_*) and unmodified AWS tools (the aws
 CLI, boto3) reach the same controller with no extra arguments: botocore (>= 1.31) reads the
-ECS endpoint from AWS_ENDPOINT_URL_ECS (Cloud Map's from AWS_ENDPOINT_URL_SERVICEDISCOVERY),
-the CA from AWS_CA_BUNDLE and the key from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
-Variables that would make those tools use something else (another profile, a session
-token, a stale CA) are unset.
+ECS endpoint from AWS_ENDPOINT_URL_ECS (Cloud Map's from AWS_ENDPOINT_URL_SERVICEDISCOVERY,
+Application Auto Scaling's from AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING: the same
+endpoint), the CA from AWS_CA_BUNDLE and the key from AWS_ACCESS_KEY_ID /
+AWS_SECRET_ACCESS_KEY. Variables that would make those tools use something else (another
+profile, a session token, a stale CA) are unset.
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ def exports(t: Target, extra: list[tuple[str, str]] | None = None) -> str:
     # `data-<host>` (the model's host prefix) unless injection is off
     aws.append(("AWS_ENDPOINT_URL_SERVICEDISCOVERY", t.ecs_url))
     aws.append(("AWS_DISABLE_HOST_PREFIX_INJECTION", "true"))
+    # Application Auto Scaling (issue 22) is served on the same endpoint
+    aws.insert(1, ("AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING", t.ecs_url))
     aws.append(("AWS_REGION", t.region))
     out.append(_line("export", aws))
     ca = str(t.ca_cert.resolve()) if t.ca_cert else ""

@@ -136,6 +136,7 @@ def _write_every_kind(sc: SecureController) -> dict[str, Any]:
     c.call("CreateRole", ROLE)
     c.call("PutSecret", {"name": "rec-secret", "value": "v"})
     c.call("PutAccountSetting", {"name": "containerInsights", "value": "enabled"})
+    _autoscaling(sc)
     key = c.call("CreateAccessKey", {"role": "readonly"})["accessKey"]["accessKeyId"]
     _token(sc)
     c.call("RevokeInstance", {"containerInstance": "i-rec"})
@@ -146,6 +147,55 @@ def _write_every_kind(sc: SecureController) -> dict[str, Any]:
     sd.register_instance(ServiceId=srv, InstanceId="r1", Attributes={"k": "v"})
     assert sc.ctl is not None
     return {"td": td, "task": task, "key": key, "binding": sc.ctl.service.roles._key}
+
+
+AAS = {
+    "ServiceNamespace": "ecs",
+    "ScalableDimension": "ecs:service:DesiredCount",
+    "ResourceId": "service/default/svc2",
+}
+
+
+def _aas(sc: SecureController, operation: str, body: dict[str, Any]) -> dict[str, Any]:
+    """An Application Auto Scaling operation through the chain, in process (the native gRPC
+    API serves ECS's and Dockyard's operations only)."""
+    assert sc.ctl is not None
+    ctl = sc.ctl
+    return sc.on_loop(lambda: ctl.api.call(operation, body))
+
+
+def _autoscaling(sc: SecureController) -> None:
+    """A scalable target, a policy, a scheduled action and (its maximum lowering the desired
+    count) a scaling activity."""
+    c = sc.client()
+    c.call("CreateService", {"serviceName": "svc2", "taskDefinition": "rec", "desiredCount": 1})
+    _aas(sc, "RegisterScalableTarget", {**AAS, "MinCapacity": 0, "MaxCapacity": 0})
+    tracking = {
+        "TargetValue": 50.0,
+        "PredefinedMetricSpecification": {
+            "PredefinedMetricType": "ECSServiceAverageCPUUtilization"
+        },
+    }
+    _aas(
+        sc,
+        "PutScalingPolicy",
+        {
+            **AAS,
+            "PolicyName": "cpu",
+            "PolicyType": "TargetTrackingScaling",
+            "TargetTrackingScalingPolicyConfiguration": tracking,
+        },
+    )
+    _aas(sc, "PutScheduledAction", {**AAS, "ScheduledActionName": "s", "Schedule": "rate(1 day)"})
+
+
+def _found_autoscaling(sc: SecureController) -> None:
+    ns = {"ServiceNamespace": "ecs"}
+    assert len(_aas(sc, "DescribeScalableTargets", ns)["ScalableTargets"]) == 1
+    assert len(_aas(sc, "DescribeScalingPolicies", ns)["ScalingPolicies"]) == 1
+    assert len(_aas(sc, "DescribeScheduledActions", ns)["ScheduledActions"]) == 1
+    [act] = _aas(sc, "DescribeScalingActivities", ns)["ScalingActivities"]
+    assert act["Cause"] == "maximum capacity was set to 0"
 
 
 def _token(sc: SecureController) -> str:
@@ -166,6 +216,7 @@ def _find_every_kind(sc: SecureController, made: dict[str, Any]) -> None:
     ]
     svc = c.call("DescribeServices", {"services": ["svc"]})["services"]
     assert [s["status"] for s in svc] == ["ACTIVE"]
+    _found_autoscaling(sc)
     assert [r["roleName"] for r in c.call("ListRoles", {})["roles"]] == ["rec-role"]
     assert [s["name"] for s in c.call("ListSecrets", {})["secrets"]] == ["rec-secret"]
     settings = c.call("ListAccountSettings", {"name": "containerInsights"})["settings"]

@@ -30,7 +30,7 @@ class Operation:
     access: str  # READ | OPERATE | WRITE | ADMIN
     native_check: str = LIMITS  # LIMITS | STRICT: how a native body is validated
     ecs: bool = True  # an ECS API operation (botocore has its model); else Dockyard's own
-    api: str = "ecs"  # botocore's model of it: "ecs", or "servicediscovery" (Cloud Map)
+    api: str = "ecs"  # botocore's model: "ecs", "servicediscovery" (Cloud Map) or AAS
 
     @property
     def read_only(self) -> bool:
@@ -52,6 +52,9 @@ def _ops(resource: str, access: str, *names: str, **kw: object) -> list[Operatio
 SD = "servicediscovery"
 SD_TARGET = "Route53AutoNaming_v20170314"  # its X-Amz-Target prefix
 ECS_TARGET = "AmazonEC2ContainerServiceV20141113"
+# Application Auto Scaling (issue 22): its own names, served under their own target prefix
+AAS = "application-autoscaling"
+AAS_TARGET = "AnyScaleFrontendService"
 
 
 def _sd(resource: str, access: str, *names: str) -> list[Operation]:
@@ -77,9 +80,12 @@ def operation_for(target: str) -> str:
     """The table name an `X-Amz-Target` (`<prefix>.<Op>`) names ("" for another prefix)."""
     prefix, _, name = target.partition(".")
     if prefix == ECS_TARGET:
-        return name
+        op = OPERATIONS.get(name)
+        return name if op is None or op.api == "ecs" else ""
     if prefix == SD_TARGET and name:
         return f"{SD}:{name}"
+    if prefix == AAS_TARGET and name in OPERATIONS and OPERATIONS[name].api == AAS:
+        return name
     return ""
 
 
@@ -171,6 +177,29 @@ _TABLE: list[Operation] = [
     *_sd("instances", READ, "GetInstancesHealthStatus"),
     *_sd("instances", WRITE, "RegisterInstance", "DeregisterInstance"),
     *_sd("instances", WRITE, "UpdateInstanceCustomHealthStatus"),
+    # service auto scaling (Application Auto Scaling's API, issue 22): controller/ops/autoscaling.py
+    *_ops(
+        "autoscaling",
+        READ,
+        "DescribeScalableTargets",
+        "DescribeScalingPolicies",
+        "DescribeScheduledActions",
+        "DescribeScalingActivities",
+        native_check=STRICT,
+        api=AAS,
+    ),
+    *_ops(
+        "autoscaling",
+        WRITE,
+        "RegisterScalableTarget",
+        "DeregisterScalableTarget",
+        "PutScalingPolicy",
+        "DeleteScalingPolicy",
+        "PutScheduledAction",
+        "DeleteScheduledAction",
+        native_check=STRICT,
+        api=AAS,
+    ),
 ]
 
 OPERATIONS: dict[str, Operation] = {op.name: op for op in _TABLE}

@@ -128,6 +128,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="/metrics also exports each task's CPU and memory (one series per task: mind "
         "the cardinality); by default per service and per instance only",
     )
+    c.add_argument(
+        "--autoscaling-period",
+        type=float,
+        default=60.0,
+        help="seconds between service auto scaling evaluations: the metric period of "
+        "target tracking (CloudWatch's is 60)",
+    )
     c.add_argument("--log-level", default="INFO")
     c.set_defaults(handler=_run_controller)
 
