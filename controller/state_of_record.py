@@ -52,6 +52,8 @@ KINDS: dict[str, str] = {
     "accesskey": "StateOfRecord.access_keys (kept by AccessKeys, security/keys.py); sealed",
     "revokedinstance": "StateOfRecord.revoked (kept by AgentGate, security/agents.py)",
     "instancesecret": "StateOfRecord.instance_secrets (kept by AgentGate)",
+    "capacity_provider": "StateOfRecord.capacity_providers (controller/ops/capacity_providers.py)",
+    "cluster_capacity": "StateOfRecord.cluster_capacity (clusters' providers, same module)",
 }
 
 
@@ -69,6 +71,8 @@ class StateOfRecord:
         self.revoked: dict[str, Revoked] = {}  # by instance id
         self.instance_secrets: dict[str, BoundSecret] = {}  # by instance id
         self.account_settings: dict[tuple[str, str], str] = {}  # (principal, name) -> value
+        self.capacity_providers: dict[str, dict[str, Any]] = {}  # by name (issue 22)
+        self.cluster_capacity: dict[str, dict[str, Any]] = {}  # by cluster name
         self.feed = feed or ChangeFeed()  # committed changes, published once
         self._rows: dict[str, list[Row]] = {}  # loaded, not yet taken by their owner
         self._unwatch = store.watch(self._committed)  # every commit, published once
