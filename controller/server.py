@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_lat
 
 from controller import console, ha, orchestrator, usage_metrics
 from controller.api_grpc import ApiServicer
+from controller.capacity.driver import ScalingDriver, capacity_period
 from controller.dispatcher import Dispatcher
 from controller.ecs_region import region_middleware
 from controller.events import EventLog
@@ -154,6 +155,9 @@ class Controller:
         self._tasks.append(asyncio.create_task(self.dispatcher.watch_heartbeats()))
         self._tasks.append(asyncio.create_task(self.service.roles.run()))
         self._tasks.append(asyncio.create_task(self.services.run()))
+        # issue 22: capacity providers' managed scaling (DOCKYARD_CAPACITY_PERIOD seconds)
+        scaling = ScalingDriver(self.service, self.services, capacity_period())
+        self._tasks.append(asyncio.create_task(scaling.run()))
         log.info(
             "controller ready: gRPC %s%s, ECS API %s, data %s",
             self.config.listen,

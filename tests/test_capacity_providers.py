@@ -6,6 +6,7 @@ a service's tasks between two providers' simulated agents (`dockyard sim`)."""
 from __future__ import annotations
 
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests import capacity_group
 from tests.support import LocalCluster, Proc, wait_for
 from tests.test_ecs_ops import TD, ecs, error_of, restart
 
@@ -189,3 +191,69 @@ def test_strategy_splits_tasks_between_two_providers(lc: LocalCluster) -> None:
         assert _providers_of(client, "default", tasks) == {"blue": 2, "green": 4}
     finally:
         sim.kill()
+
+
+def test_managed_scaling_grows_and_shrinks_the_host_group(lc: LocalCluster, tmp_path: Path) -> None:
+    """The whole loop with simulated hosts (tests/capacity_group.py as the group-size
+    command): a service's tasks wait for capacity, the group grows until they run; with the
+    service at 0 the drained idle hosts are removed."""
+    lc.stop()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DOCKYARD_CAPACITY_PERIOD", "1")
+        lc.start_controller()
+    client = ecs(lc)
+    group = tmp_path / "group"
+    script = Path(capacity_group.__file__)
+    command = f"{sys.executable} {script} {group} {lc.address} grow {{desired}}"
+    try:
+        client.create_cluster(clusterName="default")
+        client.create_capacity_provider(
+            name="grow",
+            autoScalingGroupProvider={
+                "autoScalingGroupArn": "grow-hosts",
+                "managedScaling": {
+                    "status": "ENABLED",
+                    "targetCapacity": 100,
+                    "maximumScalingStepSize": 2,
+                    "instanceWarmupPeriod": 1,
+                },
+                "managedTerminationProtection": "ENABLED",
+            },
+            tags=[{"key": "dockyard:group-size-command", "value": command}],
+        )
+        client.put_cluster_capacity_providers(
+            cluster="default",
+            capacityProviders=["grow"],
+            defaultCapacityProviderStrategy=[{"capacityProvider": "grow", "weight": 1}],
+        )
+        td = {**TD, "family": "grow", "cpu": "128", "memory": "128"}
+        client.register_task_definition(**td)
+        started = time.monotonic()
+        client.create_service(serviceName="web", taskDefinition="grow", desiredCount=3)
+
+        def running() -> int:
+            return client.describe_services(services=["web"])["services"][0]["runningCount"]
+
+        wait_for(lambda: running() == 3, 120, what="3 tasks running on hosts the group added")
+        grown = time.monotonic() - started
+        hosts = client.list_container_instances(status="ACTIVE")["containerInstanceArns"]
+        assert len(hosts) == 2  # 2 tasks per simulated host: 2 hosts hold 3 tasks
+        print(f"scale-out: 0 -> 2 hosts, 3 tasks RUNNING in {grown:.1f}s")
+        started = time.monotonic()
+        client.update_service(service="web", desiredCount=0)
+
+        def connected() -> int:
+            insts = client.describe_container_instances(
+                containerInstances=client.list_container_instances()["containerInstanceArns"]
+            )["containerInstances"]
+            return sum(i["agentConnected"] for i in insts)
+
+        wait_for(lambda: connected() == 0, 120, what="idle hosts drained and removed")
+        print(f"scale-in: 2 -> 0 hosts in {time.monotonic() - started:.1f}s")
+        assert not capacity_group.hosts(group)
+        insts = client.describe_container_instances(
+            containerInstances=client.list_container_instances()["containerInstanceArns"]
+        )["containerInstances"]
+        assert {i["status"] for i in insts} == {"DRAINING"}  # drained before removal
+    finally:
+        capacity_group.stop_all(group)
