@@ -5,6 +5,10 @@ a service's tasks between two providers' simulated agents (`dockyard sim`)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -14,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from controller.capacity import driver
 from tests import capacity_group
 from tests.support import LocalCluster, Proc, wait_for
 from tests.test_ecs_ops import TD, ecs, error_of, restart
@@ -257,3 +262,41 @@ def test_managed_scaling_grows_and_shrinks_the_host_group(lc: LocalCluster, tmp_
         assert {i["status"] for i in insts} == {"DRAINING"}  # drained before removal
     finally:
         capacity_group.stop_all(group)
+
+
+def test_cli_creates_lists_uses_and_deletes_providers(lc: LocalCluster) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "dockyard.cli.main", *args, "--controller", lc.address]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+    made = cli(
+        "capacity-providers", "create", "lab", "--group-size-command", "echo {desired}",
+        "--target-capacity", "90", "--termination-protection", "ENABLED",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert "lab-hosts" in made.stdout and "echo {desired}" in made.stdout
+    bad = cli("capacity-providers", "create", "x", "--group-size-command", "echo")
+    assert bad.returncode != 0 and "must contain {desired}" in bad.stderr
+    assert cli("clusters", "create", "default").returncode == 0
+    used = cli("capacity-providers", "use", "lab:1:2")
+    assert used.returncode == 0, used.stderr
+    cluster = ecs(lc).describe_clusters()["clusters"][0]
+    assert cluster["defaultCapacityProviderStrategy"] == [
+        {"capacityProvider": "lab", "base": 2, "weight": 1}
+    ]
+    listed = json.loads(cli("capacity-providers", "list", "--output", "json").stdout)
+    scaling = listed["capacityProviders"][0]["autoScalingGroupProvider"]["managedScaling"]
+    assert scaling["targetCapacity"] == 90
+    busy = cli("capacity-providers", "delete", "lab")
+    assert busy.returncode != 0 and "in use by cluster default" in busy.stderr
+    assert cli("capacity-providers", "use").returncode == 0
+    assert cli("capacity-providers", "delete", "lab").returncode == 0
+
+
+def test_group_size_command_outcomes_are_sentences() -> None:
+    """The driver's command runner never raises: failures and timeouts become words."""
+    env = dict(os.environ)
+    assert asyncio.run(driver._run("exit 0", env)) == "succeeded"
+    failed = asyncio.run(driver._run("echo no hosts left >&2; exit 3", env))
+    assert failed == "failed with exit code 3: no hosts left"
+    assert asyncio.run(driver._run("sleep 5", env, limit=0.2)) == "timed out after 0s"
