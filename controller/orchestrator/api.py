@@ -144,6 +144,10 @@ class ServiceApi:
         """capacityProviderStrategy (else the cluster's default, when no launchType): which
         providers' instances the service's tasks go to, by base and weight (issue 22)."""
         raw = body.get("capacityProviderStrategy")
+        if svc.scheduling == "DAEMON":  # as ECS: a daemon runs on every instance it fits
+            if raw:
+                raise invalid("capacityProviderStrategy", "DAEMON services take no strategy")
+            return
         if raw and "launchType" in body:
             raise invalid("capacityProviderStrategy", "give either it or launchType, not both")
         if "launchType" in body and not raw:
