@@ -22,7 +22,12 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         state_dir=Path(args.state_dir),
         docker_host=args.docker_host,
         cluster=args.cluster,
-        attributes=dict(args.attribute),
+        attributes=dict(args.attribute)
+        | (
+            {"dockyard.capacity-provider": args.capacity_provider}
+            if getattr(args, "capacity_provider", "")
+            else {}
+        ),
         address=args.address,
         hostname=args.hostname,
         pull_behavior=args.pull_behavior,

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from controller import placement, taskdef
+from controller.capacity.strategy import PROVIDER_ATTRIBUTE
 from controller.ecs_extra import Tags, check_tags
 from controller.model import Cluster, ContainerState, PortAssignment, Task, TaskDefinition
 from controller.placement.model import Constraint, InstanceView, Strategy, TaskDemand
@@ -87,6 +88,14 @@ def from_request(
         client_token=token,
         exec_enabled=bool(body.get("enableExecuteCommand", False)),
     )
+
+
+def on_provider(spec: LaunchSpec, provider: str, count: int) -> LaunchSpec:
+    """`count` of the spec's tasks on one capacity provider's instances (issue 22): the
+    provider chosen by the strategy becomes an implied memberOf constraint on the attribute
+    its agents join with."""
+    rule = Constraint("memberOf", f"attribute:{PROVIDER_ATTRIBUTE} == {provider}")
+    return replace(spec, count=count, constraints=[*spec.constraints, rule])
 
 
 def task_tags(

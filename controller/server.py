@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_lat
 
 from controller import console, ha, loop_lag, orchestrator, usage_metrics
 from controller.api_grpc import ApiServicer
+from controller.capacity.driver import ScalingDriver, capacity_period
 from controller.discovery import ServiceDiscovery
 from controller.discovery_dns import DnsPusher
 from controller.discovery_ecs import EcsRegistrations
@@ -176,6 +177,9 @@ class Controller:
         self._tasks.append(asyncio.create_task(loop_lag.watch()))  # its lag, in /metrics
         self._tasks.append(asyncio.create_task(self.registrations.run()))
         self._tasks.append(asyncio.create_task(self.autoscaling.run()))
+        # issue 22: capacity providers' managed scaling (DOCKYARD_CAPACITY_PERIOD seconds)
+        scaling = ScalingDriver(self.service, self.services, capacity_period())
+        self._tasks.append(asyncio.create_task(scaling.run()))
         log.info(
             "controller ready: gRPC %s%s, ECS API %s, data %s",
             self.config.listen,

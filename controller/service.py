@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from controller import ecs_views, launch, lifecycle, placement, taskdef
+from controller.capacity import strategy as capacity_strategy
 from controller.ecs_extra import EcsExtraOps, check_tags
 from controller.ecs_paging import paginate
 from controller.events import EventLog
@@ -29,6 +30,7 @@ from controller.model import (
 )
 from controller.ops import clusters as cluster_config
 from controller.ops.account_settings import AccountSettings
+from controller.ops.capacity_providers import CapacityProviders
 from controller.ops.exec_command import ExecCommandOps
 from controller.placement_batch import PlacementBatcher
 from controller.roles import RoleService
@@ -112,6 +114,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         self.scheduler: Any = None  # the services' scheduler, set by orchestrator.install
         self.roles = RoleService(self)  # roles, secrets, task credentials (issue 7)
         self.account_settings = AccountSettings(record, self.arns)  # controller.ops (issue 16)
+        self.capacity = CapacityProviders(record, self.arns)  # controller.ops (issue 22)
 
     def handlers(self) -> dict[str, Handler]:
         """This layer's operations, by name, for the one table (controller/ops/table.py):
@@ -147,6 +150,8 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
             **self.account_settings.handlers(),
             **cluster_config.ClusterOps(self).handlers(),
             **ExecCommandOps(self).handlers(),  # issue 20
+            **self.capacity.handlers(),  # issue 22
+            "PutClusterCapacityProviders": self.op_PutClusterCapacityProviders,
         }
 
     async def commit(self, ops: list[Op]) -> None:
@@ -230,7 +235,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         name = text(body, "clusterName", DEFAULT_CLUSTER)
         if not re.fullmatch(r"[a-zA-Z0-9_-]{1,255}", name):
             raise invalid("clusterName", "1-255 letters, digits, hyphens and underscores")
-        cluster_config.refuse_capacity_providers(body)
+        wanted = self.capacity.association_of(name, body)  # issue 22: checked first
         # the account's default, read before the check: no await between check and put, so
         # agents joining `default` at once create it once
         insights = await self.account_settings.effective("containerInsights")
@@ -242,7 +247,10 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
             await self.commit(
                 [self.state.put_cluster(c), self.event(name, "cluster", c.arn, "cluster created")]
             )
-        return {"cluster": ecs_views.cluster_view(c, self.state, self.arns, tags=True)}
+            if wanted["capacityProviders"]:
+                await self.capacity.save_association(wanted)
+        view = ecs_views.cluster_view(c, self.state, self.arns, tags=True)
+        return {"cluster": self.capacity.overlay(view)}
 
     async def op_DescribeClusters(self, body: dict[str, Any]) -> dict[str, Any]:
         refs = texts(body, "clusters") or [DEFAULT_CLUSTER]
@@ -255,11 +263,18 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
             else:
                 services = self.active_services(c.name)
                 view = ecs_views.cluster_view(c, self.state, self.arns, services, tags)
+                view = self.capacity.overlay(view)
                 clusters.append(cluster_config.as_described(view, body.get("include") or []))
         return {"clusters": clusters, "failures": failures}
 
     def active_services(self, cluster: str) -> int:
         return self.record.active_services(cluster)
+
+    async def op_PutClusterCapacityProviders(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Issue 22: the cluster's providers and default strategy (controller/ops)."""
+        c = self.cluster(body["cluster"])
+        view = ecs_views.cluster_view(c, self.state, self.arns, self.active_services(c.name))
+        return await self.capacity.put_cluster(body, view)
 
     def notify_agents(self, tasks: list[Task]) -> None:
         """Publish that these tasks' desired state changed (after they are committed): the
@@ -411,6 +426,8 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
             }
         if text(body, "launchType", "EC2") != "EC2":
             raise invalid("launchType", "Dockyard runs the EC2 launch type only")
+        if body.get("capacityProviderStrategy") and "launchType" in body:
+            raise invalid("capacityProviderStrategy", "give either it or launchType, not both")
         count = body.get("count", 1)
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 10:
             raise invalid("count", f"must be an integer from 1 to {MAX_RUN_COUNT}")
@@ -422,7 +439,9 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
             raise ApiError(  # ECS's words
                 "InvalidParameterException", "No Container Instances were found in your cluster."
             )
-        return await self._launch_request(cluster, td, body, count, instances, token)
+        raw = body.get("capacityProviderStrategy")
+        items = [] if "launchType" in body else self.capacity.strategy_for(cluster.name, raw)
+        return await self._launch_request(cluster, td, body, count, instances, token, items)
 
     async def op_StartTask(self, body: dict[str, Any]) -> dict[str, Any]:
         cluster = self.cluster(text(body, "cluster") or None)
@@ -463,11 +482,20 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         count: int,
         instances: list[Any],
         token: str,
+        items: list[capacity_strategy.Item] | None = None,
     ) -> dict[str, Any]:
-        """A RunTask / StartTask launch, answered in ECS's RunTask shape."""
+        """A RunTask / StartTask launch, answered in ECS's RunTask shape; RunTask's tasks
+        split among capacity providers by their strategy's `items`."""
         td_tags = await self.taskdef_tags(td.arn)
         spec = launch.from_request(cluster, td, body, count, instances, td_tags, token)
-        tasks, failures = await self.launch(spec)
+        if not items:
+            tasks, failures = await self.launch(spec)
+        else:  # issue 22: base then weight, each share on its provider's instances
+            tasks, failures = [], []
+            for name, n in capacity_strategy.split(items, count).items():
+                if n:
+                    got, failed = await self.launch(launch.on_provider(spec, name, n))
+                    tasks, failures = tasks + got, failures + failed
         return {"tasks": [_run_view(t, self.arns) for t in tasks], "failures": failures}
 
     def _create_placed(

@@ -63,6 +63,8 @@ KINDS: dict[str, str] = {
     "scaling_policy": "AutoScaling.policies",
     "scheduled_action": "AutoScaling.actions",
     "scaling_activity": "AutoScaling.activities (the newest 100 per target)",
+    "capacity_provider": "StateOfRecord.capacity_providers (controller/ops/capacity_providers.py)",
+    "cluster_capacity": "StateOfRecord.cluster_capacity (clusters' providers, same module)",
 }
 
 # written first and deleted last by `dockyard restore` (controller/backup.py): a store that
@@ -85,6 +87,8 @@ class StateOfRecord:
         self.instance_secrets: dict[str, BoundSecret] = {}  # by instance id
         self.account_settings: dict[tuple[str, str], str] = {}  # (principal, name) -> value
         self.discovery: dict[str, dict[str, dict[str, Any]]] = {}  # Cloud Map: kind -> key -> doc
+        self.capacity_providers: dict[str, dict[str, Any]] = {}  # by name (issue 22)
+        self.cluster_capacity: dict[str, dict[str, Any]] = {}  # by cluster name
         self.feed = feed or ChangeFeed()  # committed changes, published once
         self._rows: dict[str, list[Row]] = {}  # loaded, not yet taken by their owner
         self._unwatch = store.watch(self._committed)  # every commit, published once

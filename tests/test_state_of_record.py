@@ -120,6 +120,13 @@ def _stored_kinds(data_dir: Path, backend: str) -> set[str]:
         return {row[0] for row in db.execute("SELECT DISTINCT kind FROM objects")}
 
 
+_REC_PROVIDERS = {
+    "cluster": "rec",
+    "capacityProviders": ["rec-cp"],
+    "defaultCapacityProviderStrategy": [{"capacityProvider": "rec-cp", "weight": 1}],
+}
+
+
 def _write_every_kind(sc: SecureController) -> dict[str, Any]:
     """An object of every stored kind, through the API; what to find after a restart."""
     c = sc.client()
@@ -137,6 +144,9 @@ def _write_every_kind(sc: SecureController) -> dict[str, Any]:
     c.call("PutSecret", {"name": "rec-secret", "value": "v"})
     c.call("PutAccountSetting", {"name": "containerInsights", "value": "enabled"})
     _autoscaling(sc)
+    group = {"autoScalingGroupArn": "rec-hosts"}  # issue 22: a provider, a cluster's use of it
+    c.call("CreateCapacityProvider", {"name": "rec-cp", "autoScalingGroupProvider": group})
+    c.call("PutClusterCapacityProviders", _REC_PROVIDERS)
     key = c.call("CreateAccessKey", {"role": "readonly"})["accessKey"]["accessKeyId"]
     _token(sc)
     c.call("RevokeInstance", {"containerInstance": "i-rec"})
@@ -221,6 +231,10 @@ def _find_every_kind(sc: SecureController, made: dict[str, Any]) -> None:
     assert [s["name"] for s in c.call("ListSecrets", {})["secrets"]] == ["rec-secret"]
     settings = c.call("ListAccountSettings", {"name": "containerInsights"})["settings"]
     assert [s["value"] for s in settings] == ["enabled"]
+    found = c.call("DescribeCapacityProviders", {})["capacityProviders"]
+    assert [p["name"] for p in found] == ["rec-cp"]
+    rec = c.call("DescribeClusters", {"clusters": ["rec"]})["clusters"][0]
+    assert rec["capacityProviders"] == ["rec-cp"]
     keys = [k["accessKeyId"] for k in c.call("ListAccessKeys", {})["accessKeys"]]
     assert made["key"] in keys and len(keys) == 2  # and the bootstrap admin key
     assert len(c.call("ListJoinTokens", {})["joinTokens"]) == 2

@@ -5,8 +5,7 @@ the UpdateCluster / UpdateClusterSettings operations.
 Dockyard keeps and returns the settings, the ECS Exec / managed storage configuration and
 the Service Connect namespace; none of them changes what Dockyard does (it has no
 Container Insights, no ECS Exec, no managed EBS storage, no Service Connect: README,
-"Cluster settings"). Capacity providers are refused: ECS's are Auto Scaling groups or
-Fargate, and Dockyard has neither, so any name is one that does not exist here.
+"Cluster settings"). Capacity providers are host groups' (controller/ops/capacity_providers.py).
 """
 
 from __future__ import annotations
@@ -51,22 +50,6 @@ def check_configuration(raw: dict[str, Any]) -> dict[str, Any]:
     if logging != "OVERRIDE" and exe.get("logConfiguration"):
         raise invalid(f"{where}.logConfiguration", "is used only when logging is OVERRIDE")
     return dict(raw)
-
-
-def refuse_capacity_providers(body: dict[str, Any]) -> None:
-    """ECS's answer for a capacity provider that does not exist: here, every one."""
-    for i, name in enumerate(body.get("capacityProviders") or []):
-        raise invalid(
-            f"capacityProviders[{i}]",
-            f"The specified capacity provider {name} does not exist: Dockyard has no capacity "
-            "providers (no Fargate, no Auto Scaling groups); instances join with an agent",
-        )
-    for i, item in enumerate(body.get("defaultCapacityProviderStrategy") or []):
-        raise invalid(
-            f"defaultCapacityProviderStrategy[{i}].capacityProvider",
-            f"The specified capacity provider {item.get('capacityProvider')} is not "
-            "associated with the cluster (Dockyard has no capacity providers)",
-        )
 
 
 def configure(c: Cluster, body: dict[str, Any]) -> None:

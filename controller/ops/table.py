@@ -157,6 +157,16 @@ _TABLE: list[Operation] = [
         "DeleteAccountSetting",
         native_check=STRICT,
     ),
+    # capacity providers on host groups (issue 22): controller/ops/capacity_providers.py
+    *_ops("capacity_providers", READ, "DescribeCapacityProviders", native_check=STRICT),
+    *_ops(
+        "capacity_providers",
+        WRITE,
+        "CreateCapacityProvider",
+        "UpdateCapacityProvider",
+        "DeleteCapacityProvider",
+        "PutClusterCapacityProviders",
+    ),
     # roles and secrets (Dockyard's own): controller/roles.py
     *_ops("roles", READ, "ListRoles", "ListSecrets", ecs=False),
     *_ops("roles", WRITE, "CreateRole", "DeleteRole", "PutSecret", "DeleteSecret", ecs=False),

@@ -28,7 +28,6 @@ MAX_DESIRED = 5000  # ECS: tasks per service
 NAME = re.compile(r"[a-zA-Z][a-zA-Z0-9_-]{0,254}")
 UNSUPPORTED = (
     "loadBalancers",
-    "capacityProviderStrategy",
     "networkConfiguration",
     "serviceConnectConfiguration",
     "volumeConfigurations",
@@ -143,6 +142,24 @@ class ServiceApi:
             raise client_error(f"TaskDefinition {td.key} is inactive")  # ECS: ClientException
         return td
 
+    def _capacity(self, svc: Service, body: dict[str, Any]) -> None:
+        """capacityProviderStrategy (else the cluster's default, when no launchType): which
+        providers' instances the service's tasks go to, by base and weight (issue 22)."""
+        raw = body.get("capacityProviderStrategy")
+        if svc.scheduling == "DAEMON":  # as ECS: a daemon runs on every instance it fits
+            if raw:
+                raise invalid("capacityProviderStrategy", "DAEMON services take no strategy")
+            return
+        if raw and "launchType" in body:
+            raise invalid("capacityProviderStrategy", "give either it or launchType, not both")
+        if "launchType" in body and not raw:
+            svc.capacity_strategy = []
+            return
+        items = self.cs.capacity.strategy_for(svc.cluster, raw)
+        svc.capacity_strategy = [
+            {"capacityProvider": it.provider, "base": it.base, "weight": it.weight} for it in items
+        ]
+
     async def _save(self, svc: Service, what: str) -> None:
         await self.sched.save(svc, self.cs.event(svc.cluster, "service", svc.arn, what))
         self.sched.wake()
@@ -196,6 +213,7 @@ class ServiceApi:
         _deployment_config(svc, body.get("deploymentConfiguration") or {})
         _placement(svc, body)
         svc.registries = check_registries(body.get("serviceRegistries") or [], td, self._sd())
+        self._capacity(svc, body)
         new_deployment(svc, td.key, td.arn, at)
         return svc
 
@@ -217,6 +235,8 @@ class ServiceApi:
                 svc.registries = check_registries(
                     regs, td or self._taskdef(svc.task_definition_arn), self._sd()
                 )
+            if "capacityProviderStrategy" in body:
+                self._capacity(svc, body)
             if count is not None:
                 svc.desired_count = count
             svc.propagate_tags = body.get("propagateTags", svc.propagate_tags)

@@ -75,6 +75,8 @@ class Service:
     rollback: bool = False
     constraints: list[dict[str, str]] = field(default_factory=list)
     strategies: list[dict[str, str]] = field(default_factory=list)
+    # capacityProviderStrategy (issue 22): [{capacityProvider, base, weight}]
+    capacity_strategy: list[dict[str, Any]] = field(default_factory=list)
     tags: list[dict[str, str]] = field(default_factory=list)
     propagate_tags: str = "NONE"  # NONE | SERVICE | TASK_DEFINITION: tags its tasks get
     managed_tags: bool = False  # enableECSManagedTags: aws:ecs:{cluster,service}Name on tasks

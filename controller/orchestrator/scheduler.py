@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 from controller import launch, liveness, placement, taskdef_host
+from controller.capacity import strategy as capacity_strategy
+from controller.capacity.strategy import PROVIDER_ATTRIBUTE
 from controller.feed import TASK_STOPPED, Change
 from controller.launch import LaunchSpec
 from controller.model import Cluster, Instance, Task, TaskDefinition, now
@@ -355,11 +357,32 @@ class ServiceScheduler:
             views = self.state.cluster_views(svc.cluster)
         try:
             spec = await self._launch_spec(svc, dep.id, td, cluster, start, views)
-            started, failures = await self.cs.launch(spec)
+            started, failures = await self._launch_by_provider(svc, spec)
         except ApiError as err:
             notice(svc, "start-error", f"was unable to start tasks: {err.message}", now())
             return
         self._report_start(self.services[svc.arn], started, failures)
+
+    async def _launch_by_provider(
+        self, svc: Service, spec: LaunchSpec
+    ) -> tuple[list[Task], list[dict[str, str]]]:
+        """Launch the spec; with a capacity provider strategy (issue 22), split its tasks
+        by base and weight, the service's tasks already on each provider counted."""
+        if not svc.capacity_strategy:
+            return await self.cs.launch(spec)
+        items = capacity_strategy.parse(svc.capacity_strategy)
+        already = Counter(
+            self.state.instances[t.instance_arn].all_attributes.get(PROVIDER_ATTRIBUTE, "")
+            for t in self.state.service_tasks(svc.cluster, svc.name)
+            if t.desired_status == "RUNNING" and t.instance_arn in self.state.instances
+        )
+        started: list[Task] = []
+        failures: list[dict[str, str]] = []
+        for name, n in capacity_strategy.split(items, spec.count, already).items():
+            if n:
+                got, failed = await self.cs.launch(launch.on_provider(spec, name, n))
+                started, failures = started + got, failures + failed
+        return started, failures
 
     async def _launch_spec(
         self,

@@ -83,6 +83,9 @@ def service_view(
     }
     if svc.role_arn:
         view["roleArn"] = svc.role_arn
+    if svc.capacity_strategy:  # ECS shows the strategy instead of a launch type
+        view.pop("launchType")
+        view["capacityProviderStrategy"] = svc.capacity_strategy
     if with_tags:
         view["tags"] = svc.tags
     return view

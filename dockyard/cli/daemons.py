@@ -170,6 +170,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="operator attribute for placement (repeatable)",
     )
     a.add_argument(
+        "--capacity-provider",
+        default="",
+        metavar="NAME",
+        help="join this capacity provider's host group (issue 22): the attribute "
+        "dockyard.capacity-provider=NAME",
+    )
+    a.add_argument(
         "--address",
         default="",
         help="address where this host's published ports answer (default: "

@@ -80,6 +80,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--seed", default="sim", help="identity seed (default %(default)s)")
     p.add_argument(
+        "--attribute",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an attribute every simulated agent registers with, e.g. "
+        "dockyard.capacity-provider=NAME to join a capacity provider (repeatable)",
+    )
+    p.add_argument(
         "--first-index", type=int, default=0, help="index of the first agent (default 0)"
     )
     p.add_argument(
@@ -108,7 +116,15 @@ def config_from_args(args: argparse.Namespace, agents: int, first: int) -> SimCo
         heartbeat_period=args.heartbeat_period,
         streams_per_channel=args.streams_per_channel,
         join_token=args.join_token,
+        attributes=tuple(_attribute(a) for a in args.attribute),
     )
+
+
+def _attribute(raw: str) -> tuple[str, str]:
+    name, sep, value = raw.partition("=")
+    if not sep or not name:
+        raise SystemExit(f"--attribute: {raw!r} is not NAME=VALUE")
+    return name, value
 
 
 def split(total: int, parts: int) -> list[tuple[int, int]]:

@@ -42,6 +42,7 @@ class SimConfig:
     streams_per_channel: int = 250
     backoff_cap: float = 5.0
     join_token: str = ""  # from `dockyard tokens create`; loopback may need none
+    attributes: tuple[tuple[str, str], ...] = ()  # --attribute NAME=VALUE, on every agent
 
     def check(self) -> None:
         """Raise ValueError naming the bad knob."""
@@ -100,6 +101,7 @@ def register_message(cfg: SimConfig, index: int) -> agent_pb2.Register:
             "dockyard.hostname": host,
             "dockyard.simulated": "true",
             "zone": zone(index),
+            **dict(cfg.attributes),
         },
         address="127.0.0.1",
         join_token=cfg.join_token,

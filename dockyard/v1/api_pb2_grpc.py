@@ -304,6 +304,31 @@ class ClusterApiStub:
                 request_serializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
                 response_deserializer=dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
                 _registered_method=True)
+        self.CreateCapacityProvider = channel.unary_unary(
+                '/dockyard.v1.ClusterApi/CreateCapacityProvider',
+                request_serializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+                response_deserializer=dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.UpdateCapacityProvider = channel.unary_unary(
+                '/dockyard.v1.ClusterApi/UpdateCapacityProvider',
+                request_serializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+                response_deserializer=dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.DeleteCapacityProvider = channel.unary_unary(
+                '/dockyard.v1.ClusterApi/DeleteCapacityProvider',
+                request_serializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+                response_deserializer=dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.DescribeCapacityProviders = channel.unary_unary(
+                '/dockyard.v1.ClusterApi/DescribeCapacityProviders',
+                request_serializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+                response_deserializer=dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.PutClusterCapacityProviders = channel.unary_unary(
+                '/dockyard.v1.ClusterApi/PutClusterCapacityProviders',
+                request_serializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+                response_deserializer=dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+                _registered_method=True)
         self.WatchEvents = channel.unary_stream(
                 '/dockyard.v1.ClusterApi/WatchEvents',
                 request_serializer=dockyard_dot_v1_dot_api__pb2.WatchEventsRequest.SerializeToString,
@@ -665,6 +690,37 @@ class ClusterApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateCapacityProvider(self, request, context):
+        """issue 22: capacity providers on host groups (ECS's operations)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateCapacityProvider(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteCapacityProvider(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeCapacityProviders(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutClusterCapacityProviders(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchEvents(self, request, context):
         """streams
         """
@@ -962,6 +1018,31 @@ def add_ClusterApiServicer_to_server(servicer, server):
             ),
             'DescribeUsage': grpc.unary_unary_rpc_method_handler(
                     servicer.DescribeUsage,
+                    request_deserializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.FromString,
+                    response_serializer=dockyard_dot_v1_dot_api__pb2.JsonReply.SerializeToString,
+            ),
+            'CreateCapacityProvider': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCapacityProvider,
+                    request_deserializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.FromString,
+                    response_serializer=dockyard_dot_v1_dot_api__pb2.JsonReply.SerializeToString,
+            ),
+            'UpdateCapacityProvider': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateCapacityProvider,
+                    request_deserializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.FromString,
+                    response_serializer=dockyard_dot_v1_dot_api__pb2.JsonReply.SerializeToString,
+            ),
+            'DeleteCapacityProvider': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteCapacityProvider,
+                    request_deserializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.FromString,
+                    response_serializer=dockyard_dot_v1_dot_api__pb2.JsonReply.SerializeToString,
+            ),
+            'DescribeCapacityProviders': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeCapacityProviders,
+                    request_deserializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.FromString,
+                    response_serializer=dockyard_dot_v1_dot_api__pb2.JsonReply.SerializeToString,
+            ),
+            'PutClusterCapacityProviders': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutClusterCapacityProviders,
                     request_deserializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.FromString,
                     response_serializer=dockyard_dot_v1_dot_api__pb2.JsonReply.SerializeToString,
             ),
@@ -2442,6 +2523,141 @@ class ClusterApi:
             request,
             target,
             '/dockyard.v1.ClusterApi/DescribeUsage',
+            dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+            dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCapacityProvider(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dockyard.v1.ClusterApi/CreateCapacityProvider',
+            dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+            dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateCapacityProvider(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dockyard.v1.ClusterApi/UpdateCapacityProvider',
+            dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+            dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteCapacityProvider(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dockyard.v1.ClusterApi/DeleteCapacityProvider',
+            dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+            dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeCapacityProviders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dockyard.v1.ClusterApi/DescribeCapacityProviders',
+            dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+            dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutClusterCapacityProviders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dockyard.v1.ClusterApi/PutClusterCapacityProviders',
             dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
             dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
             options,
