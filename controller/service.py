@@ -30,6 +30,7 @@ from controller.model import (
 from controller.ops import clusters as cluster_config
 from controller.ops.account_settings import AccountSettings
 from controller.ops.exec_command import ExecCommandOps
+from controller.ops.task_protection import TaskProtectionOps
 from controller.placement_batch import PlacementBatcher
 from controller.roles import RoleService
 from controller.state import ClusterState
@@ -112,6 +113,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         self.scheduler: Any = None  # the services' scheduler, set by orchestrator.install
         self.roles = RoleService(self)  # roles, secrets, task credentials (issue 7)
         self.account_settings = AccountSettings(record, self.arns)  # controller.ops (issue 16)
+        self.task_protection = TaskProtectionOps(self)  # issue 22 (also the agent's endpoint)
 
     def handlers(self) -> dict[str, Handler]:
         """This layer's operations, by name, for the one table (controller/ops/table.py):
@@ -147,6 +149,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
             **self.account_settings.handlers(),
             **cluster_config.ClusterOps(self).handlers(),
             **ExecCommandOps(self).handlers(),  # issue 20
+            **self.task_protection.handlers(),  # issue 22
         }
 
     async def commit(self, ops: list[Op]) -> None:
