@@ -33,6 +33,7 @@ from agent.credentials import TaskEndpoint
 from agent.docker_driver import DockerDriver, DockerUnavailable, DriverError, PullError
 from agent.execs import ExecSessions
 from agent.image_cleanup import CleanupPolicy
+from agent.protection import ProtectionForwarder
 from agent.reconcile import LocalTask, Remove, Restart, Start, Stop
 from agent.session import Handlers, Session
 from agent.stats import Sampler
@@ -119,12 +120,15 @@ class Agent:
                 exec_start=lambda m: self.execs.start(m),
                 exec_input=lambda m: self.execs.input(m),
                 disconnected=lambda: self.execs.drop_all(),
+                protection_reply=lambda m: self.protection.reply(m),
             ),
             channel_factory=enroll.channel_factory(config, self.identity),
         )
         self.execs = ExecSessions(  # issue 20: `dockyard exec`
             self.driver, self.session.send, self._running_container, config.state_dir
         )
+        self.protection = ProtectionForwarder(self.session.send)  # issue 22
+        self.endpoint.protection = self.protection
         self.desired: dict[str, agent_pb2.DesiredTask] = {}
         self.version = 0
         self.have_full = False

@@ -56,6 +56,8 @@ class Handlers:
     exec_start: Callable[[agent_pb2.ExecStart], None] = lambda _: None
     exec_input: Callable[[agent_pb2.ExecInput], None] = lambda _: None
     disconnected: Callable[[], None] = lambda: None  # the stream is gone
+    # issue 22: the controller's answer to a task's task-protection call (agent/protection.py)
+    protection_reply: Callable[[agent_pb2.TaskProtectionReply], None] = lambda _: None
 
 
 class Session:
@@ -174,6 +176,8 @@ class Session:
             self.handlers.exec_start(msg.exec_start)
         elif kind == "exec_input":
             self.handlers.exec_input(msg.exec_input)
+        elif kind == "protection_reply":
+            self.handlers.protection_reply(msg.protection_reply)
         elif kind == "refusal":
             r = msg.refusal
             log.warning("controller refused: %s %s", r.code, r.message)
