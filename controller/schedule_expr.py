@@ -22,7 +22,7 @@ _UNITS = {"minute": 60, "hour": 3600, "day": 86400}
 _MONTHS = "JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split()
 _DAYS = "SUN MON TUE WED THU FRI SAT".split()
 # (name, low, high, names) of the six cron fields
-_FIELDS = (
+_FIELDS: tuple[tuple[str, int, int, list[str]], ...] = (
     ("Minutes", 0, 59, []),
     ("Hours", 0, 23, []),
     ("Day-of-month", 1, 31, []),
