@@ -85,7 +85,7 @@ def test_a_task_protects_itself_and_survives_scale_in(cl: LocalCluster) -> None:
     status, doc = call(cid, "PUT", state, {"ProtectionEnabled": True, "ExpiresInMinutes": 10})
     assert status == 200 and doc["protection"]["ProtectionEnabled"] is True
     assert doc["protection"]["ExpirationDate"].endswith("Z")
-    got = c.call("GetTaskProtection", {"tasks": [keep]})["protectedTasks"][0]
+    got = c.call("GetTaskProtection", {"cluster": "default", "tasks": [keep]})["protectedTasks"][0]
     assert got["protectionEnabled"] is True
 
     status, doc = call(cid, "PUT", state, {"ExpiresInMinutes": 10})  # ProtectionEnabled missing
