@@ -50,6 +50,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponen
 from agent import netconfig
 from agent.callers import Caller, Callers, Lister, relayed_source
 from agent.docker_driver import docker_name
+from agent.protection import ProtectionError, ProtectionForwarder, parse_put, protection_doc
 from dockyard.v1 import agent_pb2
 
 log = logging.getLogger("dockyard.agent.credentials")
@@ -169,6 +170,7 @@ class TaskEndpoint:
         self._router: asyncio.Task[None] | None = None  # retries it from start until it holds
         self.stats_of: StatsOf = lambda _arn, _name: None  # the runtime's sampler (agent/stats.py)
         self.task_stats: TaskStats = lambda _arn: {}
+        self.protection: ProtectionForwarder | None = None  # the runtime's (agent/protection.py)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -182,6 +184,9 @@ class TaskEndpoint:
         app.router.add_get("/v4/{mid}/taskWithTags", self._task_doc)
         app.router.add_get("/v4/{mid}/stats", self._container_stats)
         app.router.add_get("/v4/{mid}/task/stats", self._task_stats)
+        state = "/api/{mid}/task-protection/v1/state"  # ECS_AGENT_URI's (issue 22)
+        app.router.add_get(state, self._protection)
+        app.router.add_put(state, self._protection)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:
@@ -299,8 +304,13 @@ class TaskEndpoint:
         await self.ready()
         out = agent_pb2.ContainerSpec()
         out.CopyFrom(spec)
-        uri = f"{ENDPOINT}/v4/{self.metadata_id(task.task_arn, spec.name)}"
-        out.environment.append(agent_pb2.KeyValue(name="ECS_CONTAINER_METADATA_URI_V4", value=uri))
+        mid = self.metadata_id(task.task_arn, spec.name)
+        out.environment.append(
+            agent_pb2.KeyValue(name="ECS_CONTAINER_METADATA_URI_V4", value=f"{ENDPOINT}/v4/{mid}")
+        )  # and ECS_AGENT_URI, as ECS's agent sets it, for task scale-in protection (issue 22)
+        out.environment.append(
+            agent_pb2.KeyValue(name="ECS_AGENT_URI", value=f"{ENDPOINT}/api/{mid}")
+        )
         return out
 
     def networks(self, task: agent_pb2.DesiredTask) -> list[str]:
@@ -410,6 +420,33 @@ class TaskEndpoint:
         if isinstance(found, web.Response):
             return found
         return web.json_response(self.task_stats(found[0].task_arn))
+
+    async def _protection(self, request: web.Request) -> web.Response:
+        """ECS's `${ECS_AGENT_URI}/task-protection/v1/state`: GET reads, PUT sets the caller's
+        own task's scale-in protection, through the controller (agent/protection.py)."""
+        found = self._lookup(request)
+        if found is None:
+            return _error(400, "InvalidIdInRequest", "task protection: unknown container id")
+        task_arn = found[0].task_arn
+        if task_arn != request[CALLER].task_arn:
+            return self._denied()
+        if self.protection is None:
+            return _error(503, "ServerException", "task protection is not served here")
+        try:
+            if request.method == "PUT":
+                try:
+                    body = await request.json()
+                except ValueError:
+                    body = None
+                enabled, minutes = parse_put(body)
+                reply = await self.protection.ask(task_arn, True, enabled, minutes)
+            else:
+                reply = await self.protection.ask(task_arn, False)
+        except ProtectionError as e:
+            return web.json_response(
+                {"error": {"Arn": task_arn, "Code": e.code, "Message": e.message}}, status=e.status
+            )
+        return web.json_response(protection_doc(reply))
 
     async def _task_doc(self, request: web.Request) -> web.Response:
         found = self._lookup(request)

@@ -35,6 +35,7 @@ from agent.dns_server import DnsUnavailable, Resolver
 from agent.docker_driver import DockerDriver, DockerUnavailable, DriverError, PullError
 from agent.execs import ExecSessions
 from agent.image_cleanup import CleanupPolicy
+from agent.protection import ProtectionForwarder
 from agent.reconcile import LocalTask, Remove, Restart, Start, Stop
 from agent.session import Handlers, Session
 from agent.stats import Sampler
@@ -124,6 +125,7 @@ class Agent:
                 exec_input=lambda m: self.execs.input(m),
                 disconnected=lambda: self.execs.drop_all(),
                 dns=self.dns_snapshot,
+                protection_reply=lambda m: self.protection.reply(m),
             ),
             channel_factory=enroll.channel_factory(config, self.identity),
         )
@@ -131,6 +133,8 @@ class Agent:
             self.driver, self.session.send, self._running_container, config.state_dir
         )
         self.dns = Resolver()  # issue 21: the cluster's names, for this host's tasks
+        self.protection = ProtectionForwarder(self.session.send)  # issue 22
+        self.endpoint.protection = self.protection
         self.desired: dict[str, agent_pb2.DesiredTask] = {}
         self.version = 0
         self.have_full = False

@@ -57,6 +57,8 @@ class Handlers:
     exec_input: Callable[[agent_pb2.ExecInput], None] = lambda _: None
     disconnected: Callable[[], None] = lambda: None  # the stream is gone
     dns: Callable[[agent_pb2.DnsSnapshot], object] = lambda _: None  # issue 21: names to answer
+    # issue 22: the controller's answer to a task's task-protection call (agent/protection.py)
+    protection_reply: Callable[[agent_pb2.TaskProtectionReply], None] = lambda _: None
 
 
 class Session:
@@ -181,6 +183,8 @@ class Session:
             self.handlers.exec_input(msg.exec_input)
         elif kind == "dns":
             self.handlers.dns(msg.dns)  # kept after a disconnect: answers outlive the stream
+        elif kind == "protection_reply":
+            self.handlers.protection_reply(msg.protection_reply)
         elif kind == "refusal":
             r = msg.refusal
             log.warning("controller refused: %s %s", r.code, r.message)

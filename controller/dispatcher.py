@@ -272,10 +272,18 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
             eq = session.execs.get(msg.exec_output.session_id)
             if eq is not None:
                 eq.put_nowait(msg.exec_output)
+        elif kind == "protection":  # issue 22: a task's own task-protection endpoint call
+            session.outbox.put_nowait(await self._protection(session, msg.protection))
         else:
             session.outbox.put_nowait(_refusal("BAD_MESSAGE", f"unexpected message {kind}"))
 
     # ------------------------------------------------------------------ desired state
+
+    async def _protection(
+        self, session: Session, req: agent_pb2.TaskProtectionRequest
+    ) -> agent_pb2.ControllerMessage:
+        reply = await _protection_reply(self.service, session.instance.arn, req)
+        return agent_pb2.ControllerMessage(protection_reply=reply)
 
     def _full(self, session: Session) -> agent_pb2.ControllerMessage:
         session.version += 1
@@ -426,6 +434,24 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
 def _retrieved(fut: asyncio.Future[None]) -> None:
     if not fut.cancelled():
         fut.exception()
+
+
+async def _protection_reply(
+    service: ClusterService, instance_arn: str, req: agent_pb2.TaskProtectionRequest
+) -> agent_pb2.TaskProtectionReply:
+    """Apply (or read) a task's protection for its agent; errors go back in the reply."""
+    reply = agent_pb2.TaskProtectionReply(request_id=req.request_id, task_arn=req.task_arn)
+    minutes = req.expires_in_minutes if req.HasField("expires_in_minutes") else None
+    try:
+        doc = await service.task_protection.for_task(
+            instance_arn, req.task_arn, req.update, req.protection_enabled, minutes
+        )
+    except ApiError as e:
+        reply.error_code, reply.error_message = e.name, e.message
+        return reply
+    reply.protection_enabled = doc["protectionEnabled"]
+    reply.expiration_date = doc.get("expirationDate", 0.0)
+    return reply
 
 
 def _refusal(code: str, message: str, fatal: bool = False) -> agent_pb2.ControllerMessage:

@@ -128,6 +128,7 @@ class Task:
     health: str = "UNKNOWN"
     version: int = 1
     exec_enabled: bool = False  # enableExecuteCommand (RunTask/StartTask or its service)
+    protected_until: float = 0.0  # scale-in protection's expiry (epoch s); 0: not protected
 
     @property
     def key(self) -> str:

@@ -32,6 +32,7 @@ from controller.ops import clusters as cluster_config
 from controller.ops.account_settings import AccountSettings
 from controller.ops.capacity_providers import CapacityProviders
 from controller.ops.exec_command import ExecCommandOps
+from controller.ops.task_protection import TaskProtectionOps
 from controller.placement_batch import PlacementBatcher
 from controller.roles import RoleService
 from controller.state import ClusterState
@@ -115,6 +116,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         self.roles = RoleService(self)  # roles, secrets, task credentials (issue 7)
         self.account_settings = AccountSettings(record, self.arns)  # controller.ops (issue 16)
         self.capacity = CapacityProviders(record, self.arns)  # controller.ops (issue 22)
+        self.task_protection = TaskProtectionOps(self)  # issue 22 (also the agent's endpoint)
 
     def handlers(self) -> dict[str, Handler]:
         """This layer's operations, by name, for the one table (controller/ops/table.py):
@@ -152,6 +154,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
             **ExecCommandOps(self).handlers(),  # issue 20
             **self.capacity.handlers(),  # issue 22
             "PutClusterCapacityProviders": self.op_PutClusterCapacityProviders,
+            **self.task_protection.handlers(),  # issue 22
         }
 
     async def commit(self, ops: list[Op]) -> None:

@@ -144,6 +144,9 @@ _TABLE: list[Operation] = [
     *_ops(
         "services", WRITE, "CreateService", "UpdateService", "DeleteService", native_check=STRICT
     ),
+    # task scale-in protection (issue 22): controller/ops/task_protection.py
+    *_ops("task_protection", READ, "GetTaskProtection", native_check=STRICT),
+    *_ops("task_protection", WRITE, "UpdateTaskProtection", native_check=STRICT),
     # tags: controller/ecs_extra.py
     *_ops("tags", READ, "ListTagsForResource"),
     *_ops("tags", WRITE, "TagResource", "UntagResource"),

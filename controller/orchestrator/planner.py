@@ -197,7 +197,7 @@ def _replica(p: Plan, c: Census, world: World) -> None:
     max_total = want * svc.max_percent // 100
     min_healthy = math.ceil(want * svc.min_healthy / 100)
     mine = [m for m in c.live.get(prim, []) if m.arn not in c.moving]
-    extra = scalein.pick(mine, c.all_live(), world.nodes, len(mine) - want)
+    extra = scalein.pick(mine, c.all_live(), world.nodes, len(mine) - want, world.now)
     for m in extra:
         p.stops.append(Stop(m.arn, f"Scaling activity initiated by (deployment {prim})"))
     room = max_total - c.occupying()
@@ -209,9 +209,14 @@ def _replica(p: Plan, c: Census, world: World) -> None:
 
 def _retire(p: Plan, c: Census, world: World, budget: int) -> None:
     """Stop old-deployment and draining tasks: not-yet-healthy ones at once, healthy ones
-    only while the healthy count stays at or above the minimum."""
+    only while the healthy count stays at or above the minimum. A protected task of an old
+    deployment is left running (the rollout waits for it), as ECS's deployments do."""
     prim = p.service.primary.id
-    old = [m for m in c.all_live() if m.deployment != prim or m.arn in c.moving]
+    old = [
+        m
+        for m in c.all_live()
+        if m.arn in c.moving or (m.deployment != prim and not m.protected(world.now))
+    ]
     order = sorted(old, key=lambda m: (m.healthy, m.arn not in c.moving, m.created_at))
     for m in order:
         if m.healthy and budget <= 0:

@@ -2,7 +2,9 @@
 
 Tasks not yet running go first; then, one at a time, the task in the spread-attribute bucket
 (zone) holding most of the service's tasks, and within it on the instance holding most;
-ties go to the newest task, so long-running ones survive.
+ties go to the newest task, so long-running ones survive. Tasks under scale-in protection
+(UpdateTaskProtection, or the task itself through the agent's endpoint) are never picked: the
+service stays above its desired count until their protection expires or is removed.
 """
 
 from __future__ import annotations
@@ -13,10 +15,15 @@ from controller.orchestrator.world import Member, Node
 
 
 def pick(
-    candidates: list[Member], peers: list[Member], nodes: dict[str, Node], count: int
+    candidates: list[Member],
+    peers: list[Member],
+    nodes: dict[str, Node],
+    count: int,
+    now: float = 0.0,
 ) -> list[Member]:
     """Choose `count` of `candidates` to stop, keeping `peers` (all the service's live tasks)
-    balanced across zones, then instances."""
+    balanced across zones, then instances; never a task protected at `now`."""
+    candidates = [m for m in candidates if not m.protected(now)]
     if count <= 0 or not candidates:
         return []  # every pass asks; counting the peers is the cost of a scale-in only
 

@@ -283,6 +283,7 @@ class ServiceScheduler:
                     STABLE_AFTER if t.started_by == primary else 0.0,
                 ),
                 t.created_at,
+                t.protected_until,
             )
             for t in tasks
         ]

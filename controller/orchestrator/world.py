@@ -35,6 +35,11 @@ class Member:
     desired: str  # desiredStatus
     health: str  # HEALTHY when running and every checked essential container is healthy
     created_at: float = 0.0
+    protected_until: float = 0.0  # scale-in protection's expiry: until then scale-in and
+    # rollouts skip the task (0: not protected)
+
+    def protected(self, now: float) -> bool:
+        return self.protected_until > now
 
     @property
     def running(self) -> bool:

@@ -33,7 +33,7 @@ class EnrollReply(_message.Message):
     def __init__(self, certificate_pem: _Optional[bytes] = ..., ca_pem: _Optional[bytes] = ..., connect_address: _Optional[str] = ..., not_after: _Optional[float] = ..., instance_id: _Optional[str] = ...) -> None: ...
 
 class AgentMessage(_message.Message):
-    __slots__ = ("register", "heartbeat", "status", "resync", "log_chunk", "exec_output", "usage")
+    __slots__ = ("register", "heartbeat", "status", "resync", "log_chunk", "exec_output", "usage", "protection")
     REGISTER_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +41,7 @@ class AgentMessage(_message.Message):
     LOG_CHUNK_FIELD_NUMBER: _ClassVar[int]
     EXEC_OUTPUT_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    PROTECTION_FIELD_NUMBER: _ClassVar[int]
     register: Register
     heartbeat: Heartbeat
     status: StatusBatch
@@ -48,7 +49,8 @@ class AgentMessage(_message.Message):
     log_chunk: LogChunk
     exec_output: ExecOutput
     usage: UsageReport
-    def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., status: _Optional[_Union[StatusBatch, _Mapping]] = ..., resync: _Optional[_Union[ResyncRequest, _Mapping]] = ..., log_chunk: _Optional[_Union[LogChunk, _Mapping]] = ..., exec_output: _Optional[_Union[ExecOutput, _Mapping]] = ..., usage: _Optional[_Union[UsageReport, _Mapping]] = ...) -> None: ...
+    protection: TaskProtectionRequest
+    def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., status: _Optional[_Union[StatusBatch, _Mapping]] = ..., resync: _Optional[_Union[ResyncRequest, _Mapping]] = ..., log_chunk: _Optional[_Union[LogChunk, _Mapping]] = ..., exec_output: _Optional[_Union[ExecOutput, _Mapping]] = ..., usage: _Optional[_Union[UsageReport, _Mapping]] = ..., protection: _Optional[_Union[TaskProtectionRequest, _Mapping]] = ...) -> None: ...
 
 class Resources(_message.Message):
     __slots__ = ("cpu", "memory_mib", "reserved_tcp_ports", "reserved_udp_ports", "gpu_ids")
@@ -224,7 +226,7 @@ class LogChunk(_message.Message):
     def __init__(self, request_id: _Optional[int] = ..., container: _Optional[str] = ..., data: _Optional[bytes] = ..., eof: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
 
 class ControllerMessage(_message.Message):
-    __slots__ = ("registered", "desired", "heartbeat_ack", "log_request", "log_cancel", "refusal", "exec_start", "exec_input", "dns")
+    __slots__ = ("registered", "desired", "heartbeat_ack", "log_request", "log_cancel", "refusal", "exec_start", "exec_input", "dns", "protection_reply")
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     DESIRED_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_ACK_FIELD_NUMBER: _ClassVar[int]
@@ -234,6 +236,7 @@ class ControllerMessage(_message.Message):
     EXEC_START_FIELD_NUMBER: _ClassVar[int]
     EXEC_INPUT_FIELD_NUMBER: _ClassVar[int]
     DNS_FIELD_NUMBER: _ClassVar[int]
+    PROTECTION_REPLY_FIELD_NUMBER: _ClassVar[int]
     registered: Registered
     desired: DesiredState
     heartbeat_ack: HeartbeatAck
@@ -243,7 +246,8 @@ class ControllerMessage(_message.Message):
     exec_start: ExecStart
     exec_input: ExecInput
     dns: DnsSnapshot
-    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., desired: _Optional[_Union[DesiredState, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ..., log_request: _Optional[_Union[LogRequest, _Mapping]] = ..., log_cancel: _Optional[_Union[LogCancel, _Mapping]] = ..., refusal: _Optional[_Union[Refusal, _Mapping]] = ..., exec_start: _Optional[_Union[ExecStart, _Mapping]] = ..., exec_input: _Optional[_Union[ExecInput, _Mapping]] = ..., dns: _Optional[_Union[DnsSnapshot, _Mapping]] = ...) -> None: ...
+    protection_reply: TaskProtectionReply
+    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., desired: _Optional[_Union[DesiredState, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ..., log_request: _Optional[_Union[LogRequest, _Mapping]] = ..., log_cancel: _Optional[_Union[LogCancel, _Mapping]] = ..., refusal: _Optional[_Union[Refusal, _Mapping]] = ..., exec_start: _Optional[_Union[ExecStart, _Mapping]] = ..., exec_input: _Optional[_Union[ExecInput, _Mapping]] = ..., dns: _Optional[_Union[DnsSnapshot, _Mapping]] = ..., protection_reply: _Optional[_Union[TaskProtectionReply, _Mapping]] = ...) -> None: ...
 
 class Registered(_message.Message):
     __slots__ = ("instance_arn", "epoch", "heartbeat_period_ms")
@@ -750,3 +754,33 @@ class DnsTarget(_message.Message):
     port: int
     instance_id: str
     def __init__(self, ipv4: _Optional[str] = ..., port: _Optional[int] = ..., instance_id: _Optional[str] = ...) -> None: ...
+
+class TaskProtectionRequest(_message.Message):
+    __slots__ = ("request_id", "task_arn", "update", "protection_enabled", "expires_in_minutes")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ARN_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_FIELD_NUMBER: _ClassVar[int]
+    PROTECTION_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_IN_MINUTES_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    task_arn: str
+    update: bool
+    protection_enabled: bool
+    expires_in_minutes: int
+    def __init__(self, request_id: _Optional[int] = ..., task_arn: _Optional[str] = ..., update: _Optional[bool] = ..., protection_enabled: _Optional[bool] = ..., expires_in_minutes: _Optional[int] = ...) -> None: ...
+
+class TaskProtectionReply(_message.Message):
+    __slots__ = ("request_id", "task_arn", "protection_enabled", "expiration_date", "error_code", "error_message")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ARN_FIELD_NUMBER: _ClassVar[int]
+    PROTECTION_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    EXPIRATION_DATE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    task_arn: str
+    protection_enabled: bool
+    expiration_date: float
+    error_code: str
+    error_message: str
+    def __init__(self, request_id: _Optional[int] = ..., task_arn: _Optional[str] = ..., protection_enabled: _Optional[bool] = ..., expiration_date: _Optional[float] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ...) -> None: ...

@@ -349,6 +349,16 @@ class ClusterApiStub:
                 request_serializer=dockyard_dot_v1_dot_api__pb2.ExecFrame.SerializeToString,
                 response_deserializer=dockyard_dot_v1_dot_api__pb2.ExecReply.FromString,
                 _registered_method=True)
+        self.UpdateTaskProtection = channel.unary_unary(
+                '/dockyard.v1.ClusterApi/UpdateTaskProtection',
+                request_serializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+                response_deserializer=dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.GetTaskProtection = channel.unary_unary(
+                '/dockyard.v1.ClusterApi/GetTaskProtection',
+                request_serializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+                response_deserializer=dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+                _registered_method=True)
 
 
 class ClusterApiServicer:
@@ -748,6 +758,19 @@ class ClusterApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateTaskProtection(self, request, context):
+        """issue 22: task scale-in protection
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTaskProtection(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterApiServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1065,6 +1088,16 @@ def add_ClusterApiServicer_to_server(servicer, server):
                     servicer.Exec,
                     request_deserializer=dockyard_dot_v1_dot_api__pb2.ExecFrame.FromString,
                     response_serializer=dockyard_dot_v1_dot_api__pb2.ExecReply.SerializeToString,
+            ),
+            'UpdateTaskProtection': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateTaskProtection,
+                    request_deserializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.FromString,
+                    response_serializer=dockyard_dot_v1_dot_api__pb2.JsonReply.SerializeToString,
+            ),
+            'GetTaskProtection': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTaskProtection,
+                    request_deserializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.FromString,
+                    response_serializer=dockyard_dot_v1_dot_api__pb2.JsonReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2768,6 +2801,60 @@ class ClusterApi:
             '/dockyard.v1.ClusterApi/Exec',
             dockyard_dot_v1_dot_api__pb2.ExecFrame.SerializeToString,
             dockyard_dot_v1_dot_api__pb2.ExecReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateTaskProtection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dockyard.v1.ClusterApi/UpdateTaskProtection',
+            dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+            dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTaskProtection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dockyard.v1.ClusterApi/GetTaskProtection',
+            dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+            dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
             options,
             channel_credentials,
             insecure,
