@@ -9,80 +9,30 @@ to the store, and only then acknowledge and tell the agents.
 from __future__ import annotations
 
 import logging
-import random
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from controller import ecs_views, launch, lifecycle, placement, taskdef
-from controller.ecs_extra import EcsExtraOps, check_tags
-from controller.ecs_paging import paginate
-from controller.events import EventLog
-from controller.feed import TASK_DESIRED, TASK_STOPPED, ChangeFeed, task_changes
+from controller.ecs_extra import check_tags
 from controller.launch import LaunchSpec
-from controller.model import (
-    Cluster,
-    Instance,
-    Task,
-    TaskDefinition,
-    now,
-)
+from controller.model import Cluster, Instance, Task, TaskDefinition, now
+from controller.ops import bind
 from controller.ops import clusters as cluster_config
-from controller.ops.account_settings import AccountSettings
-from controller.placement_batch import PlacementBatcher
-from controller.roles import RoleService
-from controller.state import ClusterState
-from controller.store import Op, Store
+from controller.ops.common import describe, page, with_tags
+from controller.ops.context import OpContext
+from controller.ops.core import DEFAULT_CLUSTER
+from controller.store import Op
 from controller.validation import text, texts
 from dockyard.arns import ArnFactory, last_part, resource_name
-from dockyard.errors import (
-    TASKDEF_NOT_FOUND,
-    ApiError,
-    client_error,
-    cluster_not_found,
-    invalid,
-)
+from dockyard.errors import ApiError, client_error, invalid
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CLUSTER = "default"
 MAX_RUN_COUNT = 10
 NO_INSTANCES = "Container Instances cannot be empty."  # ECS's words
 MAX_CUSTOM_ATTRIBUTES = 10  # ECS: "up to 10 custom attributes for each resource"
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
-
-
-def _page(
-    items: list[Any],
-    body: dict[str, Any],
-    key: Callable[[Any], Any] = lambda x: x,
-    render: Callable[[Any], Any] = lambda x: x,
-    descending: bool = False,
-) -> tuple[list[Any], dict[str, str]]:
-    """ECS pagination of items already sorted by `key`: (rendered page, {nextToken})."""
-    page, token = paginate(
-        items, body.get("nextToken"), body.get("maxResults"), key=key, descending=descending
-    )
-    return [render(i) for i in page], ({"nextToken": token} if token else {})
-
-
-def _describe(
-    refs: list[str], find: Callable[[str], Any], render: Callable[[Any], dict[str, Any]]
-) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    """ECS's Describe* shape: what was found, rendered, and a MISSING failure for the rest."""
-    found, failures = [], []
-    for ref in refs:
-        obj = find(ref)
-        if obj is None:
-            failures.append({"arn": ref, "reason": "MISSING"})
-        else:
-            found.append(render(obj))
-    return found, failures
-
-
-def _with_tags(body: dict[str, Any]) -> bool:
-    """Whether a Describe* request asks for tags (ECS shows them only with include TAGS)."""
-    return "TAGS" in (body.get("include") or [])
 
 
 def _run_view(task: Task, arns: ArnFactory) -> dict[str, Any]:
@@ -90,29 +40,8 @@ def _run_view(task: Task, arns: ArnFactory) -> dict[str, Any]:
     return ecs_views.task_view(task, arns, tags=bool(task.tags))
 
 
-class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ecs_extra
-    def __init__(
-        self,
-        store: Store,
-        state: ClusterState,
-        events: EventLog,
-        arns: ArnFactory | None = None,
-        rng: random.Random | None = None,
-        feed: ChangeFeed | None = None,
-    ) -> None:
-        self.store = store
-        self.state = state
-        self.events = events
-        self.arns = arns or ArnFactory()
-        self.rng = rng or random.Random()
-        self.placer = PlacementBatcher(self.rng)
-        # committed changes, published once: the dispatcher and the orchestrator subscribe
-        self.feed = feed or ChangeFeed()
-        # counts a cluster's live services (the services' orchestrator sets it)
-        self.service_counter: Callable[[str], int] = lambda cluster: 0
-        self.scheduler: Any = None  # the services' scheduler, set by orchestrator.install
-        self.roles = RoleService(self)  # roles, secrets, task credentials (issue 7)
-        self.account_settings = AccountSettings(store, self.arns)  # controller.ops (issue 16)
+class ClusterService(OpContext):
+    """The operations not yet moved to their resource's module (controller/ops/)."""
 
     def handlers(self) -> dict[str, Handler]:
         """This layer's operations, by name, for the one table (controller/ops/table.py):
@@ -128,7 +57,6 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
             "ListTaskDefinitions": self.op_ListTaskDefinitions,
             "ListTaskDefinitionFamilies": self.op_ListTaskDefinitionFamilies,
             "DeregisterTaskDefinition": self.op_DeregisterTaskDefinition,
-            "DeleteTaskDefinitions": self.op_DeleteTaskDefinitions,
             "RunTask": self.op_RunTask,
             "StartTask": self.op_StartTask,
             "StopTask": self.op_StopTask,
@@ -141,82 +69,9 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
             "PutAttributes": self.op_PutAttributes,
             "DeleteAttributes": self.op_DeleteAttributes,
             "ListAttributes": self.op_ListAttributes,
-            "TagResource": self.op_TagResource,
-            "UntagResource": self.op_UntagResource,
-            "ListTagsForResource": self.op_ListTagsForResource,
-            **self.roles.handlers(),
-            **self.account_settings.handlers(),
+            **bind.handlers(self),
             **cluster_config.ClusterOps(self).handlers(),
         }
-
-    async def commit(self, ops: list[Op]) -> None:
-        await self.store.write(ops)
-
-    def event(
-        self,
-        cluster: str,
-        kind: str,
-        subject: str,
-        message: str,
-        detail: dict[str, Any] | None = None,
-    ) -> Op:
-        return self.events.record(cluster, kind, subject, message, detail)
-
-    # ------------------------------------------------------------------ lookups
-
-    def cluster(self, ref: str | None) -> Cluster:
-        name = resource_name(ref or DEFAULT_CLUSTER)
-        c = self.state.clusters.get(name)
-        if c is None or c.status != "ACTIVE":
-            raise cluster_not_found()
-        return c
-
-    def taskdef(self, ref: Any, field: str = "taskDefinition") -> TaskDefinition:
-        if not isinstance(ref, str) or not ref:
-            raise invalid(field, "is required: family, family:revision or an ARN")
-        name = resource_name(ref)
-        family, _, rev = name.partition(":")
-        revisions = self.state.taskdefs.get(family, {})
-        if rev:
-            if not rev.isdigit() or int(rev) not in revisions:
-                raise client_error(TASKDEF_NOT_FOUND)
-            return revisions[int(rev)]
-        active = [td for td in revisions.values() if td.status == "ACTIVE"]
-        if not active:
-            raise client_error(TASKDEF_NOT_FOUND)
-        return max(active, key=lambda td: td.revision)
-
-    def find_task(self, cluster: Cluster, ref: str) -> Task | None:
-        """A task of the cluster by ARN or id."""
-        t = self.state.tasks.get(ref) or self.state.tasks.get(
-            self.arns.task(cluster.name, last_part(ref))
-        )
-        return t if t is not None and t.cluster == cluster.name else None
-
-    def find_instance(self, cluster: Cluster, ref: str) -> Instance | None:
-        """A container instance of the cluster by ARN or id."""
-        inst = self.state.instances.get(ref) or self.state.instance_by_id(
-            cluster.name, last_part(ref)
-        )
-        return inst if inst is not None and inst.cluster == cluster.name else None
-
-    def task(self, cluster: Cluster, ref: Any, field: str = "task") -> Task:
-        if not isinstance(ref, str) or not ref:
-            raise invalid(field, "is required: a task ARN or id")
-        t = self.find_task(cluster, ref)
-        if t is None:
-            raise invalid(field, f"task {ref} was not found in cluster {cluster.name}")
-        return t
-
-    def instance(self, cluster: Cluster, ref: Any, field: str = "containerInstance") -> Instance:
-        if not isinstance(ref, str) or not ref:
-            raise invalid(field, "is required: a container instance ARN or id")
-        inst = self.find_instance(cluster, ref)
-        if inst is None:
-            raise invalid(
-                field, f"container instance {ref} was not found in cluster {cluster.name}"
-            )
-        return inst
 
     # ------------------------------------------------------------------ clusters
 
@@ -233,7 +88,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         cluster_config.refuse_capacity_providers(body)
         # the account's default, read before the check: no await between check and put, so
         # agents joining `default` at once create it once
-        insights = await self.account_settings.effective("containerInsights")
+        insights = await self.account.effective("containerInsights")
         c = self.state.clusters.get(name)
         if c is None or c.status != "ACTIVE":  # ECS: creating an existing cluster returns it
             c = Cluster(name=name, arn=self.arns.cluster(name), tags=check_tags(body.get("tags")))
@@ -246,7 +101,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
 
     async def op_DescribeClusters(self, body: dict[str, Any]) -> dict[str, Any]:
         refs = texts(body, "clusters") or [DEFAULT_CLUSTER]
-        tags = _with_tags(body)
+        tags = with_tags(body)
         clusters, failures = [], []
         for ref in refs:
             c = self.state.clusters.get(resource_name(ref))
@@ -259,23 +114,12 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         return {"clusters": clusters, "failures": failures}
 
     def active_services(self, cluster: str) -> int:
-        return self.service_counter(cluster)
-
-    def notify_agents(self, tasks: list[Task]) -> None:
-        """Publish that these tasks' desired state changed (after they are committed): the
-        dispatcher, subscribed, sends each instance's agent its delta."""
-        if tasks:
-            self.feed.publish(task_changes(TASK_DESIRED, tasks))
-
-    def tasks_stopped(self, tasks: list[Task]) -> None:
-        """Publish that these tasks reached STOPPED (after they are committed)."""
-        if tasks:
-            self.feed.publish(task_changes(TASK_STOPPED, tasks))
+        return self.services.active_count(cluster)
 
     async def op_ListClusters(self, body: dict[str, Any]) -> dict[str, Any]:
         arns = sorted(c.arn for c in self.state.clusters.values() if c.status == "ACTIVE")
-        page, more = _page(arns, body)
-        return {"clusterArns": page, **more}
+        found, more = page(arns, body)
+        return {"clusterArns": found, **more}
 
     async def op_DeleteCluster(self, body: dict[str, Any]) -> dict[str, Any]:
         c = self.cluster(text(body, "cluster") or None)
@@ -311,7 +155,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
             raise client_error(err.message) from None
         family = doc["family"]
         tags = check_tags(body.get("tags"))
-        revision = await self.next_revision(family)  # no await from here to put_taskdef
+        revision = await self.rows.next_revision(family)  # no await from here to put_taskdef
         doc.update(
             taskDefinitionArn=self.arns.task_definition(family, revision),
             revision=revision,
@@ -324,7 +168,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         await self.commit(
             [
                 self.state.put_taskdef(td),
-                *self.taskdef_tag_ops(td.arn, tags),
+                *self.rows.taskdef_tag_ops(td.arn, tags),
                 self.event("", "taskdef", td.arn, "task definition registered"),
             ]
         )
@@ -333,8 +177,8 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
     async def op_DescribeTaskDefinition(self, body: dict[str, Any]) -> dict[str, Any]:
         td = self.taskdef(body.get("taskDefinition"))
         out: dict[str, Any] = {"taskDefinition": ecs_views.taskdef_view(td)}
-        if _with_tags(body):  # ECS: tags only when asked for
-            out["tags"] = await self.taskdef_tags(td.arn)
+        if with_tags(body):  # ECS: tags only when asked for
+            out["tags"] = await self.rows.taskdef_tags(td.arn)
         return out
 
     async def op_ListTaskDefinitions(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -353,14 +197,14 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
             if td.status == status
         ]
         tds.sort(key=lambda td: (td.family, td.revision), reverse=sort == "DESC")
-        page, more = _page(
+        found, more = page(
             tds,
             body,
             key=lambda td: (td.family, td.revision),
             render=lambda td: td.arn,
             descending=sort == "DESC",
         )
-        return {"taskDefinitionArns": page, **more}
+        return {"taskDefinitionArns": found, **more}
 
     async def op_ListTaskDefinitionFamilies(self, body: dict[str, Any]) -> dict[str, Any]:
         prefix = text(body, "familyPrefix")
@@ -376,8 +220,8 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
                 or (status == "ACTIVE") == any(td.status == "ACTIVE" for td in revs.values())
             )
         )
-        page, more = _page(families, body)
-        return {"families": page, **more}
+        found, more = page(families, body)
+        return {"families": found, **more}
 
     async def op_DeregisterTaskDefinition(self, body: dict[str, Any]) -> dict[str, Any]:
         ref = text(body, "taskDefinition")
@@ -465,7 +309,7 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         token: str,
     ) -> dict[str, Any]:
         """A RunTask / StartTask launch, answered in ECS's RunTask shape."""
-        td_tags = await self.taskdef_tags(td.arn)
+        td_tags = await self.rows.taskdef_tags(td.arn)
         spec = launch.from_request(cluster, td, body, count, instances, td_tags, token)
         tasks, failures = await self.launch(spec)
         return {"tasks": [_run_view(t, self.arns) for t in tasks], "failures": failures}
@@ -531,8 +375,8 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         refs = texts(body, "tasks")
         if not refs:
             raise ApiError("InvalidParameterException", "Tasks cannot be empty.")  # ECS's words
-        tags = _with_tags(body)
-        found, failures = _describe(
+        tags = with_tags(body)
+        found, failures = describe(
             refs,
             lambda r: self.find_task(cluster, r),
             lambda t: ecs_views.task_view(t, self.arns, tags),
@@ -570,8 +414,8 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
         else:
             tasks = [t for t in tasks if t.desired_status == desired]
         tasks.sort(key=lambda t: (t.created_at, t.arn))
-        page, more = _page(tasks, body, key=lambda t: (t.created_at, t.arn), render=lambda t: t.arn)
-        return {"taskArns": page, **more}
+        found, more = page(tasks, body, key=lambda t: (t.created_at, t.arn), render=lambda t: t.arn)
+        return {"taskArns": found, **more}
 
     # ------------------------------------------------------------------ container instances
 
@@ -599,20 +443,20 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
                 raise invalid("filter", str(err)) from None
             insts = [i for i in insts if query.evaluate(self.state.views[i.arn])]
         insts.sort(key=lambda i: (i.registered_at, i.arn))
-        page, more = _page(
+        found, more = page(
             insts, body, key=lambda i: (i.registered_at, i.arn), render=lambda i: i.arn
         )
-        return {"containerInstanceArns": page, **more}
+        return {"containerInstanceArns": found, **more}
 
     async def op_DescribeContainerInstances(self, body: dict[str, Any]) -> dict[str, Any]:
         cluster = self.cluster(text(body, "cluster") or None)
         refs = texts(body, "containerInstances")
         if not refs:
             raise client_error(NO_INSTANCES)
-        found, failures = _describe(
+        found, failures = describe(
             refs,
             lambda r: self.find_instance(cluster, r),
-            lambda i: ecs_views.instance_view(i, self.state, _with_tags(body)),
+            lambda i: ecs_views.instance_view(i, self.state, with_tags(body)),
         )
         return {"containerInstances": found, "failures": failures}
 
@@ -721,5 +565,5 @@ class ClusterService(EcsExtraOps):  # tags, DeleteTaskDefinitions: controller.ec
             for k, v in sorted(i.all_attributes.items())
             if (not name or k == name) and (not value or v == value)
         ]
-        page, more = _page(rows, body, key=lambda r: (r["targetId"], r["name"]))
-        return {"attributes": page, **more}
+        found, more = page(rows, body, key=lambda r: (r["targetId"], r["name"]))
+        return {"attributes": found, **more}

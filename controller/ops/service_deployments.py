@@ -104,9 +104,7 @@ class ServiceDeployments:
     # ------------------------------------------------------------------ lookups
 
     def _service(self, cluster: str, name: str) -> Service | None:
-        if self.cs.scheduler is None:
-            return None
-        found: Service | None = self.cs.scheduler.find(cluster, name)
+        found: Service | None = self.cs.services.find(cluster, name)
         return found
 
     def _tasks(self, svc: Service) -> list[Task]:

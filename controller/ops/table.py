@@ -43,7 +43,7 @@ _TABLE: list[Operation] = [
     *_ops("clusters", READ, "DescribeClusters", "ListClusters"),
     *_ops("clusters", WRITE, "CreateCluster", "DeleteCluster"),
     *_ops("clusters", WRITE, "UpdateCluster", "UpdateClusterSettings", native_check=STRICT),
-    # task definitions: controller/service.py, DeleteTaskDefinitions in controller/ecs_extra.py
+    # task definitions: controller/service.py and controller/ops/task_definitions.py
     *_ops(
         "task_definitions",
         READ,
@@ -90,7 +90,7 @@ _TABLE: list[Operation] = [
     *_ops(
         "services", WRITE, "CreateService", "UpdateService", "DeleteService", native_check=STRICT
     ),
-    # tags: controller/ecs_extra.py
+    # tags: controller/ops/tags.py
     *_ops("tags", READ, "ListTagsForResource"),
     *_ops("tags", WRITE, "TagResource", "UntagResource"),
     # account settings: controller/ops/account_settings.py

@@ -18,8 +18,7 @@ def install(service: ClusterService, grace: float, tick: float = 0.5) -> Service
     """Create the scheduler and make active_services count (the service operations are
     bound by the controller: `handlers(sched)`)."""
     sched = ServiceScheduler(service, grace, tick)
-    service.service_counter = sched.active_count
-    service.scheduler = sched
+    service.services = sched  # clusters count, tags and task definitions read its services
     return sched
 
 

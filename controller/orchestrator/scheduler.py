@@ -356,7 +356,7 @@ class ServiceScheduler:
             svc.strategies or ([] if start.instance else SERVICE_STRATEGIES)
         )
         propagated = svc.propagate_tags == "TASK_DEFINITION"
-        td_tags = await self.cs.taskdef_tags(td.arn) if propagated else []
+        td_tags = await self.cs.rows.taskdef_tags(td.arn) if propagated else []
         tags = launch.task_tags(
             [], svc.propagate_tags, td_tags, svc.tags, svc.managed_tags, cluster.name, svc.name
         )
