@@ -13,7 +13,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from controller import ecs_views, launch, lifecycle, placement, taskdef
+from controller import ecs_views, launch, lifecycle, placement
 from controller.ecs_extra import check_tags
 from controller.launch import LaunchSpec
 from controller.model import Cluster, Instance, Task, TaskDefinition, now
@@ -52,11 +52,6 @@ class ClusterService(OpContext):
             "DescribeClusters": self.op_DescribeClusters,
             "ListClusters": self.op_ListClusters,
             "DeleteCluster": self.op_DeleteCluster,
-            "RegisterTaskDefinition": self.op_RegisterTaskDefinition,
-            "DescribeTaskDefinition": self.op_DescribeTaskDefinition,
-            "ListTaskDefinitions": self.op_ListTaskDefinitions,
-            "ListTaskDefinitionFamilies": self.op_ListTaskDefinitionFamilies,
-            "DeregisterTaskDefinition": self.op_DeregisterTaskDefinition,
             "RunTask": self.op_RunTask,
             "StartTask": self.op_StartTask,
             "StopTask": self.op_StopTask,
@@ -145,102 +140,6 @@ class ClusterService(OpContext):
             [self.state.put_cluster(c), self.event(c.name, "cluster", c.arn, "cluster deleted")]
         )
         return {"cluster": ecs_views.cluster_view(c, self.state, self.arns)}
-
-    # ------------------------------------------------------------------ task definitions
-
-    async def op_RegisterTaskDefinition(self, body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            doc = taskdef.validate(body)
-        except ApiError as err:  # ECS answers a definition it cannot take with ClientException
-            raise client_error(err.message) from None
-        family = doc["family"]
-        tags = check_tags(body.get("tags"))
-        revision = await self.rows.next_revision(family)  # no await from here to put_taskdef
-        doc.update(
-            taskDefinitionArn=self.arns.task_definition(family, revision),
-            revision=revision,
-            status="ACTIVE",
-            registeredAt=now(),
-            registeredBy="dockyard",
-            requiresAttributes=[],
-        )
-        td = TaskDefinition(family=family, revision=revision, status="ACTIVE", doc=doc)
-        await self.commit(
-            [
-                self.state.put_taskdef(td),
-                *self.rows.taskdef_tag_ops(td.arn, tags),
-                self.event("", "taskdef", td.arn, "task definition registered"),
-            ]
-        )
-        return {"taskDefinition": ecs_views.taskdef_view(td), **({"tags": tags} if tags else {})}
-
-    async def op_DescribeTaskDefinition(self, body: dict[str, Any]) -> dict[str, Any]:
-        td = self.taskdef(body.get("taskDefinition"))
-        out: dict[str, Any] = {"taskDefinition": ecs_views.taskdef_view(td)}
-        if with_tags(body):  # ECS: tags only when asked for
-            out["tags"] = await self.rows.taskdef_tags(td.arn)
-        return out
-
-    async def op_ListTaskDefinitions(self, body: dict[str, Any]) -> dict[str, Any]:
-        prefix = text(body, "familyPrefix")
-        status = text(body, "status", "ACTIVE")
-        if status not in ("ACTIVE", "INACTIVE", "DELETE_IN_PROGRESS"):
-            raise invalid("status", "must be ACTIVE, INACTIVE or DELETE_IN_PROGRESS")
-        sort = text(body, "sort", "ASC")
-        if sort not in ("ASC", "DESC"):
-            raise invalid("sort", "must be ASC or DESC")
-        tds = [
-            td
-            for fam, revs in self.state.taskdefs.items()
-            if not prefix or fam == prefix  # ECS: familyPrefix names one family, in full
-            for td in revs.values()
-            if td.status == status
-        ]
-        tds.sort(key=lambda td: (td.family, td.revision), reverse=sort == "DESC")
-        found, more = page(
-            tds,
-            body,
-            key=lambda td: (td.family, td.revision),
-            render=lambda td: td.arn,
-            descending=sort == "DESC",
-        )
-        return {"taskDefinitionArns": found, **more}
-
-    async def op_ListTaskDefinitionFamilies(self, body: dict[str, Any]) -> dict[str, Any]:
-        prefix = text(body, "familyPrefix")
-        status = text(body, "status", "ACTIVE")
-        if status not in ("ACTIVE", "INACTIVE", "ALL"):
-            raise invalid("status", "must be ACTIVE, INACTIVE or ALL")
-        families = sorted(
-            fam
-            for fam, revs in self.state.taskdefs.items()
-            if fam.startswith(prefix)
-            and (
-                status == "ALL"
-                or (status == "ACTIVE") == any(td.status == "ACTIVE" for td in revs.values())
-            )
-        )
-        found, more = page(families, body)
-        return {"families": found, **more}
-
-    async def op_DeregisterTaskDefinition(self, body: dict[str, Any]) -> dict[str, Any]:
-        ref = text(body, "taskDefinition")
-        rev = resource_name(ref).partition(":")[2]
-        if ":" not in resource_name(ref):  # ECS's words for each case
-            raise client_error("Revision is missing.")
-        if not rev.isdigit():
-            raise ApiError("InvalidParameterException", f"Invalid revision number. Number: {rev}")
-        td = self.taskdef(ref)
-        if td.status == "ACTIVE":
-            td.status = td.doc["status"] = "INACTIVE"
-            td.doc["deregisteredAt"] = now()
-            await self.commit(
-                [
-                    self.state.put_taskdef(td),
-                    self.event("", "taskdef", td.arn, "task definition deregistered"),
-                ]
-            )
-        return {"taskDefinition": ecs_views.taskdef_view(td)}
 
     # ------------------------------------------------------------------ tasks
 

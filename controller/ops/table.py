@@ -43,7 +43,7 @@ _TABLE: list[Operation] = [
     *_ops("clusters", READ, "DescribeClusters", "ListClusters"),
     *_ops("clusters", WRITE, "CreateCluster", "DeleteCluster"),
     *_ops("clusters", WRITE, "UpdateCluster", "UpdateClusterSettings", native_check=STRICT),
-    # task definitions: controller/service.py and controller/ops/task_definitions.py
+    # task definitions: controller/ops/task_definitions.py
     *_ops(
         "task_definitions",
         READ,
