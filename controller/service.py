@@ -13,31 +13,23 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from controller import ecs_views, launch, lifecycle, placement
+from controller import ecs_views, placement
 from controller.ecs_extra import check_tags
-from controller.launch import LaunchSpec
-from controller.model import Cluster, Instance, Task, TaskDefinition, now
-from controller.ops import bind
+from controller.model import Cluster, Instance
+from controller.ops import bind, task_writes
 from controller.ops import clusters as cluster_config
-from controller.ops.common import describe, page, with_tags
+from controller.ops.common import NO_INSTANCES, describe, page, with_tags
 from controller.ops.context import OpContext
 from controller.ops.core import DEFAULT_CLUSTER
 from controller.store import Op
 from controller.validation import text, texts
-from dockyard.arns import ArnFactory, last_part, resource_name
+from dockyard.arns import last_part, resource_name
 from dockyard.errors import ApiError, client_error, invalid
 
 log = logging.getLogger(__name__)
 
-MAX_RUN_COUNT = 10
-NO_INSTANCES = "Container Instances cannot be empty."  # ECS's words
 MAX_CUSTOM_ATTRIBUTES = 10  # ECS: "up to 10 custom attributes for each resource"
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
-
-
-def _run_view(task: Task, arns: ArnFactory) -> dict[str, Any]:
-    """A task as RunTask and StartTask answer: its tags shown when it has any."""
-    return ecs_views.task_view(task, arns, tags=bool(task.tags))
 
 
 class ClusterService(OpContext):
@@ -52,11 +44,6 @@ class ClusterService(OpContext):
             "DescribeClusters": self.op_DescribeClusters,
             "ListClusters": self.op_ListClusters,
             "DeleteCluster": self.op_DeleteCluster,
-            "RunTask": self.op_RunTask,
-            "StartTask": self.op_StartTask,
-            "StopTask": self.op_StopTask,
-            "DescribeTasks": self.op_DescribeTasks,
-            "ListTasks": self.op_ListTasks,
             "ListContainerInstances": self.op_ListContainerInstances,
             "DescribeContainerInstances": self.op_DescribeContainerInstances,
             "DeregisterContainerInstance": self.op_DeregisterContainerInstance,
@@ -141,181 +128,6 @@ class ClusterService(OpContext):
         )
         return {"cluster": ecs_views.cluster_view(c, self.state, self.arns)}
 
-    # ------------------------------------------------------------------ tasks
-
-    async def op_RunTask(self, body: dict[str, Any]) -> dict[str, Any]:
-        cluster = self.cluster(text(body, "cluster") or None)
-        token = text(body, "clientToken")
-        if token and (cluster.name, token) in self.state.client_tokens:
-            arns = self.state.client_tokens[(cluster.name, token)]
-            return {
-                "tasks": [_run_view(self.state.tasks[a], self.arns) for a in arns],
-                "failures": [],
-            }
-        if text(body, "launchType", "EC2") != "EC2":
-            raise invalid("launchType", "Dockyard runs the EC2 launch type only")
-        count = body.get("count", 1)
-        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 10:
-            raise invalid("count", f"must be an integer from 1 to {MAX_RUN_COUNT}")
-        td = self.taskdef(body.get("taskDefinition"))
-        if td.status != "ACTIVE":
-            raise client_error(f"TaskDefinition {td.key} is inactive")
-        instances = self.state.cluster_views(cluster.name)
-        if not instances:
-            raise ApiError(  # ECS's words
-                "InvalidParameterException", "No Container Instances were found in your cluster."
-            )
-        return await self._launch_request(cluster, td, body, count, instances, token)
-
-    async def op_StartTask(self, body: dict[str, Any]) -> dict[str, Any]:
-        cluster = self.cluster(text(body, "cluster") or None)
-        refs = texts(body, "containerInstances", limit=10)
-        if not refs:
-            raise client_error(NO_INSTANCES)
-        td = self.taskdef(body.get("taskDefinition"))
-        tasks, failures = [], []
-        for ref in refs:
-            view = self.state.views[self.instance(cluster, ref, "containerInstances").arn]
-            out = await self._launch_request(
-                cluster, td, {**body, "placementStrategy": []}, 1, [view], ""
-            )
-            tasks += out["tasks"]
-            failures += out["failures"]
-        return {"tasks": tasks, "failures": failures}
-
-    async def launch(self, spec: LaunchSpec) -> tuple[list[Task], list[dict[str, str]]]:
-        """Place a launch's tasks (batched with concurrent launches), create and commit
-        them, then tell their agents: RunTask, StartTask and the services' orchestrator."""
-        await self.roles.check_task(spec.td, spec.overrides)  # unknown roles/secrets fail clearly
-
-        def claim(results: list[Any]) -> tuple[list[Task], list[dict[str, str]], list[Op]]:
-            return self._create_placed(spec, results)
-
-        tasks, failures, ops = await self.placer.submit(
-            spec.demand, spec.count, spec.instances, spec.constraints, spec.strategies, claim
-        )
-        await self.commit(ops)
-        self.notify_agents(tasks)
-        return tasks, failures
-
-    async def _launch_request(
-        self,
-        cluster: Cluster,
-        td: TaskDefinition,
-        body: dict[str, Any],
-        count: int,
-        instances: list[Any],
-        token: str,
-    ) -> dict[str, Any]:
-        """A RunTask / StartTask launch, answered in ECS's RunTask shape."""
-        td_tags = await self.rows.taskdef_tags(td.arn)
-        spec = launch.from_request(cluster, td, body, count, instances, td_tags, token)
-        tasks, failures = await self.launch(spec)
-        return {"tasks": [_run_view(t, self.arns) for t in tasks], "failures": failures}
-
-    def _create_placed(
-        self, spec: LaunchSpec, results: list[Any]
-    ) -> tuple[list[Task], list[dict[str, str]], list[Op]]:
-        """Tasks for a decision's placements (claiming their resources now), its failures,
-        and the store ops; runs synchronously inside the placement batch."""
-        tasks: list[Task] = []
-        failures: list[dict[str, str]] = []
-        ops: list[Op] = []
-        for result in results:
-            if isinstance(result, placement.Failure):
-                failures.append({"reason": result.reason, "detail": result.detail})
-                continue
-            task = launch.new_task(spec, result, self.arns)
-            ops.append(self.state.add_task(task))
-            ops.append(
-                self.event(
-                    spec.cluster.name,
-                    "task",
-                    task.arn,
-                    f"task placed on {last_part(task.instance_arn)}",
-                    {"group": spec.group},
-                )
-            )
-            tasks.append(task)
-        return tasks, failures, ops
-
-    async def op_StopTask(self, body: dict[str, Any]) -> dict[str, Any]:
-        cluster = self.cluster(text(body, "cluster") or None)
-        task = self.task(cluster, body.get("task"))
-        reason = text(body, "reason") or "Task stopped by user"
-        await self.stop_tasks([task], "UserInitiated", reason)
-        return {"task": ecs_views.task_view(task, self.arns)}
-
-    async def stop_tasks(self, tasks: list[Task], code: str, reason: str) -> None:
-        """Ask for tasks to stop; those whose instance is gone are STOPPED at once."""
-        ops: list[Op] = []
-        changed = []
-        for task in tasks:
-            if not lifecycle.request_stop(task, code, reason, now()):
-                continue
-            inst = self.state.instances.get(task.instance_arn)
-            if inst is None or inst.status == "INACTIVE":
-                lifecycle.stop_now(task, code, reason, now())
-                self.state.task_stopped(task)
-                self.state.forget_on_instance(task)
-            else:
-                changed.append(task)
-            ops += [
-                self.state.save_task(task),
-                self.event(
-                    task.cluster, "task", task.arn, f"stop requested: {reason}", {"stopCode": code}
-                ),
-            ]
-        await self.commit(ops)
-        self.notify_agents(changed)
-
-    async def op_DescribeTasks(self, body: dict[str, Any]) -> dict[str, Any]:
-        cluster = self.cluster(text(body, "cluster") or None)
-        refs = texts(body, "tasks")
-        if not refs:
-            raise ApiError("InvalidParameterException", "Tasks cannot be empty.")  # ECS's words
-        tags = with_tags(body)
-        found, failures = describe(
-            refs,
-            lambda r: self.find_task(cluster, r),
-            lambda t: ecs_views.task_view(t, self.arns, tags),
-        )
-        return {"tasks": found, "failures": failures}
-
-    async def op_ListTasks(self, body: dict[str, Any]) -> dict[str, Any]:
-        cluster = self.cluster(text(body, "cluster") or None)
-        desired = text(body, "desiredStatus", "RUNNING")
-        if desired not in ("RUNNING", "PENDING", "STOPPED"):
-            raise invalid("desiredStatus", "must be RUNNING, PENDING or STOPPED")
-        tasks = self.state.cluster_tasks(cluster.name)
-        inst_ref = text(body, "containerInstance")
-        if inst_ref:
-            inst = self.instance(cluster, inst_ref)
-            tasks = [t for t in tasks if t.instance_arn == inst.arn]
-        filters = {
-            "family": lambda t, v: t.family == v,
-            "startedBy": lambda t, v: t.started_by == v,
-            "serviceName": lambda t, v: t.service == resource_name(v),
-        }
-        for field, match in filters.items():
-            value = text(body, field)
-            if value:
-                tasks = [t for t in tasks if match(t, value)]
-        if text(body, "launchType", "EC2") != "EC2":
-            tasks = []  # every Dockyard task is EC2
-        if desired == "PENDING":
-            tasks = [
-                t
-                for t in tasks
-                if t.desired_status == "RUNNING"
-                and t.last_status in ("PROVISIONING", "PENDING", "ACTIVATING")
-            ]
-        else:
-            tasks = [t for t in tasks if t.desired_status == desired]
-        tasks.sort(key=lambda t: (t.created_at, t.arn))
-        found, more = page(tasks, body, key=lambda t: (t.created_at, t.arn), render=lambda t: t.arn)
-        return {"taskArns": found, **more}
-
     # ------------------------------------------------------------------ container instances
 
     async def op_ListContainerInstances(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -374,7 +186,9 @@ class ClusterService(OpContext):
             self.event(cluster.name, "instance", inst.arn, "container instance deregistered"),
         ]
         await self.commit(ops)
-        await self.stop_tasks(running, "InstanceDeregistered", "Container instance deregistered")
+        await task_writes.stop_tasks(
+            self, running, "InstanceDeregistered", "Container instance deregistered"
+        )
         return {"containerInstance": ecs_views.instance_view(inst, self.state)}
 
     async def op_UpdateContainerInstancesState(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from functools import partial
 
-from controller.ops import tags, task_definitions
+from controller.ops import tags, task_definitions, tasks
 from controller.ops.chain import Handler
 from controller.ops.context import OpContext, OpFn
 
-RESOURCES: tuple[dict[str, OpFn], ...] = (task_definitions.HANDLERS, tags.HANDLERS)
+RESOURCES: tuple[dict[str, OpFn], ...] = (
+    task_definitions.HANDLERS,
+    tasks.HANDLERS,
+    tags.HANDLERS,
+)
 
 
 def handlers(ctx: OpContext) -> dict[str, Handler]:

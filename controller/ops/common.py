@@ -7,6 +7,8 @@ from typing import Any
 
 from controller.ecs_paging import paginate
 
+NO_INSTANCES = "Container Instances cannot be empty."  # ECS's words
+
 
 def page(
     items: list[Any],

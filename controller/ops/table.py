@@ -58,7 +58,7 @@ _TABLE: list[Operation] = [
         "DeregisterTaskDefinition",
         "DeleteTaskDefinitions",
     ),
-    # tasks: controller/service.py (launching: controller/launch.py)
+    # tasks: controller/ops/tasks.py (launching, stopping: controller/ops/task_writes.py)
     *_ops("tasks", READ, "DescribeTasks", "ListTasks"),
     *_ops("tasks", WRITE, "RunTask", "StartTask", "StopTask"),
     # container instances and their attributes: controller/service.py

@@ -18,6 +18,7 @@ from controller import launch, placement, taskdef_host
 from controller.feed import TASK_STOPPED, Change
 from controller.launch import LaunchSpec
 from controller.model import Cluster, Instance, Task, TaskDefinition, now
+from controller.ops import task_writes
 from controller.orchestrator import planner
 from controller.orchestrator.model import (
     Service,
@@ -316,7 +317,7 @@ class ServiceScheduler:
             if s.failure:
                 planner.note_failure(svc, task.started_by, f"task {task.id}: {s.reason}", now())
         for reason, group in by_reason.items():
-            await self.cs.stop_tasks(group, "ServiceSchedulerInitiated", reason)
+            await task_writes.stop_tasks(self.cs, group, "ServiceSchedulerInitiated", reason)
             add_event(
                 self.services[svc.arn],
                 f"has stopped {len(group)} running tasks: {_task_ids(group)}. Reason: {reason}.",
@@ -335,7 +336,7 @@ class ServiceScheduler:
             views = self.state.cluster_views(svc.cluster)
         try:
             spec = await self._launch_spec(svc, dep.id, td, cluster, start, views)
-            started, failures = await self.cs.launch(spec)
+            started, failures = await task_writes.launch(self.cs, spec)
         except ApiError as err:
             notice(svc, "start-error", f"was unable to start tasks: {err.message}", now())
             return
