@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from functools import partial
 
-from controller.ops import tags, task_definitions, tasks
+from controller.ops import instances, tags, task_definitions, tasks
 from controller.ops.chain import Handler
 from controller.ops.context import OpContext, OpFn
 
 RESOURCES: tuple[dict[str, OpFn], ...] = (
     task_definitions.HANDLERS,
     tasks.HANDLERS,
+    instances.HANDLERS,
     tags.HANDLERS,
 )
 
