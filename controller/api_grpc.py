@@ -17,8 +17,8 @@ from controller.dispatcher import Dispatcher
 from controller.events import EventLog
 from controller.failures import log_failure
 from controller.ops.chain import OperationChain
+from controller.ops.core import Core
 from controller.request_limits import MAX_NATIVE_BODY, parse_json_object
-from controller.service import ClusterService
 from controller.store import EventRow
 from dockyard.client import ERROR_TYPE_KEY
 from dockyard.errors import ApiError, invalid
@@ -56,7 +56,7 @@ class ApiServicer(api_pb2_grpc.ClusterApiServicer):
     def __init__(
         self,
         api: OperationChain,
-        service: ClusterService,
+        service: Core,
         events: EventLog,
         dispatcher: Dispatcher,
     ) -> None:

@@ -29,9 +29,10 @@ from controller.feed import ChangeFeed
 from controller.http_timeouts import runner_options
 from controller.liveness import DEFAULT_HEARTBEAT_BUDGET
 from controller.model import from_doc
+from controller.ops import bind
 from controller.ops.chain import OperationChain
+from controller.ops.context import OpContext
 from controller.security import Security, SecurityConfig, sealing, tls_wanted
-from controller.service import ClusterService
 from controller.state import ClusterState
 from controller.store import Store, StoreBusy
 from dockyard import endpoints
@@ -95,7 +96,7 @@ class Controller:
         self.events = EventLog()
         self.feed = ChangeFeed()  # committed changes: the dispatcher, the orchestrator listen
         self.sealer: sealing.Sealer  # opened at start: the store's secrets are sealed
-        self.service: ClusterService
+        self.service: OpContext  # what every operation is a function of (controller/ops)
         self.dispatcher: Dispatcher
         self.services: orchestrator.ServiceScheduler
         self.api: OperationChain  # the one way into an operation (HTTP, gRPC, in-process)
@@ -110,9 +111,7 @@ class Controller:
         self.sealer = await sealing.open_sealer(self.store, self.config.key_file)
         await self._load()
         self.events.seq = await self.store.last_event_seq()
-        self.service = ClusterService(
-            self.store, self.state, self.events, self.arns, feed=self.feed
-        )
+        self.service = OpContext(self.store, self.state, self.events, self.arns, self.feed)
         await self.service.roles.load(self.sealer)
         self.services = orchestrator.install(self.service, self.config.disconnect_grace)
         await self.services.load()
@@ -135,7 +134,7 @@ class Controller:
         # every operation, bound once: controller/ops/table.py lists them
         self.api = OperationChain(
             {
-                **self.service.handlers(),
+                **bind.handlers(self.service),
                 **orchestrator.handlers(self.services),
                 **self.security.handlers(),
             },

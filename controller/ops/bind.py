@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from functools import partial
 
-from controller.ops import instances, tags, task_definitions, tasks
+from controller.ops import clusters, instances, tags, task_definitions, tasks
 from controller.ops.chain import Handler
 from controller.ops.context import OpContext, OpFn
 
 RESOURCES: tuple[dict[str, OpFn], ...] = (
+    clusters.HANDLERS,
     task_definitions.HANDLERS,
     tasks.HANDLERS,
     instances.HANDLERS,

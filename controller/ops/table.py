@@ -39,7 +39,7 @@ def _ops(resource: str, access: str, *names: str, **kw: object) -> list[Operatio
 
 
 _TABLE: list[Operation] = [
-    # clusters: controller/service.py (Create/Describe/List/Delete), controller/ops/clusters.py
+    # clusters: controller/ops/clusters.py
     *_ops("clusters", READ, "DescribeClusters", "ListClusters"),
     *_ops("clusters", WRITE, "CreateCluster", "DeleteCluster"),
     *_ops("clusters", WRITE, "UpdateCluster", "UpdateClusterSettings", native_check=STRICT),

@@ -19,6 +19,7 @@ from controller.feed import TASK_STOPPED, Change
 from controller.launch import LaunchSpec
 from controller.model import Cluster, Instance, Task, TaskDefinition, now
 from controller.ops import task_writes
+from controller.ops.context import OpContext
 from controller.orchestrator import planner
 from controller.orchestrator.model import (
     Service,
@@ -31,7 +32,6 @@ from controller.orchestrator.model import (
 from controller.orchestrator.world import Member, Node, Plan, Start, Stop, World
 from controller.placement.constraints import Rules, compile_rules
 from controller.placement.model import InstanceView
-from controller.service import ClusterService
 from controller.store import Op, Put
 from dockyard.errors import ApiError
 
@@ -74,7 +74,7 @@ def zone_attribute(svc: Service) -> str:
 
 
 class ServiceScheduler:
-    def __init__(self, cs: ClusterService, grace: float, tick: float = 0.5) -> None:
+    def __init__(self, cs: OpContext, grace: float, tick: float = 0.5) -> None:
         self.cs = cs
         self.state = cs.state
         self.grace = grace
