@@ -310,8 +310,8 @@ class RoleService:
     """Roles and secrets (their operations are bound by controller.ops.bind), and the task
     credentials they issue. Takes the `Core` only: it imports nothing of the operations."""
 
-    def __init__(self, core: Core) -> None:
-        self.core = core
+    def __init__(self, service: Core) -> None:
+        self.service = service  # the Core (state, store, events, ARNs, feed) it writes through
         self.roles: dict[str, Role] = {}  # by ARN
         self.secrets: dict[str, Secret] = {}  # by name
         self.cache: dict[str, Issued] = {}  # role ARN -> current credentials
@@ -335,7 +335,7 @@ class RoleService:
     # ------------------------------------------------------------ persistence
 
     async def load(self, sealer: Sealer) -> None:
-        store, self.sealer = self.core.store, sealer
+        store, self.sealer = self.service.store, sealer
         for doc in await sealer.load(store, "role"):
             self.roles[doc["arn"]] = Role(**doc)
         for doc in await sealer.load(store, "secret"):
@@ -386,7 +386,7 @@ class RoleService:
     # ------------------------------------------------------------ roles API
 
     async def op_CreateRole(self, body: dict[str, Any]) -> dict[str, Any]:
-        role = parse_role(body, self.core.arns.account)
+        role = parse_role(body, self.service.arns.account)
         if role.arn in self.roles or any(r.name == role.name for r in self.roles.values()):
             raise invalid("roleName", f"a role named {role.name} already exists: delete it first")
         try:
@@ -395,10 +395,10 @@ class RoleService:
             raise invalid("source", f"cannot obtain credentials: {err}") from None
         self.roles[role.arn] = role
         self.cache[role.arn] = issued
-        await self.core.commit(
+        await self.service.commit(
             [
                 self._sealed("role", role.arn, role.__dict__),
-                self.core.event("", "role", role.arn, f"role created ({role.source})"),
+                self.service.event("", "role", role.arn, f"role created ({role.source})"),
             ]
         )
         return {"role": role.view()}
@@ -418,8 +418,8 @@ class RoleService:
             )
         del self.roles[role.arn]
         self.cache.pop(role.arn, None)
-        await self.core.commit(
-            [Delete("role", role.arn), self.core.event("", "role", role.arn, "role deleted")]
+        await self.service.commit(
+            [Delete("role", role.arn), self.service.event("", "role", role.arn, "role deleted")]
         )
         return {"role": role.view()}
 
@@ -435,14 +435,14 @@ class RoleService:
         if len(value.encode()) > MAX_SECRET_BYTES:
             raise invalid("value", f"at most {MAX_SECRET_BYTES} bytes")
         old = self.secrets.get(name)
-        a = self.core.arns
+        a = self.service.arns
         arn = f"arn:aws:secretsmanager:{a.region}:{a.account}:secret:{name}"
         sec = Secret(name, arn, value, created_at=old.created_at if old else now())
         self.secrets[name] = sec
-        await self.core.commit(
+        await self.service.commit(
             [
                 self._sealed("secret", name, sec.__dict__),
-                self.core.event("", "secret", arn, "secret updated" if old else "secret put"),
+                self.service.event("", "secret", arn, "secret updated" if old else "secret put"),
             ]
         )
         return {"secret": sec.view()}
@@ -455,8 +455,8 @@ class RoleService:
         sec = self.secrets.pop(name, None)
         if sec is None:
             raise invalid("name", f"no secret {name!r} (dockyard secrets list)")
-        await self.core.commit(
-            [Delete("secret", name), self.core.event("", "secret", sec.arn, "secret deleted")]
+        await self.service.commit(
+            [Delete("secret", name), self.service.event("", "secret", sec.arn, "secret deleted")]
         )
         return {"secret": sec.view()}
 
@@ -581,8 +581,8 @@ class RoleService:
 
     def _active_task_roles(self) -> list[tuple[Task, str]]:
         out = []
-        taskdefs = self.core.state.taskdefs
-        for t in self.core.state.tasks.values():
+        taskdefs = self.service.state.taskdefs
+        for t in self.service.state.tasks.values():
             if t.active:
                 td = taskdefs.get(t.family, {}).get(t.revision)
                 if td is not None:
@@ -613,7 +613,7 @@ class RoleService:
                 continue
             self._failed.pop(arn, None)
             refreshed.append(arn)
-            self.core.notify_agents(tasks)
+            self.service.notify_agents(tasks)
         return refreshed
 
     def _due(self, at: float) -> set[str]:
