@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from controller.ops import clusters, instances, tags, task_definitions, tasks
+from controller.ops import clusters, container_instances, tags, task_definitions, tasks
 from controller.ops.chain import Handler
 from controller.ops.context import OpContext, OpFn
 
@@ -18,7 +18,7 @@ RESOURCES: tuple[dict[str, OpFn], ...] = (
     clusters.HANDLERS,
     task_definitions.HANDLERS,
     tasks.HANDLERS,
-    instances.HANDLERS,
+    container_instances.HANDLERS,
     tags.HANDLERS,
 )
 

@@ -61,7 +61,7 @@ _TABLE: list[Operation] = [
     # tasks: controller/ops/tasks.py (launching, stopping: controller/ops/task_writes.py)
     *_ops("tasks", READ, "DescribeTasks", "ListTasks"),
     *_ops("tasks", WRITE, "RunTask", "StartTask", "StopTask"),
-    # container instances and their attributes: controller/ops/instances.py
+    # container instances and their attributes: controller/ops/container_instances.py
     *_ops(
         "container_instances",
         READ,
