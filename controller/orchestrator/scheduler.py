@@ -2,9 +2,9 @@
 
 One loop runs every service's planner on a tick (and at once when woken by an API write or
 a stopped task), under the same lock as the service APIs, so a pass never interleaves with
-an update. Applying a plan goes through the service layer (`launch`, with a typed
-`LaunchSpec` built from the Service, and `stop_tasks`), which commits before it tells the
-agents.
+an update. Applying a plan goes through the task writes (controller.ops.task_writes:
+`launch`, with a typed `LaunchSpec` built from the Service, and `stop_tasks`), which commit
+before they tell the agents.
 """
 
 from __future__ import annotations
