@@ -2,9 +2,9 @@
 
 One loop runs every service's planner on a tick (and at once when woken by an API write or
 a stopped task), under the same lock as the service APIs, so a pass never interleaves with
-an update. Applying a plan goes through the service layer (`launch`, with a typed
-`LaunchSpec` built from the Service, and `stop_tasks`), which commits before it tells the
-agents.
+an update. Applying a plan goes through the task writes (controller.ops.task_writes:
+`launch`, with a typed `LaunchSpec` built from the Service, and `stop_tasks`), which commit
+before they tell the agents.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from controller import launch, liveness, placement, taskdef_host
 from controller.feed import TASK_STOPPED, Change
 from controller.launch import LaunchSpec
 from controller.model import Cluster, Instance, Task, TaskDefinition, now
+from controller.ops import task_writes
+from controller.ops.context import OpContext
 from controller.orchestrator import planner
 from controller.orchestrator.model import (
     Service,
@@ -31,7 +33,6 @@ from controller.orchestrator.model import (
 from controller.orchestrator.world import Member, Node, Plan, Start, Stop, World
 from controller.placement.constraints import Rules, compile_rules
 from controller.placement.model import InstanceView
-from controller.service import ClusterService
 from controller.store_api import Op, Put
 from dockyard.errors import ApiError
 
@@ -74,7 +75,7 @@ def zone_attribute(svc: Service) -> str:
 
 
 class ServiceScheduler:
-    def __init__(self, cs: ClusterService, grace: float, tick: float = 0.5) -> None:
+    def __init__(self, cs: OpContext, grace: float, tick: float = 0.5) -> None:
         self.cs = cs
         self.state = cs.state
         self.grace = grace
@@ -334,7 +335,7 @@ class ServiceScheduler:
             if s.failure:
                 planner.note_failure(svc, task.started_by, f"task {task.id}: {s.reason}", now())
         for reason, group in by_reason.items():
-            await self.cs.stop_tasks(group, "ServiceSchedulerInitiated", reason)
+            await task_writes.stop_tasks(self.cs, group, "ServiceSchedulerInitiated", reason)
             add_event(
                 self.services[svc.arn],
                 f"has stopped {len(group)} running tasks: {_task_ids(group)}. Reason: {reason}.",
@@ -353,7 +354,7 @@ class ServiceScheduler:
             views = self.state.cluster_views(svc.cluster)
         try:
             spec = await self._launch_spec(svc, dep.id, td, cluster, start, views)
-            started, failures = await self.cs.launch(spec)
+            started, failures = await task_writes.launch(self.cs, spec)
         except ApiError as err:
             notice(svc, "start-error", f"was unable to start tasks: {err.message}", now())
             return
@@ -374,7 +375,7 @@ class ServiceScheduler:
             svc.strategies or ([] if start.instance else SERVICE_STRATEGIES)
         )
         propagated = svc.propagate_tags == "TASK_DEFINITION"
-        td_tags = await self.cs.taskdef_tags(td.arn) if propagated else []
+        td_tags = await self.cs.rows.taskdef_tags(td.arn) if propagated else []
         tags = launch.task_tags(
             [], svc.propagate_tags, td_tags, svc.tags, svc.managed_tags, cluster.name, svc.name
         )
