@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from controller.model import Instance
+from controller.ops import clusters
 from controller.server import Controller, ControllerConfig
 from controller.store import Op
 
@@ -34,7 +35,7 @@ TASKDEF = {
 
 
 async def add_instances(ctl: Controller, n: int) -> None:
-    await ctl.service.ensure_default_cluster()  # what an agent joining `default` does
+    await clusters.ensure_default(ctl.service)  # what an agent joining `default` does
     ops: list[Op] = []
     for k in range(n):
         iid = f"i-{k:08d}"

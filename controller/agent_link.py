@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 from controller import lifecycle
 from controller.model import Instance, Task, now
-from controller.service import DEFAULT_CLUSTER, ClusterService
+from controller.ops import clusters
+from controller.ops.context import OpContext
+from controller.ops.core import DEFAULT_CLUSTER
 from controller.store_api import Op
 from dockyard.errors import ApiError
 from dockyard.v1 import agent_pb2
@@ -29,7 +31,7 @@ class Refused:
 
 
 class AgentLink:
-    def __init__(self, service: ClusterService) -> None:
+    def __init__(self, service: OpContext) -> None:
         self.service = service
         self.state = service.state
 
@@ -38,7 +40,7 @@ class AgentLink:
         if not reg.instance_id or len(reg.instance_id) > 64:
             raise ApiError("InvalidParameterException", "register.instance_id: 1-64 characters")
         if reg.cluster in ("", DEFAULT_CLUSTER):  # as ECS's agent: `default` on first join
-            await self.service.ensure_default_cluster()
+            await clusters.ensure_default(self.service)
         cluster = self.service.cluster(reg.cluster or None)
         inst = self.state.instance_by_id(cluster.name, reg.instance_id)
         if inst is not None and inst.status == "INACTIVE":

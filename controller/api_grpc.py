@@ -19,8 +19,8 @@ from controller.events import EventLog
 from controller.exec_sessions import ExecBroker
 from controller.failures import log_failure
 from controller.ops.chain import OperationChain
+from controller.ops.core import Core
 from controller.request_limits import MAX_NATIVE_BODY, parse_json_object
-from controller.service import ClusterService
 from controller.store_api import EventRow
 from dockyard import auth
 from dockyard.client import ERROR_TYPE_KEY
@@ -59,7 +59,7 @@ class ApiServicer(api_pb2_grpc.ClusterApiServicer):
     def __init__(
         self,
         api: OperationChain,
-        service: ClusterService,
+        service: Core,
         events: EventLog,
         dispatcher: Dispatcher,
     ) -> None:
@@ -149,7 +149,7 @@ class LogQuery:
 
 
 async def task_logs(
-    service: ClusterService, dispatcher: Dispatcher, query: LogQuery
+    service: Core, dispatcher: Dispatcher, query: LogQuery
 ) -> AsyncIterator[agent_pb2.LogChunk]:
     """A task's logs from its agent (`dockyard logs` and the web console): the task and
     container are checked here, ApiError naming the field when they are not there."""

@@ -23,7 +23,7 @@ from controller.agent_link import AgentLink
 from controller.desired import desired_task
 from controller.feed import TASK_DESIRED, TASK_STOPPED, Change
 from controller.model import Instance, Task
-from controller.service import ClusterService
+from controller.ops.context import OpContext
 from controller.store_api import Op
 from controller.usage import UsageHistory
 from dockyard.errors import ApiError
@@ -55,7 +55,7 @@ class Session:
 class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
     def __init__(
         self,
-        service: ClusterService,
+        service: OpContext,
         heartbeat_period: float = 1.0,
         heartbeat_budget: float = liveness.DEFAULT_HEARTBEAT_BUDGET,
     ) -> None:
@@ -437,7 +437,7 @@ def _retrieved(fut: asyncio.Future[None]) -> None:
 
 
 async def _protection_reply(
-    service: ClusterService, instance_arn: str, req: agent_pb2.TaskProtectionRequest
+    service: OpContext, instance_arn: str, req: agent_pb2.TaskProtectionRequest
 ) -> agent_pb2.TaskProtectionReply:
     """Apply (or read) a task's protection for its agent; errors go back in the reply."""
     reply = agent_pb2.TaskProtectionReply(request_id=req.request_id, task_arn=req.task_arn)

@@ -24,8 +24,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from controller.dispatcher import Dispatcher, Session
+from controller.ops.core import Core
 from controller.ops.exec_command import ExecTarget, exec_target
-from controller.service import ClusterService
 from dockyard.errors import ApiError
 from dockyard.v1 import agent_pb2, api_pb2
 
@@ -36,7 +36,7 @@ MAX_STDIN_FRAME = 1 << 20
 
 
 class ExecBroker:
-    def __init__(self, service: ClusterService, dispatcher: Dispatcher) -> None:
+    def __init__(self, service: Core, dispatcher: Dispatcher) -> None:
         self.service = service
         self.dispatcher = dispatcher
         self._audits: set[asyncio.Task[None]] = set()  # end events that outlive a cancel

@@ -1,5 +1,5 @@
 """A typed task launch: what RunTask, StartTask and the services' orchestrator all hand to
-`ClusterService.launch`.
+`controller.ops.task_writes.launch`.
 
 A `LaunchSpec` is built once per launch, already checked: the request path
 (`from_request`) checks a RunTask/StartTask body's overrides, tags and placement; the

@@ -41,8 +41,8 @@ from dockyard.errors import ApiError, invalid
 from dockyard.v1 import agent_pb2
 
 if TYPE_CHECKING:
+    from controller.ops.core import Core
     from controller.security.sealing import Sealer
-    from controller.service import ClusterService
 
 log = logging.getLogger(__name__)
 
@@ -308,10 +308,11 @@ class TaskExtras:
 
 
 class RoleService:
-    """Roles and secrets for the service layer (its op_* methods join ClusterService's)."""
+    """Roles and secrets (their operations are bound by controller.ops.bind), and the task
+    credentials they issue. Takes the `Core` only: it imports nothing of the operations."""
 
-    def __init__(self, service: ClusterService) -> None:
-        self.service = service
+    def __init__(self, service: Core) -> None:
+        self.service = service  # the Core (record, store, events, ARNs, feed) it writes through
         self.roles = service.record.roles  # by ARN: the state of record holds them
         self.secrets = service.record.secrets  # by name
         self.cache: dict[str, Issued] = {}  # role ARN -> current credentials

@@ -32,11 +32,12 @@ from controller.events import EventLog
 from controller.feed import ChangeFeed
 from controller.http_timeouts import runner_options
 from controller.liveness import DEFAULT_HEARTBEAT_BUDGET
+from controller.ops import bind
 from controller.ops.autoscaling import AutoScaling
 from controller.ops.chain import OperationChain
+from controller.ops.context import OpContext
 from controller.ops.usage import UsageOps
 from controller.security import Security, SecurityConfig, sealing, tls_wanted
-from controller.service import ClusterService
 from controller.state import ClusterState
 from controller.state_of_record import StateOfRecord
 from controller.store_api import StoreBusy
@@ -107,7 +108,7 @@ class Controller:
         self.arns = ArnFactory(config.region, config.account)
         self.events = EventLog()
         self.sealer: sealing.Sealer  # opened at start: the store's secrets are sealed
-        self.service: ClusterService
+        self.service: OpContext  # what every operation is a function of (controller/ops)
         self.dispatcher: Dispatcher
         self.usage: UsageHistory  # the agents' usage reports: top, /metrics, the console
         self.services: orchestrator.ServiceScheduler
@@ -123,7 +124,7 @@ class Controller:
         self.sealer = await sealing.open_sealer(self.store, self.config.key_file)
         await self.record.load()
         self.events.seq = await self.store.last_event_seq()
-        self.service = ClusterService(self.record, self.events, self.arns)
+        self.service = OpContext(self.record, self.events, self.arns)
         await self.service.roles.load(self.sealer)
         self.services = orchestrator.install(self.service, self.config.disconnect_grace)
         self.services.load()
@@ -159,7 +160,7 @@ class Controller:
         # every operation, bound once: controller/ops/table.py lists them
         self.api = OperationChain(
             {
-                **self.service.handlers(),
+                **bind.handlers(self.service),
                 **orchestrator.handlers(self.services),
                 **self.security.handlers(),
                 **UsageOps(self.service, self.usage).handlers(),

@@ -10,7 +10,7 @@ then published once on the change feed (controller/feed.py) under its kind.
 
 A new stored kind: add it to `KINDS` with the part that owns it, give that part a load step
 that takes its rows (copy `JoinTokens.load` in controller/security/tokens.py), and commit its
-`Put`/`Delete` records through `commit` (or `ClusterService.commit`, which calls it).
+`Put`/`Delete` records through `commit` (or the operations' `Core.commit`, which calls it).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from controller.records import Delete, Op, Put
 from controller.state import ClusterState
 from controller.store_api import Store, StoreBusy
 
-if TYPE_CHECKING:  # their modules import the service layer, which imports this one
+if TYPE_CHECKING:  # their modules import the operations' context, which imports this one
     from controller.orchestrator.model import Service
     from controller.roles import Role, Secret
     from controller.security.agents import BoundSecret, Revoked
@@ -46,7 +46,7 @@ KINDS: dict[str, str] = {
     "role": "StateOfRecord.roles (kept by RoleService, controller/roles.py); sealed",
     "secret": "StateOfRecord.secrets (kept by RoleService); sealed",
     "rolekey": "RoleService's credentials-id key; sealed",
-    "ecs-extra": "task definitions' tags, retired revisions (EcsExtraOps, controller/ecs_extra.py)",
+    "ecs-extra": "task definitions' tags, retired revisions (TaskdefRows, controller/ecs_extra.py)",
     "account_setting": "StateOfRecord.account_settings (controller/ops/account_settings.py)",
     "jointoken": "StateOfRecord.join_tokens (kept by JoinTokens, controller/security/tokens.py)",
     "accesskey": "StateOfRecord.access_keys (kept by AccessKeys, security/keys.py); sealed",

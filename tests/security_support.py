@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import sys
@@ -23,6 +24,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 
+from controller.ops import clusters
 from controller.server import Controller, ControllerConfig
 from dockyard import auth
 from dockyard.client import Client
@@ -58,7 +60,7 @@ class SecureController:
         self.ctl = Controller(config)
         self.on_loop(self.ctl.start)
         # `default`, as the first agent to join would make it (these tests' agents are raw)
-        self.on_loop(self.ctl.service.ensure_default_cluster)
+        self.on_loop(functools.partial(clusters.ensure_default, self.ctl.service))
 
     def stop(self) -> None:
         if self.ctl is not None:

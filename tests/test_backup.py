@@ -41,7 +41,7 @@ def dockyard(*args: str) -> subprocess.CompletedProcess[str]:
 @contextlib.contextmanager
 def ctl(root: Path, name: str, spec: str) -> Iterator[Ctl]:
     """A controller (its data dir root/name/controller), serving; killed after."""
-    c = Ctl(name, root, spec)
+    c = Ctl(name, root, spec, tls=False)  # `dockyard sim` speaks plaintext only
     try:
         c.start()
         wait_for(c.serving, 30, what=f"{name} serving")

@@ -18,8 +18,6 @@ import re
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
-
 _AT = re.compile(r"at\((\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})\)")
 _RATE = re.compile(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)")
 _CRON = re.compile(r"cron\(([^()]+)\)")
@@ -127,6 +125,8 @@ def _cron_fields(text: str) -> tuple[str, str]:
         raise ValueError(f"cron: year {year!r} is not *, a year or a range of years")
     dom, dow = ("*" if dom == "?" else dom), ("*" if dow == "?" else _aws_dow(dow))
     expr = f"{minute} {hour} {dom} {month} {dow}"
+    from croniter import croniter  # here: its module imports subprocess (never run)
+
     if not croniter.is_valid(expr):
         raise ValueError(f"cron: {text!r} is not a valid cron expression")
     return expr, year
@@ -148,6 +148,8 @@ def _next_cron(s: Schedule, after: float) -> float | None:
     start = dt.datetime.fromtimestamp(after, tz)
     if start.year < low:
         start = dt.datetime(low, 1, 1, tzinfo=tz) - dt.timedelta(seconds=1)
+    from croniter import croniter  # as above: the core loads no I/O module
+
     it = croniter(expr, start)
     for _ in range(_MAX_YEAR_SKIPS):
         when: dt.datetime = it.get_next(dt.datetime)

@@ -26,12 +26,13 @@ from typing import TYPE_CHECKING, Any
 from controller import launch
 from controller.capacity import reservation as rsv
 from controller.capacity import strategy
+from controller.ops import container_instances
 from controller.ops.capacity_providers import command_of, scaling_of
 from dockyard.errors import ApiError
 
 if TYPE_CHECKING:
     from controller.model import Instance
-    from controller.service import ClusterService
+    from controller.ops.context import OpContext
 
 log = logging.getLogger("dockyard.controller.capacity")
 COMMAND_TIMEOUT = 120.0
@@ -45,7 +46,7 @@ class Ask:
 
 
 class ScalingDriver:
-    def __init__(self, cs: ClusterService, services: Any, period: float = 10.0) -> None:
+    def __init__(self, cs: OpContext, services: Any, period: float = 10.0) -> None:
         self.cs = cs
         self.services = services  # the services' scheduler: its Service objects
         self.period = period
@@ -143,8 +144,9 @@ class ScalingDriver:
         if inst.status == "DRAINING":
             return
         try:
-            await self.cs.op_UpdateContainerInstancesState(
-                {"cluster": inst.cluster, "containerInstances": [inst.arn], "status": "DRAINING"}
+            await container_instances.update_state(
+                self.cs,
+                {"cluster": inst.cluster, "containerInstances": [inst.arn], "status": "DRAINING"},
             )
         except ApiError as err:
             log.warning("could not drain %s: %s", inst.id, err)

@@ -83,7 +83,7 @@ class ConsoleDeps:
 
     call: Call  # OperationChain.call
     keys: AccessKeys
-    service: Any  # ClusterService: task lookups for logs
+    service: Any  # the operations' context (controller.ops.core.Core): task lookups for logs
     dispatcher: Any  # Dispatcher: logs from agents
     events: EventLog
     feed: ChangeFeed

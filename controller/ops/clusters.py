@@ -1,6 +1,9 @@
-"""What a cluster is configured with: CreateCluster's `settings`, `configuration`,
+"""ECS clusters: CreateCluster, DescribeClusters, ListClusters, DeleteCluster, UpdateCluster,
+UpdateClusterSettings; `ensure_default` creates `default` when an agent first joins it.
+
+What a cluster is configured with: CreateCluster's `settings`, `configuration`,
 `serviceConnectDefaults`, `capacityProviders` and `defaultCapacityProviderStrategy`, and
-the UpdateCluster / UpdateClusterSettings operations.
+UpdateCluster / UpdateClusterSettings.
 
 Dockyard keeps and returns the settings, the ECS Exec / managed storage configuration and
 the Service Connect namespace; none of them changes what Dockyard does (it has no
@@ -10,17 +13,19 @@ Container Insights, no ECS Exec, no managed EBS storage, no Service Connect: REA
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+import re
+from typing import Any
 
 from controller import ecs_views
+from controller.ecs_extra import check_tags
 from controller.model import Cluster
-from dockyard.errors import invalid
+from controller.ops.common import page, with_tags
+from controller.ops.context import OpContext, OpFn
+from controller.ops.core import DEFAULT_CLUSTER
+from controller.validation import text, texts
+from dockyard.arns import resource_name
+from dockyard.errors import ApiError, invalid
 
-if TYPE_CHECKING:
-    from controller.service import ClusterService
-
-Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 INSIGHTS = ("enhanced", "enabled", "disabled")
 LOGGING = ("NONE", "DEFAULT", "OVERRIDE")
 
@@ -78,24 +83,102 @@ def as_described(view: dict[str, Any], include: list[str]) -> dict[str, Any]:
     return view
 
 
-class ClusterOps:
-    """UpdateCluster and UpdateClusterSettings over the service's clusters."""
+async def ensure_default(ctx: OpContext) -> None:
+    """ECS creates `default` when it is first needed (an agent joining it), not before."""
+    c = ctx.state.clusters.get(DEFAULT_CLUSTER)
+    if c is None or c.status != "ACTIVE":
+        await create(ctx, {"clusterName": DEFAULT_CLUSTER})
 
-    def __init__(self, cs: ClusterService) -> None:
-        self.cs = cs
 
-    def handlers(self) -> dict[str, Handler]:
-        return {"UpdateCluster": self.update, "UpdateClusterSettings": self.update}
-
-    async def update(self, body: dict[str, Any]) -> dict[str, Any]:
-        """UpdateCluster and UpdateClusterSettings (the chain checked the body's shape)."""
-        c = self.cs.cluster(body["cluster"])
+async def create(ctx: OpContext, body: dict[str, Any]) -> dict[str, Any]:
+    name = text(body, "clusterName", DEFAULT_CLUSTER)
+    if not re.fullmatch(r"[a-zA-Z0-9_-]{1,255}", name):
+        raise invalid("clusterName", "1-255 letters, digits, hyphens and underscores")
+    wanted = ctx.capacity.association_of(name, body)  # issue 22: checked first
+    # the account's default, read before the check: no await between check and put, so
+    # agents joining `default` at once create it once
+    insights = await ctx.account.effective("containerInsights")
+    c = ctx.state.clusters.get(name)
+    if c is None or c.status != "ACTIVE":  # ECS: creating an existing cluster returns it
+        c = Cluster(name=name, arn=ctx.arns.cluster(name), tags=check_tags(body.get("tags")))
+        c.settings = [{"name": "containerInsights", "value": insights}]
         configure(c, body)
-        await self.cs.commit(
-            [
-                self.cs.state.put_cluster(c),
-                self.cs.event(c.name, "cluster", c.arn, "cluster updated"),
-            ]
+        await ctx.commit(
+            [ctx.state.put_cluster(c), ctx.event(name, "cluster", c.arn, "cluster created")]
         )
-        services = self.cs.active_services(c.name)
-        return {"cluster": ecs_views.cluster_view(c, self.cs.state, self.cs.arns, services)}
+        if wanted["capacityProviders"]:
+            await ctx.capacity.save_association(wanted)
+    view = ecs_views.cluster_view(c, ctx.state, ctx.arns, tags=True)
+    return {"cluster": ctx.capacity.overlay(view)}
+
+
+async def describe_clusters(ctx: OpContext, body: dict[str, Any]) -> dict[str, Any]:
+    refs = texts(body, "clusters") or [DEFAULT_CLUSTER]
+    tags = with_tags(body)
+    clusters, failures = [], []
+    for ref in refs:
+        c = ctx.state.clusters.get(resource_name(ref))
+        if c is None:
+            failures.append({"arn": ctx.arns.cluster(resource_name(ref)), "reason": "MISSING"})
+        else:
+            services = ctx.record.active_services(c.name)
+            view = ecs_views.cluster_view(c, ctx.state, ctx.arns, services, tags)
+            view = ctx.capacity.overlay(view)
+            clusters.append(as_described(view, body.get("include") or []))
+    return {"clusters": clusters, "failures": failures}
+
+
+async def list_clusters(ctx: OpContext, body: dict[str, Any]) -> dict[str, Any]:
+    arns = sorted(c.arn for c in ctx.state.clusters.values() if c.status == "ACTIVE")
+    found, more = page(arns, body)
+    return {"clusterArns": found, **more}
+
+
+async def delete(ctx: OpContext, body: dict[str, Any]) -> dict[str, Any]:
+    c = ctx.cluster(text(body, "cluster") or None)
+    # tasks first: deregistering instances stops their tasks, so checking instances
+    # first would leave ClusterContainsTasksException unreachable
+    if any(t.active for t in ctx.state.cluster_tasks(c.name)):
+        raise ApiError(
+            "ClusterContainsTasksException",
+            f"cluster {c.name} has running tasks: stop them first",
+        )
+    if ctx.record.active_services(c.name):
+        raise ApiError(
+            "ClusterContainsServicesException",
+            f"cluster {c.name} has active services: delete them first",
+        )
+    if any(i.status != "INACTIVE" for i in ctx.state.cluster_instances(c.name)):
+        raise ApiError(
+            "ClusterContainsContainerInstancesException",
+            f"cluster {c.name} has registered container instances: deregister them first",
+        )
+    c.status = "INACTIVE"
+    await ctx.commit(
+        [ctx.state.put_cluster(c), ctx.event(c.name, "cluster", c.arn, "cluster deleted")]
+    )
+    return {"cluster": ecs_views.cluster_view(c, ctx.state, ctx.arns)}
+
+
+async def update(ctx: OpContext, body: dict[str, Any]) -> dict[str, Any]:
+    """UpdateCluster and UpdateClusterSettings (the chain checked the body's shape)."""
+    c = ctx.cluster(body["cluster"])
+    configure(c, body)
+    await ctx.commit(
+        [
+            ctx.state.put_cluster(c),
+            ctx.event(c.name, "cluster", c.arn, "cluster updated"),
+        ]
+    )
+    services = ctx.record.active_services(c.name)
+    return {"cluster": ecs_views.cluster_view(c, ctx.state, ctx.arns, services)}
+
+
+HANDLERS: dict[str, OpFn] = {
+    "CreateCluster": create,
+    "DescribeClusters": describe_clusters,
+    "ListClusters": list_clusters,
+    "DeleteCluster": delete,
+    "UpdateCluster": update,
+    "UpdateClusterSettings": update,
+}

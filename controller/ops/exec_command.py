@@ -13,17 +13,14 @@ and for the others the InvalidParameterException ECS answers.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from controller.model import Task
+from controller.ops.context import OpContext, OpFn
+from controller.ops.core import Core
 from dockyard.errors import ApiError, invalid
 
-if TYPE_CHECKING:
-    from controller.service import ClusterService
-
-Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 MAX_COMMAND = 8192  # characters in all, ECS's limit for ExecuteCommand's command
 NOT_ENABLED = (  # ECS's words
     "The execute command failed because execute command was not enabled when the task was "
@@ -40,7 +37,7 @@ class ExecTarget:
 
 
 def exec_target(
-    cs: ClusterService, cluster_ref: str, task_ref: str, container: str, command: list[str]
+    cs: Core, cluster_ref: str, task_ref: str, container: str, command: list[str]
 ) -> ExecTarget:
     """Where a command may run, or InvalidParameterException saying why not."""
     cluster = cs.cluster(cluster_ref or None)
@@ -74,33 +71,28 @@ def exec_target(
     return ExecTarget(task, container, list(command))
 
 
-class ExecCommandOps:
+async def execute_command(ctx: OpContext, body: dict[str, Any]) -> dict[str, Any]:
     """ECS's ExecuteCommand: the checks ECS makes, then the way to a session here."""
-
-    def __init__(self, cs: ClusterService) -> None:
-        self.cs = cs
-
-    def handlers(self) -> dict[str, Handler]:
-        return {"ExecuteCommand": self.execute_command}
-
-    async def execute_command(self, body: dict[str, Any]) -> dict[str, Any]:
-        if body.get("interactive") is not True:  # ECS's words
-            raise ApiError(
-                "InvalidParameterException", "Interactive is the only mode supported currently."
-            )
-        command = body.get("command")
-        if not isinstance(command, str):
-            raise invalid("command", "must be a string")
-        target = exec_target(
-            self.cs,
-            str(body.get("cluster") or ""),
-            str(body.get("task") or ""),
-            str(body.get("container") or ""),
-            command.split(),
-        )
+    if body.get("interactive") is not True:  # ECS's words
         raise ApiError(
-            "TargetNotConnectedException",
-            "Dockyard has no AWS Session Manager, which `aws ecs execute-command` needs; run "
-            f"the command with `dockyard exec {target.task.id} --container {target.container} "
-            f"-i -t -- {command}` (the same access key works)",
+            "InvalidParameterException", "Interactive is the only mode supported currently."
         )
+    command = body.get("command")
+    if not isinstance(command, str):
+        raise invalid("command", "must be a string")
+    target = exec_target(
+        ctx,
+        str(body.get("cluster") or ""),
+        str(body.get("task") or ""),
+        str(body.get("container") or ""),
+        command.split(),
+    )
+    raise ApiError(
+        "TargetNotConnectedException",
+        "Dockyard has no AWS Session Manager, which `aws ecs execute-command` needs; run "
+        f"the command with `dockyard exec {target.task.id} --container {target.container} "
+        f"-i -t -- {command}` (the same access key works)",
+    )
+
+
+HANDLERS: dict[str, OpFn] = {"ExecuteCommand": execute_command}

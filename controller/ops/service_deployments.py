@@ -24,7 +24,7 @@ from dockyard.arns import last_part
 from dockyard.errors import ApiError, invalid
 
 if TYPE_CHECKING:
-    from controller.service import ClusterService
+    from controller.ops.context import OpContext
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 MAX_DESCRIBE = 20  # ECS: up to 20 ARNs per Describe call
@@ -91,7 +91,7 @@ def _brief_times(times: dict[str, float]) -> dict[str, float]:
 class ServiceDeployments:
     """The three read operations; the services' scheduler holds the services."""
 
-    def __init__(self, cs: ClusterService) -> None:
+    def __init__(self, cs: OpContext) -> None:
         self.cs = cs
 
     def handlers(self) -> dict[str, Handler]:
@@ -104,9 +104,7 @@ class ServiceDeployments:
     # ------------------------------------------------------------------ lookups
 
     def _service(self, cluster: str, name: str) -> Service | None:
-        if self.cs.scheduler is None:
-            return None
-        found: Service | None = self.cs.scheduler.find(cluster, name)
+        found: Service | None = self.cs.services.find(cluster, name)
         return found
 
     def _tasks(self, svc: Service) -> list[Task]:

@@ -90,11 +90,11 @@ def operation_for(target: str) -> str:
 
 
 _TABLE: list[Operation] = [
-    # clusters: controller/service.py (Create/Describe/List/Delete), controller/ops/clusters.py
+    # clusters: controller/ops/clusters.py
     *_ops("clusters", READ, "DescribeClusters", "ListClusters"),
     *_ops("clusters", WRITE, "CreateCluster", "DeleteCluster"),
     *_ops("clusters", WRITE, "UpdateCluster", "UpdateClusterSettings", native_check=STRICT),
-    # task definitions: controller/service.py, DeleteTaskDefinitions in controller/ecs_extra.py
+    # task definitions: controller/ops/task_definitions.py
     *_ops(
         "task_definitions",
         READ,
@@ -109,12 +109,12 @@ _TABLE: list[Operation] = [
         "DeregisterTaskDefinition",
         "DeleteTaskDefinitions",
     ),
-    # tasks: controller/service.py (launching: controller/launch.py)
+    # tasks: controller/ops/tasks.py (launching, stopping: controller/ops/task_writes.py)
     *_ops("tasks", READ, "DescribeTasks", "ListTasks"),
     *_ops("tasks", WRITE, "RunTask", "StartTask", "StopTask"),
     # exec (issue 20): controller/ops/exec_command.py; the session itself is the Exec stream
     *_ops("exec_command", OPERATE, "ExecuteCommand"),
-    # container instances and their attributes: controller/service.py
+    # container instances and their attributes: controller/ops/container_instances.py
     *_ops(
         "container_instances",
         READ,
@@ -147,7 +147,7 @@ _TABLE: list[Operation] = [
     # task scale-in protection (issue 22): controller/ops/task_protection.py
     *_ops("task_protection", READ, "GetTaskProtection", native_check=STRICT),
     *_ops("task_protection", WRITE, "UpdateTaskProtection", native_check=STRICT),
-    # tags: controller/ecs_extra.py
+    # tags: controller/ops/tags.py
     *_ops("tags", READ, "ListTagsForResource"),
     *_ops("tags", WRITE, "TagResource", "UntagResource"),
     # account settings: controller/ops/account_settings.py

@@ -18,7 +18,7 @@ from dockyard.errors import ApiError, invalid
 
 if TYPE_CHECKING:
     from controller.model import Task
-    from controller.service import ClusterService
+    from controller.ops.context import OpContext
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 DEFAULT_MINUTES = 120  # ECS: 2 hours when expiresInMinutes is not given
@@ -51,7 +51,7 @@ def protection_doc(task: Task, now: float) -> dict[str, Any]:
 class TaskProtectionOps:
     """ECS's task protection operations, on the tasks of the state of record."""
 
-    def __init__(self, cs: ClusterService) -> None:
+    def __init__(self, cs: OpContext) -> None:
         self.cs = cs
 
     def handlers(self) -> dict[str, Handler]:

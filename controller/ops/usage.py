@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from controller.service import ClusterService
+from controller.ops.core import Core
 from controller.usage import TaskRow, UsageHistory
 from controller.utilization import task_cpu_percent, task_memory_percent
 from controller.validation import text
@@ -25,7 +25,7 @@ MEMBERS = ("cluster", "service")
 
 
 class UsageOps:
-    def __init__(self, service: ClusterService, usage: UsageHistory) -> None:
+    def __init__(self, service: Core, usage: UsageHistory) -> None:
         self.service = service
         self.usage = usage
 

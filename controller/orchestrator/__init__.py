@@ -1,24 +1,25 @@
 """ECS services: the model, a pure planner, the scheduler loop and the service operations.
 
-`install(service, grace)` hooks it all into a ClusterService and returns the scheduler,
-whose `run()` the controller starts as a background task.
+`install(service, grace)` hooks it all into the operations' context (OpContext) and
+returns the scheduler, whose `run()` the controller starts as a background task.
 """
 
 from __future__ import annotations
 
 from controller.ops.chain import Handler
+from controller.ops.context import OpContext
 from controller.orchestrator.api import ServiceApi
 from controller.orchestrator.scheduler import ServiceScheduler
-from controller.service import ClusterService
 
 __all__ = ["ServiceApi", "ServiceScheduler", "handlers", "install"]
 
 
-def install(service: ClusterService, grace: float, tick: float = 0.5) -> ServiceScheduler:
-    """Create the scheduler (it keeps its services in the state of record; the service
-    operations are bound by the controller: `handlers(sched)`)."""
+def install(service: OpContext, grace: float, tick: float = 0.5) -> ServiceScheduler:
+    """Create the scheduler (it keeps its services in the state of record) and give the
+    operations its view of them (the service operations are bound by the controller:
+    `handlers(sched)`)."""
     sched = ServiceScheduler(service, grace, tick)
-    service.scheduler = sched
+    service.services = sched  # tags and task definitions read its services
     return sched
 
 

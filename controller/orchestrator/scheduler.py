@@ -2,9 +2,9 @@
 
 One loop runs every service's planner on a tick (and at once when woken by an API write or
 a stopped task), under the same lock as the service APIs, so a pass never interleaves with
-an update. Applying a plan goes through the service layer (`launch`, with a typed
-`LaunchSpec` built from the Service, and `stop_tasks`), which commits before it tells the
-agents.
+an update. Applying a plan goes through the task writes (controller.ops.task_writes:
+`launch`, with a typed `LaunchSpec` built from the Service, and `stop_tasks`), which commit
+before they tell the agents.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from controller.capacity.strategy import PROVIDER_ATTRIBUTE
 from controller.feed import TASK_STOPPED, Change
 from controller.launch import LaunchSpec
 from controller.model import Cluster, Instance, Task, TaskDefinition, now
+from controller.ops import task_writes
+from controller.ops.context import OpContext
 from controller.ops.discovery_state import Discovery
 from controller.orchestrator import planner
 from controller.orchestrator.model import (
@@ -34,7 +36,6 @@ from controller.orchestrator.model import (
 from controller.orchestrator.world import Member, Node, Plan, Start, Stop, World
 from controller.placement.constraints import Rules, compile_rules
 from controller.placement.model import InstanceView
-from controller.service import ClusterService
 from controller.store_api import Op, Put
 from dockyard.errors import ApiError
 
@@ -77,7 +78,7 @@ def zone_attribute(svc: Service) -> str:
 
 
 class ServiceScheduler:
-    def __init__(self, cs: ClusterService, grace: float, tick: float = 0.5) -> None:
+    def __init__(self, cs: OpContext, grace: float, tick: float = 0.5) -> None:
         self.cs = cs
         self.state = cs.state
         self.grace = grace
@@ -339,7 +340,7 @@ class ServiceScheduler:
             if s.failure:
                 planner.note_failure(svc, task.started_by, f"task {task.id}: {s.reason}", now())
         for reason, group in by_reason.items():
-            await self.cs.stop_tasks(group, "ServiceSchedulerInitiated", reason)
+            await task_writes.stop_tasks(self.cs, group, "ServiceSchedulerInitiated", reason)
             add_event(
                 self.services[svc.arn],
                 f"has stopped {len(group)} running tasks: {_task_ids(group)}. Reason: {reason}.",
@@ -370,7 +371,7 @@ class ServiceScheduler:
         """Launch the spec; with a capacity provider strategy (issue 22), split its tasks
         by base and weight, the service's tasks already on each provider counted."""
         if not svc.capacity_strategy:
-            return await self.cs.launch(spec)
+            return await task_writes.launch(self.cs, spec)
         items = capacity_strategy.parse(svc.capacity_strategy)
         already = Counter(
             self.state.instances[t.instance_arn].all_attributes.get(PROVIDER_ATTRIBUTE, "")
@@ -381,7 +382,7 @@ class ServiceScheduler:
         failures: list[dict[str, str]] = []
         for name, n in capacity_strategy.split(items, spec.count, already).items():
             if n:
-                got, failed = await self.cs.launch(launch.on_provider(spec, name, n))
+                got, failed = await task_writes.launch(self.cs, launch.on_provider(spec, name, n))
                 started, failures = started + got, failures + failed
         return started, failures
 
@@ -400,7 +401,7 @@ class ServiceScheduler:
             svc.strategies or ([] if start.instance else SERVICE_STRATEGIES)
         )
         propagated = svc.propagate_tags == "TASK_DEFINITION"
-        td_tags = await self.cs.taskdef_tags(td.arn) if propagated else []
+        td_tags = await self.cs.rows.taskdef_tags(td.arn) if propagated else []
         tags = launch.task_tags(
             [], svc.propagate_tags, td_tags, svc.tags, svc.managed_tags, cluster.name, svc.name
         )

@@ -33,7 +33,7 @@ from controller.security.tokens import JoinTokens
 if TYPE_CHECKING:
     from controller.dispatcher import Dispatcher
     from controller.ops.chain import AfterStep, Handler
-    from controller.service import ClusterService
+    from controller.ops.core import Core
 
 __all__ = ["Security", "SecurityConfig", "tls_wanted"]
 
@@ -60,7 +60,7 @@ class SecurityConfig:
 
 
 class Security:
-    def __init__(self, service: ClusterService, config: SecurityConfig, sealer: Sealer) -> None:
+    def __init__(self, service: Core, config: SecurityConfig, sealer: Sealer) -> None:
         self.service = service
         self.config = config
         self.sealer = sealer  # access keys' secrets are stored sealed

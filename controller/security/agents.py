@@ -42,7 +42,7 @@ from dockyard.errors import ApiError, invalid
 from dockyard.v1 import agent_pb2, agent_pb2_grpc
 
 if TYPE_CHECKING:
-    from controller.service import ClusterService
+    from controller.ops.core import Core
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def refusal(code: str, message: str) -> agent_pb2.ControllerMessage:
 class AgentGate(agent_pb2_grpc.AgentServiceServicer):
     def __init__(
         self,
-        service: ClusterService,
+        service: Core,
         dispatcher: dispatch.Dispatcher,
         tokens: JoinTokens,
         require_token: bool = True,

@@ -18,14 +18,14 @@ from controller.security.sealing import Sealer
 from controller.store_api import Store
 
 if TYPE_CHECKING:
-    from controller.service import ClusterService
+    from controller.ops.core import Core
 
 KIND, KEY = "ca", "cluster"
 CERT_FILE = "ca.crt"
 
 
 async def load(
-    service: ClusterService, sealer: Sealer, data_dir: Path | None, shared: bool
+    service: Core, sealer: Sealer, data_dir: Path | None, shared: bool
 ) -> CertificateAuthority:
     """The cluster CA (stored on first start); `shared`: the store is shared by several
     controllers, so the CA's key is kept in no data dir."""

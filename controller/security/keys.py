@@ -23,7 +23,7 @@ from dockyard.auth import Credentials, write_credentials
 from dockyard.errors import ApiError, invalid
 
 if TYPE_CHECKING:
-    from controller.service import ClusterService
+    from controller.ops.core import Core
 
 KIND = "accesskey"
 ROLES = ("admin", "operator", "readonly")  # operator: readonly + exec (issue 20)
@@ -52,7 +52,7 @@ class AccessKey:
 
 
 class AccessKeys:
-    def __init__(self, service: ClusterService) -> None:
+    def __init__(self, service: Core) -> None:
         self.service = service
         self.keys = service.record.access_keys  # the state of record holds them
         self.sealer: Sealer | None = None  # set by load(): secrets are stored sealed

@@ -19,7 +19,7 @@ from controller.store_api import Put
 from dockyard.errors import ApiError, invalid
 
 if TYPE_CHECKING:
-    from controller.service import ClusterService
+    from controller.ops.core import Core
 
 KIND = "jointoken"
 PREFIX = "DYJ1"
@@ -76,7 +76,7 @@ def _digest(secret: str) -> str:
 
 
 class JoinTokens:
-    def __init__(self, service: ClusterService) -> None:
+    def __init__(self, service: Core) -> None:
         self.service = service
         self.tokens = service.record.join_tokens  # the state of record holds them
         self.ca_hash = ""  # the CA agents pin (`--ca-hash`), shown with new tokens
