@@ -243,6 +243,11 @@ def pty() -> Iterator[Callable[[int, int], Pty]]:
         p.close()
 
 
+# Known defect (issue 20 stays open for it): on Debian's Docker 20.10 (API 1.41) an exec's
+# tty is sized only after it starts, and under load the shell intermittently sees 0 x 0
+# ("stty: standard input: No child processes") and the size never arrives. Not strict: it
+# passes where the engine sizes the tty at creation (Docker 23+) and on quiet machines.
+@pytest.mark.xfail(strict=False, reason="Docker 20.10 exec tty sizing race (issue 20)")
 @pytest.mark.docker
 def test_tty_gets_the_terminal_size_and_its_changes(
     cluster: LocalCluster, task: str, pty: Callable[[int, int], Pty]
