@@ -347,3 +347,15 @@ class LocalCluster:
             else:
                 os.environ[key] = old
         self.saved_env.clear()
+
+
+# Ctrl-C at a terminal reaches a command whose SIGINT is at its default. A test run started
+# in the background of a non-interactive shell (as CI may be) has SIGINT ignored, and an
+# ignored SIGINT is inherited: restore the default before the CLI starts, as a terminal's
+# foreground job has it.
+AT_A_TERMINAL = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'dockyard'; runpy.run_module('dockyard.cli.main', run_name='__main__')"
+)
+CLI_AT_A_TERMINAL = [sys.executable, "-c", AT_A_TERMINAL]
+"""The `dockyard` CLI started as a terminal's foreground job has it: SIGINT at its default."""

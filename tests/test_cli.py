@@ -10,7 +10,6 @@ import json
 import re
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from dockyard.cli import output
 from dockyard.cli.main import main
 from dockyard.cli.tasks import placement_constraints, placement_strategies
 from dockyard.errors import ApiError
-from tests.support import LocalCluster, docker, free_port, wait_for
+from tests.support import CLI_AT_A_TERMINAL, LocalCluster, docker, free_port, wait_for
 
 ECHO = {
     "family": "echo",
@@ -331,23 +330,13 @@ class Follower:
         return self.proc.returncode, err
 
 
-# Ctrl-C at a terminal reaches a command whose SIGINT is at its default. A test run started
-# in the background of a non-interactive shell (as CI may be) has SIGINT ignored, and an
-# ignored SIGINT is inherited: restore the default before the CLI starts, as a terminal's
-# foreground job has it.
-AT_A_TERMINAL = (
-    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-    "sys.argv[0] = 'dockyard'; runpy.run_module('dockyard.cli.main', run_name='__main__')"
-)
-
-
 @pytest.fixture
 def follow(cluster: LocalCluster) -> Iterator[Callable[..., Follower]]:
     started: list[Follower] = []
 
     def start(*argv: str) -> Follower:
         proc = subprocess.Popen(
-            [sys.executable, "-c", AT_A_TERMINAL, *argv, "--controller", cluster.address],
+            [*CLI_AT_A_TERMINAL, *argv, "--controller", cluster.address],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -13,7 +13,6 @@ import select
 import signal
 import struct
 import subprocess
-import sys
 import termios
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +25,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from dockyard import auth
-from tests.support import LocalCluster, docker, wait_for
+from tests.support import CLI_AT_A_TERMINAL, LocalCluster, docker, wait_for
 
 SLEEPER = {
     "family": "sleeper",
@@ -52,8 +51,7 @@ class Done:
 
 def cli_argv(cluster: LocalCluster, verb: str, *argv: str) -> list[str]:
     """`dockyard VERB --controller ADDR ARGS` (exec's command takes everything after it)."""
-    cli = [sys.executable, "-m", "dockyard.cli.main"]
-    return [*cli, verb, "--controller", cluster.address, *argv]
+    return [*CLI_AT_A_TERMINAL, verb, "--controller", cluster.address, *argv]
 
 
 def key_env(creds: auth.Credentials | None) -> dict[str, str]:
