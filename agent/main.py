@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+from agent import host
 from agent.dns_server import DnsUnavailable
 from agent.engine_claim import EngineClaimed
 from agent.image_cleanup import CleanupPolicy
@@ -53,6 +54,9 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
 
 
 async def serve(config: AgentConfig) -> None:
+    warning = host.ephemeral_warning()
+    if warning:
+        logging.getLogger("dockyard.agent").warning("%s", warning)
     agent = Agent(config)
     runner = asyncio.create_task(agent.run())
     loop = asyncio.get_running_loop()
