@@ -85,6 +85,6 @@ def ephemeral_warning() -> str | None:
     return (
         f"the kernel's ephemeral ports ({lo}-{hi}) overlap the dynamic host ports tasks get "
         f"({first}-{last}) at {overlap[0]}-{overlap[1]}: a task can fail to start with "
-        f"'address already in use'. Reserve them: sysctl -w "
-        f"net.ipv4.ip_local_reserved_ports={first}-{last}"
+        f"'address already in use'. End the kernel's range below them: sysctl -w "
+        f"net.ipv4.ip_local_port_range='{min(lo, first - 1)} {first - 1}'"
     )

@@ -25,13 +25,14 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # The controller gives tasks with hostPort 0 ports from 49153-65535 (ECS's dynamic range); the
 # kernel's own ephemeral ports (32768-60999) overlap it, so an outgoing connection or a port-0
-# listener could hold the port a task is given ("address already in use"). Reserve the range
-# from the kernel, keeping any reservation already made (the agent warns on hosts without it).
-reserved=$(cat /proc/sys/net/ipv4/ip_local_reserved_ports)
-case ",$reserved," in
-  *,49153-65535,*) ;;
-  *) $SUDO sysctl -qw "net.ipv4.ip_local_reserved_ports=${reserved:+$reserved,}49153-65535" ;;
-esac
+# listener could hold the port a task is given ("address already in use"). End the kernel's
+# range below it (the agent warns on hosts where they overlap). Not a reservation of the
+# range: the kernel would then give port-0 binds that land in it the range's first free port,
+# over and over.
+read -r lo hi < /proc/sys/net/ipv4/ip_local_port_range
+if [ "$hi" -ge 49153 ]; then
+  $SUDO sysctl -qw "net.ipv4.ip_local_port_range=$lo 49152"
+fi
 if ! docker info >/dev/null 2>&1; then
   echo "starting dockerd"
   mkdir -p /var/log

@@ -29,7 +29,7 @@ def test_a_partial_reservation_reports_what_is_left() -> None:
     assert host.ephemeral_overlap((32768, 60999), reserved) == (50001, 60999)
 
 
-def test_the_install_step_reserves_the_range_on_this_machine() -> None:
-    # deploy/ensure-docker.sh reserves it: without that, tests fail intermittently when a
+def test_the_install_step_keeps_the_kernel_out_of_the_range_on_this_machine() -> None:
+    # deploy/ensure-docker.sh ends the kernel's range below it: without that, tests fail intermittently when a
     # test's own connection sits on the port a task is given
     assert host.ephemeral_warning() is None
