@@ -143,9 +143,15 @@ class EtcdClient:
         response = await self.kv.Range(rpc.RangeRequest(key=key), timeout=CALL_TIMEOUT)
         return response.kvs[0] if response.kvs else None
 
-    async def txn(self, compare: list[Any], success: list[Any], failure: list[Any]) -> Any:
+    async def txn(
+        self,
+        compare: list[Any],
+        success: list[Any],
+        failure: list[Any],
+        wait_s: float = CALL_TIMEOUT,
+    ) -> Any:
         request = rpc.TxnRequest(compare=compare, success=success, failure=failure)
-        return await self.kv.Txn(request, timeout=CALL_TIMEOUT)
+        return await self.kv.Txn(request, timeout=wait_s)  # gRPC deadline, per call
 
     async def grant(self, ttl: int) -> int:
         response = await self.lease.LeaseGrant(rpc.LeaseGrantRequest(TTL=ttl), timeout=CALL_TIMEOUT)

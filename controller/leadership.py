@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TTL = 3  # seconds; etcd's floor is 1.5x its election timeout (1.5 s by default)
 MARGIN = 0.5  # seconds before the lease could expire at etcd that a leader stops deciding
+RETRY_PAUSE = 0.1  # seconds between keep-alives while etcd does not answer one
 
 
 class Leadership:
@@ -244,9 +245,13 @@ class _KeepAlive(threading.Thread):
         stub = rpc.LeaseStub(channel)
         try:
             while not self.stopped.is_set():
-                if not self._renew(stub):
+                renewed = self._renew(stub)
+                if renewed is None:
                     break
-                wait = min(self.ttl / 3, max(self.valid_until - time.monotonic(), 0))
+                # renewed: again in TTL/3; failed (a member gone, etcd electing a leader):
+                # again at once, so the first answer after etcd's election still lands
+                pause = self.ttl / 3 if renewed else RETRY_PAUSE
+                wait = min(pause, max(self.valid_until - time.monotonic(), 0))
                 if self.stopped.wait(wait):
                     break
                 if time.monotonic() >= self.valid_until:
@@ -255,20 +260,22 @@ class _KeepAlive(threading.Thread):
         finally:
             channel.close()
 
-    def _renew(self, stub: Any) -> bool:
-        """One keep-alive; False once etcd says the lease is gone."""
+    def _renew(self, stub: Any) -> bool | None:
+        """One keep-alive: True renewed, False failed (try again), None once etcd says the
+        lease is gone. The call waits no longer than the lease has left, nor TTL/3."""
         sent = time.monotonic()
         request = rpc.LeaseKeepAliveRequest(ID=self.lease_id)
+        timeout = max(min(self.ttl / 3, self.valid_until - sent), RETRY_PAUSE)
         try:
-            replies = stub.LeaseKeepAlive(iter([request]), timeout=self.ttl / 3)
+            replies = stub.LeaseKeepAlive(iter([request]), timeout=timeout)
             reply = next(iter(replies))
         except (grpc.RpcError, StopIteration) as err:
             log.warning("lease %x: keep-alive failed: %s", self.lease_id, err)
-            return True
+            return False
         if reply.TTL <= 0:
             log.warning("lease %x expired at etcd", self.lease_id)
             self.on_expired()
-            return False
+            return None
         self.valid_until = sent + reply.TTL - MARGIN
         self.on_valid(self.valid_until)
         return True

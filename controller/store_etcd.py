@@ -40,6 +40,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 import grpc
 import orjson
 from aetcd import rpc
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay
 
 from controller import etcd_client as ec
 from controller.records import Delete, EventRow, Op, Put, dumps
@@ -49,6 +50,10 @@ from dockyard.errors import ApiError
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_TXN_OPS = 1024  # halved at run time while etcd refuses (its default is 128)
+# a write etcd has not confirmed in this time is sent again (etcd's own request timeout, about
+# 6 s, is what a proposal lost with a dead etcd leader waits for)
+ATTEMPT_TIMEOUT = 2.0
+RESEND = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN)
 Watcher = Callable[[int, list[Op]], None]
 
 
@@ -376,8 +381,9 @@ class EtcdStore:
             if key.startswith(self._events):
                 if not ec.is_delete(event):
                     row = _event(event.kv.value)
-                    self._last_seq = max(self._last_seq, row.seq)
-                    ops.append(row)
+                    if row.seq > self._last_seq:  # not a write sent again (see _send)
+                        self._last_seq = row.seq
+                        ops.append(row)
             elif ec.is_delete(event):
                 ops.append(self._mirror_delete(key))
             else:
@@ -494,23 +500,7 @@ class EtcdStore:
         ]
         success += [ec.put(key, value) for key, value in events.items()]
         compare = [fence.compare()] if fence is not None else []
-        self._committing = True  # the watch holds what it sees until we know our revision
-        try:
-            response = await self.client.txn(compare, success, [])
-        except grpc.aio.AioRpcError as err:
-            self._release_held()
-            if err.code() == grpc.StatusCode.INVALID_ARGUMENT and _too_large(err.details()):
-                raise TxnTooLarge(
-                    f"etcd refused a transaction of {len(success)} operations: {err.details()}"
-                ) from err
-            raise StoreUnavailable(
-                f"{self.location} did not confirm the write ({err.details() or err.code()}): "
-                "it is not acknowledged; etcd may still apply it once its quorum is back, and "
-                "the watch then brings it into memory"
-            ) from err
-        except BaseException:
-            self._release_held()
-            raise
+        response = await self._send(compare, success, fence)
         if not response.succeeded:
             self._release_held()
             if fence is not None:
@@ -520,6 +510,45 @@ class EtcdStore:
         self._release_held(before=revision)  # another writer's earlier commits first
         self._apply_own(revision, latest, ops)  # ours, with the very ops the callers wrote
         self._release_held()
+
+    async def _send(self, compare: list[Any], success: list[Any], fence: Fence | None) -> Any:
+        """The transaction, sent again while etcd does not confirm it (its leader died or is
+        being elected: a proposal on its way to a dead leader is lost, and etcd answers only
+        after its request timeout) for about CALL_TIMEOUT in all, while we lead.
+
+        Sending it again is safe: the writes are whole values and event rows by number, and
+        this writer sends nothing else in between (one group at a time, fenced), so if the
+        lost attempt was applied after all, the second leaves the very same state."""
+        resend = AsyncRetrying(
+            retry=retry_if_exception(lambda e: _resendable(e) and _leads(fence)),
+            stop=stop_after_delay(ec.CALL_TIMEOUT),
+            before_sleep=lambda _: log.warning("etcd did not confirm a write: sending it again"),
+            reraise=True,
+        )
+        try:
+            async for attempt in resend:
+                with attempt:
+                    return await self._attempt(compare, success)
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.INVALID_ARGUMENT and _too_large(err.details()):
+                raise TxnTooLarge(
+                    f"etcd refused a transaction of {len(success)} operations: {err.details()}"
+                ) from err
+            raise StoreUnavailable(
+                f"{self.location} did not confirm the write ({err.details() or err.code()}): "
+                "it is not acknowledged; etcd may still apply it once its quorum is back, and "
+                "the watch then brings it into memory"
+            ) from err
+        raise AssertionError("unreachable: tenacity returns or raises")
+
+    async def _attempt(self, compare: list[Any], success: list[Any]) -> Any:
+        assert self.client
+        self._committing = True  # the watch holds what it sees until we know our revision
+        try:
+            return await self.client.txn(compare, success, [], wait_s=ATTEMPT_TIMEOUT)
+        except BaseException:
+            self._release_held()
+            raise
 
     def _release_held(self, before: int | None = None) -> None:
         """Apply the revisions the watch held during a commit (those below `before`)."""
@@ -554,6 +583,15 @@ class EtcdStore:
 
     def _event_key(self, seq: int) -> bytes:
         return self._events + f"{seq:020d}".encode()
+
+
+def _resendable(err: BaseException) -> bool:
+    """etcd did not answer, or answered that it could not confirm (no leader, timed out)."""
+    return isinstance(err, grpc.aio.AioRpcError) and err.code() in RESEND
+
+
+def _leads(fence: Fence | None) -> bool:
+    return fence is None or fence.is_leader
 
 
 def _too_large(details: str | None) -> bool:

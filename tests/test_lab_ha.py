@@ -9,17 +9,19 @@ A partitioned leader is replaced, and rejoins as a standby once healed."""
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from dockyard.errors import ApiError
-from dockyard.lab import Lab, procs
+from dockyard.lab import Lab, ha, procs
 from tests.lab_fixture import lab_session
 from tests.support import wait_for
 
@@ -47,6 +49,29 @@ def service_tasks(lab: Lab) -> tuple[int, set[str]] | None:
     except ApiError:
         return None
     return int(svc["services"][0]["runningCount"]), set(arns["taskArns"])
+
+
+def logs(lab: Lab, name: str) -> str:
+    """The ends of a node's controller and etcd logs, for a failure's message."""
+    tails = (
+        f"{part}: {procs.log_tail(lab.state.path('logs', f'{name}-{part}.log'), 25)}"
+        for part in ("controller", "etcd")
+    )
+    return "\n  ".join(tails)
+
+
+def etcd_leader(lab: Lab) -> str | None:
+    """The node whose etcd member leads etcd (etcd's status, over its JSON gateway)."""
+    for node in lab.state.nodes:
+        url = f"http://{node.address}:{ha.ETCD_CLIENT_PORT}/v3/maintenance/status"
+        try:
+            with urllib.request.urlopen(url, data=b"{}", timeout=2) as answer:
+                status = json.loads(answer.read())
+        except (OSError, ValueError):
+            continue
+        if status.get("leader") == status.get("header", {}).get("member_id"):
+            return node.name
+    return None
 
 
 def agents_connected(lab: Lab) -> bool:
@@ -167,25 +192,35 @@ def test_a_partitioned_leader_is_replaced_and_rejoins_as_a_standby_after_heal(
     finally:
         lab.heal(old)
     lab.start_controller(old)
-    wait_for(
-        lambda: all(n["controller"] == "running" for n in lab.status()["controllers"]),
-        20,
-        what="three controllers again",
-    )
+    try:
+        wait_for(
+            lambda: all(n["controller"] == "running" for n in lab.status()["controllers"]),
+            20,
+            what="three controllers again",
+        )
+    except AssertionError as err:
+        down = [n["name"] for n in lab.status()["controllers"] if n["controller"] != "running"]
+        raise AssertionError(
+            f"{err}: {down} down\n  " + "\n  ".join(logs(lab, n) for n in down)
+        ) from None
     assert lab.leader() == new
     assert service_tasks(lab) == before
 
 
 @pytest.mark.timeout(180)
 def test_losing_one_etcd_member_changes_nothing(ha_lab: Lab) -> None:
-    """Kill a follower node's etcd member: the leader keeps leading and accepting writes;
-    started again, the member is healthy with the others."""
+    """Kill etcd's leading member (the hardest one to lose: etcd elects another first): the
+    leading controller keeps leading and accepting writes; started again, the member is
+    healthy with the others."""
     lab = ha_lab
     lead = wait_for(lab.leader, 20, what="a leader (the previous test restarted one)")
-    other = next(n.name for n in lab.state.nodes if n.name != lead)
+    other = wait_for(lambda: etcd_leader(lab), 20, what="etcd's leading member")
     lab.kill_etcd(other)
     try:
-        call(lab, "CreateCluster", {"clusterName": "etcd-minus-one"})
+        try:
+            call(lab, "CreateCluster", {"clusterName": "etcd-minus-one"})
+        except ApiError as err:
+            raise AssertionError(f"{err}\n  {logs(lab, lead)}") from None
         assert lab.leader() == lead
         etcd = {n["name"]: n["etcd"] for n in lab.status()["controllers"]}
         assert etcd[other] == "dead", etcd

@@ -70,6 +70,11 @@ def etcd_cmd(state: LabState, node: ControllerNode, existing: bool) -> list[str]
         # a member back from a partition must not depose etcd's leader (its raised term
         # would, without pre-vote: etcd 3.4's default), or the controllers' leases lapse
         "--pre-vote",
+        # etcd elects a new leader within 0.5-1 s of losing one (the defaults take 1-2 s): well
+        # inside the 2.5 s a controller's lease counts as valid after its last renewal, so
+        # losing etcd's leader does not cost the controllers theirs (README)
+        "--heartbeat-interval=100",
+        "--election-timeout=500",
         "--max-txn-ops=10000",  # room for the controller's grouped transactions (README)
         "--max-request-bytes=33554432",
         "--auto-compaction-mode=periodic",
