@@ -38,7 +38,13 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TTL = 3  # seconds; etcd's floor is 1.5x its election timeout (1.5 s by default)
 MARGIN = 0.5  # seconds before the lease could expire at etcd that a leader stops deciding
-RETRY_PAUSE = 0.1  # seconds between keep-alives while etcd does not answer one
+# Keep-alives every TTL/6: when etcd loses its own leader (an election of 0.5-1 s, no
+# renewal possible meanwhile) the lease still counts as valid for TTL - MARGIN - TTL/6 = 2 s.
+RENEWALS_PER_TTL = 6
+# A keep-alive unanswered in this time is sent again (a member forwarding it to a dead etcd
+# leader never answers it), so the first one after etcd's election lands at once.
+ATTEMPT_TIMEOUT = 0.5
+RETRY_PAUSE = 0.05  # seconds between keep-alives while etcd does not answer one
 
 
 class Leadership:
@@ -218,7 +224,7 @@ class Leadership:
 
 
 class _KeepAlive(threading.Thread):
-    """Refreshes one lease every TTL/3 from its own thread and gRPC channel, so that an
+    """Refreshes one lease every TTL/6 from its own thread and gRPC channel, so that an
     event loop busy for seconds (a new leader building a large state) does not let the
     lease lapse; a stopped process (SIGSTOP) stops this thread too, as it must. Past the
     lease's validity without a renewal, it reports the lease lost and ends."""
@@ -248,9 +254,9 @@ class _KeepAlive(threading.Thread):
                 renewed = self._renew(stub)
                 if renewed is None:
                     break
-                # renewed: again in TTL/3; failed (a member gone, etcd electing a leader):
+                # renewed: again in TTL/6; failed (a member gone, etcd electing a leader):
                 # again at once, so the first answer after etcd's election still lands
-                pause = self.ttl / 3 if renewed else RETRY_PAUSE
+                pause = self.ttl / RENEWALS_PER_TTL if renewed else RETRY_PAUSE
                 wait = min(pause, max(self.valid_until - time.monotonic(), 0))
                 if self.stopped.wait(wait):
                     break
@@ -262,10 +268,10 @@ class _KeepAlive(threading.Thread):
 
     def _renew(self, stub: Any) -> bool | None:
         """One keep-alive: True renewed, False failed (try again), None once etcd says the
-        lease is gone. The call waits no longer than the lease has left, nor TTL/3."""
+        lease is gone. The call waits no longer than the lease has left, nor ATTEMPT_TIMEOUT."""
         sent = time.monotonic()
         request = rpc.LeaseKeepAliveRequest(ID=self.lease_id)
-        timeout = max(min(self.ttl / 3, self.valid_until - sent), RETRY_PAUSE)
+        timeout = max(min(ATTEMPT_TIMEOUT, self.valid_until - sent), RETRY_PAUSE)
         try:
             replies = stub.LeaseKeepAlive(iter([request]), timeout=timeout)
             reply = next(iter(replies))
