@@ -125,7 +125,10 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
         finally:
             # shielded: the handler is cancelled when the agent's stream drops, often just
             # as the reader saw it end; a cancellation here must not leave the session open
-            await asyncio.shield(self._end(session))
+            try:
+                await asyncio.shield(self._end(session))
+            except ApiError as err:  # the store refuses it: this controller no longer leads
+                log.info("stream of %s closed, not recorded: %s", inst.arn, err)
 
     async def _registered(self, reg: agent_pb2.Register) -> Instance:
         """Register; if the stream is cancelled meanwhile, the registration still completes

@@ -25,11 +25,13 @@ import socket
 import time
 from typing import TYPE_CHECKING
 
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
+
 from controller import ha_members
 from controller.etcd_client import EtcdClient
 from controller.follower import Follower
 from controller.leadership import DEFAULT_TTL, Leadership
-from controller.store_etcd import EtcdStore, NotLeader
+from controller.store_etcd import EtcdStore, NotLeader, StoreUnavailable
 
 if TYPE_CHECKING:
     from controller.server import Controller, ControllerConfig
@@ -69,7 +71,7 @@ async def serve(config: ControllerConfig, spec: str, ttl: int = DEFAULT_TTL) -> 
 
     ctl = Controller(config)
     store = etcd_store_of(ctl, spec)
-    await store.open()
+    await _open(store)
     client = EtcdClient(store.url)
     lost = asyncio.Event()
     stop = asyncio.Event()
@@ -120,6 +122,21 @@ async def serve(config: ControllerConfig, spec: str, ttl: int = DEFAULT_TTL) -> 
         else:
             await store.close()
         await client.close()
+
+
+async def _open(store: EtcdStore) -> None:
+    """Open the store, waiting while etcd cannot answer (no quorum yet, electing a leader:
+    "leader changed"): a controller started beside a recovering etcd stands by for it,
+    rather than exiting on the first refusal."""
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type(StoreUnavailable),
+        wait=wait_random_exponential(multiplier=0.2, max=5),
+        before_sleep=lambda state: log.warning(
+            "etcd not ready (%s): trying again", state.outcome and state.outcome.exception()
+        ),
+    ):
+        with attempt:
+            await store.open()
 
 
 MEMBERS_REFRESH_S = 0.5  # one small etcd range: a new standby is listed at once

@@ -168,6 +168,8 @@ class EtcdStore:
                 await self._refuse_if_running()
             await self._load_all()
         except grpc.aio.AioRpcError as err:
+            await self.client.close()
+            self.client = None  # not open: a later open() reads it all again
             raise StoreUnavailable(f"{self.location}: {err.details() or err.code()}") from err
         self._writer = asyncio.create_task(self._write_loop(), name="etcd-writer")
         self._tasks.append(self._writer)

@@ -54,7 +54,7 @@ def service_tasks(lab: Lab) -> tuple[int, set[str]] | None:
 def logs(lab: Lab, name: str) -> str:
     """The ends of a node's controller and etcd logs, for a failure's message."""
     tails = (
-        f"{part}: {procs.log_tail(lab.state.path('logs', f'{name}-{part}.log'), 25)}"
+        f"{name} {part}: {procs.log_tail(lab.state.path('logs', f'{name}-{part}.log'), 60)}"
         for part in ("controller", "etcd")
     )
     return "\n  ".join(tails)
