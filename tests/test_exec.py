@@ -241,28 +241,25 @@ def pty() -> Iterator[Callable[[int, int], Pty]]:
         p.close()
 
 
-# Known defect (issue 20 stays open for it): on Debian's Docker 20.10 (API 1.41) an exec's
-# tty is sized only after it starts, and under load the shell intermittently sees 0 x 0
-# ("stty: standard input: No child processes") and the size never arrives. Not strict: it
-# passes where the engine sizes the tty at creation (Docker 23+) and on quiet machines.
-@pytest.mark.xfail(strict=False, reason="Docker 20.10 exec tty sizing race (issue 20)")
 @pytest.mark.docker
 def test_tty_gets_the_terminal_size_and_its_changes(
     cluster: LocalCluster, task: str, pty: Callable[[int, int], Pty]
 ) -> None:
     term = pty(33, 101)
-    # Docker before 23 (API 1.42) sets an exec's size only once it runs: wait for it there;
-    # then wait for the resize, then read a typed line
+    # Docker before 23 (API 1.42) sizes an exec's terminal only once the command runs: the
+    # script waits for the exact size. Not `until stty size`: on a 0 x 0 terminal busybox's
+    # stty reports a stale errno and, when that is EINVAL, exits 0 printing nothing, so the
+    # script went on to `read` before the size came and the test timed out (issue 20)
     script = (
-        "until stty size; do sleep 0.1; done; "
-        'while [ "$(stty size)" = "33 101" ]; do sleep 0.1; done; stty size; '
+        'until [ "$(stty size)" = "33 101" ]; do sleep 0.05; done; echo size:33x101; '
+        'until [ "$(stty size)" = "40 120" ]; do sleep 0.05; done; echo size:40x120; '
         "read line; echo got:$line"
     )
     proc = term.spawn(cli_argv(cluster, "exec", task, "-i", "-t", "--", "sh", "-c", script))
     try:
-        term.read_until(b"33 101")
+        term.read_until(b"size:33x101")
         term.resize(40, 120)  # the kernel sends the CLI SIGWINCH, as a terminal window does
-        term.read_until(b"40 120")
+        term.read_until(b"size:40x120")
         os.write(term.master, b"hi\r")  # Enter, as a raw terminal sends it
         term.read_until(b"got:hi")
         assert proc.wait(timeout=20) == 0
