@@ -260,12 +260,17 @@ def test_a_firing_without_capacity_is_an_event_not_a_retry(tmp_path: Path) -> No
 # ---------------------------------------------------------------- real time, across a restart
 
 
-def _next_minute(margin: float) -> dt.datetime:
+def next_minute(margin: float) -> dt.datetime:
     """The first whole minute (UTC) at least `margin` seconds from now."""
     at = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
     while (at - dt.datetime.now(dt.UTC)).total_seconds() < margin:
         at += dt.timedelta(minutes=1)
     return at
+
+
+def once_at(at: dt.datetime) -> str:
+    """A cron expression that fires once only, at `at` (UTC, a whole minute)."""
+    return f"cron({at.minute} {at.hour} {at.day} {at.month} ? {at.year})"
 
 
 def test_a_firing_due_while_the_controller_is_down_runs_once_after(tmp_path: Path) -> None:
@@ -288,9 +293,8 @@ def _fire_across_a_restart(lc: LocalCluster) -> None:
     ecs.create_cluster(clusterName="sched")
     ecs.register_task_definition(**TD)
     wait_for(lambda: ecs.list_container_instances(cluster="sched")["containerInstanceArns"], 30)
-    at = _next_minute(margin=10)
-    once = f"cron({at.minute} {at.hour} {at.day} {at.month} ? {at.year})"  # fires once only
-    events.put_rule(Name="once", ScheduleExpression=once)
+    at = next_minute(margin=10)
+    events.put_rule(Name="once", ScheduleExpression=once_at(at))
     events.put_targets(Rule="once", Targets=[target()])
     assert lc.controller is not None
     lc.controller.kill(signal.SIGTERM)  # down across the firing
