@@ -203,7 +203,16 @@ def test_a_late_firing_runs_once_and_a_repeat_is_deduplicated(tmp_path: Path) ->
                 what="the simulated agent joined",
             )
             _call(sc, "PutRule", {"Name": "every5", "ScheduleExpression": "rate(5 minutes)"})
-            _call(sc, "PutTargets", {"Rule": "every5", "Targets": [target()]})
+            overrides = {
+                "containerOverrides": [
+                    {"name": "job", "environment": [{"name": "REPORT", "value": "daily"}]}
+                ]
+            }
+            full = {
+                **target(Group="reports", Tags=[{"Key": "team", "Value": "ops"}]),
+                "Input": json.dumps(overrides),
+            }
+            _call(sc, "PutTargets", {"Rule": "every5", "Targets": [full]})
             sc.on_loop(rules.tick)
             assert _started(sc, "every5") == []  # not due yet
 
@@ -215,6 +224,10 @@ def test_a_late_firing_runs_once_and_a_repeat_is_deduplicated(tmp_path: Path) ->
             assert "started 1 task(s)" in _fired(sc, "every5")[0]
             rule = rules.rules["every5"]
             assert rule["_next"] == 1_800_000_000 + 20 * 60  # the next period, none skipped
+            # PutRule again with the same expression (a description added) keeps the firing
+            again = {"Name": "every5", "ScheduleExpression": "rate(5 minutes)", "Description": "d"}
+            _call(sc, "PutRule", again)
+            assert rules.rules["every5"]["_next"] == rule["_next"]
 
             # a firing whose rule update was lost (a crash after RunTask) fires the same due
             # time again: RunTask's client token answers with the task it already started
@@ -232,10 +245,16 @@ def test_a_late_firing_runs_once_and_a_repeat_is_deduplicated(tmp_path: Path) ->
             now[0] += 5 * 60
             wait_for(lambda: len(_started(sc, "every5")) == 2, 10, what="the next firing")
             [task] = _call(
-                sc, "DescribeTasks", {"cluster": "sched", "tasks": _started(sc, "every5")[:1]}
+                sc,
+                "DescribeTasks",
+                {"cluster": "sched", "tasks": _started(sc, "every5")[:1], "include": ["TAGS"]},
             )["tasks"]
             assert task["startedBy"] == "events-rule/every5"
             assert task["taskDefinitionArn"].endswith("task-definition/nightly:1")
+            assert task["group"] == "reports"  # the target's EcsParameters, as RunTask's
+            assert task["tags"] == [{"key": "team", "value": "ops"}]
+            env = task["overrides"]["containerOverrides"][0]["environment"]
+            assert env == [{"name": "REPORT", "value": "daily"}]  # the target's Input
         finally:
             agent.kill(signal.SIGKILL)
 
