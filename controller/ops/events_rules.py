@@ -233,30 +233,41 @@ class ScheduledRules:
     async def delete_rule(self, body: dict[str, Any]) -> dict[str, Any]:
         """As EventBridge: a rule with targets is refused; an unknown one is no error."""
         _check_bus(body)
-        rule = self.rules.get(str(body["Name"]))
-        if rule is None:
-            return {}
-        if rule["Targets"]:
-            raise validation("Rule can't be deleted since it has targets.")
+        name = str(body["Name"])
         async with self._lock:
-            await self.record.commit([Delete(RULE, rule["Name"])])
-            self.rules.pop(rule["Name"], None)
+            rule = self.rules.get(name)
+            if rule is None:
+                return {}
+            if rule["Targets"]:
+                raise validation("Rule can't be deleted since it has targets.")
+            await self.record.commit([Delete(RULE, name)])
+            self.rules.pop(name, None)
         return {}
 
     async def enable_rule(self, body: dict[str, Any]) -> dict[str, Any]:
         """Enabled again, a rule fires from now on (what fell due while disabled is not run)."""
         rule = self._rule(body)
         schedule = schedule_expr.parse(rule["ScheduleExpression"])
-        nxt = schedule_expr.next_firing(schedule, self.clock(), rule["_anchor"])
-        async with self._lock:
-            await self._save({**rule, "State": "ENABLED", "_next": nxt})
+
+        def enabled(live: dict[str, Any]) -> dict[str, Any]:
+            nxt = schedule_expr.next_firing(schedule, self.clock(), live["_anchor"])
+            return {"State": "ENABLED", "_next": nxt}
+
+        await self._update(rule["Name"], enabled)
         return {}
 
     async def disable_rule(self, body: dict[str, Any]) -> dict[str, Any]:
-        rule = self._rule(body)
-        async with self._lock:
-            await self._save({**rule, "State": "DISABLED"})
+        await self._update(self._rule(body)["Name"], lambda _: {"State": "DISABLED"})
         return {}
+
+    async def _update(self, name: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Change the live rule under the lock: a firing that saved its next firing meanwhile
+        is never overwritten with the rule as it was read before (it would fire again)."""
+        async with self._lock:
+            live = self.rules.get(name)
+            if live is None:
+                raise not_found(name)
+            await self._save({**live, **change(live)})
 
     # ------------------------------------------------------------ targets
 
@@ -266,15 +277,18 @@ class ScheduledRules:
         ids = [t["Id"] for t in new]
         if len(set(ids)) != len(ids):
             raise validation("Targets: each target Id must be unique in one request")
-        kept = [t for t in rule["Targets"] if t["Id"] not in ids]
-        if len(kept) + len(new) > MAX_TARGETS:
-            raise ApiError(
-                "LimitExceededException",
-                f"The requested resource exceeds the maximum number allowed ({MAX_TARGETS} "
-                "targets per rule).",
-            )
-        async with self._lock:
-            await self._save({**rule, "Targets": kept + new})
+
+        def with_new(live: dict[str, Any]) -> dict[str, Any]:
+            kept = [t for t in live["Targets"] if t["Id"] not in ids]
+            if len(kept) + len(new) > MAX_TARGETS:
+                raise ApiError(
+                    "LimitExceededException",
+                    f"The requested resource exceeds the maximum number allowed ({MAX_TARGETS} "
+                    "targets per rule).",
+                )
+            return {"Targets": kept + new}
+
+        await self._update(rule["Name"], with_new)
         return {"FailedEntryCount": 0, "FailedEntries": []}
 
     def _target(self, index: int, target: dict[str, Any]) -> dict[str, Any]:
@@ -343,10 +357,10 @@ class ScheduledRules:
             }
             for i in sorted(ids - held)
         ]
-        async with self._lock:
-            await self._save(
-                {**rule, "Targets": [t for t in rule["Targets"] if t["Id"] not in ids]}
-            )
+        await self._update(
+            rule["Name"],
+            lambda live: {"Targets": [t for t in live["Targets"] if t["Id"] not in ids]},
+        )
         return {"FailedEntryCount": len(failed), "FailedEntries": failed}
 
     # ------------------------------------------------------------ Dockyard's own view
