@@ -204,7 +204,7 @@ class _Endpoint:
 
 def _operation(target: str) -> str:
     """The operation (its table name) an `X-Amz-Target` header names: ECS's, Cloud Map's
-    (`servicediscovery:<Op>`) or Application Auto Scaling's."""
+    (`servicediscovery:<Op>`), Application Auto Scaling's or EventBridge's."""
     name = operation_for(target)
     op = OPERATIONS.get(name)
     if op is not None:
@@ -217,7 +217,8 @@ def _operation(target: str) -> str:
             "UnknownOperationException",
             f"X-Amz-Target {shown} is not {TARGET_PREFIX}.<an ECS operation> "
             "or Route53AutoNaming_v20170314.<a Cloud Map operation> "
-            "or AnyScaleFrontendService.<an Application Auto Scaling operation>",
+            "or AnyScaleFrontendService.<an Application Auto Scaling operation> "
+            "or AWSEvents.<an EventBridge rules operation>",
         )
     return name
 

@@ -36,6 +36,7 @@ from controller.ops import bind
 from controller.ops.autoscaling import AutoScaling
 from controller.ops.chain import OperationChain
 from controller.ops.context import OpContext
+from controller.ops.events_rules import ScheduledRules
 from controller.ops.usage import UsageOps
 from controller.security import Security, SecurityConfig, sealing, tls_wanted
 from controller.state import ClusterState
@@ -157,6 +158,11 @@ class Controller:
             self.record, self.arns, self.services, self.usage, self.config.autoscaling_period
         )
         self.autoscaling.load()
+        # issue 22: EventBridge scheduled rules (controller/ops/events_rules.py)
+        self.schedules = ScheduledRules(
+            self.record, self.arns, self.events, settle=self.config.disconnect_grace
+        )
+        self.schedules.load()
         # every operation, bound once: controller/ops/table.py lists them
         self.api = OperationChain(
             {
@@ -166,10 +172,12 @@ class Controller:
                 **UsageOps(self.service, self.usage).handlers(),
                 **self.discovery.handlers(),  # Cloud Map (issue 21)
                 **self.autoscaling.handlers(),
+                **self.schedules.handlers(),
             },
             after=self.security.after_steps(),
         )
         self.autoscaling.bind(self.api.call)
+        self.schedules.bind(self.api.call)
         await self._start_grpc()
         await self._start_http()
         self._tasks.append(asyncio.create_task(self.dispatcher.watch_heartbeats()))
@@ -178,6 +186,7 @@ class Controller:
         self._tasks.append(asyncio.create_task(loop_lag.watch()))  # its lag, in /metrics
         self._tasks.append(asyncio.create_task(self.registrations.run()))
         self._tasks.append(asyncio.create_task(self.autoscaling.run()))
+        self._tasks.append(asyncio.create_task(self.schedules.run()))  # fires due rules
         # issue 22: capacity providers' managed scaling (DOCKYARD_CAPACITY_PERIOD seconds)
         scaling = ScalingDriver(self.service, self.services, capacity_period())
         self._tasks.append(asyncio.create_task(scaling.run()))

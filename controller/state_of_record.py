@@ -65,6 +65,7 @@ KINDS: dict[str, str] = {
     "scaling_activity": "AutoScaling.activities (the newest 100 per target)",
     "capacity_provider": "StateOfRecord.capacity_providers (controller/ops/capacity_providers.py)",
     "cluster_capacity": "StateOfRecord.cluster_capacity (clusters' providers, same module)",
+    "events_rule": "ScheduledRules.rules (EventBridge rules, controller/ops/events_rules.py)",
 }
 
 # written first and deleted last by `dockyard restore` (controller/backup.py): a store that

@@ -3,10 +3,10 @@
 After `eval "$(dockyard env)"` both the CLI (DOCKYARD_*) and unmodified AWS tools (the aws
 CLI, boto3) reach the same controller with no extra arguments: botocore (>= 1.31) reads the
 ECS endpoint from AWS_ENDPOINT_URL_ECS (Cloud Map's from AWS_ENDPOINT_URL_SERVICEDISCOVERY,
-Application Auto Scaling's from AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING: the same
-endpoint), the CA from AWS_CA_BUNDLE and the key from AWS_ACCESS_KEY_ID /
-AWS_SECRET_ACCESS_KEY. Variables that would make those tools use something else (another
-profile, a session token, a stale CA) are unset.
+Application Auto Scaling's from AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING, EventBridge's
+from AWS_ENDPOINT_URL_EVENTBRIDGE: the same endpoint), the CA from AWS_CA_BUNDLE and the
+key from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. Variables that would make those tools
+use something else (another profile, a session token, a stale CA) are unset.
 """
 
 from __future__ import annotations
@@ -88,6 +88,11 @@ def exports(t: Target, extra: list[tuple[str, str]] | None = None) -> str:
     aws.append(("AWS_DISABLE_HOST_PREFIX_INJECTION", "true"))
     # Application Auto Scaling (issue 22) is served on the same endpoint
     aws.insert(1, ("AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING", t.ecs_url))
+    # and EventBridge's scheduled rules (issue 22): botocore reads the variable named after
+    # the service id (EventBridge); AWS_ENDPOINT_URL_EVENTS (the endpoint prefix's name,
+    # which botocore ignores) is set too, for tools and scripts that look for it
+    aws.insert(2, ("AWS_ENDPOINT_URL_EVENTBRIDGE", t.ecs_url))
+    aws.insert(3, ("AWS_ENDPOINT_URL_EVENTS", t.ecs_url))
     aws.append(("AWS_REGION", t.region))
     out.append(_line("export", aws))
     ca = str(t.ca_cert.resolve()) if t.ca_cert else ""

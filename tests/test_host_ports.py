@@ -30,6 +30,6 @@ def test_a_partial_reservation_reports_what_is_left() -> None:
 
 
 def test_the_install_step_keeps_the_kernel_out_of_the_range_on_this_machine() -> None:
-    # deploy/ensure-docker.sh ends the kernel's range below it: without that, tests fail intermittently when a
-    # test's own connection sits on the port a task is given
+    # deploy/ensure-docker.sh ends the kernel's range below it: without that, tests fail
+    # intermittently when a test's own connection sits on the port a task is given
     assert host.ephemeral_warning() is None

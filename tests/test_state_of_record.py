@@ -197,6 +197,8 @@ def _autoscaling(sc: SecureController) -> None:
         },
     )
     _aas(sc, "PutScheduledAction", {**AAS, "ScheduledActionName": "s", "Schedule": "rate(1 day)"})
+    # issue 22's scheduled tasks: an EventBridge rule (same chain, in process)
+    _aas(sc, "PutRule", {"Name": "rec-rule", "ScheduleExpression": "rate(1 day)"})
 
 
 def _found_autoscaling(sc: SecureController) -> None:
@@ -206,6 +208,7 @@ def _found_autoscaling(sc: SecureController) -> None:
     assert len(_aas(sc, "DescribeScheduledActions", ns)["ScheduledActions"]) == 1
     [act] = _aas(sc, "DescribeScalingActivities", ns)["ScalingActivities"]
     assert act["Cause"] == "maximum capacity was set to 0"
+    assert [r["Name"] for r in _aas(sc, "ListRules", {})["Rules"]] == ["rec-rule"]
 
 
 def _token(sc: SecureController) -> str:

@@ -30,7 +30,7 @@ class Operation:
     access: str  # READ | OPERATE | WRITE | ADMIN
     native_check: str = LIMITS  # LIMITS | STRICT: how a native body is validated
     ecs: bool = True  # an ECS API operation (botocore has its model); else Dockyard's own
-    api: str = "ecs"  # botocore's model: "ecs", "servicediscovery" (Cloud Map) or AAS
+    api: str = "ecs"  # botocore's model: "ecs", "servicediscovery" (Cloud Map), AAS, EVENTS
 
     @property
     def read_only(self) -> bool:
@@ -55,6 +55,9 @@ ECS_TARGET = "AmazonEC2ContainerServiceV20141113"
 # Application Auto Scaling (issue 22): its own names, served under their own target prefix
 AAS = "application-autoscaling"
 AAS_TARGET = "AnyScaleFrontendService"
+# EventBridge's scheduled rules (issue 22, scheduled tasks): its own names, its own prefix
+EVENTS = "events"
+EVENTS_TARGET = "AWSEvents"
 
 
 def _sd(resource: str, access: str, *names: str) -> list[Operation]:
@@ -85,6 +88,8 @@ def operation_for(target: str) -> str:
     if prefix == SD_TARGET and name:
         return f"{SD}:{name}"
     if prefix == AAS_TARGET and name in OPERATIONS and OPERATIONS[name].api == AAS:
+        return name
+    if prefix == EVENTS_TARGET and name in OPERATIONS and OPERATIONS[name].api == EVENTS:
         return name
     return ""
 
@@ -213,6 +218,29 @@ _TABLE: list[Operation] = [
         native_check=STRICT,
         api=AAS,
     ),
+    # scheduled tasks (EventBridge's rules API, issue 22): controller/ops/events_rules.py
+    *_ops(
+        "events_rules",
+        READ,
+        "DescribeRule",
+        "ListRules",
+        "ListTargetsByRule",
+        native_check=STRICT,
+        api=EVENTS,
+    ),
+    *_ops(
+        "events_rules",
+        WRITE,
+        "PutRule",
+        "DeleteRule",
+        "EnableRule",
+        "DisableRule",
+        "PutTargets",
+        "RemoveTargets",
+        native_check=STRICT,
+        api=EVENTS,
+    ),
+    *_ops("events_rules", READ, "DescribeSchedules", ecs=False),  # `dockyard schedules list`
 ]
 
 OPERATIONS: dict[str, Operation] = {op.name: op for op in _TABLE}

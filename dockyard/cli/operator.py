@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dockyard.cli import capacity, exec_cmd, instances, services, streams, tasks, top
+from dockyard.cli import capacity, exec_cmd, instances, schedules, services, streams, tasks, top
 from dockyard.cli import output as out
 from dockyard.cli.common import Ctx, SubParsers, command, group, list_all
 from dockyard.errors import invalid
@@ -39,6 +39,7 @@ def register(sub: SubParsers) -> None:
     services.register(sub)
     top.register(sub)
     capacity.register(sub)  # issue 22
+    schedules.register(sub)  # issue 22: EventBridge scheduled rules
 
 
 # ---------------------------------------------------------------- clusters

@@ -359,6 +359,11 @@ class ClusterApiStub:
                 request_serializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
                 response_deserializer=dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
                 _registered_method=True)
+        self.DescribeSchedules = channel.unary_unary(
+                '/dockyard.v1.ClusterApi/DescribeSchedules',
+                request_serializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+                response_deserializer=dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+                _registered_method=True)
 
 
 class ClusterApiServicer:
@@ -771,6 +776,14 @@ class ClusterApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DescribeSchedules(self, request, context):
+        """issue 22: EventBridge scheduled rules with their next firings (`dockyard schedules list`;
+        the rules themselves are EventBridge's API, on the HTTP endpoint)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterApiServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1096,6 +1109,11 @@ def add_ClusterApiServicer_to_server(servicer, server):
             ),
             'GetTaskProtection': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTaskProtection,
+                    request_deserializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.FromString,
+                    response_serializer=dockyard_dot_v1_dot_api__pb2.JsonReply.SerializeToString,
+            ),
+            'DescribeSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeSchedules,
                     request_deserializer=dockyard_dot_v1_dot_api__pb2.JsonRequest.FromString,
                     response_serializer=dockyard_dot_v1_dot_api__pb2.JsonReply.SerializeToString,
             ),
@@ -2853,6 +2871,33 @@ class ClusterApi:
             request,
             target,
             '/dockyard.v1.ClusterApi/GetTaskProtection',
+            dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
+            dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dockyard.v1.ClusterApi/DescribeSchedules',
             dockyard_dot_v1_dot_api__pb2.JsonRequest.SerializeToString,
             dockyard_dot_v1_dot_api__pb2.JsonReply.FromString,
             options,
