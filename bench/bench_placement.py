@@ -1,20 +1,23 @@
 """Placements per second through the controller's real RunTask path, store commits included.
 
-An in-process Controller (service layer, explicit state, SQLite store with group commit)
-with N simulated container instances registered straight into its state (connected, no
+An in-process Controller (service layer, explicit state, SQLite store with group commit;
+or three etcd members on this machine with --store etcd) with N simulated container
+instances registered straight into its state (connected, no
 agents: delivery to agents is not what this measures). Each RunTask places count=10 tasks
 with spread(attribute:zone) + binpack(memory) and a memberOf constraint, then commits the
 tasks and their events before it returns, exactly as for a user. `--concurrency` RunTask
 calls run at once, as many clients would. Compare with bench/bench_placement_pure.py (the
 engine alone).
 
-    .venv/bin/python -m bench.bench_placement [--sizes 100,1000,10000] [--tasks 3000]
+    .venv/bin/python -m bench.bench_placement [--sizes 100,1000,10000] [--tasks 3000] [--store etcd]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import secrets
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +26,7 @@ from controller.model import Instance
 from controller.ops import clusters
 from controller.server import Controller, ControllerConfig
 from controller.store import Op
+from tests.etcd_fixture import etcd_cluster
 
 STRATEGY = [{"type": "spread", "field": "attribute:zone"}, {"type": "binpack", "field": "memory"}]
 CONSTRAINT = [{"type": "memberOf", "expression": "attribute:zone != d"}]
@@ -57,7 +61,10 @@ async def measure(n: int, tasks: int, concurrency: int) -> tuple[float, int]:
     with tempfile.TemporaryDirectory() as tmp:
         ctl = Controller(
             ControllerConfig(
-                data_dir=Path(tmp) / "controller", listen="127.0.0.1:0", http="127.0.0.1:0"
+                data_dir=Path(tmp) / "controller",
+                listen="127.0.0.1:0",
+                http="127.0.0.1:0",
+                store=store_for_run(),
             )
         )
         await ctl.start()
@@ -94,7 +101,10 @@ async def measure_service(n: int, tasks: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         ctl = Controller(
             ControllerConfig(
-                data_dir=Path(tmp) / "controller", listen="127.0.0.1:0", http="127.0.0.1:0"
+                data_dir=Path(tmp) / "controller",
+                listen="127.0.0.1:0",
+                http="127.0.0.1:0",
+                store=store_for_run(),
             )
         )
         await ctl.start()
@@ -122,16 +132,38 @@ async def measure_service(n: int, tasks: int) -> float:
             await ctl.stop()
 
 
+ETCD_URL = ""  # set by --store etcd: three members started on this machine
+
+
+def store_for_run() -> str:
+    """SQLite in the run's dir, or the etcd members under a prefix of the run's own."""
+    return f"{ETCD_URL}?prefix=/bench-{secrets.token_hex(4)}" if ETCD_URL else "sqlite"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sizes", default="100,1000,10000")
     ap.add_argument("--tasks", type=int, default=3000)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--service-tasks", type=int, default=5000)
+    ap.add_argument(
+        "--store",
+        choices=["sqlite", "etcd"],
+        default="sqlite",
+        help="the store: sqlite, or three etcd members started on this machine",
+    )
     args = ap.parse_args()
+    with contextlib.ExitStack() as stack:
+        if args.store == "etcd":
+            global ETCD_URL
+            ETCD_URL = stack.enter_context(etcd_cluster(3)).url
+        report(args)
+
+
+def report(args: argparse.Namespace) -> None:
     print(
         f"RunTask count=10, spread(zone)+binpack(memory)+memberOf, {args.tasks} tasks, "
-        f"{args.concurrency} concurrent callers, SQLite commits included"
+        f"{args.concurrency} concurrent callers, {args.store} commits included"
     )
     print(f"{'instances':>10}{'placed':>8}{'RunTask/s':>12}{'service/s':>12}")
     for n in (int(s) for s in args.sizes.split(",")):

@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import signal
 import statistics
 import threading
@@ -36,6 +37,7 @@ from typing import Any
 
 from bench.scale_support import CpuMeter, ScaleRig, cpu_seconds, rss_mib
 from dockyard.client import Client
+from tests.etcd_fixture import etcd_cluster
 from tests.support import metric, scrape, wait_for
 
 # 20 % spare capacity (12 slots for 10 tasks per host): tasks of a host that drops out
@@ -57,7 +59,7 @@ def sim_processes(agents: int) -> int:
 
 
 def storm(args: argparse.Namespace) -> dict[str, Any]:
-    rig = ScaleRig()
+    rig = ScaleRig(store=store_for_run(args))
     try:
         rig.start_controller()
         cpu = CpuMeter(rig.pid).start()
@@ -76,23 +78,31 @@ def storm(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def steady(args: argparse.Namespace, agents: int) -> dict[str, Any]:
-    rig = ScaleRig()
+    rig = ScaleRig(store=store_for_run(args))
     try:
         rig.start_controller()
+        standby = rig.start_standby() if args.standby else 0
         rig.start_sims(agents, sim_processes(agents))
         rig.wait_connected(agents, args.timeout)
         period = rig.health().get("heartbeatPeriodMs", 1000) / 1000
         time.sleep(3 * period + 2)  # every agent has taken up the period
         cpu = CpuMeter(rig.pid).start()
+        standby_cpu = CpuMeter(standby).start() if standby else None
         time.sleep(args.window)
         h = rig.health()
-        return {
+        out = {
             "agents": agents,
             "connected": h["connected"],
             "heartbeat_period_s": period,
             "cpu_cores": round(cpu.read(), 3),
             "rss_mib": round(rss_mib(rig.pid)),
         }
+        if standby_cpu is not None:
+            out |= {
+                "standby_cpu_cores": round(standby_cpu.read(), 3),
+                "standby_rss_mib": round(rss_mib(standby)),
+            }
+        return out
     finally:
         rig.stop()
 
@@ -257,7 +267,7 @@ def _via(args: argparse.Namespace) -> str:
 
 
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
-    rig = ScaleRig()
+    rig = ScaleRig(store=store_for_run(args))
     try:
         rig.start_controller()
         rig.start_sims(args.agents, sim_processes(args.agents), *SIM_FLAGS)
@@ -295,7 +305,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def failure(args: argparse.Namespace) -> dict[str, Any]:
-    rig = ScaleRig(grace=args.grace)
+    rig = ScaleRig(grace=args.grace, store=store_for_run(args))
     try:
         rig.start_controller()
         procs = rig.start_sims(args.agents, 10, *SIM_FLAGS)
@@ -341,7 +351,7 @@ def disconnect(args: argparse.Namespace) -> dict[str, Any]:
     right; more is a duplicate-placement storm) and RUNNING tasks beyond the desired
     counts once settled."""
     tasks = args.tasks_per_agent * args.agents
-    rig = ScaleRig(grace=args.grace)
+    rig = ScaleRig(grace=args.grace, store=store_for_run(args))
     try:
         rig.start_controller()
         procs = rig.start_sims(args.agents, sim_processes(args.agents), *SIM_FLAGS)
@@ -425,6 +435,13 @@ def repeat(n: int, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def store_for_run(args: argparse.Namespace) -> str:
+    """The controller's --store for one run: "" (SQLite in the run's dir), or the benchmark's
+    etcd cluster under a prefix of the run's own, so that no run sees another's state."""
+    etcd = getattr(args, "etcd_url", "")
+    return f"{etcd}?prefix=/bench-{secrets.token_hex(4)}" if etcd else ""
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("bench", choices=["storm", "steady", "throughput", "failure", "disconnect"])
@@ -448,9 +465,27 @@ def main() -> None:
     p.add_argument(
         "--at-once", action="store_true", help="throughput: send the UpdateService calls at once"
     )
+    p.add_argument(
+        "--store",
+        choices=["sqlite", "etcd"],
+        default="sqlite",
+        help="the controller's store: sqlite, or three etcd members started on this machine",
+    )
+    p.add_argument(
+        "--standby",
+        action="store_true",
+        help="steady, with --store etcd: a second controller stands by; its CPU is reported",
+    )
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--timeout", type=float, default=300.0)
     args = p.parse_args()
+    with contextlib.ExitStack() as stack:
+        if args.store == "etcd":  # the members share this machine with the controller
+            args.etcd_url = stack.enter_context(etcd_cluster(3)).url
+        run_all(args)
+
+
+def run_all(args: argparse.Namespace) -> None:
     for n in args.agents:
         a = argparse.Namespace(**{**vars(args), "agents": n})
         fn: Callable[[], dict[str, Any]] = {

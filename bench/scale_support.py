@@ -73,6 +73,8 @@ class ScaleRig:
     http_port: int = field(default_factory=free_port)
     controller: Proc | None = None
     sims: list[Proc] = field(default_factory=list)
+    store: str = ""  # the controller's --store; "" = SQLite in root
+    standby: Proc | None = None  # a second controller on the same etcd store, standing by
 
     @property
     def address(self) -> str:
@@ -90,11 +92,26 @@ class ScaleRig:
         )
         if self.heartbeat_budget:
             argv += ["--heartbeat-budget", str(self.heartbeat_budget)]
+        if self.store:
+            argv += ["--store", self.store]
         self.controller = Proc("controller", argv, self.root / "controller.log")
         self.controller.start()
         wait_for(self.health, 30, interval=0.1, what="controller up")
         assert self.controller.popen
         return self.controller.popen.pid
+
+    def start_standby(self) -> int:
+        """A second controller on the same (etcd) store: it stands by, following the state
+        in memory, while the first leads. Its pid."""
+        assert self.store, "a standby needs the etcd store"
+        root = self.root / "standby"
+        argv = controller_argv(
+            root, free_port(), free_port(), self.heartbeat_period, self.grace, "--store", self.store
+        )
+        self.standby = Proc("standby", argv, self.root / "standby.log")
+        self.standby.start()
+        assert self.standby.popen
+        return self.standby.popen.pid
 
     def start_sim(self, agents: int, first: int = 0, *extra: str) -> Proc:
         argv = [
@@ -158,6 +175,7 @@ class ScaleRig:
     def stop(self) -> None:
         for p in self.sims:
             p.kill(signal.SIGKILL)
-        if self.controller:
-            self.controller.kill(signal.SIGKILL)
+        for proc in (self.controller, self.standby):
+            if proc:
+                proc.kill(signal.SIGKILL)
         subprocess.run(["rm", "-rf", str(self.root)], check=False)
