@@ -20,7 +20,7 @@ import grpc
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
 
-from controller import console, ha, loop_lag, orchestrator, usage_metrics
+from controller import console, ha, loop_lag, usage_metrics
 from controller.api_grpc import ApiServicer
 from controller.capacity.driver import ScalingDriver, capacity_period
 from controller.discovery import ServiceDiscovery
@@ -38,6 +38,7 @@ from controller.ops.chain import OperationChain
 from controller.ops.context import OpContext
 from controller.ops.events_rules import ScheduledRules
 from controller.ops.usage import UsageOps
+from controller.orchestrator import wiring as orchestrator
 from controller.security import Security, SecurityConfig, sealing, tls_wanted
 from controller.state import ClusterState
 from controller.state_of_record import StateOfRecord

@@ -19,26 +19,12 @@ ROOT = Path(__file__).resolve().parent.parent
 CONTRACT = "Decision cores are pure: no network, Docker, SQLite, processes or event loop"
 # Dockyard's I/O; the standard library's socket is left out: cryptography loads it (email.utils)
 IO_MODULES = ("grpc", "aiohttp", "aiodocker", "aiosqlite", "sqlite3", "subprocess", "asyncio")
-# Their package's __init__ wires the scheduler and the service layer in (the hub redesign's
-# files): strict, so the marker must go once the package imports nothing on load.
-PACKAGE_INIT_PULLS_IO = pytest.mark.xfail(
-    strict=True, reason="controller/orchestrator/__init__.py imports the scheduler"
-)
 
 
 def cores() -> list[str]:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     contracts = config["tool"]["importlinter"]["contracts"]
     return next(c["source_modules"] for c in contracts if c["name"] == CONTRACT)
-
-
-def params() -> list[object]:
-    return [
-        pytest.param(m, marks=PACKAGE_INIT_PULLS_IO)
-        if m.startswith("controller.orchestrator.")
-        else m
-        for m in cores()
-    ]
 
 
 def loaded(module: str, watched: tuple[str, ...]) -> list[str]:
@@ -54,7 +40,7 @@ def loaded(module: str, watched: tuple[str, ...]) -> list[str]:
     return out.stdout.split()
 
 
-@pytest.mark.parametrize("module", params())
+@pytest.mark.parametrize("module", cores())
 def test_a_decision_core_loads_no_io_module(module: str) -> None:
     assert loaded(module, IO_MODULES) == []
 

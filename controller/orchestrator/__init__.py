@@ -1,30 +1,5 @@
-"""ECS services: the model, a pure planner, the scheduler loop and the service operations.
-
-`install(service, grace)` hooks it all into the operations' context (OpContext) and
-returns the scheduler, whose `run()` the controller starts as a background task.
+"""ECS services: the model, a pure planner (`planner`, `world`, `model`, `scalein`), the
+scheduler loop (`scheduler`), the service operations (`api`) and their wiring into the
+controller (`wiring`). Importing the package loads none of them: the pure cores stay free of
+the scheduler's I/O.
 """
-
-from __future__ import annotations
-
-from controller.ops.chain import Handler
-from controller.ops.context import OpContext
-from controller.orchestrator.api import ServiceApi
-from controller.orchestrator.scheduler import ServiceScheduler
-
-__all__ = ["ServiceApi", "ServiceScheduler", "handlers", "install"]
-
-
-def install(service: OpContext, grace: float, tick: float = 0.5) -> ServiceScheduler:
-    """Create the scheduler (it keeps its services in the state of record) and give the
-    operations its view of them (the service operations are bound by the controller:
-    `handlers(sched)`)."""
-    sched = ServiceScheduler(service, grace, tick)
-    service.services = sched  # tags and task definitions read its services
-    return sched
-
-
-def handlers(sched: ServiceScheduler) -> dict[str, Handler]:
-    """The service (and service deployment) operations, for the one operations table."""
-    from controller.ops.service_deployments import ServiceDeployments  # it imports us
-
-    return {**ServiceApi(sched).handlers(), **ServiceDeployments(sched.cs).handlers()}
