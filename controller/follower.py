@@ -51,6 +51,11 @@ log = logging.getLogger(__name__)
 CONNECT = "/dockyard.v1.AgentService/Connect"
 STREAMS = ("/dockyard.v1.ClusterApi/WatchEvents", "/dockyard.v1.ClusterApi/Logs")
 LEADER_TTL_S = 1.0  # how long a looked-up leader is trusted before asking etcd again
+# An agent that asks a standby during an election waits this long for the winner's address
+# (one etcd lookup every LEADER_POLL_S, shared by every waiting agent), so it reconnects the
+# moment a leader is elected instead of after its own backoff.
+REDIRECT_WAIT_S = 2.0  # under the agents' own silence limit (3 heartbeat periods)
+LEADER_POLL_S = 0.1
 CA_POLL_S = 0.5
 RELAY_TIMEOUT_S = 60.0
 # hop-by-hop headers (RFC 9110 7.6.1) and those the relay recomputes
@@ -84,6 +89,8 @@ class Follower:
         self.prefix = lead.key.decode().rpartition("/")[0]
         self.ca: CertificateAuthority | None = None
         self._leader: tuple[float, ha_members.Member] | None = None
+        self._lookup: asyncio.Future[ha_members.Member] | None = None  # shared by callers
+        lead.on_vacant = self.forget_leader  # the old leader's address is wrong from now on
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
@@ -162,10 +169,28 @@ class Follower:
     # -- where the leader is ----------------------------------------------------------
 
     async def leader(self) -> ha_members.Member:
-        """The leader's addresses (looked up in etcd at most every LEADER_TTL_S)."""
+        """The leader's addresses (looked up in etcd at most every LEADER_TTL_S, one lookup
+        at a time whoever asks)."""
         now = time.monotonic()
         if self._leader is not None and now - self._leader[0] < LEADER_TTL_S:
             return self._leader[1]
+        if self._lookup is None or self._lookup.done():
+            self._lookup = asyncio.ensure_future(self._look_up(now))
+            self._lookup.add_done_callback(_retrieved)  # its NoLeader may find no waiter
+        return await asyncio.shield(self._lookup)
+
+    async def wait_leader(self, within: float) -> ha_members.Member:
+        """The leader, waiting up to `within` seconds while an election is under way."""
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                return await self.leader()
+            except NoLeader:
+                if time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(LEADER_POLL_S)
+
+    async def _look_up(self, now: float) -> ha_members.Member:
         identity = await self.leadership.leader()
         found = await ha_members.members(self.client, self.prefix) if identity else {}
         member = found.get(identity or "")
@@ -239,6 +264,11 @@ class Follower:
         return ctx
 
 
+def _retrieved(lookup: asyncio.Future[ha_members.Member]) -> None:
+    if not lookup.cancelled():
+        lookup.exception()
+
+
 def _unavailable(message: str) -> web.Response:
     """503 (botocore retries it) in the ECS error shape."""
     body = json.dumps({"__type": "ServiceUnavailableException", "message": message})
@@ -259,9 +289,9 @@ class _Relay(grpc.GenericRpcHandler):
             return grpc.unary_stream_rpc_method_handler(self._relay_stream(method))
         return grpc.unary_unary_rpc_method_handler(self._relay_unary(method))
 
-    async def _leader(self, context: Any) -> ha_members.Member:
+    async def _leader(self, context: Any, wait: float = 0.0) -> ha_members.Member:
         try:
-            return await self.follower.leader()
+            return await self.follower.wait_leader(wait)
         except NoLeader as err:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(err))
             raise
@@ -271,8 +301,9 @@ class _Relay(grpc.GenericRpcHandler):
             raise
 
     async def _redirect(self, requests: AsyncIterator[bytes], context: Any) -> None:
-        """An agent's stream: not here. Tell it where the leader is; it goes there next."""
-        leader = await self._leader(context)
+        """An agent's stream: not here. Tell it where the leader is (during an election: as
+        soon as there is one); it goes there next."""
+        leader = await self._leader(context, wait=REDIRECT_WAIT_S)
         context.set_trailing_metadata(((LEADER_HINT, leader.agent),))
         await context.abort(
             grpc.StatusCode.UNAVAILABLE,

@@ -64,6 +64,7 @@ class Leadership:
         self.key = prefix.encode() + b"/leader"
         self.member_key = prefix.encode() + b"/members/" + identity.encode()
         self.on_change = on_change
+        self.on_vacant: Callable[[], None] | None = None  # the leader key was just deleted
         self.info = b""  # the member key's value: where this controller is reached (JSON)
         self.lease_id = 0
         self.create_revision = 0  # the fencing token while leading (0: not leading)
@@ -156,6 +157,8 @@ class Leadership:
             async with asyncio.timeout(max(deadline, 0.1)):
                 async for reply in watch:
                     if any(ec.is_delete(e) for e in reply.events):
+                        if self.on_vacant:
+                            self.on_vacant()
                         return
         except TimeoutError:
             return  # our lease needs a look before campaigning again

@@ -53,7 +53,7 @@ class OpContext(Core):
     """The operations' context (see the module's docstring)."""
 
     rng: random.Random = field(default_factory=random.Random)
-    services: ServicesView = field(default_factory=NoServices)  # orchestrator.wiring.install sets it
+    services: ServicesView = field(default_factory=NoServices)  # set by orchestrator.wiring
     placer: PlacementBatcher = field(init=False)
     roles: RoleService = field(init=False)  # roles, secrets, task credentials (issue 7)
     rows: TaskdefRows = field(init=False)  # task definitions' tags and revision marks

@@ -314,7 +314,7 @@ class Lab:
     # ---- status ---------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         s = self.state
-        connected = self._connected()
+        connected = self.agents_connected()
         hosts = []
         for h in s.hosts:
             hosts.append(
@@ -360,7 +360,9 @@ class Lab:
             return f"{lead} leads" if lead else "no leader"
         return "running" if procs.alive(s.controller) else "dead"
 
-    def _connected(self) -> dict[str, bool]:
+    def agents_connected(self) -> dict[str, bool]:
+        """Host name -> whether the controller (the leader) has its agent connected; empty
+        while no controller answers. One API call: cheaper than `status()`."""
         up = self.leader() if self.state.nodes else procs.alive(self.state.controller)
         if not (self.state.control_plane and up):
             return {}
