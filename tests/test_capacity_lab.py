@@ -6,6 +6,7 @@ gone -> the drained host is removed. Also the verbs' refusals, without a lab."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import tempfile
 import time
@@ -159,6 +160,16 @@ def cleanup(lab: Lab) -> None:
         Lab.open(lab.dir).remove_host(name)
 
 
+def refuses_to_remove_busy_host(lab: Lab) -> None:
+    """Asked by hand to shrink the group while its host runs the tasks, resize-group keeps
+    the host and says why."""
+    argv = [sys.executable, "-m", "dockyard.cli.main", "lab", "resize-group", GROUP, "0"]
+    out = subprocess.run([*argv, "--dir", lab.dir], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "h2 (2 tasks) still run tasks of the cluster" in out.stderr
+    assert group(lab) == ["h2"]
+
+
 def runtask_without_room(lab: Lab) -> None:
     """What RunTask does while the group is empty, for the report: ECS would leave the task
     PROVISIONING and scale out for it; here it fails at once (and the scaler counts only
@@ -211,6 +222,12 @@ def test_group_grows_for_waiting_tasks_and_sheds_the_drained_host(cap_lab: Lab) 
         tasks_running = time.monotonic() - started
         assert where == {"h2"}
         print(f"scale-out: host added {host_added:.1f}s, 2 tasks RUNNING {tasks_running:.1f}s")
+        refuses_to_remove_busy_host(lab)
+        arn = next(
+            i["containerInstanceArn"]
+            for i in control.instances(lab.state)
+            if names(lab, [i]) == {"h2"}
+        )
 
         started = time.monotonic()
         call(lab, "UpdateService", {"cluster": lab.cluster, "service": "web", "desiredCount": 0})
@@ -218,5 +235,8 @@ def test_group_grows_for_waiting_tasks_and_sheds_the_drained_host(cap_lab: Lab) 
         print(f"scale-in: drained host removed {time.monotonic() - started:.1f}s")
         assert not netns_exists(f"{lab.state.prefix}-h2")
         assert [h.name for h in Lab.open(lab.dir).hosts] == ["h1"]
+        with lab.client() as client:
+            said = [e.message for e in client.watch_events(lab.cluster) if e.subject == arn]
+        assert said.index("status set to DRAINING") < said.index("container instance deregistered")
     finally:
         cleanup(lab)
