@@ -1,4 +1,5 @@
-"""`dockyard lab ...` (up, down, status, env, chaos verbs) and `dockyard verify`."""
+"""`dockyard lab ...` (up, down, status, env, chaos verbs, hosts joining and leaving) and
+`dockyard verify`."""
 
 from __future__ import annotations
 
@@ -118,6 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _add_dir(env)
     env.set_defaults(handler=_env)
 
+    _register_host_verbs(verbs)
     for verb, (method, text) in HOST_VERBS.items():
         p = verbs.add_parser(verb, help=text)
         p.add_argument(
@@ -160,6 +162,83 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     v.add_argument("--lab-dir", default=_lab_dir(), help="lab whose hosts to audit")
     v.add_argument("--output", choices=["table", "json"], default="table")
     v.set_defaults(handler=_verify)
+
+
+def _register_host_verbs(verbs: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """add-host, remove-host and resize-group: hosts joining and leaving a running lab."""
+    add = verbs.add_parser(
+        "add-host",
+        help="add a host (namespace, its own dockerd, an agent joined); prints its name",
+    )
+    add.add_argument(
+        "--attribute",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an attribute of the host's agent, e.g. dockyard.capacity-provider=NAME (repeatable)",
+    )
+    _add_dir(add)
+    add.set_defaults(handler=_add_host)
+    rm = verbs.add_parser(
+        "remove-host",
+        help="stop a host's agent and dockerd, delete its namespace, deregister it",
+    )
+    rm.add_argument("host", metavar="HOST", help="host name, e.g. h4")
+    _add_dir(rm)
+    rm.set_defaults(handler=_remove_host)
+    resize = verbs.add_parser(
+        "resize-group",
+        help="add or remove hosts of a capacity provider's host group (a group-size command)",
+        description="Add hosts with the attribute dockyard.capacity-provider=GROUP, or remove "
+        "such hosts without tasks (those in $DOCKYARD_REMOVE_HOSTS first), until the group "
+        "has DESIRED. Exit 1, naming them, when hosts that still run tasks keep it bigger. "
+        "Use it as a capacity provider's --group-size-command "
+        "'dockyard lab resize-group GROUP {desired} --dir DIR'.",
+    )
+    resize.add_argument("group", metavar="GROUP", help="the capacity provider's name")
+    resize.add_argument("desired", metavar="DESIRED", type=int, help="hosts the group should have")
+    _add_dir(resize)
+    resize.set_defaults(handler=_resize_group)
+
+
+def _attributes(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise LabError(f"--attribute: want KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+def _add_host(args: argparse.Namespace) -> int:
+    try:
+        host = Lab.open(args.dir).add_host(_attributes(args.attribute))
+    except (LabError, ApiError) as err:
+        return _fail(err)
+    print(host.name)
+    return 0
+
+
+def _remove_host(args: argparse.Namespace) -> int:
+    try:
+        warnings = Lab.open(args.dir).remove_host(args.host)
+    except LabError as err:
+        return _fail(err)
+    for line in warnings:
+        print(f"lab: {line}", file=sys.stderr)
+    return 0
+
+
+def _resize_group(args: argparse.Namespace) -> int:
+    first = os.environ.get("DOCKYARD_REMOVE_HOSTS", "").split()
+    try:
+        added, removed = Lab.open(args.dir).resize_group(args.group, args.desired, first)
+    except (LabError, ApiError) as err:
+        return _fail(err)
+    done = ", ".join([*(f"added {h}" for h in added), *(f"removed {h}" for h in removed)])
+    print(f"group {args.group}: {args.desired} hosts ({done or 'unchanged'})")
+    return 0
 
 
 def _fail(err: Exception, code: int = 1) -> int:

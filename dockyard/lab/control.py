@@ -162,8 +162,11 @@ def agent_cmd(state: LabState, host: Host) -> list[str]:
         host.docker_host,
         "--cluster",
         state.cluster,
-        "--attribute",
-        f"zone={host.zone}",
+        *(
+            arg
+            for key, value in {"zone": host.zone, **host.attributes}.items()
+            for arg in ("--attribute", f"{key}={value}")
+        ),
         "--address",
         host.address,
         "--hostname",
@@ -213,8 +216,10 @@ def instance_host(instance: dict[str, Any], hosts: list[Host]) -> Host | None:
     return None
 
 
-def wait_registered(state: LabState, timeout: float = 30.0) -> str:
-    """Wait until every host's agent is connected; returns a note if that cannot be told."""
+def wait_registered(state: LabState, timeout: float = 30.0, hosts: list[Host] | None = None) -> str:
+    """Wait until every host's agent (or those of `hosts`) is connected; returns a note if
+    that cannot be told."""
+    hosts = state.hosts if hosts is None else hosts
     deadline, connected = time.monotonic() + timeout, 0
     while time.monotonic() < deadline:
         try:
@@ -224,20 +229,17 @@ def wait_registered(state: LabState, timeout: float = 30.0) -> str:
                 return f"could not list instances ({err.name}: {err.message})"
             found = []
         up = {
-            h.name
-            for i in found
-            if i.get("agentConnected", True)
-            if (h := instance_host(i, state.hosts))
+            h.name for i in found if i.get("agentConnected", True) if (h := instance_host(i, hosts))
         }
         connected = len(up)
-        if connected >= len(state.hosts):
+        if connected >= len(hosts):
             return ""
-        for host in state.hosts:
+        for host in hosts:
             if not procs.alive(host.agent):
                 log = state.path("logs", f"{host.name}-agent.log")
                 raise LabError(f"agent of {host.name} exited; {log}:\n    {procs.log_tail(log)}")
         time.sleep(0.2)
     raise LabError(
-        f"only {connected} of {len(state.hosts)} agents registered within "
+        f"only {connected} of {len(hosts)} agents registered within "
         f"{timeout:.0f} s; see {state.path('logs')}"
     )

@@ -15,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from controller.capacity.strategy import PROVIDER_ATTRIBUTE as GROUP_ATTRIBUTE
 from dockyard.client import Client
 from dockyard.errors import ApiError
 from dockyard.lab import control, engines, ha, netns, procs, registry
@@ -311,6 +312,121 @@ class Lab:
         lead = ha.leader(self.state) if self.state.nodes else None
         return lead.name if lead else None
 
+    # ---- hosts joining and leaving (`lab add-host`, `remove-host`, `resize-group`) -------
+    def add_host(self, attributes: dict[str, str] | None = None) -> Host:
+        """A new host as `up` makes them (namespace, its own dockerd, an agent joined to the
+        lab's controller with `attributes` besides its zone), returned once registered.
+        Recorded before anything starts, so `down` finds it whatever fails; a failed add
+        removes what it made."""
+        self._need_control_plane()
+        with st.locked(self.dir):
+            self.state = st.load(self.dir)  # another verb may have changed the lab
+            host = st.add_host(self.state, attributes or {})
+            self._save()
+            try:
+                netns.create_host(self.state, host)
+                host.dockerd = engines.start(self.state, host)
+                host.agent = control.start_agent(self.state, host)
+                self._save()
+                control.wait_registered(self.state, hosts=[host])
+            except BaseException:
+                self._teardown_host(host)
+                raise
+        return host
+
+    def remove_host(self, name: str) -> list[str]:
+        """Stop the host's agent and dockerd (its containers stop with it), delete its
+        namespace and files, forget it, and deregister its container instance (the machine
+        is gone: its tasks are recorded stopped). Returns warnings (controller unreachable)."""
+        with st.locked(self.dir):
+            self.state = st.load(self.dir)
+            host = self.host(name)
+            self._teardown_host(host)
+        return self._deregister(host)
+
+    def _teardown_host(self, host: Host) -> None:
+        root = str(self.state.path(host.name))
+        procs.stop(host.agent)
+        engines.stop(host)
+        _kill_everything(self.state, [host.netns], root=root)
+        _unmount_under(root)
+        netns.remove_host(host.netns, host.veth)
+        procs.remove_cgroups(host.netns)
+        shutil.rmtree(root, ignore_errors=True)
+        self.state.hosts.remove(host)
+        self._save()
+
+    def _instances_of(self, host: Host) -> list[dict[str, Any]]:
+        """The controller's live (not INACTIVE) container instances that are this host."""
+        return [
+            i
+            for i in control.instances(self.state)
+            if i.get("status") != "INACTIVE" and control.instance_host(i, [host])
+        ]
+
+    def _deregister(self, host: Host) -> list[str]:
+        if not self.state.control_plane:
+            return []
+        try:
+            with self.client() as api:
+                for inst in self._instances_of(host):
+                    api.call(
+                        "DeregisterContainerInstance",
+                        {
+                            "cluster": self.cluster,
+                            "containerInstance": inst["containerInstanceArn"],
+                            "force": True,
+                        },
+                    )
+        except ApiError as err:
+            return [f"{host.name} removed, but not deregistered: {err.name}: {err.message}"]
+        return []
+
+    def group(self, name: str) -> list[Host]:
+        """The hosts of host group `name`: those whose agent carries the capacity provider
+        attribute naming it."""
+        return [h for h in self.hosts if h.attributes.get(GROUP_ATTRIBUTE) == name]
+
+    def busy(self, host: Host) -> int:
+        """Tasks of the cluster the controller has on the host (running or pending)."""
+        return sum(
+            int(i.get("runningTasksCount", 0)) + int(i.get("pendingTasksCount", 0))
+            for i in self._instances_of(host)
+        )
+
+    def resize_group(
+        self, name: str, desired: int, first: list[str] | None = None
+    ) -> tuple[list[str], list[str]]:
+        """Add or remove hosts of group `name` until it has `desired` (a capacity provider's
+        group-size command). Removes only hosts without tasks, those named in `first` (the
+        controller's DOCKYARD_REMOVE_HOSTS) first, then the newest; raises LabError naming
+        the busy hosts kept when that leaves the group too big. Returns (added, removed)."""
+        if desired < 0:
+            raise LabError(f"desired: {desired} is negative")
+        added: list[str] = []
+        removed: list[str] = []
+        while len(self.group(name)) < desired:
+            added.append(self.add_host({GROUP_ATTRIBUTE: name}).name)
+        members = self.group(name)
+        surplus = len(members) - desired
+        order = sorted(members, key=lambda h: (h.name not in (first or []), -int(h.name[1:])))
+        kept = []
+        for host in order:
+            if len(removed) == surplus:
+                break
+            tasks = self.busy(host)
+            if tasks:
+                kept.append(f"{host.name} ({tasks} tasks)")
+                continue
+            self.remove_host(host.name)
+            removed.append(host.name)
+        if len(removed) < surplus:
+            raise LabError(
+                f"group {name} kept {len(members) - len(removed)} hosts, not {desired}: "
+                f"{', '.join(kept)} still run tasks of the cluster (drain them first)"
+            )
+        return added, removed
+
     # ---- status ---------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         s = self.state
@@ -405,19 +521,22 @@ def _teardown(s: LabState) -> list[str]:
     return _leftovers(s, names)
 
 
-def _lab_pids(s: LabState, names: list[str]) -> set[int]:
-    pids = set(procs.pids_of_lab_daemons(s.dir))
+def _lab_pids(s: LabState, names: list[str], root: str | None = None) -> set[int]:
+    """The lab's processes (with `root`, a host's dir: only the daemons using it)."""
+    pids = set(procs.pids_of_lab_daemons(root or s.dir))
     for name in names:
         pids |= set(procs.pids_in_netns(f"/run/netns/{name}"))
         pids |= set(procs.pids_in_cgroups(name))
     return pids
 
 
-def _kill_everything(s: LabState, names: list[str], timeout: float = 15.0) -> None:
+def _kill_everything(
+    s: LabState, names: list[str], timeout: float = 15.0, root: str | None = None
+) -> None:
     """SIGKILL daemons, shims and container processes until none is left."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        pids = _lab_pids(s, names) - {os.getpid()}
+        pids = _lab_pids(s, names, root) - {os.getpid()}
         if not pids:
             return
         procs.kill_pids(pids)

@@ -120,13 +120,19 @@ def heal(host: Node) -> None:
     run(["ip", "link", "set", host.veth, "up"])
 
 
+def remove_host(netns_name: str, veth: str) -> None:
+    """Delete a host's namespace and the root end of its veth (the pair goes with it)."""
+    if netns_exists(netns_name):
+        run(["ip", "netns", "del", netns_name], check=False)
+    if link_exists(veth):
+        run(["ip", "link", "del", veth], check=False)
+
+
 def destroy(state: LabState, netns_names: Sequence[str]) -> None:
     for name in netns_names:
-        if netns_exists(name):
-            run(["ip", "netns", "del", name], check=False)
+        remove_host(name, name)  # a box's veth is named after its namespace
     for host in state.boxes:
-        if link_exists(host.veth):
-            run(["ip", "link", "del", host.veth], check=False)
+        remove_host(host.netns, host.veth)
     if link_exists(state.bridge):
         run(["ip", "link", "del", state.bridge], check=False)
     remove_forwarding(state)

@@ -49,6 +49,8 @@ class Host:
     bip: str
     dockerd: ProcRef | None = None
     agent: ProcRef | None = None
+    # the agent's extra --attribute k=v (`lab add-host --attribute`), e.g. a capacity provider
+    attributes: dict[str, str] = field(default_factory=dict)
 
     @property
     def netns_path(self) -> str:
@@ -178,6 +180,22 @@ def make_host(state_dir: str, index: int, n: int) -> Host:
         docker_host=f"unix://{state_dir}/{name}/docker.sock",
         bip=f"172.30.{n}.1/24",
     )
+
+
+MAX_HOST_NUMBER = 190  # h190 is 10.77.INDEX.200; controller nodes start at .201
+
+
+def add_host(state: LabState, attributes: dict[str, str]) -> Host:
+    """The next host of a running lab (`lab add-host`): the lowest free number, so a host
+    group that shrinks and grows again reuses names and addresses."""
+    used = {int(h.name[1:]) for h in state.hosts}
+    free = next((n for n in range(1, MAX_HOST_NUMBER + 1) if n not in used), None)
+    if free is None:
+        raise LabError(f"the lab already has {MAX_HOST_NUMBER} hosts: no address left")
+    host = make_host(state.dir, state.index, free)
+    host.attributes = dict(attributes)
+    state.hosts.append(host)
+    return host
 
 
 def new_state(
