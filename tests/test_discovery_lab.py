@@ -27,13 +27,14 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from controller.server import ControllerConfig
-from dockyard.lab import Lab
+from dockyard.lab import Lab, procs
 from dockyard.lab import control as lab_control
 from tests.support import cloud_map, wait_for
 from tests.test_chaos import delete_service, describe, stop_all
@@ -48,6 +49,7 @@ SERVERS = ("h2", "h3")
 PUSH_S = 1.0  # the issue's bound from a registration change to every agent's resolver
 SLACK_S = 3.0  # a loaded shared machine: docker exec, scheduling
 CHANGES = 20
+CYCLES = 5
 
 # Runs in h1's network namespace: asks h1's agent resolver for NAME's A records every
 # 10 ms and prints "<unix time> <sorted addresses>" whenever the answer changes.
@@ -59,7 +61,7 @@ while True:
     try:
         reply = dns.query.udp(dns.message.make_query(name, "A"), server, timeout=1)
         ips = sorted(r.address for s in reply.answer if s.rdtype == dns.rdatatype.A for r in s)
-        now = ",".join(ips) or "-"
+        now = ",".join(ips) or ("-" if reply.rcode() == 0 else "rcode:" + str(reply.rcode()))
     except Exception as err:
         now = "error:" + type(err).__name__
     if now != last:
@@ -76,6 +78,7 @@ class Probe:
         cmd = [*lab.enter("h1"), sys.executable, "-c", PROBE, server, NAME]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         self.seen: list[tuple[float, set[str]]] = []
+        self.last = ""  # the probe's last line: addresses, "-" (none), rcode:N or error:E
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -85,6 +88,7 @@ class Probe:
             at, _, answer = line.strip().partition(" ")
             ips = set() if answer == "-" else set(answer.split(","))
             self.seen.append((float(at), ips))
+            self.last = answer
 
     def first(self, since: float, test: Any, timeout: float, what: str) -> float:
         """When the answer first passed `test` at or after `since` (unix time)."""
@@ -144,11 +148,24 @@ def host_port(task: dict[str, Any]) -> int:
 def steady(d: Disc) -> None:
     """Both servers' tasks RUNNING and answered at h1 (after a chaos step too)."""
 
+    seen: list[Any] = []
+
     def both() -> bool:
         hosts = {t["containerInstanceArn"] for t in running(d.lab)}
-        return len(hosts) == 2 and d.addresses() == server_addresses(d.lab)
+        answer = d.addresses()
+        want = server_addresses(d.lab)
+        seen[:] = [len(hosts), answer, want, d.probe.current()]
+        return len(hosts) == 2 and answer == want
 
-    wait_for(both, 120, interval=0.5, what="the service's tasks on h2 and h3 answered at h1")
+    try:
+        wait_for(both, 120, interval=0.5, what="the service's tasks on h2 and h3 answered at h1")
+    except AssertionError as err:
+        logs = {
+            h: procs.log_tail(d.lab.state.path("logs", f"{h}-agent.log")) for h in ("h1", *SERVERS)
+        }
+        raise AssertionError(
+            f"{err}; hosts, nslookup, wanted, probe: {seen}; agents: {logs}"
+        ) from None
 
 
 def heartbeat_period(lab: Lab) -> float:
@@ -242,13 +259,17 @@ def disc(lab: Lab) -> Iterator[Disc]:
                 ],
             },
         )
+        gateway = lab.host("h1").bip.partition("/")[0]  # where h1's agent answers
+        probe = Probe(lab, gateway)
+        # Cloud Map's calls are asynchronous: the namespace reaches the agents shortly after
+        # (a task started before gets the host's resolvers, as before any namespace)
+        wait_for(lambda: probe.last == "-" or "." in probe.last, 10, what="h1 knows the zone")
         arn, container = start_client(lab)
         tasks.append(arn)
         conf = lab.docker("h1", "exec", container, "cat", "/etc/resolv.conf")
         resolver = re.findall(r"^nameserver\s+(\S+)", conf, re.M)
-        assert len(resolver) == 1, f"the client task's resolv.conf: {conf}"
-        probe = Probe(lab, resolver[0])
-        d = Disc(lab, sd, sid, container, resolver[0], probe)
+        assert resolver == [gateway], f"not h1's agent resolver: {conf}"
+        d = Disc(lab, sd, sid, container, gateway, probe)
         steady(d)
         yield d
     finally:
@@ -363,4 +384,72 @@ def test_propagation_of_registration_changes_to_h1(disc: Disc) -> None:
     print(
         f"\npropagation to h1's resolver over {len(ms)} changes: "
         f"median {statistics.median(ms):.0f} ms, p95 {p95:.0f} ms, max {ms[-1]:.0f} ms"
+    )
+
+
+def scale(d: Disc, count: int) -> None:
+    d.lab.client().call(
+        "UpdateService", {"cluster": d.lab.cluster, "service": SERVICE, "desiredCount": count}
+    )
+
+
+def host_address(lab: Lab, task: dict[str, Any]) -> str:
+    """The address the task is published on (its container instance's)."""
+    arn = task["containerInstanceArn"]
+    [inst] = lab.client().call(
+        "DescribeContainerInstances", {"cluster": lab.cluster, "containerInstances": [arn]}
+    )["containerInstances"]
+    name = {a["name"]: a.get("value") for a in inst["attributes"]}["dockyard.hostname"]
+    return lab.host(str(name)).address
+
+
+def container_finished_at(lab: Lab, host: str, task_arn: str) -> float:
+    """When the task's container exited, by its host's Docker (unix time)."""
+
+    def finished() -> float | None:
+        ps = ["ps", "-aq", "--filter", f"label=dockyard.task-arn={task_arn}"]
+        cid = lab.docker(host, *ps).strip()
+        out = lab.docker(
+            host, "inspect", "--format", "{{.State.Running}} {{.State.FinishedAt}}", cid
+        )
+        running, at = out.split()
+        if running == "true":
+            return None
+        stamp = re.sub(r"(\.\d{6})\d*", r"\1", at).replace("Z", "+00:00")
+        return datetime.fromisoformat(stamp).timestamp()
+
+    return wait_for(finished, 60, interval=0.2, what=f"the container of {task_arn} exited")
+
+
+def one_running(lab: Lab) -> dict[str, Any] | None:
+    tasks = running(lab)
+    return tasks[0] if len(tasks) == 1 else None
+
+
+def test_scaling_adds_and_removes_records(disc: Disc) -> None:
+    """Scale 2 -> 1 -> 2, several times: the answer at h1 follows. Printed: a new task's
+    start (its startedAt) -> its address at h1, and for a stopped task when its address
+    left h1's answer against when its container exited (negative: DNS first)."""
+    d, lab = disc, disc.lab
+    both, up, ahead = server_addresses(lab), [], []
+    for _ in range(CYCLES):
+        before = {t["taskArn"] for t in running(lab)}
+        t0 = time.time()
+        scale(d, 1)
+        kept = wait_for(lambda: one_running(lab), 60, what="one task left")
+        gone_host = next(h for h in SERVERS if lab.host(h).address != host_address(lab, kept))
+        [stopped] = before - {kept["taskArn"]}
+        alone = both - {lab.host(gone_host).address}
+        lost = d.probe.first(t0, lambda ips, a=alone: ips == a, 30, f"{gone_host} out of DNS")
+        ahead.append(lost - container_finished_at(lab, gone_host, stopped))
+        scale(d, 2)
+        steady(d)
+        [new] = [t for t in running(lab) if t["taskArn"] != kept["taskArn"]]
+        started = float(new["startedAt"])
+        up.append(d.probe.first(started, lambda ips: ips == both, 30, "both in DNS") - started)
+    print(
+        f"\nscale-out, task startedAt -> resolvable at h1 over {len(up)}: "
+        f"median {statistics.median(up) * 1000:.0f} ms, max {max(up) * 1000:.0f} ms"
+        f"\nscale-in, DNS loss minus container exit over {len(ahead)}: "
+        + ", ".join(f"{x * 1000:+.0f} ms" for x in ahead)
     )
