@@ -440,6 +440,7 @@ def test_scaling_adds_and_removes_records(disc: Disc) -> None:
     d, lab = disc, disc.lab
     both, up, ahead = server_addresses(lab), [], []
     for _ in range(CYCLES):
+        time.sleep(2 * DEBOUNCE_S)  # a lone change, not held by the push's pacing
         before = {t["taskArn"] for t in running(lab)}
         t0 = time.time()
         scale(d, 1)
