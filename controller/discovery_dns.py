@@ -4,7 +4,7 @@
 a zone; each service with a `DnsConfig` is a record set `<service>.<namespace>` with its
 records' TTL, answering A and/or SRV with the addresses (and ports) of its registered
 instances that are not UNHEALTHY. `DnsPusher` follows the Cloud Map kinds on the change feed
-and, debounced (`DEBOUNCE_S`, well inside the issue's 1 s), hands the whole new snapshot to
+and, at most once per `DEBOUNCE_S` (well inside the issue's 1 s), hands the whole new snapshot to
 the dispatcher, which sends it to every connected agent (and to each agent as it
 registers). The agent's resolver (branch disc-dns) answers from the last one it got.
 """
@@ -72,7 +72,8 @@ def _target(inst: dict[str, Any]) -> agent_pb2.DnsTarget:
 
 
 class DnsPusher:
-    """Rebuilds the snapshot after Cloud Map changes (debounced) and hands it to `send`."""
+    """Rebuilds the snapshot after Cloud Map changes (at most once per DEBOUNCE_S) and hands
+    it to `send`."""
 
     def __init__(
         self,
@@ -80,28 +81,42 @@ class DnsPusher:
         feed: ChangeFeed,
         send: Callable[[agent_pb2.DnsSnapshot], None],
     ) -> None:
-        self.docs = docs
+        # its own copy, kept from the feed: Discovery applies a commit to `docs` only when
+        # the write returns, which may be after the feed told us (and after a push built
+        # then: the answers kept a deregistered address until the next change)
+        self.docs = {kind: dict(docs.get(kind, {})) for kind in (NAMESPACE, SERVICE, INSTANCE)}
         self.send = send
         self.version = 0
         self._scheduled: asyncio.TimerHandle | None = None
+        self._pushed_at = -DEBOUNCE_S  # loop time of the last push
         feed.subscribe((NAMESPACE, SERVICE, INSTANCE), self._changed)
 
     def snapshot(self) -> agent_pb2.DnsSnapshot:
         # versions grow across controller restarts too: agents ignore older snapshots
         self.version = max(self.version + 1, time.time_ns() // 1000)
         return build_snapshot(
-            self.docs.get(NAMESPACE, {}).values(),
-            self.docs.get(SERVICE, {}).values(),
-            self.docs.get(INSTANCE, {}).values(),
+            self.docs[NAMESPACE].values(),
+            self.docs[SERVICE].values(),
+            self.docs[INSTANCE].values(),
             self.version,
         )
 
-    def _changed(self, _: list[Change]) -> None:
-        """A feed subscriber: note the change, push once the burst is over."""
+    def _changed(self, changes: list[Change]) -> None:
+        """A feed subscriber: push on the next loop turn (the changes of this one go
+        together), then at most one push per DEBOUNCE_S while changes keep coming. A lone
+        change waited out the whole DEBOUNCE_S before: a stopped task's container had
+        exited ~85 ms before its address left the answers (issue 21 wants DNS first)."""
+        for c in changes:
+            if c.new is None:
+                self.docs[c.kind].pop(c.key, None)
+            else:
+                self.docs[c.kind][c.key] = c.new
         if self._scheduled is None:
             loop = asyncio.get_running_loop()
-            self._scheduled = loop.call_later(DEBOUNCE_S, self._push)
+            wait = max(0.0, self._pushed_at + DEBOUNCE_S - loop.time())
+            self._scheduled = loop.call_later(wait, self._push)
 
     def _push(self) -> None:
         self._scheduled = None
+        self._pushed_at = asyncio.get_running_loop().time()
         self.send(self.snapshot())

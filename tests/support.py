@@ -71,9 +71,16 @@ def tasks_by_status(samples: list[Sample]) -> dict[str, float]:
     return {s.labels["status"]: s.value for s in samples if s.name == "dockyard_tasks"}
 
 
-def cloud_map(endpoint_url: str, key_id: str, secret: str, region: str = "us-east-1") -> Any:
+def cloud_map(
+    endpoint_url: str,
+    key_id: str,
+    secret: str,
+    region: str = "us-east-1",
+    verify: str | None = None,
+) -> Any:
     """boto3's Cloud Map client for a controller's HTTP endpoint, as `dockyard env` sets it
-    up (AWS_DISABLE_HOST_PREFIX_INJECTION: DiscoverInstances stays on this host)."""
+    up (AWS_DISABLE_HOST_PREFIX_INJECTION: DiscoverInstances stays on this host); `verify`:
+    the CA file of a controller serving HTTPS (the lab's)."""
     import boto3
     from botocore.config import Config
 
@@ -84,6 +91,7 @@ def cloud_map(endpoint_url: str, key_id: str, secret: str, region: str = "us-eas
         aws_access_key_id=key_id,
         aws_secret_access_key=secret,
         config=Config(inject_host_prefix=False),
+        verify=verify,
     )
 
 

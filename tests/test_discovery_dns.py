@@ -13,7 +13,9 @@ from typing import Any
 import grpc
 import pytest
 
-from controller.discovery_dns import build_snapshot
+from controller.discovery_dns import DEBOUNCE_S, DnsPusher, build_snapshot
+from controller.feed import Change, ChangeFeed
+from controller.ops.discovery_state import INSTANCE, NAMESPACE, SERVICE
 from controller.server import Controller
 from dockyard.v1 import agent_pb2, agent_pb2_grpc
 from tests.test_discovery_api import running_controller
@@ -265,3 +267,26 @@ async def test_a_service_task_is_registered_while_running_healthy_and_connected(
     finally:
         await agent.close()
     await _until(lambda: not sd.service_instances(reg["Id"]), "lost instance's task deregistered")
+
+
+async def test_pusher_sends_a_lone_change_at_once_as_the_feed_says_then_paces() -> None:
+    """A lone change is pushed on the next loop turn, built from what the feed said, even
+    when the shared documents are not updated yet (Discovery applies a commit to them only
+    when the write returns); a burst that follows is pushed once, DEBOUNCE_S later."""
+    feed, sent = ChangeFeed(), list[agent_pb2.DnsSnapshot]()
+    shared: dict[str, dict[str, dict[str, Any]]] = {NAMESPACE: {}, SERVICE: {}, INSTANCE: {}}
+    DnsPusher(shared, feed, sent.append)
+    feed.publish([Change(NAMESPACE, "ns-1", NS[0]), Change(SERVICE, "srv-w", SERVICES[0])])
+    await asyncio.sleep(0.01)
+    assert [list(s.zones) for s in sent] == [["apps.local"]]
+    for i, ip in enumerate(["10.0.0.1", "10.0.0.2"]):
+        doc = _inst("srv-w", f"i{i}", ip, "80")
+        feed.publish([Change(INSTANCE, f"srv-w/i{i}", doc)])
+    await asyncio.sleep(0.01)
+    assert len(sent) == 1  # within DEBOUNCE_S of the last push: held
+    await asyncio.sleep(DEBOUNCE_S)
+    assert len(sent) == 2
+    assert sorted(t.ipv4 for t in sent[1].records[0].targets) == ["10.0.0.1", "10.0.0.2"]
+    feed.publish([Change(INSTANCE, "srv-w/i0", None)])  # deregistered
+    await asyncio.sleep(DEBOUNCE_S + 0.01)
+    assert [t.ipv4 for t in sent[2].records[0].targets] == ["10.0.0.2"]
