@@ -81,7 +81,7 @@ class RealController:
 
 def start_controller(root: Path, host: str, *extra: str) -> Iterator[RealController]:
     """`dockyard controller` as an operator starts it (--auth on --tls auto by default)."""
-    grpc_addr, http_addr = f"{host}:{free_port()}", f"{host}:{free_port()}"
+    grpc_addr, http_addr = f"{host}:{free_port(host)}", f"{host}:{free_port(host)}"
     data = root / "controller"
     argv = [sys.executable, "-m", "dockyard.cli.main", "controller", "--data-dir", str(data)]
     argv += ["--listen", grpc_addr, "--http", http_addr, *extra]
@@ -89,7 +89,11 @@ def start_controller(root: Path, host: str, *extra: str) -> Iterator[RealControl
     proc = Proc("controller", argv, root / "controller.log")
     proc.start()
     try:
-        wait_for(lambda: endpoints.read(data), 20, what="the controller's endpoints.json")
+        try:
+            wait_for(lambda: endpoints.read(data), 20, what="the controller's endpoints.json")
+        except AssertionError as err:
+            log = (root / "controller.log").read_text(errors="replace")[-3000:]
+            raise AssertionError(f"{err}\ncontroller.log:\n{log}") from None
         yield RealController(data, grpc_addr, http_addr, proc)
     finally:
         proc.kill()
