@@ -333,6 +333,15 @@ def paint_timing(driver: Any, url: str, loads: int = 3) -> list[dict[str, float]
             what=f"{TASKS_FOR_PAINT} task rows",
         )
         assert live_badge(driver) == "live"
+        # Chromium records paint entries after the frame is presented, which can come
+        # after the rows are in the DOM: wait for the entry rather than read a null.
+        wait_for(
+            lambda: driver.execute_script(
+                "return performance.getEntriesByName('first-contentful-paint').length > 0"
+            ),
+            10,
+            what="the browser's first-contentful-paint entry",
+        )
         figures.append(_paint_timing(driver))
     return figures
 
