@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -71,6 +72,39 @@ def tasks_by_status(samples: list[Sample]) -> dict[str, float]:
     return {s.labels["status"]: s.value for s in samples if s.name == "dockyard_tasks"}
 
 
+# botocore's own default (legacy mode, retries on throttling and connection errors), for
+# tests that ride over a failover or a controller still starting
+BOTO_DEFAULT_RETRIES = {"mode": "legacy"}
+
+
+def aws_client(
+    api: str,
+    endpoint_url: str,
+    creds: auth.Credentials,
+    *,
+    region: str = "us-east-1",
+    verify: str | bool | None = None,
+    **config: Any,
+) -> Any:
+    """A real boto3 client for one of the controller's AWS-compatible APIs ("ecs",
+    "servicediscovery", "application-autoscaling", "events"), signed with `creds`.
+    No retries: a test sees the first answer, as the user's first call would. `config`:
+    more botocore `Config` settings; `verify`: the CA file of an HTTPS controller."""
+    import boto3
+    from botocore.config import Config
+
+    config.setdefault("retries", {"mode": "standard", "max_attempts": 1})
+    return boto3.client(
+        api,
+        region_name=region,
+        endpoint_url=endpoint_url,
+        aws_access_key_id=creds.access_key_id,
+        aws_secret_access_key=creds.secret_access_key,
+        config=Config(**config),
+        verify=verify,
+    )
+
+
 def cloud_map(
     endpoint_url: str,
     key_id: str,
@@ -81,17 +115,15 @@ def cloud_map(
     """boto3's Cloud Map client for a controller's HTTP endpoint, as `dockyard env` sets it
     up (AWS_DISABLE_HOST_PREFIX_INJECTION: DiscoverInstances stays on this host); `verify`:
     the CA file of a controller serving HTTPS (the lab's)."""
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
+    creds = auth.Credentials(key_id, secret)
+    return aws_client(
         "servicediscovery",
-        region_name=region,
-        endpoint_url=endpoint_url,
-        aws_access_key_id=key_id,
-        aws_secret_access_key=secret,
-        config=Config(inject_host_prefix=False),
+        endpoint_url,
+        creds,
+        region=region,
         verify=verify,
+        inject_host_prefix=False,
+        retries=BOTO_DEFAULT_RETRIES,
     )
 
 
@@ -240,6 +272,12 @@ class LocalCluster:
     def client(self) -> Client:
         return Client(self.address, timeout=10, credentials=self.credentials())
 
+    def boto3(self, api: str = "ecs", region: str = "us-east-1", **config: Any) -> Any:
+        """boto3's client for `api` on this controller's HTTP endpoint, with the admin key."""
+        creds = self.credentials()
+        assert creds is not None, "the controller wrote no admin-credentials"
+        return aws_client(api, self.http, creds, region=region, **config)
+
     def _export_credentials(self) -> None:
         """Let in-process CLI calls and child processes sign with the admin key."""
         creds = self.credentials()
@@ -356,6 +394,54 @@ class LocalCluster:
             else:
                 os.environ[key] = old
         self.saved_env.clear()
+
+
+def start_sim(lc: LocalCluster, agents: int = 1, *flags: str, name: str = "sim") -> Proc:
+    """`agents` simulated agents (`dockyard sim`: no Docker) joined to lc's controller;
+    `flags`: more of the simulator's flags. The caller kills it (SIGKILL) when done."""
+    argv = [sys.executable, "-m", "dockyard.cli.main", "sim", "--controller", lc.address]
+    proc = Proc(
+        name,
+        [*argv, "--agents", str(agents), "--report-every", "0", *flags],
+        lc.root / f"{name}.log",
+    )
+    proc.start()
+    return proc
+
+
+@contextlib.contextmanager
+def checked_controller(root: Path, *flags: str) -> Iterator[LocalCluster]:
+    """A controller process checking each response body against botocore's model
+    (DOCKYARD_CHECK_RESPONSES=1: a body off the model becomes a ServerException), stopped
+    with everything it ran when the block ends; `flags`: the controller's."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DOCKYARD_CHECK_RESPONSES", "1")
+        lc = LocalCluster(root)
+        try:
+            lc.start_controller(*flags)
+            yield lc
+        finally:
+            lc.stop()
+
+
+@contextlib.contextmanager
+def simulated_cluster(root: Path, agents: int) -> Iterator[LocalCluster]:
+    """`checked_controller` with `agents` simulated agents registered in the default
+    cluster (starts take the simulator 20 ms)."""
+    with checked_controller(root) as lc:
+        sim = start_sim(lc, agents, "--start-latency-ms", "20")
+        try:
+            wait_for(
+                lambda: (
+                    len(lc.client().call("ListContainerInstances", {})["containerInstanceArns"])
+                    == agents
+                ),
+                30,
+                what=f"{agents} simulated instances",
+            )
+            yield lc
+        finally:
+            sim.kill(signal.SIGKILL)
 
 
 # Ctrl-C at a terminal reaches a command whose SIGINT is at its default. A test run started

@@ -14,13 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from dockyard import shellenv
-from tests.support import LocalCluster, wait_for
+from tests.support import LocalCluster, checked_controller, wait_for
 
 REGION = "us-east-1"
 RID = "service/aas/web"
@@ -41,27 +39,12 @@ CPU = {
 
 @pytest.fixture
 def lc(tmp_path: Path) -> Iterator[LocalCluster]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DOCKYARD_CHECK_RESPONSES", "1")
-        cluster = LocalCluster(tmp_path)
-        try:
-            cluster.start_controller("--autoscaling-period", "1")
-            yield cluster
-        finally:
-            cluster.stop()
+    with checked_controller(tmp_path, "--autoscaling-period", "1") as cluster:
+        yield cluster
 
 
 def client(lc: LocalCluster, api: str) -> Any:
-    creds = lc.credentials()
-    assert creds is not None
-    return boto3.client(
-        api,
-        endpoint_url=lc.http,
-        region_name=REGION,
-        aws_access_key_id=creds.access_key_id,
-        aws_secret_access_key=creds.secret_access_key,
-        config=Config(retries={"mode": "standard", "max_attempts": 1}),
-    )
+    return lc.boto3(api, REGION)
 
 
 def make_service(lc: LocalCluster) -> Any:

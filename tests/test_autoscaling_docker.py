@@ -12,9 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 
 from agent import netconfig
 from tests.support import LocalCluster, free_port, wait_for
@@ -52,16 +50,7 @@ def cluster(tmp_path: Path, sample_images: list[str]) -> Iterator[tuple[LocalClu
 
 
 def _aas(lc: LocalCluster) -> Any:
-    creds = lc.credentials()
-    assert creds is not None
-    return boto3.client(
-        "application-autoscaling",
-        endpoint_url=lc.http,
-        region_name="us-east-1",
-        aws_access_key_id=creds.access_key_id,
-        aws_secret_access_key=creds.secret_access_key,
-        config=Config(retries={"mode": "standard", "max_attempts": 1}),
-    )
+    return lc.boto3("application-autoscaling")
 
 
 def _running(lc: LocalCluster) -> int:

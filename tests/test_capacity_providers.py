@@ -20,7 +20,12 @@ import pytest
 
 from controller.capacity import driver
 from tests import capacity_group
-from tests.support import LocalCluster, Proc, wait_for
+from tests.support import (
+    LocalCluster,
+    Proc,
+    checked_controller,
+    wait_for,
+)
 from tests.test_ecs_ops import TD, ecs, error_of, restart
 
 GROUP = "arn:aws:autoscaling:us-east-1:000000000000:autoScalingGroup:x:autoScalingGroupName/"
@@ -29,14 +34,8 @@ ATTR = "dockyard.capacity-provider"
 
 @pytest.fixture
 def lc(tmp_path: Path) -> Iterator[LocalCluster]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DOCKYARD_CHECK_RESPONSES", "1")
-        cluster = LocalCluster(tmp_path)
-        try:
-            cluster.start_controller()
-            yield cluster
-        finally:
-            cluster.stop()
+    with checked_controller(tmp_path) as cluster:
+        yield cluster
 
 
 def provider(client: Any, name: str, **scaling: Any) -> dict[str, Any]:

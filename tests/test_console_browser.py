@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,12 @@ from selenium.webdriver.common.by import By
 from dockyard import auth
 from dockyard.client import Client
 from tests.console_support import browser_sign_in, chromium, live_badge, table_rows
-from tests.support import LocalCluster, Proc, wait_for
+from tests.support import (
+    LocalCluster,
+    Proc,
+    start_sim,
+    wait_for,
+)
 
 HOSTS = {"h1": "a", "h2": "b", "h3": "c"}
 GREETING = "console-hello-from-the-task"
@@ -248,32 +252,14 @@ def assert_signed_out(driver: Any, base: str) -> None:
 def simulated(tmp_path: Path) -> Iterator[LocalCluster]:
     """A controller and simulated agents (`dockyard sim`) holding 100 tasks: no Docker."""
     lc = LocalCluster(tmp_path)
-    sim = Proc(
-        "sim",
-        [
-            sys.executable,
-            "-m",
-            "dockyard.cli.main",
-            "sim",
-            "--controller",
-            lc.address,
-            "--agents",
-            "4",
-            "--containers-per-agent",
-            "30",
-            "--start-latency-ms",
-            "20",
-            "--report-every",
-            "0",
-        ],
-        tmp_path / "sim.log",
-    )
+    sim: Proc | None = None
     try:
         lc.start_controller()
-        sim.start()
+        sim = start_sim(lc, 4, "--containers-per-agent", "30", "--start-latency-ms", "20")
         yield lc
     finally:
-        sim.kill(signal.SIGKILL)
+        if sim is not None:
+            sim.kill(signal.SIGKILL)
         lc.stop()
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,7 +19,11 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.support import LocalCluster, Proc, wait_for
+from tests.support import (
+    LocalCluster,
+    simulated_cluster,
+    wait_for,
+)
 from tests.test_ecs_e2e import FAST, error_of, make_client
 
 AWS = Path(sys.executable).parent / "aws"  # the CLI installed with this interpreter
@@ -34,25 +37,8 @@ def taskdef(family: str, **extra: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def lc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """A controller and two simulated agents in the default cluster, once per module."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DOCKYARD_CHECK_RESPONSES", "1")
-        cluster = LocalCluster(tmp_path_factory.mktemp("ecs-compat"))
-        argv = [sys.executable, "-m", "dockyard.cli.main", "sim", "--controller", cluster.address]
-        argv += ["--agents", "2", "--report-every", "0", "--start-latency-ms", "20"]
-        sim = Proc("sim", argv, cluster.root / "sim.log")
-        try:
-            cluster.start_controller()
-            sim.start()
-            client = make_client(cluster)
-            wait_for(
-                lambda: len(client.list_container_instances()["containerInstanceArns"]) == 2,
-                30,
-                what="2 simulated instances",
-            )
-            yield cluster
-        finally:
-            sim.kill(signal.SIGKILL)
-            cluster.stop()
+    with simulated_cluster(tmp_path_factory.mktemp("ecs-compat"), agents=2) as cluster:
+        yield cluster
 
 
 @pytest.fixture

@@ -19,11 +19,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
@@ -114,15 +112,7 @@ def admin_key(lc: LocalCluster) -> tuple[str, str]:
 
 
 def make_client(lc: LocalCluster) -> Any:
-    key_id, secret = admin_key(lc)
-    client = boto3.client(
-        "ecs",
-        endpoint_url=lc.http,
-        region_name="us-east-1",
-        aws_access_key_id=key_id,
-        aws_secret_access_key=secret,
-        config=Config(retries={"mode": "standard", "max_attempts": 1}),
-    )
+    client = lc.boto3("ecs")
     client.meta.events.register("before-parse.ecs.*", _check_raw)
     return client
 

@@ -16,14 +16,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from controller.ops import service_deployments as sd
 from controller.orchestrator.model import Deployment, Service
-from tests.support import LocalCluster, Proc, wait_for
+from tests.support import (
+    LocalCluster,
+    Proc,
+    checked_controller,
+    wait_for,
+)
 
 AWS = Path(sys.executable).parent / "aws"
 REGION, ACCOUNT = "us-east-1", "000000000000"
@@ -40,27 +43,12 @@ TD = {
 @pytest.fixture
 def lc(tmp_path: Path) -> Iterator[LocalCluster]:
     """A fresh controller process (API keys on, responses checked against botocore)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DOCKYARD_CHECK_RESPONSES", "1")
-        cluster = LocalCluster(tmp_path)
-        try:
-            cluster.start_controller()
-            yield cluster
-        finally:
-            cluster.stop()
+    with checked_controller(tmp_path) as cluster:
+        yield cluster
 
 
 def ecs(lc: LocalCluster, region: str = REGION) -> Any:
-    creds = lc.credentials()
-    assert creds is not None
-    return boto3.client(
-        "ecs",
-        endpoint_url=lc.http,
-        region_name=region,
-        aws_access_key_id=creds.access_key_id,
-        aws_secret_access_key=creds.secret_access_key,
-        config=Config(retries={"mode": "standard", "max_attempts": 1}),
-    )
+    return lc.boto3("ecs", region)
 
 
 def aws(lc: LocalCluster, tmp_path: Path, *args: str, region: str = REGION) -> tuple[int, str]:

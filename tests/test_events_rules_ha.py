@@ -8,23 +8,22 @@ import signal
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
+from dockyard import auth
 from tests.etcd_fixture import EtcdCluster
-from tests.support import wait_for
+from tests.support import BOTO_DEFAULT_RETRIES, aws_client, wait_for
 from tests.test_events_rules import TD, next_minute, once_at
 from tests.test_ha import Ctl, controllers, etcd, leader_and_standby, simulated_agents  # noqa: F401
 
 
 def _client(ctl: Ctl, api: str) -> Any:
     """boto3 on a controller's HTTP endpoint (--auth off: the signature is not checked)."""
-    return boto3.client(
+    return aws_client(
         api,
-        endpoint_url=f"http://127.0.0.1:{ctl.http_port}",
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
+        f"http://127.0.0.1:{ctl.http_port}",
+        auth.Credentials("test", "test"),
+        retries=BOTO_DEFAULT_RETRIES,
     )
 
 

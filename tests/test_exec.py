@@ -19,13 +19,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from dockyard import auth
-from tests.support import CLI_AT_A_TERMINAL, LocalCluster, docker, wait_for
+from tests.support import CLI_AT_A_TERMINAL, LocalCluster, aws_client, docker, wait_for
 
 SLEEPER = {
     "family": "sleeper",
@@ -397,16 +395,7 @@ def test_every_session_is_in_the_event_log(
 
 
 def ecs_client(cluster: LocalCluster, creds: auth.Credentials | None = None) -> Any:
-    creds = creds or cluster.credentials()
-    assert creds is not None
-    return boto3.client(
-        "ecs",
-        endpoint_url=cluster.http,
-        region_name="us-east-1",
-        aws_access_key_id=creds.access_key_id,
-        aws_secret_access_key=creds.secret_access_key,
-        config=Config(retries={"mode": "standard", "max_attempts": 1}),
-    )
+    return aws_client("ecs", cluster.http, creds) if creds else cluster.boto3("ecs")
 
 
 def ecs_error(call: Callable[..., Any], **kw: Any) -> tuple[str, str]:

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from cryptography import x509
 
@@ -32,7 +31,16 @@ from dockyard.client import Client
 from dockyard.errors import ApiError
 from dockyard.pki import spki_hash
 from tests.etcd_fixture import EtcdCluster, etcd_cluster
-from tests.support import LocalCluster, Proc, controller_argv, docker, free_port, wait_for
+from tests.support import (
+    BOTO_DEFAULT_RETRIES,
+    LocalCluster,
+    Proc,
+    aws_client,
+    controller_argv,
+    docker,
+    free_port,
+    wait_for,
+)
 
 TRIALS = 5
 
@@ -142,14 +150,13 @@ class Ctl:
 
     def ecs(self) -> Any:
         """boto3's ECS client on this controller's HTTPS endpoint, verifying the cluster CA."""
-        creds = self.admin()
-        return boto3.client(
+        url = f"https://127.0.0.1:{self.http_port}"
+        return aws_client(
             "ecs",
-            endpoint_url=f"https://127.0.0.1:{self.http_port}",
-            region_name="us-east-1",
-            aws_access_key_id=creds.access_key_id,
-            aws_secret_access_key=creds.secret_access_key,
+            url,
+            self.admin(),
             verify=str(self.data_dir / "ca.crt"),
+            retries=BOTO_DEFAULT_RETRIES,
         )
 
     def connected_agents(self) -> int:

@@ -16,14 +16,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import boto3
 import pytest
 import requests
 from cryptography import x509
 
 from dockyard import auth, endpoints
 from dockyard.shellenv import Target, exports
-from tests.support import Proc, free_port, wait_for
+from tests.support import BOTO_DEFAULT_RETRIES, Proc, aws_client, free_port, wait_for
 
 BIN = Path(sys.executable).parent
 BOTO_SCRIPT = "import boto3; print(len(boto3.client('ecs').list_clusters()['clusterArns']))"
@@ -111,14 +110,8 @@ def plain_ctl(tmp_path: Path) -> Iterator[RealController]:
 
 
 def _boto(ctl: RealController, verify: str | bool) -> object:
-    creds = ctl.admin()
-    return boto3.client(
-        "ecs",
-        endpoint_url=f"https://{ctl.http}",
-        region_name="us-east-1",
-        aws_access_key_id=creds.access_key_id,
-        aws_secret_access_key=creds.secret_access_key,
-        verify=verify,
+    return aws_client(
+        "ecs", f"https://{ctl.http}", ctl.admin(), verify=verify, retries=BOTO_DEFAULT_RETRIES
     )
 
 

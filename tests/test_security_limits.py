@@ -25,11 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 import grpc
 import pytest
 import requests
-from botocore.config import Config
 from botocore.exceptions import ClientError
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -42,6 +40,7 @@ from dockyard.client import API_METHOD, ERROR_TYPE_KEY
 from dockyard.errors import ApiError
 from dockyard.v1 import api_pb2, api_pb2_grpc
 from tests.security_support import RawAgent, SecureController, register_msg, running
+from tests.support import aws_client
 
 IMAGE = "dockyard/sleeper"
 
@@ -54,15 +53,7 @@ def sc(tmp_path: Path) -> Iterator[SecureController]:
 
 def boto_ecs(sc: SecureController) -> Any:
     """A real boto3 ECS client signed with the controller's admin key; no retries."""
-    creds = sc.admin()
-    return boto3.client(
-        "ecs",
-        endpoint_url=sc.http,
-        region_name="us-east-1",
-        aws_access_key_id=creds.access_key_id,
-        aws_secret_access_key=creds.secret_access_key,
-        config=Config(retries={"total_max_attempts": 1}),
-    )
+    return aws_client("ecs", sc.http, sc.admin())
 
 
 def native_raw(sc: SecureController, operation: str, body: str) -> grpc.RpcError:

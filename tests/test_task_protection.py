@@ -6,7 +6,6 @@ keeping the protected task."""
 from __future__ import annotations
 
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,32 +14,19 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.support import LocalCluster, Proc, wait_for
+from tests.support import (
+    LocalCluster,
+    simulated_cluster,
+    wait_for,
+)
 from tests.test_ecs_compat import make_client, taskdef
 
 
 @pytest.fixture
 def lc(tmp_path: Path) -> Iterator[LocalCluster]:
     """A controller and one simulated agent in the default cluster."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DOCKYARD_CHECK_RESPONSES", "1")
-        cluster = LocalCluster(tmp_path)
-        argv = [sys.executable, "-m", "dockyard.cli.main", "sim", "--controller", cluster.address]
-        argv += ["--agents", "1", "--report-every", "0", "--start-latency-ms", "20"]
-        sim = Proc("sim", argv, cluster.root / "sim.log")
-        try:
-            cluster.start_controller()
-            sim.start()
-            client = make_client(cluster)
-            wait_for(
-                lambda: len(client.list_container_instances()["containerInstanceArns"]) == 1,
-                30,
-                what="a simulated instance",
-            )
-            yield cluster
-        finally:
-            sim.kill(signal.SIGKILL)
-            cluster.stop()
+    with simulated_cluster(tmp_path, agents=1) as cluster:
+        yield cluster
 
 
 def running(ecs: Any, **kw: Any) -> list[str]:
