@@ -12,6 +12,7 @@ import datetime as dt
 import decimal
 import functools
 import json
+import math
 import re
 from typing import Any
 
@@ -158,6 +159,10 @@ def _describe(path: str, reason: str, info: dict[str, Any]) -> str:
     return f"{path}: {reason}"
 
 
+# past it a timestamp is no date Python can hold (datetime's year 9999)
+_LATEST_EPOCH_S = 253402300800
+
+
 class _RequestValidator(ParamValidator):
     """botocore's validator, made as strict as a server must be.
 
@@ -215,8 +220,11 @@ class _RequestValidator(ParamValidator):
             self._check_max(len(param), shape, errors, name, "invalid length")
 
     def _validate_timestamp(self, param: Any, shape: Shape, errors: Any, name: str) -> None:
+        # botocore and the aws CLI send a JSON protocol's timestamps as epoch numbers; a
+        # string ("inf", an ISO date) would reach the handlers' arithmetic, and botocore's
+        # own string check raises on some ("inf": RuntimeError), so only finite numbers pass
         numeric = isinstance(param, int | float) and not isinstance(param, bool)
-        if not numeric and not (isinstance(param, str) and self._type_check_datetime(param)):
+        if not (numeric and math.isfinite(param) and abs(param) < _LATEST_EPOCH_S):
             errors.report(name, "invalid type", param=param, valid_types=["epoch seconds"])
 
 

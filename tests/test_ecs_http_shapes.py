@@ -178,3 +178,15 @@ def test_no_request_body_crashes_validation(request: tuple[str, dict[str, Any]])
         # ECS's validation exceptions (ClientException where ECS raises it, e.g. CreateService's
         # launch type), never a crash
         assert exc.name in ("InvalidParameterException", "ClientException") and exc.message
+
+
+@pytest.mark.parametrize("value", ["INF", "1e400", "2024-01-01T00:00:00Z", float("inf"), 1e300])
+def test_a_timestamp_that_is_not_epoch_seconds_is_refused_by_name(value: Any) -> None:
+    """botocore sends a JSON protocol's timestamps as epoch numbers: anything else (a string
+    botocore's own check crashes on, an infinite or far-future number) is refused, naming the
+    member, before a handler compares it with a date."""
+    body = {"service": "web", "createdAt": {"before": value}}
+    with pytest.raises(ApiError) as refused:
+        validate_request("ListServiceDeployments", body)
+    assert refused.value.name == "InvalidParameterException"
+    assert "createdAt.before" in refused.value.message and "epoch seconds" in refused.value.message
