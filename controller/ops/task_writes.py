@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from controller import lifecycle, placement
-from controller.launch import LaunchSpec, new_task
+from controller.launch import LaunchSpec, new_task, waiting_task
 from controller.model import Task, now
 from controller.ops.context import OpContext
 from controller.store_api import Op
@@ -32,6 +32,26 @@ async def launch(ctx: OpContext, spec: LaunchSpec) -> tuple[list[Task], list[dic
     await ctx.commit(ops)
     ctx.notify_agents(tasks)
     return tasks, failures
+
+
+async def provision(ctx: OpContext, spec: LaunchSpec, count: int) -> list[Task]:
+    """`count` tasks of a provider's launch that found no room: created PROVISIONING, with
+    no instance, to be placed when the provider's group has room (issue 22)."""
+    tasks = [waiting_task(spec, ctx.arns) for _ in range(count)]
+    ops: list[Op] = []
+    for task in tasks:
+        ops.append(ctx.state.add_task(task))
+        ops.append(
+            ctx.event(
+                spec.cluster.name,
+                "task",
+                task.arn,
+                f"task waits for capacity provider {spec.capacity_provider}: no instance has room",
+                {"group": spec.group},
+            )
+        )
+    await ctx.commit(ops)
+    return tasks
 
 
 def create_placed(
