@@ -317,6 +317,7 @@ def test_run_task_without_room_waits_provisioning_then_stops_after_the_timeout(
     )
     client.register_task_definition(**TD)
     code, message = error_of(client.run_task, taskDefinition="ops-web", launchType="EC2")
+    assert code == "InvalidParameterException"
     assert message == "No Container Instances were found in your cluster."
     strategy = [{"capacityProvider": "never", "weight": 1}]
     run = client.run_task(taskDefinition="ops-web", count=2, capacityProviderStrategy=strategy)
