@@ -6,31 +6,27 @@ agent with `--capacity-provider`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests import test_capacity_providers as capacity_tests
 from tests.support import LocalCluster, wait_for
 from tests.test_ecs_ops import ecs
 
 pytestmark = pytest.mark.docker
 
 
-@pytest.fixture
-def lc(tmp_path: Path, sample_images: list[str]) -> Iterator[LocalCluster]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DOCKYARD_CAPACITY_PERIOD", "1")
-        cluster = LocalCluster(tmp_path)
-        try:
-            cluster.start_controller()
-            yield cluster
-        finally:
-            cluster.stop()
+lc = capacity_tests.lc  # a controller process, responses checked against botocore
 
 
+@pytest.mark.usefixtures("sample_images")
 def test_waiting_task_runs_when_a_host_of_the_group_joins(lc: LocalCluster, tmp_path: Path) -> None:
+    lc.stop()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DOCKYARD_CAPACITY_PERIOD", "1")  # a scaling turn every second
+        lc.start_controller()
     client = ecs(lc)
     asked = tmp_path / "asked"
     client.create_cluster(clusterName="default")
