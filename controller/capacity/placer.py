@@ -52,50 +52,50 @@ class WaitingPlacer:
                 log.exception("placing tasks waiting for capacity failed")
 
     async def turn(self, now: float) -> None:
-        for task in self.cs.state.waiting_tasks():
-            if not task.waiting:
-                continue
-            if provisioning.expired(task.created_at, now, self.timeout):
-                await self.expire(task)
-            else:
-                await self.place(task)
+        """One round: the expired stopped, the others placed in one batch, one commit."""
+        waiting = [t for t in self.cs.state.waiting_tasks() if t.waiting]
+        gone = [t for t in waiting if provisioning.expired(t.created_at, now, self.timeout)]
+        ops = [op for t in gone for op in self.expire(t, now)]
+        rounds = [self.place(t, now) for t in waiting if t not in gone]
+        for placed in await asyncio.gather(*[r for r in rounds if r is not None]):
+            ops += placed
+        if ops:
+            await self.cs.commit(ops)
+        self.cs.notify_agents([t for t in waiting if t.instance_arn])
         self.last_failure = {
             a: r for a, r in self.last_failure.items() if a in self.cs.state.waiting
         }
 
-    async def place(self, task: Task) -> None:
+    def place(self, task: Task, now: float) -> asyncio.Future[list[Op]] | None:
+        """Ask placement for a waiting task (batched with the round's others); a placement
+        binds it to its instance there and then (claim), a failure keeps its reason."""
         td = self.cs.state.taskdefs.get(task.family, {}).get(task.revision)
         if td is None:
-            return
+            return None
         demand, constraints, strategies = launch.waiting_placement(task, td)
         views = self.cs.state.cluster_views(task.cluster)
 
         def claim(results: list[Any]) -> list[Op]:
             result = results[0]
-            if isinstance(result, placement.Failure) or not task.waiting:
-                if isinstance(result, placement.Failure):
-                    self.last_failure[task.arn] = result.reason
+            if isinstance(result, placement.Failure):
+                self.last_failure[task.arn] = result.reason
+                return []
+            if not task.waiting:  # stopped meanwhile
                 return []
             launch.bind(task, result)
-            waited = time.time() - task.created_at
+            said = (
+                f"task placed on {last_part(task.instance_arn)} after waiting "
+                f"{now - task.created_at:.0f}s for capacity provider {task.capacity_provider}"
+            )
             return [
                 self.cs.state.place_waiting(task),
-                self.cs.event(
-                    task.cluster,
-                    "task",
-                    task.arn,
-                    f"task placed on {last_part(task.instance_arn)} after waiting {waited:.0f}s "
-                    f"for capacity provider {task.capacity_provider}",
-                    {"group": task.group},
-                ),
+                self.cs.event(task.cluster, "task", task.arn, said, {"group": task.group}),
             ]
 
-        ops = await self.cs.placer.submit(demand, 1, views, constraints, strategies, claim)
-        if ops:
-            await self.cs.commit(ops)
-            self.cs.notify_agents([task])
+        return self.cs.placer.submit(demand, 1, views, constraints, strategies, claim)
 
-    async def expire(self, task: Task) -> None:
+    def expire(self, task: Task, now: float) -> list[Op]:
+        """Stop a task that waited past the timeout, with ECS's code and reason."""
         hosts = sum(
             1
             for i in self.cs.state.cluster_instances(task.cluster)
@@ -103,19 +103,18 @@ class WaitingPlacer:
             and i.all_attributes.get(PROVIDER_ATTRIBUTE) == task.capacity_provider
         )
         reason = provisioning.stop_reason(hosts, self.last_failure.get(task.arn, ""))
-        lifecycle.stop_now(task, provisioning.STOP_CODE, reason, time.time())
-        message = (
+        lifecycle.stop_now(task, provisioning.STOP_CODE, reason, now)
+        said = (
             f"task stopped: no room on capacity provider {task.capacity_provider} within "
             f"{self.timeout:.0f}s ({reason})"
         )
-        ops: list[Op] = [
+        log.info("%s: %s", task.arn, said)
+        return [
             self.cs.state.save_task(task),
             self.cs.event(
-                task.cluster, "task", task.arn, message, {"stopCode": provisioning.STOP_CODE}
+                task.cluster, "task", task.arn, said, {"stopCode": provisioning.STOP_CODE}
             ),
         ]
-        await self.cs.commit(ops)
-        log.info("%s: %s", task.arn, message)
 
 
 def provisioning_timeout() -> float:
