@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from controller import launch, placement, taskdef
 from controller.capacity import provisioning
+from controller.capacity.placer import provisioning_timeout
 from controller.capacity.reservation import Host, Scaling, Waiting, decide
 from controller.capacity.strategy import PROVIDER_ATTRIBUTE
 from controller.model import Cluster, Instance, TaskDefinition, from_doc, to_doc
@@ -116,3 +119,14 @@ def test_waiting_tasks_count_toward_the_reservation() -> None:
     full = [Host("h1", 1024, 1024, tasks=4)]
     decision = decide(full, [Waiting(256, 2048)], Scaling())
     assert decision.reservation > 100 and decision.desired == 2
+
+
+def test_the_timeout_is_configured_or_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DOCKYARD_PROVISIONING_TIMEOUT", raising=False)
+    assert provisioning_timeout() == provisioning.DEFAULT_TIMEOUT
+    monkeypatch.setenv("DOCKYARD_PROVISIONING_TIMEOUT", "90")
+    assert provisioning_timeout() == 90
+    for bad in ("0", "soon", "1e9"):
+        monkeypatch.setenv("DOCKYARD_PROVISIONING_TIMEOUT", bad)
+        with pytest.raises(SystemExit, match="DOCKYARD_PROVISIONING_TIMEOUT must be"):
+            provisioning_timeout()
