@@ -103,6 +103,7 @@ def task_view(t: Task, arns: ArnFactory, tags: bool = False) -> dict[str, Any]:
             "clusterArn": cluster_arn,
             "taskDefinitionArn": t.task_definition_arn,
             "containerInstanceArn": t.instance_arn or None,
+            "capacityProviderName": t.capacity_provider or None,
             "overrides": {
                 "containerOverrides": [],
                 "inferenceAcceleratorOverrides": [],

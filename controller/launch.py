@@ -43,6 +43,7 @@ class LaunchSpec:
     client_token: str = ""
     service: str = ""  # the ECS service the tasks belong to ("" for RunTask/StartTask)
     exec_enabled: bool = False  # enableExecuteCommand: `dockyard exec` may run in the tasks
+    capacity_provider: str = ""  # the provider the strategy chose (issue 22)
 
     @property
     def group(self) -> str:
@@ -95,7 +96,42 @@ def on_provider(spec: LaunchSpec, provider: str, count: int) -> LaunchSpec:
     provider chosen by the strategy becomes an implied memberOf constraint on the attribute
     its agents join with."""
     rule = Constraint("memberOf", f"attribute:{PROVIDER_ATTRIBUTE} == {provider}")
-    return replace(spec, count=count, constraints=[*spec.constraints, rule])
+    return replace(
+        spec, count=count, constraints=[*spec.constraints, rule], capacity_provider=provider
+    )
+
+
+def waiting_task(spec: LaunchSpec, arns: ArnFactory) -> Task:
+    """A task of a provider's launch that found no room (issue 22): PROVISIONING with no
+    instance, keeping the placement it waits for, as ECS keeps such a task until its
+    provider's group has grown."""
+    task = new_task(spec, None, arns)
+    task.waiting_for = {
+        "constraints": [[c.type, c.expression] for c in spec.constraints],
+        "strategies": [[s.type, s.field] for s in spec.strategies],
+    }
+    return task
+
+
+def waiting_placement(
+    task: Task, td: TaskDefinition
+) -> tuple[TaskDemand, list[Constraint], list[Strategy]]:
+    """What a waiting task asks of placement: its demand, constraints and strategies."""
+    constraints = [Constraint(t, e) for t, e in task.waiting_for.get("constraints", [])]
+    strategies = [Strategy(t, f) for t, f in task.waiting_for.get("strategies", [])]
+    return demand_of(td, task.overrides, task.group), constraints, strategies
+
+
+def bind(task: Task, placed: Any) -> None:
+    """A waiting task placed at last: its instance and the dynamic host ports chosen (the
+    ports `new_task` left at 0, in the same order)."""
+    dyn = {"tcp": list(placed.tcp_host_ports), "udp": list(placed.udp_host_ports)}
+    for c in task.containers:
+        c.ports = [
+            p if p.host_port else replace(p, host_port=dyn[p.protocol].pop(0)) for p in c.ports
+        ]
+    task.instance_arn = placed.instance_arn
+    task.waiting_for = {}
 
 
 def task_tags(
@@ -195,16 +231,22 @@ def demand_of(td: TaskDefinition, overrides: dict[str, Any], group: str) -> Task
 
 
 def new_task(spec: LaunchSpec, placed: Any, arns: ArnFactory) -> Task:
-    """One task of the launch on the instance (and dynamic host ports) placement chose."""
+    """One task of the launch on the instance (and dynamic host ports) placement chose;
+    `placed` None: no instance yet, dynamic host ports 0 (`waiting_task`)."""
     task_id = uuid.uuid4().hex
-    dyn = {"tcp": list(placed.tcp_host_ports), "udp": list(placed.udp_host_ports)}
+    dyn = {
+        "tcp": list(placed.tcp_host_ports) if placed else [],
+        "udp": list(placed.udp_host_ports) if placed else [],
+    }
     by_name = {o["name"]: o for o in spec.overrides.get("containerOverrides", [])}
     containers = []
     for c in spec.td.doc["containerDefinitions"]:
         o = by_name.get(c["name"], {})
         ports = [
             PortAssignment(
-                pm["containerPort"], pm["hostPort"] or dyn[pm["protocol"]].pop(0), pm["protocol"]
+                pm["containerPort"],
+                pm["hostPort"] or (dyn[pm["protocol"]].pop(0) if placed else 0),
+                pm["protocol"],
             )
             for pm in c["portMappings"]
         ]
@@ -229,7 +271,7 @@ def new_task(spec: LaunchSpec, placed: Any, arns: ArnFactory) -> Task:
         family=td.family,
         revision=td.revision,
         task_definition_arn=td.arn,
-        instance_arn=placed.instance_arn,
+        instance_arn=placed.instance_arn if placed else "",
         containers=containers,
         cpu=spec.demand.cpu,
         memory=spec.demand.memory,
@@ -240,4 +282,5 @@ def new_task(spec: LaunchSpec, placed: Any, arns: ArnFactory) -> Task:
         overrides=spec.overrides,
         tags=spec.tags,
         exec_enabled=spec.exec_enabled,
+        capacity_provider=spec.capacity_provider,
     )

@@ -129,6 +129,12 @@ class Task:
     version: int = 1
     exec_enabled: bool = False  # enableExecuteCommand (RunTask/StartTask or its service)
     protected_until: float = 0.0  # scale-in protection's expiry (epoch s); 0: not protected
+    # issue 22: the capacity provider the task was launched on (ECS's capacityProviderName)
+    capacity_provider: str = ""
+    # a PROVISIONING task waiting for its provider's capacity (no instance yet): the
+    # placement it waits for, {"constraints": [[type, expression]], "strategies": [[type,
+    # field]]}; emptied once placed
+    waiting_for: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -138,6 +144,11 @@ class Task:
     def active(self) -> bool:
         """Holds resources on its instance: everything short of STOPPED."""
         return self.last_status != "STOPPED"
+
+    @property
+    def waiting(self) -> bool:
+        """PROVISIONING without an instance: waiting for its capacity provider's room."""
+        return self.active and not self.instance_arn and bool(self.waiting_for)
 
     @property
     def token_key(self) -> tuple[str, str] | None:

@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_lat
 from controller import console, ha, loop_lag, usage_metrics
 from controller.api_grpc import ApiServicer
 from controller.capacity.driver import ScalingDriver, capacity_period
+from controller.capacity.placer import WaitingPlacer, provisioning_timeout
 from controller.discovery import ServiceDiscovery
 from controller.discovery_dns import DnsPusher
 from controller.discovery_ecs import EcsRegistrations
@@ -191,6 +192,9 @@ class Controller:
         # issue 22: capacity providers' managed scaling (DOCKYARD_CAPACITY_PERIOD seconds)
         scaling = ScalingDriver(self.service, self.services, capacity_period())
         self._tasks.append(asyncio.create_task(scaling.run()))
+        # RunTask's tasks waiting PROVISIONING for a provider's room (leader only, as all this)
+        waiting = WaitingPlacer(self.service, provisioning_timeout())
+        self._tasks.append(asyncio.create_task(waiting.run()))
         log.info(
             "controller ready: gRPC %s%s, ECS API %s, data %s",
             self.config.listen,

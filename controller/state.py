@@ -52,6 +52,8 @@ class ClusterState:
         self._cluster_views: dict[str, LiveViews] = {}  # invalidated on change
         self.view_changes = ChangeLog()  # views changed in place by claims (placement reads it)
         self._task_gpus: dict[str, int] = {}  # task -> GPUs it claimed (issue 18)
+        # PROVISIONING tasks waiting for a capacity provider's room, oldest first (issue 22)
+        self.waiting: dict[str, None] = {}
 
     # ------------------------------------------------------------------ objects
 
@@ -89,6 +91,7 @@ class ClusterState:
         """Every change to a task ends here: count it, note its service changed."""
         task.version += 1
         self._count_status(task)
+        self._index_waiting(task)
         if task.service:
             self.changed_services.add((task.cluster, task.service))
         return Put("task", task.key, task.cluster, None, obj=task)
@@ -100,6 +103,18 @@ class ClusterState:
                 self.status_counts[old] -= 1
             self.status_counts[task.last_status] += 1
             self._counted_status[task.arn] = task.last_status
+
+    def _index_waiting(self, task: Task) -> None:
+        if task.waiting:
+            self.waiting.setdefault(task.arn, None)
+        else:
+            self.waiting.pop(task.arn, None)
+
+    def place_waiting(self, task: Task) -> Put:
+        """A waiting task was bound to an instance (launch.bind): claim its resources there."""
+        self._put_on_instance(task)
+        self._claim(task, +1)
+        return self.save_task(task)
 
     def _put_on_instance(self, task: Task) -> None:
         self.tasks_on[task.instance_arn].add(task.arn)
@@ -212,6 +227,10 @@ class ClusterState:
         arn = self.instance_ids.get((cluster, instance_id))
         return self.instances.get(arn) if arn else None
 
+    def waiting_tasks(self) -> list[Task]:
+        """PROVISIONING tasks waiting for a capacity provider's room, oldest first."""
+        return [self.tasks[a] for a in self.waiting]
+
     def service_tasks(self, cluster: str, service: str) -> list[Task]:
         """The service's tasks its agents still know about (not yet STOPPED and reported)."""
         return [self.tasks[a] for a in self.tasks_of_service.get((cluster, service), ())]
@@ -250,6 +269,7 @@ class ClusterState:
             self.tasks[obj.arn] = obj
             self.tasks_in_cluster[obj.cluster].add(obj.arn)
             self._count_status(obj)
+            self._index_waiting(obj)
             if obj.token_key:
                 self.client_tokens.setdefault(obj.token_key, []).append(obj.arn)
             if obj.instance_arn and not (

@@ -171,18 +171,18 @@ def refuses_to_remove_busy_host(lab: Lab) -> None:
 
 
 def runtask_without_room(lab: Lab) -> None:
-    """What RunTask does while the group is empty, for the report: ECS would leave the task
-    PROVISIONING and scale out for it; here it fails at once (and the scaler counts only
-    services' waiting tasks), so the loop below is driven by a service, which waits."""
+    """RunTask while the group is empty: as on ECS the task waits PROVISIONING (with no
+    instance) for the group to grow; stopped here, so the loop below is the service's."""
     body = {
         "cluster": lab.cluster,
         "taskDefinition": "cap-web",
         "capacityProviderStrategy": [{"capacityProvider": GROUP, "weight": 1}],
     }
     reply = call(lab, "RunTask", body)
-    print(f"RunTask with the group empty: tasks {len(reply['tasks'])}, {reply['failures']}")
-    for task in reply["tasks"]:
-        call(lab, "StopTask", {"cluster": lab.cluster, "task": task["taskArn"]})
+    assert reply["failures"] == []
+    [task] = reply["tasks"]
+    assert task["lastStatus"] == "PROVISIONING" and "containerInstanceArn" not in task
+    call(lab, "StopTask", {"cluster": lab.cluster, "task": task["taskArn"]})
 
 
 @pytest.mark.lab

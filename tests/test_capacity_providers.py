@@ -299,3 +299,47 @@ def test_group_size_command_outcomes_are_sentences() -> None:
     failed = asyncio.run(driver._run("echo no hosts left >&2; exit 3", env))
     assert failed == "failed with exit code 3: no hosts left"
     assert asyncio.run(driver._run("sleep 5", env, limit=0.2)) == "timed out after 0s"
+
+
+def test_run_task_without_room_waits_provisioning_then_stops_after_the_timeout(
+    lc: LocalCluster,
+) -> None:
+    """RunTask on a provider whose group never grows: the task is PROVISIONING (stored,
+    no instance), survives a controller restart, and is STOPPED with ECS's reason once it
+    has waited DOCKYARD_PROVISIONING_TIMEOUT. Without a strategy nothing changed: an empty
+    cluster is refused as ECS refuses it."""
+    client = ecs(lc)
+    client.create_cluster(clusterName="default")
+    provider(client, "never")  # its group-size command (`true ...`) adds no host
+    client.put_cluster_capacity_providers(
+        cluster="default", capacityProviders=["never"], defaultCapacityProviderStrategy=[]
+    )
+    client.register_task_definition(**TD)
+    code, message = error_of(client.run_task, taskDefinition="ops-web", launchType="EC2")
+    assert code == "InvalidParameterException"
+    assert message == "No Container Instances were found in your cluster."
+    strategy = [{"capacityProvider": "never", "weight": 1}]
+    run = client.run_task(taskDefinition="ops-web", count=2, capacityProviderStrategy=strategy)
+    assert run["failures"] == [] and len(run["tasks"]) == 2
+    for task in run["tasks"]:
+        assert (task["lastStatus"], task["desiredStatus"]) == ("PROVISIONING", "RUNNING")
+        assert "containerInstanceArn" not in task and task["capacityProviderName"] == "never"
+    arns = [t["taskArn"] for t in run["tasks"]]
+    assert sorted(client.list_tasks(desiredStatus="PENDING")["taskArns"]) == sorted(arns)
+    client.stop_task(task=arns[1], reason="not needed")  # a waiting task stops at once
+    lc.stop()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DOCKYARD_PROVISIONING_TIMEOUT", "2")
+        lc.start_controller()
+    client = ecs(lc)
+
+    def stopped() -> dict[str, Any] | None:
+        task = client.describe_tasks(tasks=[arns[0]])["tasks"][0]
+        return task if task["lastStatus"] == "STOPPED" else None
+
+    task = wait_for(stopped, 30, what="the waiting task stopped after the timeout")
+    assert task["stopCode"] == "TaskFailedToStart"
+    assert task["stoppedReason"] == "TaskFailedToStart: EMPTY CAPACITY PROVIDER"
+    assert task["desiredStatus"] == "STOPPED" and "containerInstanceArn" not in task
+    other = client.describe_tasks(tasks=[arns[1]])["tasks"][0]
+    assert (other["lastStatus"], other["stoppedReason"]) == ("STOPPED", "not needed")

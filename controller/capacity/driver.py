@@ -71,8 +71,13 @@ class ScalingDriver:
         ]
 
     def waiting(self, name: str) -> list[rsv.Waiting]:
-        """Tasks of services whose strategy gives this provider a share not yet placed."""
-        out: list[rsv.Waiting] = []
+        """Tasks waiting for this provider: RunTask's PROVISIONING ones, and those of
+        services whose strategy gives it a share not yet placed."""
+        out = [
+            rsv.Waiting(t.cpu, t.memory)
+            for t in self.cs.state.waiting_tasks()
+            if t.capacity_provider == name
+        ]
         for svc in list(self.services.services.values()):
             if svc.status != "ACTIVE" or not any(
                 s["capacityProvider"] == name for s in svc.capacity_strategy

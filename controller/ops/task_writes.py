@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from controller import lifecycle, placement
-from controller.launch import LaunchSpec, new_task
+from controller.launch import LaunchSpec, new_task, waiting_task
 from controller.model import Task, now
 from controller.ops.context import OpContext
 from controller.store_api import Op
@@ -34,6 +34,23 @@ async def launch(ctx: OpContext, spec: LaunchSpec) -> tuple[list[Task], list[dic
     return tasks, failures
 
 
+async def provision(ctx: OpContext, spec: LaunchSpec, count: int) -> list[Task]:
+    """`count` tasks of a provider's launch that found no room: created PROVISIONING, with
+    no instance, to be placed when the provider's group has room (issue 22)."""
+    tasks = [waiting_task(spec, ctx.arns) for _ in range(count)]
+    said = f"task waits for capacity provider {spec.capacity_provider}: no instance has room"
+    await ctx.commit([op for task in tasks for op in _added(ctx, spec, task, said)])
+    return tasks
+
+
+def _added(ctx: OpContext, spec: LaunchSpec, task: Task, said: str) -> list[Op]:
+    """A new task indexed (and its resources claimed, if placed), and its event."""
+    return [
+        ctx.state.add_task(task),
+        ctx.event(spec.cluster.name, "task", task.arn, said, {"group": spec.group}),
+    ]
+
+
 def create_placed(
     ctx: OpContext, spec: LaunchSpec, results: list[Any]
 ) -> tuple[list[Task], list[dict[str, str]], list[Op]]:
@@ -47,16 +64,7 @@ def create_placed(
             failures.append({"reason": result.reason, "detail": result.detail})
             continue
         task = new_task(spec, result, ctx.arns)
-        ops.append(ctx.state.add_task(task))
-        ops.append(
-            ctx.event(
-                spec.cluster.name,
-                "task",
-                task.arn,
-                f"task placed on {last_part(task.instance_arn)}",
-                {"group": spec.group},
-            )
-        )
+        ops += _added(ctx, spec, task, f"task placed on {last_part(task.instance_arn)}")
         tasks.append(task)
     return tasks, failures, ops
 

@@ -48,12 +48,12 @@ async def run(ctx: OpContext, body: dict[str, Any]) -> dict[str, Any]:
     if td.status != "ACTIVE":
         raise client_error(f"TaskDefinition {td.key} is inactive")
     instances = ctx.state.cluster_views(cluster.name)
-    if not instances:
+    raw = body.get("capacityProviderStrategy")
+    items = [] if "launchType" in body else ctx.capacity.strategy_for(cluster.name, raw)
+    if not instances and not items:  # a provider's group may be empty: its tasks wait
         raise ApiError(  # ECS's words
             "InvalidParameterException", "No Container Instances were found in your cluster."
         )
-    raw = body.get("capacityProviderStrategy")
-    items = [] if "launchType" in body else ctx.capacity.strategy_for(cluster.name, raw)
     return await _launch_request(ctx, cluster, td, body, count, instances, token, items)
 
 
@@ -94,8 +94,10 @@ async def _launch_request(
         tasks, failures = [], []
         for name, n in capacity_strategy.split(items, count).items():
             if n:
-                got, failed = await task_writes.launch(ctx, launch.on_provider(spec, name, n))
-                tasks, failures = tasks + got, failures + failed
+                share = launch.on_provider(spec, name, n)
+                got, failed = await task_writes.launch(ctx, share)
+                # ECS: what finds no room waits PROVISIONING for the provider's group to grow
+                tasks += got + await task_writes.provision(ctx, share, len(failed))
     return {"tasks": [_run_view(t, ctx.arns) for t in tasks], "failures": failures}
 
 
