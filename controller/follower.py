@@ -38,6 +38,14 @@ from controller.etcd_client import EtcdClient
 from controller.http_timeouts import runner_options
 from controller.security import add_tls_ports, cluster_ca, https_context, keys, sealing
 from controller.security.pki import CertificateAuthority
+from controller.stale_reads import (
+    NO_QUORUM,
+    STALE_HEADER,
+    STALE_SINCE_HEADER,
+    STANDBY,
+    QuorumWatch,
+    StaleReader,
+)
 from controller.store_etcd import EtcdStore
 from dockyard.auth import SERVER_NAME
 from dockyard.endpoints import LEADER_HINT
@@ -95,11 +103,17 @@ class Follower:
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
+        # without an etcd quorum there is no leader: reads answered here, stale
+        self.quorum = QuorumWatch(client, lead.key)
+        self.stale = StaleReader(config, store, self.quorum)
+        self._probe: asyncio.Task[None] | None = None
 
     # -- life cycle -------------------------------------------------------------------
 
     async def run(self) -> None:
         """Listen (over TLS once the store holds the cluster CA), until cancelled."""
+        self.store.fence_with(STANDBY)  # a standby commits nothing (ha fences it when elected)
+        self._probe = asyncio.create_task(self.quorum.run(), name="etcd-quorum")
         try:
             self.ca = await self._wait_for_identity()
             await self._start_grpc()
@@ -111,6 +125,11 @@ class Follower:
 
     async def stop(self) -> None:
         """Close the listeners (the elected controller takes their ports) and the relays."""
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            probe.cancel()
+            await asyncio.gather(probe, return_exceptions=True)
+        self.stale.close()
         grpc_server, self._grpc = self._grpc, None
         if grpc_server is not None:
             await grpc_server.stop(grace=0)  # elected: what it relays went to a dead leader
@@ -219,6 +238,11 @@ class Follower:
     # -- HTTP -------------------------------------------------------------------------
 
     async def _healthz(self, _: web.Request) -> web.Response:
+        if not self.quorum.ok:
+            return web.json_response(
+                {"status": "standby", "leader": "", "stale": True, "staleSince": self.quorum.since},
+                headers={STALE_HEADER: "true", STALE_SINCE_HEADER: self.quorum.since},
+            )
         try:
             leader = (await self.leader()).http
         except (NoLeader, grpc.aio.AioRpcError):
@@ -226,7 +250,14 @@ class Follower:
         return web.json_response({"status": "standby", "leader": leader})
 
     async def _relay_http(self, request: web.Request) -> web.Response:
-        """The request, relayed to the leader's HTTP endpoint; its answer, relayed back."""
+        """The request, relayed to the leader's HTTP endpoint; its answer, relayed back.
+        Without an etcd quorum (no leader): an ECS read answered here, stale."""
+        if not self.quorum.ok:
+            if request.method == "POST" and (
+                request.path == "/" or request.path.startswith("/service/")
+            ):
+                return await self.stale.http(request)
+            return _unavailable(NO_QUORUM)
         try:
             leader = await self.leader()
         except (NoLeader, grpc.aio.AioRpcError) as err:
@@ -312,6 +343,8 @@ class _Relay(grpc.GenericRpcHandler):
 
     def _relay_unary(self, method: str) -> Any:
         async def relay(request: bytes, context: Any) -> bytes:
+            if not self.follower.quorum.ok:  # no leader anywhere: answered here, stale
+                return await self.follower.stale.unary(method, request, context)
             leader = await self._leader(context)
             call = self.follower.channel(leader.grpc).unary_unary(method)
             try:

@@ -43,7 +43,7 @@ from controller.orchestrator import wiring as orchestrator
 from controller.security import Security, SecurityConfig, sealing, tls_wanted
 from controller.state import ClusterState
 from controller.state_of_record import StateOfRecord
-from controller.store_api import StoreBusy
+from controller.store_api import Store, StoreBusy
 from controller.store_factory import DEFAULT_STORE, UnknownStore, open_store
 from controller.usage import UsageHistory
 from dockyard import endpoints
@@ -102,9 +102,11 @@ class ControllerConfig:
 
 
 class Controller:
-    def __init__(self, config: ControllerConfig) -> None:
+    def __init__(self, config: ControllerConfig, store: Store | None = None) -> None:
+        """`store`: an open store to share (a standby's stale reader reads its hot copy);
+        by default the one `--store` names."""
         self.config = config
-        self.store = open_store(config.store, config.data_dir)  # --store: the backend
+        self.store = store or open_store(config.store, config.data_dir)  # --store: the backend
         self.feed = ChangeFeed()  # committed changes: the dispatcher, the orchestrator listen
         self.record = StateOfRecord(self.store, self.feed)  # every stored kind; one loader
         self.state = self.record.cluster
@@ -121,8 +123,21 @@ class Controller:
         self._tasks: list[asyncio.Task[None]] = []
         self.grpc_port = 0
         self.http_port = 0
+        self.prepared = False
 
     async def start(self) -> None:
+        """Load the state, then serve and decide."""
+        await self.prepare()
+        await self._start_grpc()
+        await self._start_http()
+        self._start_tasks()
+
+    async def prepare(self) -> None:
+        """The state loaded and every operation bound, nothing served nor decided yet: what
+        a standby without etcd quorum answers reads with (controller.stale_reads)."""
+        if self.prepared:
+            return
+        self.prepared = True
         await self.store.open()
         self.sealer = await sealing.open_sealer(self.store, self.config.key_file)
         await self.record.load()
@@ -180,8 +195,8 @@ class Controller:
         )
         self.autoscaling.bind(self.api.call)
         self.schedules.bind(self.api.call)
-        await self._start_grpc()
-        await self._start_http()
+
+    def _start_tasks(self) -> None:
         self._tasks.append(asyncio.create_task(self.dispatcher.watch_heartbeats()))
         self._tasks.append(asyncio.create_task(self.service.roles.run()))
         self._tasks.append(asyncio.create_task(self.services.run()))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import grpc
@@ -20,6 +20,9 @@ from dockyard.v1 import api_pb2, api_pb2_grpc
 DEFAULT_CONTROLLER = "127.0.0.1:7070"
 API_METHOD = "/dockyard.v1.ClusterApi/"
 ERROR_TYPE_KEY = "dockyard-error-type"
+# set (to when the controller last heard from an etcd with quorum) on an answer from memory
+# while etcd has no quorum (controller.stale_reads)
+STALE_KEY = "dockyard-stale"
 
 
 def controller_address(explicit: str | None = None) -> str:
@@ -77,6 +80,8 @@ class Client:
         else:
             self._channel = grpc.insecure_channel(self.address)
         self._stub = api_pb2_grpc.ClusterApiStub(self._channel)
+        self.stale_since: str | None = None  # the last answer's staleness (STALE_KEY)
+        self.on_stale: Callable[[str], None] | None = None  # e.g. the CLI's warning
 
     def _metadata(self, name: str, request: Any) -> tuple[tuple[str, str], ...] | None:
         if self.credentials is None:
@@ -101,10 +106,19 @@ class Client:
         try:
             request = api_pb2.JsonRequest(body=json.dumps(body or {}))
             metadata = self._metadata(operation, request)
-            reply = method(request, timeout=self.timeout, metadata=metadata)
+            reply, call = method.with_call(request, timeout=self.timeout, metadata=metadata)
         except grpc.RpcError as err:
+            self._note_stale(err.trailing_metadata())  # type: ignore[attr-defined]
             raise _error_from_rpc(err) from None
+        self._note_stale(call.trailing_metadata())
         return json.loads(reply.body) if reply.body else {}
+
+    def _note_stale(self, metadata: Any) -> None:
+        """Remember (and report) whether the answer came from a controller's memory while
+        etcd had no quorum."""
+        self.stale_since = next((str(v) for k, v in metadata or () if k == STALE_KEY), None)
+        if self.stale_since is not None and self.on_stale is not None:
+            self.on_stale(self.stale_since)
 
     def watch_events(
         self, cluster: str = "", task: str = "", follow: bool = False

@@ -149,15 +149,14 @@ class Ctl:
         )
 
     def ecs(self) -> Any:
-        """boto3's ECS client on this controller's HTTPS endpoint, verifying the cluster CA."""
+        """boto3's ECS client on this controller's HTTPS endpoint, verifying the cluster CA
+        (botocore's default retries: these tests ride failovers)."""
+        return self.ecs_once(retries=BOTO_DEFAULT_RETRIES)
+
+    def ecs_once(self, **config: Any) -> Any:
+        """The same without retries (or with botocore `Config` settings)."""
         url = f"https://127.0.0.1:{self.http_port}"
-        return aws_client(
-            "ecs",
-            url,
-            self.admin(),
-            verify=str(self.data_dir / "ca.crt"),
-            retries=BOTO_DEFAULT_RETRIES,
-        )
+        return aws_client("ecs", url, self.admin(), verify=str(self.data_dir / "ca.crt"), **config)
 
     def connected_agents(self) -> int:
         client = self.client()

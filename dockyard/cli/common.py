@@ -114,10 +114,21 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
 
 
+def warn_stale(since: str) -> None:
+    """One warning line per stale answer (controller.stale_reads), on stderr: stdout stays
+    the answer, parseable as ever."""
+    print(
+        f"warning: stale answer: etcd has no quorum; this is the controller's memory of the "
+        f"state as of {since} (writes are refused until etcd has a quorum again)",
+        file=sys.stderr,
+    )
+
+
 def bind(fn: Handler) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         address = controller_address(args.controller)
         client = Client(address)
+        client.on_stale = warn_stale
         try:
             return fn(Ctx(client, address, args.cluster, args.output), args)
         except ApiError as err:

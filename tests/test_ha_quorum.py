@@ -1,0 +1,97 @@
+"""etcd losing two of its three members (real etcd, real controller processes, boto3 and the
+CLI): writes are refused at once with the reason, reads are answered from a standby's memory,
+marked stale; with a member back a leader is elected, writes work and the marking is gone."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import botocore.exceptions
+import pytest
+
+from controller.ha import LOST_LEADERSHIP
+from controller.stale_reads import STALE_HEADER, STALE_SINCE_HEADER
+from dockyard import auth
+from tests.etcd_fixture import etcd_cluster
+from tests.support import wait_for
+from tests.test_ha import Ctl, controllers, leader_and_standby
+
+
+
+def cli(ctl: Ctl, *argv: str) -> subprocess.CompletedProcess[str]:
+    """`dockyard ARGV` against `ctl`'s native API, over TLS."""
+    env = {
+        **os.environ,
+        "DOCKYARD_CONTROLLER": f"127.0.0.1:{ctl.grpc_port}",
+        auth.CA_CERT_ENV: str(ctl.data_dir / "ca.crt"),
+    }
+    command = [sys.executable, "-m", "dockyard.cli.main", *argv]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+
+def headers(reply: dict[str, object]) -> dict[str, str]:
+    meta = reply["ResponseMetadata"]
+    assert isinstance(meta, dict)
+    return dict(meta["HTTPHeaders"])
+
+
+def stale(ctl: Ctl) -> bool:
+    return bool(ctl.health().get("stale"))
+
+
+@pytest.mark.timeout(240)
+def test_two_of_three_etcd_members_down_reads_stale_writes_refused_then_recovery(
+    tmp_path: Path,
+) -> None:
+    with etcd_cluster(3) as etcd3, controllers(etcd3, tmp_path, "a", "b") as ctls:
+        a, b = leader_and_standby(ctls)
+        wait_for(lambda: b.health().get("status") == "standby", 20, what="b answering")
+        b.ecs().create_cluster(clusterName="one")  # relayed to a
+        etcd3.members[0].stop()
+        b.ecs().create_cluster(clusterName="two")  # one member down changes nothing
+        assert STALE_HEADER not in headers(b.ecs().list_clusters())
+
+        etcd3.members[1].stop()
+        assert a.proc and a.proc.wait(timeout=15) == LOST_LEADERSHIP  # fail-stop, fenced
+        wait_for(lambda: stale(b), 15, what="b noticing etcd has no quorum")
+        ecs = b.ecs()
+        listed = ecs.list_clusters()
+        assert {arn.rsplit("/", 1)[-1] for arn in listed["clusterArns"]} == {"one", "two"}
+        marks = headers(listed)
+        assert marks[STALE_HEADER] == "true", marks
+        assert marks[STALE_SINCE_HEADER].endswith("Z"), marks
+        described = ecs.describe_clusters(clusters=["one"])["clusters"]
+        assert [c["clusterName"] for c in described] == ["one"]
+
+        started = time.monotonic()
+        once = b.ecs_once()
+        with pytest.raises(botocore.exceptions.ClientError) as refused:
+            once.create_cluster(clusterName="refused")
+        error = refused.value.response["Error"]
+        assert error["Code"] == "ServerException", error
+        assert "etcd has no quorum" in error["Message"], error
+        assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+        assert time.monotonic() - started < 5  # refused at once, not after etcd's timeouts
+
+        listing = cli(b, "clusters", "list")
+        assert listing.returncode == 0, listing.stderr
+        assert "one" in listing.stdout and "two" in listing.stdout
+        assert "warning: stale answer: etcd has no quorum" in listing.stderr, listing.stderr
+        created = cli(b, "clusters", "create", "refused")
+        assert created.returncode != 0
+        assert "etcd has no quorum" in created.stderr, created.stderr
+
+        etcd3.restart(etcd3.members[1])  # the quorum is back: b leads, no restart of b
+        wait_for(b.serving, 30, what="b leading once etcd has a quorum again")
+        ecs.create_cluster(clusterName="three")
+        again = ecs.list_clusters()
+        assert STALE_HEADER not in headers(again)
+        assert {arn.rsplit("/", 1)[-1] for arn in again["clusterArns"]} == {"one", "two", "three"}
+        plain = cli(b, "clusters", "list")
+        assert plain.returncode == 0 and "stale" not in plain.stderr, plain.stderr
+        a.start()  # its supervisor's restart: a standby again
+        wait_for(a.standing_by, 30, what="a standing by")
