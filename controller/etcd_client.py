@@ -133,9 +133,14 @@ class EtcdClient:
     async def close(self) -> None:
         await self.channel.close()
 
-    async def range_prefix(self, prefix: bytes, revision: int = 0) -> Any:
-        """Every key under prefix (one RangeResponse: kvs, header.revision)."""
-        request = rpc.RangeRequest(key=prefix, range_end=prefix_end(prefix), revision=revision)
+    async def range_prefix(
+        self, prefix: bytes, revision: int = 0, serializable: bool = False
+    ) -> Any:
+        """Every key under prefix (one RangeResponse: kvs, header.revision); `serializable`:
+        as the member answering holds it, which it can without a quorum."""
+        request = rpc.RangeRequest(
+            key=prefix, range_end=prefix_end(prefix), revision=revision, serializable=serializable
+        )
         return await self.kv.Range(request, timeout=CALL_TIMEOUT)
 
     async def get(self, key: bytes) -> Any:

@@ -8,9 +8,11 @@ reason, instead of a relay that waits for etcd's timeouts.
 
 How a stale answer is marked, so that AWS clients still parse it:
 
-- ECS HTTP endpoint: response headers `x-dockyard-stale: true` and
+- ECS HTTP endpoint: response headers `x-dockyard-stale: true`,
   `x-dockyard-stale-since: <RFC 3339 UTC>` (the last time this controller heard from an
-  etcd with quorum); botocore keeps them in `ResponseMetadata.HTTPHeaders`.
+  etcd with quorum; `unknown` if it never did since it started) and
+  `x-dockyard-stale-revision: <etcd revision of the state in memory>`; botocore keeps them
+  in `ResponseMetadata.HTTPHeaders`.
 - native gRPC API: trailing metadata `dockyard-stale: <RFC 3339 UTC>`; the CLI prints a
   warning line on stderr.
 - a refused write: HTTP 503 `ServerException` (gRPC UNAVAILABLE), message naming the cause.
@@ -49,6 +51,7 @@ log = logging.getLogger(__name__)
 
 STALE_HEADER = "x-dockyard-stale"
 STALE_SINCE_HEADER = "x-dockyard-stale-since"
+STALE_REVISION_HEADER = "x-dockyard-stale-revision"
 PROBE_PERIOD_S = 0.5  # how often a standby asks etcd whether it has a quorum
 PROBE_TIMEOUT_S = 1.0  # a linearizable read unanswered in this time: no quorum
 NO_QUORUM = (
@@ -87,7 +90,7 @@ class QuorumWatch:
         self.client = client
         self.key = key
         self.ok = True
-        self.last_seen = time.time()
+        self.last_seen: float | None = None  # wall clock
 
     async def run(self) -> None:
         from aetcd import rpc
@@ -107,7 +110,7 @@ class QuorumWatch:
 
     @property
     def since(self) -> str:
-        return rfc3339(self.last_seen)
+        return rfc3339(self.last_seen) if self.last_seen is not None else "unknown"
 
 
 def refusal() -> ApiError:
@@ -179,6 +182,7 @@ class StaleReader:
     def _marked(self, response: web.StreamResponse) -> web.Response:
         response.headers[STALE_HEADER] = "true"
         response.headers[STALE_SINCE_HEADER] = self.quorum.since
+        response.headers[STALE_REVISION_HEADER] = str(self.store.revision)
         assert isinstance(response, web.Response)
         return response
 

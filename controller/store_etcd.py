@@ -166,7 +166,9 @@ class EtcdStore:
         try:
             if exclusive:
                 await self._refuse_if_running()
-            await self._load_all()
+                await self._load_all()
+            else:
+                await self._load_all_or_stale()
         except grpc.aio.AioRpcError as err:
             await self.client.close()
             self.client = None  # not open: a later open() reads it all again
@@ -301,10 +303,23 @@ class EtcdStore:
         if running.kvs or leader is not None:
             raise StoreBusy(f"{self.location} is in use by a running controller: stop it first")
 
-    async def _load_all(self) -> None:
+    async def _load_all_or_stale(self) -> None:
+        """The whole state; without an etcd quorum, as a surviving member holds it (a
+        controller restarted then stands by and answers reads from it, marked stale: see
+        controller.stale_reads; before it may lead, `catch_up` brings it up to the election's
+        revision, and its watch goes on from the revision loaded)."""
+        try:
+            await self._load_all()
+        except grpc.aio.AioRpcError as err:
+            if err.code() not in RESEND:
+                raise
+            log.warning("etcd has no quorum (%s): loading a member's copy", err.details())
+            await self._load_all(serializable=True)
+
+    async def _load_all(self, serializable: bool = False) -> None:
         """The whole state at one revision; the last event seq at that same revision."""
         assert self.client
-        objects = await self.client.range_prefix(self._objects)
+        objects = await self.client.range_prefix(self._objects, serializable=serializable)
         revision = objects.header.revision
         last = await self.client.kv.Range(
             rpc.RangeRequest(
@@ -315,6 +330,7 @@ class EtcdStore:
                 sort_target=rpc.RangeRequest.KEY,
                 limit=1,
                 keys_only=True,
+                serializable=serializable,
             ),
             timeout=ec.CALL_TIMEOUT,
         )

@@ -14,7 +14,7 @@ import botocore.exceptions
 import pytest
 
 from controller.ha import LOST_LEADERSHIP
-from controller.stale_reads import STALE_HEADER, STALE_SINCE_HEADER
+from controller.stale_reads import STALE_HEADER, STALE_REVISION_HEADER, STALE_SINCE_HEADER
 from dockyard import auth
 from tests.etcd_fixture import etcd_cluster
 from tests.support import wait_for
@@ -63,7 +63,7 @@ def test_two_of_three_etcd_members_down_reads_stale_writes_refused_then_recovery
         assert {arn.rsplit("/", 1)[-1] for arn in listed["clusterArns"]} == {"one", "two"}
         marks = headers(listed)
         assert marks[STALE_HEADER] == "true", marks
-        assert marks[STALE_SINCE_HEADER].endswith("Z"), marks
+        assert marks[STALE_SINCE_HEADER].endswith("Z"), marks  # b saw the quorum before
         described = ecs.describe_clusters(clusters=["one"])["clusters"]
         assert [c["clusterName"] for c in described] == ["one"]
 
@@ -85,13 +85,25 @@ def test_two_of_three_etcd_members_down_reads_stale_writes_refused_then_recovery
         assert created.returncode != 0
         assert "etcd has no quorum" in created.stderr, created.stderr
 
-        etcd3.restart(etcd3.members[1])  # the quorum is back: b leads, no restart of b
-        wait_for(b.serving, 30, what="b leading once etcd has a quorum again")
+        a.start()  # its supervisor restarts the deposed leader: a standby, from a member's copy
+        wait_for(lambda: stale(a), 30, what="a answering stale")
+        from_a = a.ecs().list_clusters()
+        assert {arn.rsplit("/", 1)[-1] for arn in from_a["clusterArns"]} == {"one", "two"}
+        assert headers(from_a)[STALE_HEADER] == "true"
+        assert int(headers(from_a)[STALE_REVISION_HEADER]) > 0
+        with pytest.raises(botocore.exceptions.ClientError) as also_refused:
+            a.ecs_with(ONCE).create_cluster(clusterName="refused")
+        assert "etcd has no quorum" in also_refused.value.response["Error"]["Message"]
+
+        etcd3.restart(etcd3.members[1])  # the quorum is back: one leads, neither restarted
+        wait_for(lambda: a.serving() or b.serving(), 30, what="a leader once etcd has a quorum")
+        leader, other = (a, b) if a.serving() else (b, a)
+        wait_for(lambda: not stale(other), 15, what="the standby relaying again")
+        ecs = other.ecs()
         ecs.create_cluster(clusterName="three")
         again = ecs.list_clusters()
         assert STALE_HEADER not in headers(again)
         assert {arn.rsplit("/", 1)[-1] for arn in again["clusterArns"]} == {"one", "two", "three"}
-        plain = cli(b, "clusters", "list")
+        assert leader.clusters() == {"one", "two", "three"}
+        plain = cli(other, "clusters", "list")
         assert plain.returncode == 0 and "stale" not in plain.stderr, plain.stderr
-        a.start()  # its supervisor's restart: a standby again
-        wait_for(a.standing_by, 30, what="a standing by")
