@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 
 LOST_LEADERSHIP = 75  # exit status (EX_TEMPFAIL): restart me, I will come back a standby
 REFUSAL = (
-    "this controller lost its leadership (its etcd lease lapsed: etcd unreachable or without "
-    "quorum) and stores nothing more: retry on the new leader"
+    "this controller lost its leadership (its etcd lease lapsed: etcd has no quorum, or is "
+    "unreachable from here) and stores nothing more: retry on the new leader"
 )
 REFUSAL_GRACE = 1.0  # seconds for refused calls to answer before the controller stops
 

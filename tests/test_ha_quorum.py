@@ -1,6 +1,7 @@
-"""etcd losing two of its three members (real etcd, real controller processes, boto3 and the
-CLI): writes are refused at once with the reason, reads are answered from a standby's memory,
-marked stale; with a member back a leader is elected, writes work and the marking is gone."""
+"""etcd losing two of its three members (real etcd, real controller processes with API
+signatures and TLS, boto3 and the CLI): writes are refused at once with the reason, reads
+are answered from a standby's memory, marked stale; with a member back a leader is elected,
+writes work and the marking is gone."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import pytest
 from controller.ha import LOST_LEADERSHIP
 from controller.stale_reads import STALE_HEADER, STALE_REVISION_HEADER, STALE_SINCE_HEADER
 from dockyard import auth
+from dockyard.client import Client
+from dockyard.errors import ApiError
 from tests.etcd_fixture import etcd_cluster
 from tests.support import wait_for
 from tests.test_ha import Ctl, controllers, leader_and_standby
@@ -23,11 +26,14 @@ from tests.test_ha import Ctl, controllers, leader_and_standby
 
 
 def cli(ctl: Ctl, *argv: str) -> subprocess.CompletedProcess[str]:
-    """`dockyard ARGV` against `ctl`'s native API, over TLS."""
+    """`dockyard ARGV` against `ctl`'s native API, over TLS, signed with the admin key."""
+    creds = ctl.admin()
     env = {
         **os.environ,
         "DOCKYARD_CONTROLLER": f"127.0.0.1:{ctl.grpc_port}",
         auth.CA_CERT_ENV: str(ctl.data_dir / "ca.crt"),
+        auth.ACCESS_KEY_ENV: creds.access_key_id,
+        auth.SECRET_KEY_ENV: creds.secret_access_key,
     }
     command = [sys.executable, "-m", "dockyard.cli.main", *argv]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
@@ -47,7 +53,7 @@ def stale(ctl: Ctl) -> bool:
 def test_two_of_three_etcd_members_down_reads_stale_writes_refused_then_recovery(
     tmp_path: Path,
 ) -> None:
-    with etcd_cluster(3) as etcd3, controllers(etcd3, tmp_path, "a", "b") as ctls:
+    with etcd_cluster(3) as etcd3, controllers(etcd3, tmp_path, "a", "b", auth=True) as ctls:
         a, b = leader_and_standby(ctls)
         wait_for(lambda: b.health().get("status") == "standby", 20, what="b answering")
         b.ecs().create_cluster(clusterName="one")  # relayed to a
@@ -66,6 +72,11 @@ def test_two_of_three_etcd_members_down_reads_stale_writes_refused_then_recovery
         assert marks[STALE_SINCE_HEADER].endswith("Z"), marks  # b saw the quorum before
         described = ecs.describe_clusters(clusters=["one"])["clusters"]
         assert [c["clusterName"] for c in described] == ["one"]
+        unsigned = Client(f"127.0.0.1:{b.grpc_port}", timeout=10, sign=False, ca_cert=b.ca())
+        with pytest.raises(ApiError) as denied:  # signatures are checked on stale reads too
+            unsigned.call("ListClusters")
+        assert denied.value.name != "ServerException", denied.value
+        unsigned.close()
 
         started = time.monotonic()
         once = b.ecs_once()
