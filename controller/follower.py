@@ -106,6 +106,7 @@ class Follower:
         # without an etcd quorum there is no leader: reads answered here, stale
         self.quorum = QuorumWatch(client, lead.key)
         self.stale = StaleReader(config, store, self.quorum)
+        self.quorum.on_back = self.stale.close  # relaying again: the copy is not needed
         self._probe: asyncio.Task[None] | None = None
 
     # -- life cycle -------------------------------------------------------------------
@@ -360,6 +361,8 @@ class _Relay(grpc.GenericRpcHandler):
 
     def _relay_stream(self, method: str) -> Any:
         async def relay(request: bytes, context: Any) -> AsyncIterator[bytes]:
+            if not self.follower.quorum.ok:  # events and logs are not in memory: say why
+                await context.abort(grpc.StatusCode.UNAVAILABLE, NO_QUORUM)
             leader = await self._leader(context)
             call = self.follower.channel(leader.grpc).unary_stream(method)
             stream = call(request, metadata=_metadata(context), timeout=_timeout(context))

@@ -28,6 +28,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -91,6 +92,7 @@ class QuorumWatch:
         self.key = key
         self.ok = True
         self.last_seen: float | None = None  # wall clock
+        self.on_back: Callable[[], None] | None = None  # etcd has a quorum again
 
     async def run(self) -> None:
         from aetcd import rpc
@@ -103,9 +105,12 @@ class QuorumWatch:
                     log.warning("etcd has no quorum (%s): answering reads stale", err.code())
                 self.ok = False
             else:
-                if not self.ok:
-                    log.info("etcd has a quorum again: relaying to the leader")
+                back = not self.ok
                 self.ok, self.last_seen = True, time.time()
+                if back:
+                    log.info("etcd has a quorum again: relaying to the leader")
+                    if self.on_back is not None:
+                        self.on_back()
             await asyncio.sleep(PROBE_PERIOD_S)
 
     @property
@@ -137,7 +142,6 @@ class StaleReader:
         self.config = config
         self.store = store
         self.quorum = quorum
-        self._ctl: Controller | None = None
         self._building: asyncio.Task[Controller] | None = None
 
     async def reader(self) -> Controller:
@@ -151,15 +155,14 @@ class StaleReader:
 
         ctl = Controller(self.config, store=self.store)
         await ctl.prepare()
-        self._ctl = ctl
         return ctl
 
     def close(self) -> None:
-        """Stop following the store (the controller proper takes over, or we stop)."""
-        if self._ctl is not None:
-            self._ctl.record._unwatch()
-        if self._building is not None and not self._building.done():
-            self._building.cancel()
+        """Stop following the store and drop the copy (etcd has a quorum again, the
+        controller proper takes over, or we stop); the next loss of quorum builds anew."""
+        building, self._building = self._building, None
+        if building is not None:  # callers may await it still: let it finish, then let go
+            building.add_done_callback(_unwatch_built)
 
     # -- HTTP -------------------------------------------------------------------------
 
@@ -213,6 +216,11 @@ class StaleReader:
             raise
         reply: bytes = api_pb2.JsonReply(body=json.dumps(result or {})).SerializeToString()
         return reply
+
+
+def _unwatch_built(building: asyncio.Task[Controller]) -> None:
+    if not building.cancelled() and building.exception() is None:
+        building.result().record._unwatch()
 
 
 def _code(err: ApiError) -> grpc.StatusCode:

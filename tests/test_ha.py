@@ -393,8 +393,8 @@ def test_a_real_agent_follows_the_new_leader_and_keeps_its_containers(
         assert len(bare_cluster.containers("a1")) == 3
 
 
-def tokens_create(ctl: Ctl) -> str:
-    """`dockyard tokens create` against `ctl` (signed with the admin key, over TLS)."""
+def cli(ctl: Ctl, *argv: str) -> subprocess.CompletedProcess[str]:
+    """`dockyard ARGV` against `ctl`'s native API (signed with the admin key, over TLS)."""
     creds = ctl.admin()
     env = {
         **os.environ,
@@ -403,8 +403,14 @@ def tokens_create(ctl: Ctl) -> str:
         auth.ACCESS_KEY_ENV: creds.access_key_id,
         auth.SECRET_KEY_ENV: creds.secret_access_key,
     }
-    argv = [sys.executable, "-m", "dockyard.cli.main", "tokens", "create"]
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=True)
+    command = [sys.executable, "-m", "dockyard.cli.main", *argv]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+
+def tokens_create(ctl: Ctl) -> str:
+    """`dockyard tokens create` against `ctl`."""
+    done = cli(ctl, "tokens", "create")
+    done.check_returncode()
     return done.stdout
 
 

@@ -5,9 +5,6 @@ writes work and the marking is gone."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,27 +13,12 @@ import pytest
 
 from controller.ha import LOST_LEADERSHIP
 from controller.stale_reads import STALE_HEADER, STALE_REVISION_HEADER, STALE_SINCE_HEADER
-from dockyard import auth
 from dockyard.client import Client
 from dockyard.errors import ApiError
 from tests.etcd_fixture import etcd_cluster
 from tests.support import wait_for
-from tests.test_ha import Ctl, controllers, leader_and_standby
+from tests.test_ha import Ctl, cli, controllers, leader_and_standby
 
-
-
-def cli(ctl: Ctl, *argv: str) -> subprocess.CompletedProcess[str]:
-    """`dockyard ARGV` against `ctl`'s native API, over TLS, signed with the admin key."""
-    creds = ctl.admin()
-    env = {
-        **os.environ,
-        "DOCKYARD_CONTROLLER": f"127.0.0.1:{ctl.grpc_port}",
-        auth.CA_CERT_ENV: str(ctl.data_dir / "ca.crt"),
-        auth.ACCESS_KEY_ENV: creds.access_key_id,
-        auth.SECRET_KEY_ENV: creds.secret_access_key,
-    }
-    command = [sys.executable, "-m", "dockyard.cli.main", *argv]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
 
 
 def headers(reply: dict[str, object]) -> dict[str, str]:
