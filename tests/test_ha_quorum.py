@@ -20,7 +20,6 @@ from tests.support import wait_for
 from tests.test_ha import Ctl, cli, controllers, leader_and_standby
 
 
-
 def headers(reply: dict[str, object]) -> dict[str, str]:
     meta = reply["ResponseMetadata"]
     assert isinstance(meta, dict)
@@ -85,7 +84,7 @@ def test_two_of_three_etcd_members_down_reads_stale_writes_refused_then_recovery
         assert headers(from_a)[STALE_HEADER] == "true"
         assert int(headers(from_a)[STALE_REVISION_HEADER]) > 0
         with pytest.raises(botocore.exceptions.ClientError) as also_refused:
-            a.ecs_with(ONCE).create_cluster(clusterName="refused")
+            a.ecs_once().create_cluster(clusterName="refused")
         assert "etcd has no quorum" in also_refused.value.response["Error"]["Message"]
 
         etcd3.restart(etcd3.members[1])  # the quorum is back: one leads, neither restarted
