@@ -34,6 +34,7 @@ from controller.http_timeouts import runner_options
 from controller.liveness import DEFAULT_HEARTBEAT_BUDGET
 from controller.metrics import StateMetrics
 from controller.ops import bind
+from controller.ops import security as security_ops
 from controller.ops.autoscaling import AutoScaling
 from controller.ops.chain import OperationChain
 from controller.ops.context import OpContext
@@ -172,7 +173,7 @@ class Controller:
             {
                 **bind.handlers(self.service),
                 **orchestrator.handlers(self.services),
-                **self.security.handlers(),
+                **security_ops.handlers(self.security),  # controller/ops/security.py
                 **UsageOps(self.service, self.usage).handlers(),
                 **self.discovery.handlers(),  # Cloud Map (issue 21)
                 **self.autoscaling.handlers(),
