@@ -48,16 +48,24 @@ class TaskCounts:
         self._running: dict[str, set[str]] = defaultdict(set)  # instance -> those tasks
         self._disconnected: set[str] = set()  # known instances whose agent is gone
 
-    def task(self, arn: str, task: Task | None) -> str | None:
-        """Count a task as it is now (None: deleted); the status it left, if it changed."""
-        old = self._status.pop(arn, None)
-        if task is not None:
-            self._status[arn] = task.last_status
-            self.by_status[task.last_status] += 1
-        if old is not None:
-            self.by_status[old] -= 1
-        self._place(arn, _running_on(task) if task is not None else "")
-        return old
+    def task(self, arn: str, task: Task | None) -> bool:
+        """Count a task as it is now (None: deleted); whether its status count moved. Most
+        changes move neither count (a task's other fields changed): those cost two lookups."""
+        old = self._status.get(arn)
+        status = task.last_status if task is not None else None
+        moved = old != status
+        if moved:
+            if old is not None:
+                self.by_status[old] -= 1
+            if status is None:
+                del self._status[arn]
+            else:
+                self._status[arn] = status
+                self.by_status[status] += 1
+        inst = _running_on(task) if task is not None else ""
+        if self._placed.get(arn, "") != inst:
+            self._place(arn, inst)
+        return moved
 
     def _place(self, arn: str, inst: str) -> None:
         was = self._placed.pop(arn, "")
@@ -107,16 +115,10 @@ class StateMetrics:
         feed.subscribe(("task",), self._tasks)
 
     def _tasks(self, changes: list[Change]) -> None:
-        touched: set[str] = set()
-        for c in changes:
-            task = _obj(c)
-            left = self.counts.task(c.key, task)
-            if left is not None:
-                touched.add(left)
-            if task is not None:
-                touched.add(task.last_status)
-        for status in touched:
-            self._by_status.labels(status).set(self.counts.by_status[status])
+        if any([self.counts.task(c.key, _obj(c)) for c in changes]):  # every change counted
+            by_status = self.counts.by_status
+            for status, n in by_status.items():  # a handful of statuses
+                self._by_status.labels(status).set(n)
         self._on_disconnected.set(self.counts.on_disconnected)
 
     def _instances(self, changes: list[Change]) -> None:
