@@ -108,7 +108,7 @@ class StateMetrics:
             "tasks desired RUNNING on instances whose agent is disconnected (the grace watches)",
             registry=self.registry,
         )
-        for inst in state.instances.values():  # instances first: tasks count on them
+        for inst in state.instances.values():  # the state as loaded, then the feed
             self.counts.instance(inst.arn, inst)
         self._tasks([Change("task", t.arn, t) for t in state.tasks.values()])
         feed.subscribe(("instance",), self._instances)
