@@ -3,9 +3,10 @@
 Components that react to the state subscribe here instead of being called by the code that
 changed it (SwarmKit's store watch, in process): the dispatcher turns task changes into
 per-instance desired-state deltas, the services' orchestrator re-plans services whose tasks
-stopped. A subscriber is a plain function of the batch of changes of its kinds, called
-synchronously in the publisher's loop turn, so it must only note work and return (queue a
-delta, wake a loop); the order of subscribers is the order they subscribed.
+stopped, the state gauges of /metrics count tasks and instances (controller/metrics.py).
+A subscriber is a plain function of the batch of changes of its kinds, called synchronously
+in the publisher's loop turn, so it must only note work and return (queue a delta, wake a
+loop); the order of subscribers is the order they subscribed.
 
 Kinds published today:
 - Every stored kind (`"task"`, `"instance"`, `"service"`, `"role"`, ... : the keys of

@@ -6,7 +6,7 @@ JSON). Secrets are named values for `secrets[].valueFrom` and
 `repositoryCredentials.credentialsParameter`, read with the execution role's authority.
 Keys and values are write-only: no operation returns them; the store keeps them sealed
 (controller.security.sealing) and they travel only in the desired state sent to the one agent
-that runs the task.
+that runs the task. Their operations (CreateRole, PutSecret...) are controller/ops/roles.py.
 
 Credentials are fetched per role (cached and shared), bound to each task under an id derived
 from a secret key (HMAC of the task ARN, >= 192 bits, stable across controller restarts
@@ -29,14 +29,13 @@ import secrets
 import shlex
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from controller.feed import Change
 from controller.model import Task, TaskDefinition, now
-from controller.store_api import Delete, Put
+from controller.store_api import Put
 from dockyard.errors import ApiError, invalid
 from dockyard.v1 import agent_pb2
 
@@ -213,7 +212,8 @@ def _credential_process(command: str, at: float) -> Issued:
 # ---------------------------------------------------------------- pure parsing
 
 
-def _text(body: dict[str, Any], key: str, required: bool = False) -> str:
+def body_text(body: dict[str, Any], key: str, required: bool = False) -> str:
+    """A string member of a request body ("" when absent or null), named when it is not."""
     value = body.get(key, "")
     if value is None:
         value = ""
@@ -226,23 +226,23 @@ def _text(body: dict[str, Any], key: str, required: bool = False) -> str:
 
 def parse_role(body: dict[str, Any], account: str) -> Role:
     """A CreateRole request -> Role (validated, nothing fetched yet)."""
-    name = _text(body, "roleName", required=True)
+    name = body_text(body, "roleName", required=True)
     if not ROLE_NAME_RE.match(name):
         raise invalid("roleName", "1-64 letters, digits and +=,.@_-")
-    arn = _text(body, "roleArn") or f"arn:aws:iam::{account}:role/{name}"
+    arn = body_text(body, "roleArn") or f"arn:aws:iam::{account}:role/{name}"
     if not ROLE_ARN_RE.match(arn):
         raise invalid("roleArn", "must look like arn:aws:iam::123456789012:role/NAME")
-    source = _text(body, "source") or "static"
+    source = body_text(body, "source") or "static"
     if source not in SOURCES:
         raise invalid("source", f"must be one of {', '.join(SOURCES)}")
     config: dict[str, Any] = {}
     if source in ("static", "sts-assume-role"):
-        config["accessKeyId"] = _text(body, "accessKeyId", required=True)
-        config["secretAccessKey"] = _text(body, "secretAccessKey", required=True)
-        config["sessionToken"] = _text(body, "sessionToken")
+        config["accessKeyId"] = body_text(body, "accessKeyId", required=True)
+        config["secretAccessKey"] = body_text(body, "secretAccessKey", required=True)
+        config["sessionToken"] = body_text(body, "sessionToken")
     if source == "sts-assume-role":
         for key in ("endpointUrl", "externalId", "region"):
-            config[key] = _text(body, key)
+            config[key] = body_text(body, key)
         if config["endpointUrl"] and not re.match(r"^https?://", config["endpointUrl"]):
             raise invalid("endpointUrl", "must be an http:// or https:// URL")
         duration = body.get("durationSeconds", 3600)
@@ -250,7 +250,7 @@ def parse_role(body: dict[str, Any], account: str) -> Role:
             raise invalid("durationSeconds", "must be an integer of at least 5 (STS: 900-43200)")
         config["durationSeconds"] = duration
     if source == "process":
-        config["command"] = _text(body, "command", required=True)
+        config["command"] = body_text(body, "command", required=True)
         try:
             shlex.split(config["command"])
         except ValueError as err:
@@ -308,8 +308,9 @@ class TaskExtras:
 
 
 class RoleService:
-    """Roles and secrets (their operations are bound by controller.ops.bind), and the task
-    credentials they issue. Takes the `Core` only: it imports nothing of the operations."""
+    """Roles and secrets (their operations are controller/ops/roles.py's functions, which
+    write through this), and the task credentials they issue. Takes the `Core` only: it
+    imports nothing of the operations."""
 
     def __init__(self, service: Core) -> None:
         self.service = service  # the Core (record, store, events, ARNs, feed) it writes through
@@ -322,17 +323,6 @@ class RoleService:
         self._restarted = True  # roles loaded from the store have no credentials yet
         self.sealer: Sealer | None = None  # set by load(): secret fields are stored sealed
         service.feed.subscribe(("role",), self._on_roles)  # committed role changes
-
-    def handlers(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]]:
-        """Roles and secrets, for the one operations table (controller/ops/table.py)."""
-        return {
-            "CreateRole": self.op_CreateRole,
-            "ListRoles": self.op_ListRoles,
-            "DeleteRole": self.op_DeleteRole,
-            "PutSecret": self.op_PutSecret,
-            "ListSecrets": self.op_ListSecrets,
-            "DeleteSecret": self.op_DeleteSecret,
-        }
 
     # ------------------------------------------------------------ persistence
 
@@ -352,7 +342,8 @@ class RoleService:
             key = base64.b64encode(self._key).decode()
             await record.commit([sealer.put(KEY_KIND, "binding", {"key": key})])
 
-    def _sealed(self, kind: str, key: str, doc: dict[str, Any]) -> Put:
+    def sealed(self, kind: str, key: str, doc: dict[str, Any]) -> Put:
+        """The store record of a role or secret, its keys and value sealed."""
         assert self.sealer is not None, "load() first"
         return self.sealer.put(kind, key, doc)
 
@@ -386,82 +377,6 @@ class RoleService:
         except (ValueError, KeyError, TypeError):
             return None
         return value if isinstance(value, str) else json.dumps(value)
-
-    # ------------------------------------------------------------ roles API
-
-    async def op_CreateRole(self, body: dict[str, Any]) -> dict[str, Any]:
-        role = parse_role(body, self.service.arns.account)
-        if role.arn in self.roles or any(r.name == role.name for r in self.roles.values()):
-            raise invalid("roleName", f"a role named {role.name} already exists: delete it first")
-        try:
-            issued = await asyncio.to_thread(fetch, role)
-        except CredentialError as err:
-            raise invalid("source", f"cannot obtain credentials: {err}") from None
-        self.roles[role.arn] = role
-        self.cache[role.arn] = issued
-        await self.service.commit(
-            [
-                self._sealed("role", role.arn, role.__dict__),
-                self.service.event("", "role", role.arn, f"role created ({role.source})"),
-            ]
-        )
-        return {"role": role.view()}
-
-    async def op_ListRoles(self, body: dict[str, Any]) -> dict[str, Any]:
-        return {"roles": [r.view() for r in sorted(self.roles.values(), key=lambda r: r.name)]}
-
-    async def op_DeleteRole(self, body: dict[str, Any]) -> dict[str, Any]:
-        ref = _text(body, "roleName") or _text(body, "roleArn")
-        role = self.role(ref) if ref else None
-        if role is None:
-            raise invalid("roleName", f"no role {ref!r} (dockyard roles list)")
-        users = [t.arn for t, arn in self._active_task_roles() if arn == role.arn]
-        if users:
-            raise invalid(
-                "roleName", f"{len(users)} running tasks use {role.name}: stop them first"
-            )
-        del self.roles[role.arn]
-        await self.service.commit(
-            [Delete("role", role.arn), self.service.event("", "role", role.arn, "role deleted")]
-        )
-        return {"role": role.view()}
-
-    # ------------------------------------------------------------ secrets API
-
-    async def op_PutSecret(self, body: dict[str, Any]) -> dict[str, Any]:
-        name = _text(body, "name", required=True)
-        if not SECRET_NAME_RE.match(name):
-            raise invalid("name", "1-512 letters, digits and /_+=.@-")
-        value = body.get("value")
-        if not isinstance(value, str) or not value:
-            raise invalid("value", "is required: a non-empty string")
-        if len(value.encode()) > MAX_SECRET_BYTES:
-            raise invalid("value", f"at most {MAX_SECRET_BYTES} bytes")
-        old = self.secrets.get(name)
-        a = self.service.arns
-        arn = f"arn:aws:secretsmanager:{a.region}:{a.account}:secret:{name}"
-        sec = Secret(name, arn, value, created_at=old.created_at if old else now())
-        self.secrets[name] = sec
-        await self.service.commit(
-            [
-                self._sealed("secret", name, sec.__dict__),
-                self.service.event("", "secret", arn, "secret updated" if old else "secret put"),
-            ]
-        )
-        return {"secret": sec.view()}
-
-    async def op_ListSecrets(self, body: dict[str, Any]) -> dict[str, Any]:
-        return {"secrets": [s.view() for _, s in sorted(self.secrets.items())]}
-
-    async def op_DeleteSecret(self, body: dict[str, Any]) -> dict[str, Any]:
-        name = _text(body, "name", required=True)
-        sec = self.secrets.pop(name, None)
-        if sec is None:
-            raise invalid("name", f"no secret {name!r} (dockyard secrets list)")
-        await self.service.commit(
-            [Delete("secret", name), self.service.event("", "secret", sec.arn, "secret deleted")]
-        )
-        return {"secret": sec.view()}
 
     # ------------------------------------------------------------ RunTask
 
@@ -591,7 +506,7 @@ class RoleService:
                 self._failed.pop(role.arn, None)
             return issued
 
-    def _active_task_roles(self) -> list[tuple[Task, str]]:
+    def active_task_roles(self) -> list[tuple[Task, str]]:
         out = []
         taskdefs = self.service.state.taskdefs
         for t in self.service.state.tasks.values():
@@ -612,7 +527,7 @@ class RoleService:
         if not due:
             return []  # the usual case: no scan of every task each tick
         users: dict[str, list[Task]] = {}
-        for task, arn in self._active_task_roles():
+        for task, arn in self.active_task_roles():
             if arn in due:
                 users.setdefault(arn, []).append(task)
         refreshed = []

@@ -8,7 +8,7 @@ The store is written by the service layer with what these methods changed.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from typing import Any
 
 from controller import taskdef_host
@@ -41,9 +41,6 @@ class ClusterState:
         # what changed since the services' scheduler last took them (take_changes)
         self.changed_services: set[tuple[str, str]] = set()
         self.changed_clusters: set[str] = set()
-        # tasks per lastStatus, kept as tasks are saved (the dockyard_tasks gauge)
-        self.status_counts: Counter[str] = Counter()
-        self._counted_status: dict[str, str] = {}
         self.client_tokens: dict[tuple[str, str], list[str]] = {}
         # (cluster, instance id) -> ARN and cluster -> ARNs: a registration storm of N
         # agents was O(N^2) with scans (each register looks its instance up by id)
@@ -88,21 +85,13 @@ class ClusterState:
         return self.save_task(task)
 
     def save_task(self, task: Task) -> Put:
-        """Every change to a task ends here: count it, note its service changed."""
+        """Every change to a task ends here: note its service changed (the gauges count it
+        from the change feed once committed: controller/metrics.py)."""
         task.version += 1
-        self._count_status(task)
         self._index_waiting(task)
         if task.service:
             self.changed_services.add((task.cluster, task.service))
         return Put("task", task.key, task.cluster, None, obj=task)
-
-    def _count_status(self, task: Task) -> None:
-        old = self._counted_status.get(task.arn)
-        if old != task.last_status:
-            if old is not None:
-                self.status_counts[old] -= 1
-            self.status_counts[task.last_status] += 1
-            self._counted_status[task.arn] = task.last_status
 
     def _index_waiting(self, task: Task) -> None:
         if task.waiting:
@@ -236,11 +225,7 @@ class ClusterState:
         return [self.tasks[a] for a in self.tasks_of_service.get((cluster, service), ())]
 
     def validate(self) -> None:
-        """Invariants: accounting matches the tasks, no instance is overcommitted, the
-        status counts match the tasks."""
-        counts = Counter(t.last_status for t in self.tasks.values())
-        kept = {status: n for status, n in self.status_counts.items() if n}
-        assert kept == counts, f"status counts {kept} != {dict(counts)}"
+        """Invariants: accounting matches the tasks, no instance is overcommitted."""
         for arn, view in self.views.items():
             expect = ClusterState._expected_usage(self, arn)
             got = (view.cpu_free, view.memory_free, view.running_tasks_count)
@@ -268,7 +253,6 @@ class ClusterState:
         elif kind == "task":
             self.tasks[obj.arn] = obj
             self.tasks_in_cluster[obj.cluster].add(obj.arn)
-            self._count_status(obj)
             self._index_waiting(obj)
             if obj.token_key:
                 self.client_tokens.setdefault(obj.token_key, []).append(obj.arn)

@@ -16,6 +16,7 @@ from controller.ops import (
     clusters,
     container_instances,
     exec_command,
+    roles,
     tags,
     task_definitions,
     tasks,
@@ -30,12 +31,13 @@ RESOURCES: tuple[dict[str, OpFn], ...] = (
     exec_command.HANDLERS,  # issue 20
     container_instances.HANDLERS,
     tags.HANDLERS,
+    roles.HANDLERS,  # roles and secrets (their credentials: controller/roles.py)
 )
 
 
 def handlers(ctx: OpContext) -> dict[str, Handler]:
-    """Every operation of the resource modules and of the context's parts (roles and
-    secrets, account settings), bound to `ctx`."""
+    """Every operation of the resource modules and of the context's parts (account
+    settings, capacity providers, task protection), bound to `ctx`."""
     bound: dict[str, Handler] = {}
     for operations in RESOURCES:
         for name, fn in operations.items():
@@ -43,7 +45,6 @@ def handlers(ctx: OpContext) -> dict[str, Handler]:
             bound[name] = partial(fn, ctx)
     return {
         **bound,
-        **ctx.roles.handlers(),
         **ctx.account.handlers(),
         **ctx.capacity.handlers(),  # issue 22
         "PutClusterCapacityProviders": partial(put_cluster_capacity_providers, ctx),

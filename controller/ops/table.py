@@ -175,10 +175,10 @@ _TABLE: list[Operation] = [
         "DeleteCapacityProvider",
         "PutClusterCapacityProviders",
     ),
-    # roles and secrets (Dockyard's own): controller/roles.py
+    # roles and secrets (Dockyard's own): controller/ops/roles.py (credentials: controller/roles.py)
     *_ops("roles", READ, "ListRoles", "ListSecrets", ecs=False),
     *_ops("roles", WRITE, "CreateRole", "DeleteRole", "PutSecret", "DeleteSecret", ecs=False),
-    # security (Dockyard's own, admin keys only): controller/security/{tokens,keys,agents}.py
+    # security (Dockyard's own, admin keys only): controller/ops/security.py
     *_ops("security", ADMIN, "CreateJoinToken", "ListJoinTokens", "RevokeJoinToken", ecs=False),
     *_ops("security", ADMIN, "CreateAccessKey", "ListAccessKeys", "DeleteAccessKey", ecs=False),
     *_ops("security", ADMIN, "RevokeInstance", ecs=False),

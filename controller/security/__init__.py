@@ -1,8 +1,9 @@
 """The controller's security: join tokens, access keys, API signatures, agent admission.
 
-`Security.install(dispatcher)` loads tokens, keys and revocations; `handlers()` gives the
-Dockyard-only operations (tokens, keys, RevokeInstance) and `after_steps()` the agent gate's
-step after DeregisterContainerInstance, for the operations chain. It also provides the gRPC
+`Security.install(dispatcher)` loads tokens, keys and revocations; their Dockyard-only
+operations (tokens, keys, RevokeInstance) are controller/ops/security.py's functions of
+these parts, and `after_steps()` gives the agent gate's step after
+DeregisterContainerInstance, for the operations chain. It also provides the gRPC
 interceptor, the AgentService servicer and the ECS endpoint's middleware. With
 `auth=False` (`dockyard controller --auth off`, for development) every caller and agent is
 let in, as before this module existed.
@@ -32,7 +33,7 @@ from controller.security.tokens import JoinTokens
 
 if TYPE_CHECKING:
     from controller.dispatcher import Dispatcher
-    from controller.ops.chain import AfterStep, Handler
+    from controller.ops.chain import AfterStep
     from controller.ops.core import Core
 
 __all__ = ["Security", "SecurityConfig", "tls_wanted"]
@@ -87,20 +88,6 @@ class Security:
                 self.service, self.sealer, self.config.data_dir, self.config.shared_store
             )
             self.tokens.ca_hash = self.ca.fingerprint
-
-    def handlers(self) -> dict[str, Handler]:
-        """The security operations (join tokens, access keys, RevokeInstance), for the one
-        operations table (controller/ops/table.py)."""
-        assert self.gate is not None, "install() first"
-        return {
-            "CreateJoinToken": self.tokens.op_CreateJoinToken,
-            "ListJoinTokens": self.tokens.op_ListJoinTokens,
-            "RevokeJoinToken": self.tokens.op_RevokeJoinToken,
-            "CreateAccessKey": self.keys.op_CreateAccessKey,
-            "ListAccessKeys": self.keys.op_ListAccessKeys,
-            "DeleteAccessKey": self.keys.op_DeleteAccessKey,
-            "RevokeInstance": self.gate.op_RevokeInstance,
-        }
 
     def after_steps(self) -> dict[str, list[AfterStep]]:
         """What follows an operation's success: a deregistered instance's stream is cut."""

@@ -38,7 +38,6 @@ from controller.model import now
 from controller.security.pki import CertificateAuthority, CsrRejected, cert_pem
 from controller.security.tokens import JoinToken, JoinTokens, TokenRefused, token_id
 from controller.store_api import Put
-from dockyard.errors import ApiError, invalid
 from dockyard.v1 import agent_pb2, agent_pb2_grpc
 
 if TYPE_CHECKING:
@@ -356,30 +355,6 @@ class AgentGate(agent_pb2_grpc.AgentServiceServicer):
         self.revoked[instance_id] = entry
         await self.service.commit([Put(REVOKED_KIND, instance_id, cluster, asdict(entry))])
         return entry
-
-    async def op_RevokeInstance(self, body: dict[str, Any]) -> dict[str, Any]:
-        ref = body.get("containerInstance")
-        if not isinstance(ref, str) or not ref or len(ref) > 1600:
-            raise invalid("containerInstance", "required: the instance's ARN or id")
-        cluster = self.service.cluster(body.get("cluster") or None)
-        inst = self.service.state.instance_by_id(cluster.name, ref.rsplit("/", 1)[-1])
-        if inst is None:
-            raise ApiError(
-                "ClientException", f"no container instance {ref[:128]!r} in {cluster.name}"
-            )
-        reason = body.get("reason") or "revoked by an operator"
-        if not isinstance(reason, str) or len(reason) > 256:
-            raise invalid("reason", "a string of at most 256 characters")
-        entry = await self.revoke(cluster.name, inst.id, reason)
-        closed = self.cut_off(inst.arn, f"instance revoked: {reason}")
-        await self.service.commit(
-            [self.service.event(cluster.name, "security", inst.arn, f"instance revoked: {reason}")]
-        )
-        return {
-            "containerInstanceArn": inst.arn,
-            "revokedAt": entry.revoked_at,
-            "streamClosed": closed,
-        }
 
     def after_deregister(self, body: dict[str, Any], out: dict[str, Any]) -> None:
         """DeregisterContainerInstance's after-step: cut the instance's stream at once."""

@@ -20,7 +20,7 @@ from controller.model import now
 from controller.security.sealing import Sealer
 from controller.store_api import Delete
 from dockyard.auth import Credentials, write_credentials
-from dockyard.errors import ApiError, invalid
+from dockyard.errors import ApiError
 
 if TYPE_CHECKING:
     from controller.ops.core import Core
@@ -84,37 +84,10 @@ class AccessKeys:
         await self.service.commit([self.sealer.put(KIND, key_id, asdict(key))])
         return key
 
-    # ------------------------------------------------------------ API operations
-
-    async def op_CreateAccessKey(self, body: dict[str, Any]) -> dict[str, Any]:
-        role = body.get("role", "")
-        if role not in ROLES:
-            raise invalid("role", f"one of {', '.join(ROLES)}")
-        description = body.get("description", "")
-        if not isinstance(description, str) or len(description) > 256:
-            raise invalid("description", "a string of at most 256 characters")
-        key = await self.create(role, description)
-        return {"accessKey": {**key.view(), "secretAccessKey": key.secret_access_key}}
-
-    async def op_ListAccessKeys(self, body: dict[str, Any]) -> dict[str, Any]:
-        keys = sorted(self.keys.values(), key=lambda k: k.created_at)
-        return {"accessKeys": [k.view() for k in keys]}
-
-    async def op_DeleteAccessKey(self, body: dict[str, Any]) -> dict[str, Any]:
-        key_id = body.get("accessKeyId")
-        if not isinstance(key_id, str) or not KEY_ID_RE.match(key_id):
-            raise invalid("accessKeyId", "required: DYAK followed by 16 letters or digits")
-        key = self.keys.get(key_id)
-        if key is None:
-            raise ApiError("ClientException", f"no access key {key_id}")
-        admins = [k for k in self.keys.values() if k.role == "admin"]
-        if key.role == "admin" and len(admins) == 1:
-            raise ApiError(
-                "ClientException", "refusing to delete the last admin key: create another first"
-            )
+    async def delete(self, key_id: str) -> None:
+        """Forget a key (DeleteAccessKey, controller/ops/security.py, checks it may go)."""
         del self.keys[key_id]
         await self.service.commit([Delete(KIND, key_id)])
-        return {"accessKey": key.view()}
 
 
 def _credentials(key: AccessKey) -> Credentials:

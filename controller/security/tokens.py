@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from controller.model import now
 from controller.store_api import Put
-from dockyard.errors import ApiError, invalid
+from dockyard.errors import ApiError
 
 if TYPE_CHECKING:
     from controller.ops.core import Core
@@ -25,8 +25,6 @@ KIND = "jointoken"
 PREFIX = "DYJ1"
 TOKEN_RE = re.compile(r"^DYJ1\.([0-9a-f]{12})\.([0-9a-f]{40})$")
 MAX_TOKENS = 1000
-MAX_DESCRIPTION = 256
-MAX_TTL_S = 10 * 365 * 86400
 
 
 @dataclass
@@ -132,29 +130,3 @@ class JoinTokens:
             token.revoked_at = now()
             await self.service.commit([self._put(token)])
         return token
-
-    # ------------------------------------------------------------ API operations
-
-    async def op_CreateJoinToken(self, body: dict[str, Any]) -> dict[str, Any]:
-        description = body.get("description", "")
-        if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
-            raise invalid("description", f"a string of at most {MAX_DESCRIPTION} characters")
-        ttl = body.get("ttlSeconds", 0)
-        if not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or not 0 <= ttl <= MAX_TTL_S:
-            raise invalid("ttlSeconds", f"a number of seconds from 0 (never) to {MAX_TTL_S}")
-        token, text = await self.create(description, float(ttl))
-        extra: dict[str, Any] = {"caHash": self.ca_hash} if self.ca_hash else {}
-        if self.controllers:
-            extra["controllers"] = list(self.controllers)
-        return {"joinToken": {**token.view(now()), "token": text, **extra}}
-
-    async def op_ListJoinTokens(self, body: dict[str, Any]) -> dict[str, Any]:
-        at = now()
-        views = [t.view(at) for t in sorted(self.tokens.values(), key=lambda t: t.created_at)]
-        return {"joinTokens": views}
-
-    async def op_RevokeJoinToken(self, body: dict[str, Any]) -> dict[str, Any]:
-        ref = body.get("tokenId")
-        if not isinstance(ref, str) or not ref or len(ref) > 128:
-            raise invalid("tokenId", "required: the id `dockyard tokens list` shows")
-        return {"joinToken": (await self.revoke(ref)).view(now())}
