@@ -27,7 +27,7 @@ import aiohttp
 from aiodocker.exceptions import DockerError
 from aiodocker.volumes import DockerVolume
 
-from agent import host_config
+from agent import host, host_config
 from agent.observed import ObservedContainer
 from agent.pull_progress import PullProgress
 from dockyard import labels
@@ -694,7 +694,10 @@ class DockerDriver:
         for cfg in (info.get("IPAM") or {}).get("Config") or []:
             if cfg.get("Gateway") and ":" not in cfg["Gateway"]:
                 return str(cfg["Gateway"])
-        return ""
+        # dockerd names no gateway when it found its bridge already addressed (a restart, or
+        # a bridge made before it): the gateway is then that interface's own address
+        bridge = (info.get("Options") or {}).get("com.docker.network.bridge.name", "docker0")
+        return host.interface_ipv4(bridge)
 
     async def _state_of(self, ref: str) -> tuple[str, str] | None:
         """(id, status) of a container by name or id, None if it does not exist."""

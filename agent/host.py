@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
+import socket
+import struct
 from pathlib import Path
 
 # ECS's default reserved ports: ssh, Docker's TCP ports, the ECS agent's introspection and
@@ -88,3 +91,18 @@ def ephemeral_warning() -> str | None:
         f"'address already in use'. End the kernel's range below them: sysctl -w "
         f"net.ipv4.ip_local_port_range='{min(lo, first - 1)} {first - 1}'"
     )
+
+
+SIOCGIFADDR = 0x8915  # Linux: an interface's IPv4 address
+
+
+def interface_ipv4(name: str) -> str:
+    """The IPv4 address of network interface `name` on this host; "" if it has none (or
+    there is no such interface)."""
+    request = struct.pack("256s", name.encode()[:15])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            reply = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, request)
+        except OSError:
+            return ""
+    return socket.inet_ntoa(reply[20:24])

@@ -33,3 +33,10 @@ def test_the_install_step_keeps_the_kernel_out_of_the_range_on_this_machine() ->
     # deploy/ensure-docker.sh ends the kernel's range below it: without that, tests fail
     # intermittently when a test's own connection sits on the port a task is given
     assert host.ephemeral_warning() is None
+
+
+def test_an_interfaces_ipv4_address_is_read_from_the_kernel() -> None:
+    """Where the agent's resolver listens when dockerd names no bridge gateway (it does not
+    after finding its bridge already addressed): the bridge interface's own address."""
+    assert host.interface_ipv4("lo") == "127.0.0.1"
+    assert host.interface_ipv4("no-such-if0") == ""
