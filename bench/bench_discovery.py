@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import shutil
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ import time
 from typing import Any
 
 from bench import bench_dns
+from bench.lab_support import bench_lab
 from dockyard.lab import Lab
 from dockyard.lab import control as lab_control
 from tests.support import cloud_map, wait_for
@@ -199,18 +199,9 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--host-name", default="localhost", help="a name the host resolver caches")
     args = ap.parse_args()
-    Lab.down(LAB_DIR, LAB_INDEX)
-    lab = Lab.up(hosts=3, lab_dir=LAB_DIR, index=LAB_INDEX)
-    try:
+    with bench_lab(LAB_DIR, LAB_INDEX, KEPT_LOGS) as lab:
         set_up(lab)
         added, removed = propagation(lab, args.changes, args.max_tasks)
-    except BaseException:
-        shutil.rmtree(KEPT_LOGS, ignore_errors=True)
-        shutil.copytree(f"{LAB_DIR}/logs", KEPT_LOGS)
-        print(f"failed: the lab's logs are kept in {KEPT_LOGS}")
-        raise
-    finally:
-        Lab.down(LAB_DIR, LAB_INDEX)
     head = "".join(f"{h:>9}" for h in ("p50 ms", "p99 ms", "max ms"))
     print(f"{'propagation to every host (3-host lab)':48}{'n':>4}{head}")
     for what, vals in (
