@@ -36,7 +36,8 @@ KEPT_LOGS = "/tmp/dyk-bench-discovery-logs"
 NAMESPACE, SERVICE = "bench-disc.local", "bench-web"
 NAME = f"web.{NAMESPACE}"
 
-# In a host's network namespace: SRV queries for NAME to the agent's resolver every 5 ms;
+# In a host's network namespace: SRV queries for NAME to the agent's resolver every 5 ms
+# (over TCP when the UDP answer is truncated: six tasks' SRV records exceed 512 bytes);
 # prints "<unix time the query was sent> <sorted instance ids>" whenever they change.
 PROBE = """
 import sys, time
@@ -45,7 +46,8 @@ server, name, last = sys.argv[1], sys.argv[2], None
 while True:
     sent = time.time()
     try:
-        reply = dns.query.udp(dns.message.make_query(name, "SRV"), server, timeout=1)
+        query = dns.message.make_query(name, "SRV")
+        reply, _ = dns.query.udp_with_fallback(query, server, timeout=1)  # TC: over TCP
         srv = [r for s in reply.answer if s.rdtype == dns.rdatatype.SRV for r in s]
         now = ",".join(sorted(r.target.labels[0].decode() for r in srv)) or "-"
     except Exception as err:
