@@ -157,7 +157,7 @@ class Controller:
         self.registrations.settled = self.dispatcher.gate.check
         dns = DnsPusher(self.record.discovery, self.feed, self.dispatcher.push_dns)
         if self.record.discovery.get("sd_namespace"):
-            self.dispatcher.dns = dns.snapshot()
+            self.dispatcher.push_dns(dns.snapshot())  # no agent yet: kept, and the gate's
         self.autoscaling = AutoScaling(  # issue 22: controller/ops/autoscaling.py
             self.record, self.arns, self.services, self.usage, self.config.autoscaling_period
         )
