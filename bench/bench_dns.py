@@ -132,38 +132,45 @@ def _spawn(target: object, *args: object) -> tuple[multiprocessing.Process, int]
     return p, int(q.get(timeout=10))
 
 
+def compare(queries: int, clients: int, host_name: str) -> dict[str, dict[str, float]]:
+    """Each resolver's answers/s and latency, in one run (bench/bench_discovery.py too)."""
+    stub, stub_port = _spawn(_serve_stub)
+    agent, agent_port = _spawn(_serve_agent, ("127.0.0.1", stub_port))
+    rows = {}
+    try:
+        rows["agent: namespace name"] = measure(("127.0.0.1", agent_port), NAME, queries, clients)
+        hosts = upstreams(Path("/etc/resolv.conf"), set())
+        if hosts and _host_answers(hosts[0], host_name):
+            rows[f"host resolver {hosts[0][0]}: cached {host_name}"] = measure(
+                hosts[0], host_name, queries, clients
+            )
+        else:
+            print(f"host resolver {hosts[:1]} does not answer {host_name}: using a stub")
+        rows["stub upstream (dnspython)"] = measure(
+            ("127.0.0.1", stub_port), "outside.example", queries, clients
+        )
+        rows["agent: forwarded to stub"] = measure(
+            ("127.0.0.1", agent_port), "outside.example", queries, clients
+        )
+    finally:
+        agent.terminate()
+        stub.terminate()
+    return rows
+
+
+def print_rows(rows: dict[str, dict[str, float]]) -> None:
+    print(f"{'resolver':45} {'answers/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+    for what, r in rows.items():
+        print(f"{what:45} {r['answers_per_s']:10.0f} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--queries", type=int, default=5000)
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--host-name", default="localhost", help="a name the host resolver caches")
     args = ap.parse_args()
-    stub, stub_port = _spawn(_serve_stub)
-    agent, agent_port = _spawn(_serve_agent, ("127.0.0.1", stub_port))
-    rows = {}
-    try:
-        rows["agent: namespace name"] = measure(
-            ("127.0.0.1", agent_port), NAME, args.queries, args.clients
-        )
-        hosts = upstreams(Path("/etc/resolv.conf"), set())
-        if hosts and _host_answers(hosts[0], args.host_name):
-            rows[f"host resolver {hosts[0][0]}: cached {args.host_name}"] = measure(
-                hosts[0], args.host_name, args.queries, args.clients
-            )
-        else:
-            print(f"host resolver {hosts[:1]} does not answer {args.host_name}: using a stub")
-        rows["stub upstream (dnspython)"] = measure(
-            ("127.0.0.1", stub_port), "outside.example", args.queries, args.clients
-        )
-        rows["agent: forwarded to stub"] = measure(
-            ("127.0.0.1", agent_port), "outside.example", args.queries, args.clients
-        )
-    finally:
-        agent.terminate()
-        stub.terminate()
-    print(f"{'resolver':45} {'answers/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
-    for what, r in rows.items():
-        print(f"{what:45} {r['answers_per_s']:10.0f} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f}")
+    print_rows(compare(args.queries, args.clients, args.host_name))
 
 
 if __name__ == "__main__":

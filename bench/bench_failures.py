@@ -12,12 +12,12 @@ nothing. Usage: python -m bench.bench_failures [--trials 5] [--grace 5]
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import threading
 import time
 from typing import Any
 
+from bench.lab_support import bench_lab
 from dockyard.lab import Lab
 from dockyard.lab.verify import collect
 from tests.support import wait_for
@@ -151,15 +151,9 @@ def main() -> None:
     ap.add_argument("--grace", type=float, default=5.0)
     ap.add_argument("--heartbeat", type=float, default=1.0)
     args = ap.parse_args()
-    Lab.down(LAB_DIR, LAB_INDEX)
-    lab = Lab.up(
-        hosts=3,
-        lab_dir=LAB_DIR,
-        index=LAB_INDEX,
-        heartbeat_period=args.heartbeat,
-        disconnect_grace=args.grace,
-    )
-    try:
+    with bench_lab(
+        LAB_DIR, LAB_INDEX, KEPT_LOGS, heartbeat_period=args.heartbeat, disconnect_grace=args.grace
+    ) as lab:
         watch = EventWatch(lab)
         host = lab.hosts[1].name
         iid = instance_of(lab, host)
@@ -170,13 +164,6 @@ def main() -> None:
             (f"partition -> DISCONNECTED (period {args.heartbeat:g} s)", parts, "<= 3 s"),
         ]
         rows += _replace_rows(lab, watch, args)
-    except BaseException:
-        shutil.rmtree(KEPT_LOGS, ignore_errors=True)
-        shutil.copytree(f"{LAB_DIR}/logs", KEPT_LOGS)
-        print(f"failed: the lab's logs are kept in {KEPT_LOGS}")
-        raise
-    finally:
-        Lab.down(LAB_DIR, LAB_INDEX)
     print(f"{'measure':48}{'median':>10}{'max':>10}  goal")
     for name, vals, goal in rows:
         print(f"{name:48}{statistics.median(vals):10.2f}{max(vals):10.2f}  {goal}")

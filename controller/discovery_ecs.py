@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from controller.feed import TASK_STOPPED, Change
@@ -102,6 +103,7 @@ class EcsRegistrations:
         self._wake = asyncio.Event()
         self._warned: set[str] = set()  # instances without an address, logged once
         self.by_task: dict[tuple[str, str], set[str]] = {}  # (cluster, task id) -> service ids
+        self.settled: Callable[[], None] = lambda: None  # after each batch: the stop gate's
         for doc in self.d.instances.values():
             attrs = doc["Attributes"]
             if all(a in attrs for a in ECS_ATTRS):
@@ -150,6 +152,11 @@ class EcsRegistrations:
                     log.warning("service registry of task %s: %s", arn, err.message)
                 except Exception:
                     log.exception("service registry of task %s", arn)
+            self.settled()  # stops waiting for these deregistrations may go (discovery_gate)
+
+    def registered(self, task: Task) -> bool:
+        """Whether the task is (still) registered in some Cloud Map service."""
+        return (task.cluster, task.arn.rsplit("/", 1)[-1]) in self.by_task
 
     def wanted(self, task: Task) -> dict[str, dict[str, str]]:
         """Cloud Map service id -> the attributes the task should be registered with."""

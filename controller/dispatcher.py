@@ -21,6 +21,7 @@ import grpc
 from controller import liveness
 from controller.agent_link import AgentLink
 from controller.desired import desired_task
+from controller.discovery_gate import StopGate
 from controller.feed import TASK_DESIRED, TASK_STOPPED, Change
 from controller.model import Instance, Task
 from controller.ops.context import OpContext
@@ -73,6 +74,7 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
         self._dirty: dict[str, Session] = {}  # sessions with pending deltas
         self._tasks: set[asyncio.Task[None]] = set()  # closes that must outlive their caller
         self.dns: agent_pb2.DnsSnapshot | None = None  # the last DnsSnapshot (issue 21)
+        self.gate = StopGate(self._released)  # a registered task: out of DNS, then stopped
         service.feed.subscribe((TASK_DESIRED, TASK_STOPPED), self._on_task_changes)
 
     # ------------------------------------------------------------------ the stream
@@ -304,12 +306,19 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
         return desired_task(task, td, self.service.roles.extras(task, td))
 
     def _on_task_changes(self, changes: list[Change]) -> None:
-        """The feed's task changes, as deltas for each instance's agent."""
+        """The feed's task changes, as deltas for each instance's agent. A stop request of
+        a task in Cloud Map waits in the gate for its DNS removal (discovery_gate.py)."""
+        ended = [c.new for c in changes if c.kind == TASK_STOPPED]
+        self.gate.forget(t.arn for t in ended)
+        asked = self.gate.admit(c.new for c in changes if c.kind != TASK_STOPPED)
+        self._released(asked + ended)
+
+    def _released(self, tasks: list[Task]) -> None:
         by_instance: dict[str, list[Task]] = {}
-        for c in changes:
-            by_instance.setdefault(c.new.instance_arn, []).append(c.new)
-        for arn, tasks in by_instance.items():
-            self.tasks_changed(arn, tasks)
+        for t in tasks:
+            by_instance.setdefault(t.instance_arn, []).append(t)
+        for arn, group in by_instance.items():
+            self.tasks_changed(arn, group)
 
     def tasks_changed(self, instance_arn: str, tasks: list[Task]) -> None:
         """Queue a delta for the instance's session; deltas coalesce per loop turn."""
@@ -330,6 +339,7 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
         msg = agent_pb2.ControllerMessage(dns=snapshot)
         for session in self.sessions.values():
             session.outbox.put_nowait(msg)
+        self.gate.pushed(snapshot)  # stops that waited for this removal go out after it
 
     def _flush(self) -> None:
         self._flush_scheduled = False

@@ -172,9 +172,12 @@ class Controller:
         self.discovery = ServiceDiscovery(self.record, self.arns)
         self.services.discovery = self.discovery.state  # serviceRegistries (issue 21)
         self.registrations = EcsRegistrations(self.services, self.discovery)
+        # a registered task leaves DNS before its stop is sent (controller/discovery_gate.py)
+        self.dispatcher.gate.registered = self.registrations.registered
+        self.registrations.settled = self.dispatcher.gate.check
         dns = DnsPusher(self.record.discovery, self.feed, self.dispatcher.push_dns)
         if self.record.discovery.get("sd_namespace"):
-            self.dispatcher.dns = dns.snapshot()
+            self.dispatcher.push_dns(dns.snapshot())  # no agent yet: kept, and the gate's
         self.autoscaling = AutoScaling(  # issue 22: controller/ops/autoscaling.py
             self.record, self.arns, self.services, self.usage, self.config.autoscaling_period
         )

@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 import pytest
 
+from controller import discovery_gate
 from controller.discovery_dns import DEBOUNCE_S, DnsPusher, build_snapshot
 from controller.feed import Change, ChangeFeed
 from controller.ops.discovery_state import INSTANCE, NAMESPACE, SERVICE
@@ -84,6 +85,7 @@ class RawAgent:
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{ctl.grpc_port}")
         self.snapshots: list[tuple[float, agent_pb2.DnsSnapshot]] = []
         self.desired: list[agent_pb2.DesiredTask] = []
+        self.order: list[agent_pb2.DnsSnapshot | agent_pb2.DesiredTask] = []  # as they came
         self._out: asyncio.Queue[agent_pb2.AgentMessage | None] = asyncio.Queue()
         hello = agent_pb2.AgentMessage(
             register=agent_pb2.Register(
@@ -107,8 +109,10 @@ class RawAgent:
             async for msg in self.stream:
                 if msg.WhichOneof("body") == "dns":
                     self.snapshots.append((time.monotonic(), msg.dns))
+                    self.order.append(msg.dns)
                 elif msg.WhichOneof("body") == "desired":
                     self.desired.extend(msg.desired.tasks)
+                    self.order.extend(msg.desired.tasks)
         except grpc.RpcError:
             pass
 
@@ -290,3 +294,109 @@ async def test_pusher_sends_a_lone_change_at_once_as_the_feed_says_then_paces() 
     feed.publish([Change(INSTANCE, "srv-w/i0", None)])  # deregistered
     await asyncio.sleep(DEBOUNCE_S + 0.01)
     assert [t.ipv4 for t in sent[2].records[0].targets] == ["10.0.0.2"]
+
+
+async def _registered_task(
+    ctl: Controller, agent: RawAgent, name: str, count: int = 1
+) -> tuple[list[str], str]:
+    """A service `name` of `count` tasks on the raw agent, registered in Cloud Map service
+    `name` of namespace `name`.local (A and SRV) and reported RUNNING: its task ARNs (once
+    the agent's snapshot names them all) and the record set's name."""
+    call = ctl.api.call
+    await call("CreateCluster", {})
+    container = {"name": "main", "image": "x", "memory": 32}
+    container["portMappings"] = [{"containerPort": 80, "hostPort": 0}]
+    await call("RegisterTaskDefinition", {"family": name, "containerDefinitions": [container]})
+    await call("servicediscovery:CreatePrivateDnsNamespace", {"Name": f"{name}.local", "Vpc": "v"})
+    [ns] = (await call("servicediscovery:ListNamespaces", {}))["Namespaces"]
+    body = {"Name": name, "NamespaceId": ns["Id"], "DnsConfig": A_SRV}
+    reg = (await call("servicediscovery:CreateService", body))["Service"]
+    await _connected(ctl, 1)
+    registry = {"registryArn": reg["Arn"], "containerName": "main", "containerPort": 80}
+    await call(
+        "CreateService",
+        {
+            "serviceName": name,
+            "taskDefinition": name,
+            "desiredCount": count,
+            "serviceRegistries": [registry],
+        },
+    )
+    tasks = await _until(lambda: len(agent.desired) >= count and agent.desired, "tasks placed")
+    arns = [t.task_arn for t in tasks]
+    for arn in arns:
+        agent.send(_report(arn, "UNKNOWN", ctl.state.tasks[arn].containers[0].ports[0].host_port))
+    record = f"{name}.{name}.local"
+    ids = {arn.rsplit("/", 1)[-1] for arn in arns}
+    await agent.wait_for(lambda s: _instance_ids(s, record) == ids)
+    return arns, record
+
+
+def _instance_ids(snap: agent_pb2.DnsSnapshot, name: str) -> set[str]:
+    return {t.instance_id for r in snap.records if r.name == name for t in r.targets}
+
+
+def _stop_after_removal(agent: RawAgent, arn: str, record: str) -> None:
+    """On the agent's stream, a snapshot without the task came before the task's stop."""
+    tid = arn.rsplit("/", 1)[-1]
+    stop = next(
+        i
+        for i, m in enumerate(agent.order)
+        if isinstance(m, agent_pb2.DesiredTask)
+        and m.task_arn == arn
+        and m.desired_status == "STOPPED"
+    )
+    before = [m for m in agent.order[:stop] if isinstance(m, agent_pb2.DnsSnapshot)]
+    assert before, "no snapshot at all before the stop"
+    assert tid not in _instance_ids(before[-1], record), "the stop came before the DNS removal"
+
+
+async def test_a_registered_task_leaves_dns_before_its_stop_is_sent(ctl: Controller) -> None:
+    """StopTask of a registered task: the controller deregisters it and queues the snapshot
+    without it on the agent's stream before the stop (ECS: deregister, then stop); then a
+    scale-in to 0 does the same for the service's other task."""
+    agent = RawAgent(ctl, "i-gate", address="10.0.0.8")
+    try:
+        arns, record = await _registered_task(ctl, agent, "gate", count=2)
+        await ctl.api.call("StopTask", {"task": arns[0], "reason": "test"})
+
+        def stopped(arn: str) -> bool:
+            return any(
+                isinstance(m, agent_pb2.DesiredTask)
+                and m.task_arn == arn
+                and m.desired_status == "STOPPED"
+                for m in agent.order
+            )
+
+        await _until(lambda: stopped(arns[0]), "the stop sent to the agent")
+        _stop_after_removal(agent, arns[0], record)
+        assert not ctl.dispatcher.gate.held
+        await ctl.api.call("UpdateService", {"service": "gate", "desiredCount": 0})
+        await _until(lambda: stopped(arns[1]), "the scale-in's stop sent to the agent")
+        _stop_after_removal(agent, arns[1], record)
+    finally:
+        await agent.close()
+
+
+async def test_a_stop_is_not_held_for_a_deregistration_that_never_comes(
+    ctl: Controller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registration the controller cannot remove (here: it claims the task stays
+    registered) holds the stop only MAX_HOLD_S, then the task is stopped anyway."""
+    monkeypatch.setattr(discovery_gate, "MAX_HOLD_S", 0.3)
+    agent = RawAgent(ctl, "i-stuck", address="10.0.0.9")
+    try:
+        [arn], _ = await _registered_task(ctl, agent, "stuck")
+        ctl.dispatcher.gate.registered = lambda task: True  # its removal never done
+        await ctl.api.call("StopTask", {"task": arn, "reason": "test"})
+        await _until(lambda: arn in ctl.dispatcher.gate.held, "the stop held")
+        await _until(
+            lambda: any(
+                isinstance(m, agent_pb2.DesiredTask) and m.desired_status == "STOPPED"
+                for m in agent.order
+            ),
+            "the stop sent after MAX_HOLD_S",
+        )
+        assert not ctl.dispatcher.gate.held
+    finally:
+        await agent.close()

@@ -10,11 +10,16 @@ that host within the controller's detection of the loss plus the push (killed: a
 partitioned: three heartbeats), well before the disconnect grace would replace the tasks.
 Scaling 2 -> 1 -> 2 removes and adds the records.
 
-Propagation (a Cloud Map registration change -> the new answer at h1's resolver) is
-measured by a probe in h1's namespace querying the same resolver, and printed (-s), never
-asserted; so are a new task's start -> resolvable at h1, and how a stopped task's address
-leaving the answers compares with its container's exit (nothing orders the two yet: the
-stop and the deregistration race, DNS usually first since the push is no longer delayed).
+A stopped task is gone from DNS before its container is: the controller deregisters it and
+queues the snapshot without it on every agent's stream before it sends the stop
+(controller/discovery_gate.py). The servers' containers keep serving for STOP_GRACE_S after
+SIGTERM (as a server draining its connections does), and a probe on each host asks its
+agent's resolver every 10 ms. Asserted at each scale-in: on the stopped task's own host, no
+query sent after Docker signalled the container got its address (that agent reads the
+snapshot before the stop on one stream: an order, not a race); at h1, the address left the
+answer before the container exited. Printed (-s), never asserted: propagation of Cloud Map
+changes to h1, a new task's start -> resolvable at h1, and how far ahead of the SIGTERM
+h1's answer changed (bench/bench_discovery.py measures propagation over more changes).
 """
 
 from __future__ import annotations
@@ -54,14 +59,17 @@ PUSH_S = 1.0  # the issue's bound from a registration change to every agent's re
 SLACK_S = 3.0  # a loaded shared machine: docker exec, scheduling
 CHANGES = 40
 CYCLES = 5
+STOP_GRACE_S = 3  # a server's container serves this long after SIGTERM, then exits
 
-# Runs in h1's network namespace: asks h1's agent resolver for NAME's A records every
-# 10 ms and prints "<unix time> <sorted addresses>" whenever the answer changes.
+# Runs in a host's network namespace: asks its agent's resolver for NAME's A records every
+# 10 ms and, whenever the answer changes, prints "<unix time the query was sent> <when the
+# last query with the previous answer was sent> <sorted addresses>".
 PROBE = """
 import sys, time
 import dns.message, dns.query, dns.rdatatype
-server, name, last = sys.argv[1], sys.argv[2], None
+server, name, last, last_at = sys.argv[1], sys.argv[2], None, 0.0
 while True:
+    sent = time.time()
     try:
         reply = dns.query.udp(dns.message.make_query(name, "A"), server, timeout=1)
         ips = sorted(r.address for s in reply.answer if s.rdtype == dns.rdatatype.A for r in s)
@@ -69,19 +77,22 @@ while True:
     except Exception as err:
         now = "error:" + type(err).__name__
     if now != last:
-        print(time.time(), now, flush=True)
+        print(sent, last_at, now, flush=True)
         last = now
+    last_at = sent
     time.sleep(0.01)
 """
 
 
 class Probe:
-    """The PROBE process and the answers it has seen, as (time, addresses)."""
+    """The PROBE process on `host` and the answers it has seen, as (time, addresses);
+    `before[t]`: when the last query answered as before the change seen at `t` was sent."""
 
-    def __init__(self, lab: Lab, server: str) -> None:
-        cmd = [*lab.enter("h1"), sys.executable, "-c", PROBE, server, NAME]
+    def __init__(self, lab: Lab, host: str, server: str) -> None:
+        cmd = [*lab.enter(host), sys.executable, "-c", PROBE, server, NAME]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         self.seen: list[tuple[float, set[str]]] = []
+        self.before: dict[float, float] = {}
         self.last = ""  # the probe's last line: addresses, "-" (none), rcode:N or error:E
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -89,8 +100,9 @@ class Probe:
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            at, _, answer = line.strip().partition(" ")
+            at, before, answer = line.strip().split(" ", 2)
             ips = set() if answer == "-" else set(answer.split(","))
+            self.before[float(at)] = float(before)  # before the answer is in `seen`
             self.seen.append((float(at), ips))
             self.last = answer
 
@@ -101,6 +113,12 @@ class Probe:
             return next((at for at, ips in list(self.seen) if at >= since and test(ips)), None)
 
         return wait_for(found, timeout, interval=0.01, what=what)
+
+    def last_asked(self, since: float, test: Any, timeout: float, what: str) -> float:
+        """When the last query answered before the answer first passed `test` (at or
+        after `since`) was sent: the address left the answers after that."""
+        at = self.first(since, test, timeout, what)
+        return self.before[at]
 
     def current(self) -> set[str]:
         return self.seen[-1][1] if self.seen else set()
@@ -119,7 +137,8 @@ class Disc:
     service_id: str
     client_container: str
     resolver: str  # h1's agent resolver, as the client task's resolv.conf names it
-    probe: Probe
+    probe: Probe  # h1's
+    probes: dict[str, Probe]  # each host's, asking its own agent's resolver
     made: list[str] = field(default_factory=list)
 
     def nslookup(self, *args: str) -> str:
@@ -191,8 +210,15 @@ def register_definitions(lab: Lab) -> None:
         "name": "main",
         "image": lab.image("httpd"),
         "memory": 16,
-        "stopTimeout": 2,
+        "stopTimeout": STOP_GRACE_S + 3,
         "portMappings": [{"containerPort": 8080, "hostPort": 0}],
+        # the image's own command, but on SIGTERM it goes on serving for STOP_GRACE_S
+        "command": [
+            "sh",
+            "-c",
+            f"hostname > /www/host; trap 'sleep {STOP_GRACE_S}; exit 0' TERM; "
+            "httpd -f -v -p 8080 -h /www & wait",
+        ],
     }
     client.call("RegisterTaskDefinition", {"family": SERVICE, "containerDefinitions": [server]})
     sleeper = {"name": "c", "image": lab.image("sleeper"), "memory": 8, "stopTimeout": 2}
@@ -238,7 +264,7 @@ def disc(lab: Lab) -> Iterator[Disc]:
         verify=str(ca) if ca.exists() else None,
     )
     client, ns_id, sid, tasks = lab.client(), "", "", []
-    probe: Probe | None = None
+    probes: dict[str, Probe] = {}
     try:
         sd.create_private_dns_namespace(Name=NAMESPACE, Vpc="lab")
         [ns] = [n for n in sd.list_namespaces()["Namespaces"] if n["Name"] == NAMESPACE]
@@ -263,8 +289,9 @@ def disc(lab: Lab) -> Iterator[Disc]:
                 ],
             },
         )
-        gateway = lab.host("h1").bip.partition("/")[0]  # where h1's agent answers
-        probe = Probe(lab, gateway)
+        for host in ("h1", *SERVERS):  # where each agent answers: its bridge's gateway
+            probes[host] = Probe(lab, host, lab.host(host).bip.partition("/")[0])
+        gateway, probe = lab.host("h1").bip.partition("/")[0], probes["h1"]
         # Cloud Map's calls are asynchronous: the namespace reaches the agents shortly after
         # (a task started before gets the host's resolvers, as before any namespace)
         wait_for(lambda: probe.last == "-" or "." in probe.last, 10, what="h1 knows the zone")
@@ -273,12 +300,12 @@ def disc(lab: Lab) -> Iterator[Disc]:
         conf = lab.docker("h1", "exec", container, "cat", "/etc/resolv.conf")
         resolver = re.findall(r"^nameserver\s+(\S+)", conf, re.M)
         assert resolver == [gateway], f"not h1's agent resolver: {conf}"
-        d = Disc(lab, sd, sid, container, gateway, probe)
+        d = Disc(lab, sd, sid, container, gateway, probe, probes)
         steady(d)
         yield d
     finally:
-        if probe is not None:
-            probe.stop()
+        for p in probes.values():
+            p.stop()
         for host in SERVERS:  # whatever a failed test left broken
             lab.heal(host)
             lab.start_agent(host)
@@ -410,12 +437,13 @@ def host_address(lab: Lab, task: dict[str, Any]) -> str:
     return lab.host(str(name)).address
 
 
-def container_finished_at(lab: Lab, host: str, task_arn: str) -> float:
-    """When the task's container exited, by its host's Docker (unix time)."""
+def container_stop(lab: Lab, host: str, task_arn: str, since: float) -> tuple[float, float]:
+    """When its host's Docker first signalled the task's container (the stop reached it)
+    and when the container exited (unix times)."""
+    ps = ["ps", "-aq", "--filter", f"label=dockyard.task-arn={task_arn}"]
+    cid = lab.docker(host, *ps).strip()
 
     def finished() -> float | None:
-        ps = ["ps", "-aq", "--filter", f"label=dockyard.task-arn={task_arn}"]
-        cid = lab.docker(host, *ps).strip()
         out = lab.docker(
             host, "inspect", "--format", "{{.State.Running}} {{.State.FinishedAt}}", cid
         )
@@ -425,7 +453,12 @@ def container_finished_at(lab: Lab, host: str, task_arn: str) -> float:
         stamp = re.sub(r"(\.\d{6})\d*", r"\1", at).replace("Z", "+00:00")
         return datetime.fromisoformat(stamp).timestamp()
 
-    return wait_for(finished, 60, interval=0.2, what=f"the container of {task_arn} exited")
+    exited = wait_for(finished, 60, interval=0.2, what=f"the container of {task_arn} exited")
+    window = ["--since", f"{since - 1:.3f}", "--until", f"{time.time() + 1:.3f}"]
+    only = ["--filter", f"container={cid}", "--filter", "event=kill"]
+    kills = lab.docker(host, "events", *window, *only, "--format", "{{.TimeNano}}").split()
+    assert kills, f"Docker on {host} never signalled {cid}"
+    return min(int(k) for k in kills) / 1e9, exited
 
 
 def one_running(lab: Lab) -> dict[str, Any] | None:
@@ -434,9 +467,11 @@ def one_running(lab: Lab) -> dict[str, Any] | None:
 
 
 def test_scaling_adds_and_removes_records(disc: Disc) -> None:
-    """Scale 2 -> 1 -> 2, several times: the answer at h1 follows. Printed: a new task's
-    start (its startedAt) -> its address at h1, and for a stopped task when its address
-    left h1's answer against when its container exited (negative: DNS first)."""
+    """Scale 2 -> 1 -> 2, several times: the answer at h1 follows, and the stopped task
+    leaves DNS before its stop: on its own host no query sent after Docker signalled its
+    container got its address; at h1 it was gone before the container exited. Printed: a
+    new task's start (its startedAt) -> its address at h1, and how far ahead of the SIGTERM
+    the last query at h1 that still got the address was sent."""
     d, lab = disc, disc.lab
     both, up, ahead = server_addresses(lab), [], []
     for _ in range(CYCLES):
@@ -448,8 +483,16 @@ def test_scaling_adds_and_removes_records(disc: Disc) -> None:
         gone_host = next(h for h in SERVERS if lab.host(h).address != host_address(lab, kept))
         [stopped] = before - {kept["taskArn"]}
         alone = both - {lab.host(gone_host).address}
+        gone_ip = lab.host(gone_host).address
         lost = d.probe.first(t0, lambda ips, a=alone: ips == a, 30, f"{gone_host} out of DNS")
-        ahead.append(lost - container_finished_at(lab, gone_host, stopped))
+        last_h1 = d.probe.last_asked(t0, lambda ips, a=alone: ips == a, 30, "at h1")
+        last_own = d.probes[gone_host].last_asked(
+            t0, lambda ips, g=gone_ip: g not in ips, 30, f"out of {gone_host}'s own DNS"
+        )
+        signalled, exited = container_stop(lab, gone_host, stopped, t0)
+        assert last_own < signalled, "its own host's resolver answered it after the stop"
+        assert lost < exited, "h1 answered the stopped task after its container exited"
+        ahead.append(last_h1 - signalled)
         scale(d, 2)
         steady(d)
         [new] = [t for t in running(lab) if t["taskArn"] != kept["taskArn"]]
@@ -458,6 +501,6 @@ def test_scaling_adds_and_removes_records(disc: Disc) -> None:
     print(
         f"\nscale-out, task startedAt -> resolvable at h1 over {len(up)}: "
         f"median {statistics.median(up) * 1000:.0f} ms, max {max(up) * 1000:.0f} ms"
-        f"\nscale-in, DNS loss minus container exit over {len(ahead)}: "
-        + ", ".join(f"{x * 1000:+.0f} ms" for x in ahead)
+        f"\nscale-in, last query at h1 answered with the task minus its SIGTERM over "
+        f"{len(ahead)}: " + ", ".join(f"{x * 1000:+.0f} ms" for x in ahead)
     )
