@@ -67,10 +67,6 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
         self.sessions: dict[str, Session] = {}
         self.admission = liveness.Admission()
         self.departures = liveness.Departures()  # the services' scheduler yields to bursts
-        # hosts with tasks coming back in numbers (a fleet back after a mass failure): a
-        # pass meanwhile would replace the lost tasks of those still in the queue onto the
-        # first ones back, and the rest would find theirs replaced
-        self.arrivals = liveness.Departures()
         self._register_slots = asyncio.Semaphore(self.admission.max_inflight)
         self._log_ids = itertools.count(1)
         self._flush_scheduled = False
@@ -107,8 +103,6 @@ class Dispatcher(agent_pb2_grpc.AgentServiceServicer):
             yield _refusal("REGISTRATION_REFUSED", err.message, fatal=True)
             return
         session = self._open(inst)
-        if self.service.state.tasks_on.get(inst.arn):
-            self.arrivals.note(time.monotonic())
         session.reader = asyncio.create_task(self._read(session, request_iterator))
         if context is not None:  # gRPC's word that the RPC is over, even if never resumed
             context.add_done_callback(lambda _: self._end(session))

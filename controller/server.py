@@ -134,7 +134,6 @@ class Controller:
             self.service, self.config.heartbeat_period, self.config.heartbeat_budget
         )
         self.services.departures = self.dispatcher.departures  # disconnect bursts go first
-        self.services.arrivals = self.dispatcher.arrivals  # and returning hosts' bursts
         self.usage = self.dispatcher.usage  # tasks' CPU and memory (controller/usage.py)
         self.security = Security(
             self.service,

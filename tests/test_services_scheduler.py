@@ -184,28 +184,3 @@ async def test_a_pass_lets_a_burst_of_agent_departures_through_first(
         assert 0.3 <= held < 2.0 and sched._planned_at[arn] != before
     finally:
         await ctl.stop()
-
-
-async def test_a_pass_lets_a_burst_of_returning_hosts_in_first(tmp_path: Path) -> None:
-    """A fleet back after a mass failure registers over seconds; a pass meanwhile placed the
-    lost tasks of the hosts still queued onto the first ones back, and those queued then
-    found theirs replaced (issue 23). A burst of hosts with tasks coming back holds a pass
-    as a burst of departures does."""
-    ctl = Controller(ControllerConfig(data_dir=tmp_path, listen="127.0.0.1:0", http="127.0.0.1:0"))
-    await ctl.start()
-    try:
-        sched, arrivals = ctl.services, ctl.dispatcher.arrivals
-        assert sched.arrivals is arrivals and arrivals is not ctl.dispatcher.departures
-        await add_instances(ctl, 2)
-        td = {"family": "back", "containerDefinitions": [{"name": "s", "image": "x", "memory": 8}]}
-        await ctl.api.call("RegisterTaskDefinition", td)
-        body = {"serviceName": "b", "taskDefinition": "back", "desiredCount": 2}
-        await ctl.api.call("CreateService", body)
-        t0 = time.monotonic()
-        for _ in range(arrivals.minimum):
-            arrivals.note(t0)
-        await sched.pass_once()
-        assert time.monotonic() - t0 >= arrivals.window  # waited for the burst to pass
-        assert len(ctl.state.service_tasks("default", "b")) == 2  # then planned
-    finally:
-        await ctl.stop()

@@ -99,7 +99,6 @@ class ServiceScheduler:
         self._pass_nodes: dict[tuple[str, str], dict[str, Node]] | None = None
         # agents dropping in numbers: set by the controller to the dispatcher's
         self.departures: liveness.Departures | None = None
-        self.arrivals: liveness.Departures | None = None  # hosts with tasks coming back
         self.discovery: Discovery | None = None  # Cloud Map (issue 21): set by the controller
         cs.feed.subscribe((TASK_STOPPED,), self._on_stopped)
 
@@ -207,16 +206,15 @@ class ServiceScheduler:
     async def _after_departures(self, deadline: float = 0.0) -> None:
         """Wait (until `deadline`, or HOLD_MAX_S) while agents drop in numbers: their
         disconnects go first (liveness.Departures says why), planning can wait for the
-        grace. Likewise while hosts with tasks come back in numbers: the later ones keep
-        their tasks instead of finding them replaced on the first ones back."""
-        bursts = [b for b in (self.departures, self.arrivals) if b is not None]
+        grace."""
+        if self.departures is None:
+            return
         deadline = deadline or time.monotonic() + liveness.HOLD_MAX_S
         while True:
             at = time.monotonic()
-            going = [b for b in bursts if b.bursting(at)]
-            if at >= deadline or not going:
+            if at >= deadline or not self.departures.bursting(at):
                 return
-            await asyncio.sleep(min(deadline - at, max(b.quiet_in(at) for b in going)))
+            await asyncio.sleep(min(deadline - at, self.departures.quiet_in(at)))
 
     async def _reconcile_live(self, arn: str, at: float, hold_until: float = 0.0) -> None:
         await self._after_departures(hold_until)  # between the services of a pass, too
