@@ -12,6 +12,7 @@ from controller.orchestrator.planner import (
     breaker_threshold,
     note_failure,
     plan,
+    replaced,
     retry_delay,
 )
 from controller.orchestrator.world import Member, Node, Plan, World
@@ -283,6 +284,38 @@ def test_disconnected_tasks_count_during_grace_then_are_replaced() -> None:
     sim.settle()
     sim.run(2)
     assert len(sim.tasks) == 4 and sim.svc.steady
+
+
+def test_lost_tasks_are_kept_while_no_replacement_can_start() -> None:
+    """The whole fleet gone past the grace: the lost tasks are stopped only as replacements
+    start (none can: every host is down), so when the agents come back the originals are
+    simply theirs again; nothing is placed twice, nothing runs beyond desiredCount."""
+    sim = Sim(make_service(4), make_nodes(2), grace=10.0)
+    sim.run(3)
+    originals = set(sim.tasks)
+    for k in ("i0", "i1"):
+        sim.nodes[k] = replace(sim.nodes[k], reachable=False, down_for=10.5)
+    p = plan(sim.svc, World(sim.nodes, list(sim.tasks.values()), sim.now, sim.grace))
+    held = [s for s in p.stops if s.until_replaced]
+    assert {s.task for s in held} == originals and len(p.stops) == 4
+    assert sum(s.count for s in p.starts) == 4  # asked for, but there is nowhere to place
+    assert replaced(held, 0) == [] and replaced(held, 3) == held[:3]
+    for k in ("i0", "i1"):  # the agents return, their tasks never stopped
+        sim.nodes[k] = replace(sim.nodes[k], reachable=True, down_for=0.0)
+    p = sim.step()
+    assert not p.starts and not p.stops and set(sim.tasks) == originals
+
+
+def test_lost_tasks_beyond_the_need_stop_at_once() -> None:
+    """Scaled in while its hosts are gone: the lost tasks no longer needed are not held."""
+    sim = Sim(make_service(4), make_nodes(2), grace=10.0)
+    sim.run(3)
+    sim.nodes["i0"] = replace(sim.nodes["i0"], reachable=False, down_for=10.5)
+    sim.svc.desired_count = 2
+    p = plan(sim.svc, World(sim.nodes, list(sim.tasks.values()), sim.now, sim.grace))
+    lost = {a for a, m in sim.tasks.items() if m.instance == "i0"}
+    assert {s.task for s in p.stops if not s.until_replaced} >= lost
+    assert not p.starts
 
 
 def test_unhealthy_task_is_replaced_and_counted_as_failure() -> None:

@@ -233,3 +233,54 @@ def test_failure_rate_stops_tasks_with_the_exit_code(cluster: LocalCluster) -> N
 
 def _attr(inst: dict, name: str) -> str:
     return next((a.get("value", "") for a in inst["attributes"] if a["name"] == name), "")
+
+
+def _service(lc: LocalCluster) -> dict:
+    return lc.client().call("DescribeServices", {"services": ["fleet"]})["services"][0]
+
+
+def _service_tasks(lc: LocalCluster, desired: str) -> list[str]:
+    body = {"serviceName": "fleet", "desiredStatus": desired}
+    return sorted(lc.client().call("ListTasks", body)["taskArns"])
+
+
+def test_a_fleet_back_after_the_grace_keeps_its_tasks(cluster: LocalCluster) -> None:
+    """Every host of a service gone past the disconnect grace: nothing can replace its
+    tasks, so none is stopped; when the fleet comes back each agent keeps its own and
+    nothing is placed twice (before: every original was stopped on the return and started
+    again beside it)."""
+    lc = cluster
+    c = lc.client()
+    sim = _sim(lc, "sim", "--agents", "3", "--start-latency-ms", "50")
+    wait_for(lambda: _connected(lc, 3), 30, 0.2, "3 agents connected")
+    c.call("RegisterTaskDefinition", TASKDEF)
+    c.call("CreateService", {"serviceName": "fleet", "taskDefinition": "simapp", "desiredCount": 6})
+    wait_for(lambda: _service(lc)["runningCount"] == 6, 30, 0.2, "6 RUNNING")
+    originals = _service_tasks(lc, "RUNNING")
+
+    sim.kill(signal.SIGKILL)
+    wait_for(lambda: _connected(lc, 3, connected=False), 20, 0.2, "all DISCONNECTED")
+    unplaced = "unable to place a task"  # a pass past the grace found nowhere to go
+    wait_for(
+        lambda: any(unplaced in e["message"] for e in _service(lc)["events"]),
+        lc.grace + 30,
+        0.2,
+        "a planning pass past the grace",
+    )
+    assert _service_tasks(lc, "RUNNING") == originals  # lost, but kept: nowhere to replace
+
+    _sim(lc, "sim2", "--agents", "3", "--start-latency-ms", "50")
+    wait_for(lambda: _connected(lc, 3), 30, 0.2, "fleet back")
+    wait_for(lambda: _service(lc).get("events") and _steady_after_return(lc), 30, 0.2, "steady")
+    assert _service_tasks(lc, "RUNNING") == originals
+    assert _service_tasks(lc, "STOPPED") == []
+    assert {t["lastStatus"] for t in lc.describe(originals)} == {"RUNNING"}
+
+
+def _steady_after_return(lc: LocalCluster) -> bool:
+    svc = _service(lc)
+    return svc["runningCount"] == 6 and svc["pendingCount"] == 0 and not _disconnected(lc)
+
+
+def _disconnected(lc: LocalCluster) -> float:
+    return metric(scrape(lc.http_port), "dockyard_tasks_on_disconnected_instances") or 0.0

@@ -11,6 +11,7 @@ starts and stops for the scheduler to apply.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -145,6 +146,23 @@ def _stop_broken(p: Plan, c: Census, world: World) -> None:
         p.stops.append(Stop(m.arn, "Task belongs to no deployment of the service"))
 
 
+def _hold_lost(p: Plan, c: Census, world: World, missing: int) -> None:
+    """Mark the lost tasks the service still needs (up to `missing`, on instances still
+    registered) as stopped only once a replacement has started (`replaced`). When the whole
+    fleet is gone nothing can be placed: stopping the originals then gained nothing and cost
+    a second start of every one on the agents' return, beside the stops of the originals
+    (Nomad keeps the original on a reconnect too, #12680). Lost tasks beyond the need (a
+    scale-in meanwhile) and those of deregistered instances stop at once, as before."""
+    held = {m.arn for m in c.lost if m.instance in world.nodes}
+    held = set(sorted(held)[: max(0, missing)])
+    p.stops = [dataclasses.replace(s, until_replaced=s.task in held) for s in p.stops]
+
+
+def replaced(held: list[Stop], started: int) -> list[Stop]:
+    """Of the stops held until replaced, those that `started` new tasks replace."""
+    return held[: max(0, started)]
+
+
 def _wind_down(p: Plan, c: Census) -> None:
     """A deleted service: stop everything; INACTIVE once nothing is left."""
     for m in c.all_live():
@@ -201,6 +219,7 @@ def _replica(p: Plan, c: Census, world: World) -> None:
     for m in extra:
         p.stops.append(Stop(m.arn, f"Scaling activity initiated by (deployment {prim})"))
     room = max_total - c.occupying()
+    _hold_lost(p, c, world, want - len(mine))
     _launch(p, prim, min(want - len(mine) + len(extra), room), world.now)
     gone = {m.arn for m in extra}
     healthy = sum(m.healthy and m.arn not in gone for m in c.all_live())

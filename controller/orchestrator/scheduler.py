@@ -326,9 +326,12 @@ class ServiceScheduler:
 
     async def apply(self, svc: Service, p: Plan, tasks: dict[str, Task]) -> None:
         """Stops first (they free what the starts may need), then every start at once: a
-        DAEMON service has one per instance, and each waits for a store commit."""
-        await self._stop(svc, p.stops, tasks)
-        await asyncio.gather(*(self._start(self.services[svc.arn], s) for s in p.starts))
+        DAEMON service has one per instance, and each waits for a store commit. Lost tasks
+        held until replaced stop last, one per task started (they free nothing reachable)."""
+        held = [s for s in p.stops if s.until_replaced]
+        await self._stop(svc, [s for s in p.stops if not s.until_replaced], tasks)
+        started = await asyncio.gather(*(self._start(self.services[svc.arn], s) for s in p.starts))
+        await self._stop(svc, planner.replaced(held, sum(started)), tasks)
 
     async def _stop(self, svc: Service, stops: list[Stop], tasks: dict[str, Task]) -> None:
         by_reason: dict[str, list[Task]] = defaultdict(list)
@@ -347,12 +350,13 @@ class ServiceScheduler:
                 now(),
             )
 
-    async def _start(self, svc: Service, start: Start) -> None:
+    async def _start(self, svc: Service, start: Start) -> int:
+        """Launch `start`; the number of tasks started."""
         dep = svc.deployment(start.deployment)
         td = self.taskdef(dep.task_definition) if dep else None
         cluster = self.state.clusters.get(svc.cluster)
         if dep is None or td is None or cluster is None:
-            return
+            return 0
         if start.instance:
             views = [self.state.views[start.instance]] if start.instance in self.state.views else []
         else:
@@ -362,8 +366,9 @@ class ServiceScheduler:
             started, failures = await self._launch_by_provider(svc, spec)
         except ApiError as err:
             notice(svc, "start-error", f"was unable to start tasks: {err.message}", now())
-            return
+            return 0
         self._report_start(self.services[svc.arn], started, failures)
+        return len(started)
 
     async def _launch_by_provider(
         self, svc: Service, spec: LaunchSpec

@@ -70,6 +70,9 @@ class Stop:
     task: str
     reason: str
     failure: bool = False  # counts against the deployment and the retry delay (unhealthy)
+    # a lost task stopped only once a replacement has started (planner.replaced): while
+    # none can be placed (the whole fleet gone), the original is kept for its agent's return
+    until_replaced: bool = False
 
 
 @dataclass
