@@ -346,9 +346,14 @@ async def test_three_members_one_lost_changes_nothing_two_lost_refuses_writes(
                 await store.write([Put("task", "unconfirmed", "default", {})])
             assert asyncio.get_running_loop().time() - started < 15  # refused, not hung
             assert {k for k, _, _ in await store.load_rows("task")} == {"t0", "t1"}  # memory
+            # catch_up's marker is refused too; it reads everything instead, which fails
+            with pytest.raises(grpc.aio.AioRpcError):
+                await store.catch_up(store.revision + 1, seconds=1.0)
+            assert {k for k, _, _ in await store.load_rows("task")} == {"t0", "t1"}
             cluster.restart(cluster.members[1])
             await store.write([Put("task", "t2", "default", {})])
             async with opened(cluster.url, tmp_path) as fresh:
                 truth = await fresh.load_rows("task")
             assert {"t0", "t1", "t2"} <= {k for k, _, _ in truth}
             await wait_until(lambda: store._mirror["task"].keys() == {k for k, _, _ in truth})
+            assert set(store._mirror) == {"task"}  # a marker etcd kept after all is no state
