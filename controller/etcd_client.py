@@ -175,17 +175,15 @@ class EtcdClient:
         key: bytes,
         range_end: bytes,
         start_revision: int,
-        progress: asyncio.Event | None = None,
     ) -> AsyncGenerator[Any, None]:
         """WatchResponses for [key, range_end) from start_revision, until cancelled or the
-        stream fails (the caller resumes from its last revision + 1). Setting `progress`
-        asks etcd for a progress notice: a response without events whose header revision
-        says every change up to it has been delivered (how a reader knows it caught up)."""
+        stream fails (the caller resumes from its last revision + 1). A response without
+        events (a progress notice) proves nothing: etcd 3.4 may send one before the events
+        of a watch still catching up (etcd issue #15220)."""
         create = rpc.WatchCreateRequest(
             key=key, range_end=range_end, start_revision=start_revision, progress_notify=True
         )
         call = self.watcher.Watch()
-        asker = asyncio.create_task(_ask_progress(call, progress)) if progress else None
         try:
             await call.write(rpc.WatchRequest(create_request=create))
             while True:
@@ -196,17 +194,7 @@ class EtcdClient:
                     raise WatchCanceled(response.compact_revision, response.cancel_reason)
                 yield response
         finally:
-            if asker:
-                asker.cancel()
             call.cancel()
-
-
-async def _ask_progress(call: Any, progress: asyncio.Event) -> None:
-    """Send a progress request each time `progress` is set."""
-    while True:
-        await progress.wait()
-        progress.clear()
-        await call.write(rpc.WatchRequest(progress_request=rpc.WatchProgressRequest()))
 
 
 class WatchCanceled(Exception):

@@ -6,6 +6,7 @@ stored with the changes they describe. Layout under the URL's prefix (default /d
 
     {prefix}/data/o/{kind}/{key}   {"cluster": ..., "doc": {...}}   one object
     {prefix}/data/e/{seq:020d}     [seq, at, cluster, kind, subject, message, detail]
+    {prefix}/data/catch-up         empty: catch_up's marker, no state (see there)
     {prefix}/leader                the elected controller (controller.leadership)
     {prefix}/members/{id}          every running controller, on its lease
 
@@ -30,7 +31,6 @@ state (`callback(revision, ops)`, in revision order, each revision once).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -121,6 +121,7 @@ class EtcdStore:
         self._data = root + b"/data/"
         self._objects = root + b"/data/o/"
         self._events = root + b"/data/e/"
+        self._marker = root + b"/data/catch-up"  # neither under o/ nor e/: never state
         self.client: ec.EtcdClient | None = None
         self.fence: Fence | None = None
         # kind -> key -> the stored value ({"cluster", "doc"} JSON): the hot copy, parsed
@@ -131,14 +132,14 @@ class EtcdStore:
         self._watchers: list[Watcher] = []
         self._queue: asyncio.Queue[tuple[list[Op], asyncio.Future[None]]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
-        self.synced = asyncio.Event()  # the watch has caught up with etcd at least once
-        self._seen = 0  # etcd's revision up to which the watch delivered every change
-        self._seen_changed = asyncio.Event()
+        # the highest revision the watch handed to memory (applied, or skipped as applied
+        # already): within one watch stream etcd sends events in revision order
+        self._delivered = 0
+        self._advanced = asyncio.Event()  # _delivered or a full read moved on
         self._writer: asyncio.Task[None] | None = None
         self._refusal: StoreRefused | None = None  # set: every write fails with it
         self._committing = False
         self._held: list[list[Any]] = []  # watched revisions held during our own commit
-        self._ask_progress = asyncio.Event()
 
     # -- the Store interface ----------------------------------------------------------
 
@@ -274,19 +275,30 @@ class EtcdStore:
     async def catch_up(self, revision: int, seconds: float = 5.0) -> None:
         """Return once memory holds every change etcd committed up to `revision` (a new
         leader calls it with its election revision before loading: the old leader's last
-        commits may still be on their way through the watch). If the watch cannot say so
-        in `seconds`, read everything again instead."""
+        commits may still be on their way through the watch).
+
+        Not from a watch progress notice: etcd 3.4 may send one before the events of a watch
+        that is still catching up (etcd issue #15220). Instead a marker put under the data
+        prefix (no state: any controller may write it, nothing reads it), and a wait until
+        the watch delivered the marker's revision: events come in revision order, so every
+        earlier one is in memory then. If that fails (no quorum: the put is refused) or
+        takes over `seconds`, read everything again instead (which fails the same way)."""
+        if max(self._delivered, self._revision) >= revision:
+            return
+        assert self.client
         try:
             async with asyncio.timeout(seconds):
-                while max(self._seen, self._revision) < revision:
-                    self._seen_changed.clear()
-                    self._ask_progress.set()
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(0.5):
-                            await self._seen_changed.wait()
+                marked = await self.client.txn([], [ec.put(self._marker, b"")], [])
+                target = max(revision, marked.header.revision)
+                while max(self._delivered, self._revision) < target:
+                    self._advanced.clear()
+                    await self._advanced.wait()
+            return
         except TimeoutError:
             log.warning("the etcd watch did not catch up in %.0fs: reading it all", seconds)
-            await self._load_all()
+        except grpc.aio.AioRpcError as err:
+            log.warning("etcd refused catch_up's marker (%s): reading it all", err.details())
+        await self._load_all()
 
     # -- fencing ------------------------------------------------------------------------
 
@@ -339,6 +351,7 @@ class EtcdStore:
             self._mirror_put(kv.key, kv.value)
         self._last_seq = int(last.kvs[0].key[len(self._events) :]) if last.kvs else 0
         self._revision = revision
+        self._advanced.set()
 
     async def _follow(self) -> None:
         """Apply what etcd commits under the data prefix, from the loaded revision on;
@@ -347,15 +360,9 @@ class EtcdStore:
         while True:
             try:
                 async for response in self.client.watch(
-                    self._data, ec.prefix_end(self._data), self._revision + 1, self._ask_progress
+                    self._data, ec.prefix_end(self._data), self._revision + 1
                 ):
                     self._apply_watched(response)
-                    if not response.events and not response.created:
-                        # a progress notice: every change up to its revision is delivered
-                        # (a "created" reply is not: its events may still be coming)
-                        self.synced.set()
-                        self._seen = max(self._seen, response.header.revision)
-                        self._seen_changed.set()
             except asyncio.CancelledError:
                 raise
             except ec.WatchCanceled as err:
@@ -391,8 +398,11 @@ class EtcdStore:
             self._held.append(events)
             return
         revision = events[0].kv.mod_revision
-        if revision <= self._revision:
-            return  # our own commit, already applied when etcd acknowledged it
+        self._delivered = max(self._delivered, revision)
+        self._advanced.set()
+        events = [event for event in events if event.kv.key != self._marker]
+        if revision <= self._revision or not events:
+            return  # our own commit (applied when etcd acknowledged it), or only a marker
         ops: list[Op] = []
         for event in events:
             key = event.kv.key

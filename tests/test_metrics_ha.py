@@ -52,9 +52,7 @@ async def test_a_standby_that_takes_over_reports_the_leaders_counts(
         expect = ({"PROVISIONING": 2, "RUNNING": 2}, 0.0)
         assert gauges(ours) == expect
 
-        # what ha.serve's catch_up waits for (not catch_up itself: etcd 3.4's progress
-        # notice can come before the events of a watch that is still catching up)
-        await wait_until(lambda: standby.store.revision == leader.store.revision)
+        await standby.store.catch_up(leader.store.revision)  # what ha.serve does first
         await standby.load()
         theirs = StateMetrics(standby.cluster, standby.feed, lambda: 0)
         assert gauges(theirs) == ({"PROVISIONING": 2, "RUNNING": 2}, 3.0)  # no agent yet
