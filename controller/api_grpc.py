@@ -39,17 +39,21 @@ _STATUS = {
 }
 
 
-async def _abort(context: grpc.aio.ServicerContext, err: ApiError) -> None:
+async def abort(
+    context: grpc.aio.ServicerContext, err: ApiError, *metadata: tuple[str, str]
+) -> None:
+    """End a native call with `err`: its gRPC code, its name in the trailers (where the
+    client reads the exception type), and any other trailers of the caller's."""
     code = (
         grpc.StatusCode.NOT_FOUND
         if err.name.endswith("NotFoundException")
         else _STATUS.get(err.status, grpc.StatusCode.INVALID_ARGUMENT)
     )
-    context.set_trailing_metadata(((ERROR_TYPE_KEY, err.name),))
+    context.set_trailing_metadata((*metadata, (ERROR_TYPE_KEY, err.name)))
     await context.abort(code, err.message)
 
 
-def _parse(body: str) -> dict[str, Any]:
+def parse_body(body: str) -> dict[str, Any]:
     if len(body) > MAX_NATIVE_BODY:
         raise ApiError("ClientException", f"request body over {MAX_NATIVE_BODY} bytes")
     return parse_json_object(body)
@@ -73,12 +77,12 @@ class ApiServicer(api_pb2_grpc.ClusterApiServicer):
         self, operation: str, request: api_pb2.JsonRequest, context: grpc.aio.ServicerContext
     ) -> api_pb2.JsonReply:
         try:
-            result = await self.api.call(operation, _parse(request.body))
+            result = await self.api.call(operation, parse_body(request.body))
         except ApiError as err:
-            await _abort(context, err)
+            await abort(context, err)
         except Exception as exc:
             log_failure(log, operation, exc)
-            await _abort(
+            await abort(
                 context,
                 ApiError(
                     "ServerException",
@@ -97,7 +101,7 @@ class ApiServicer(api_pb2_grpc.ClusterApiServicer):
             if request.task:
                 subject = self.service.task(self.service.cluster(cluster), request.task).arn
         except ApiError as err:
-            await _abort(context, err)
+            await abort(context, err)
             return
         follower = self.events.follow(cluster, subject) if request.follow else None
         past = await self.service.store.load_events(subject, cluster, request.since_seq)
@@ -124,7 +128,7 @@ class ApiServicer(api_pb2_grpc.ClusterApiServicer):
             ):
                 yield api_pb2.LogLine(container=chunk.container, data=chunk.data)
         except ApiError as err:
-            await _abort(context, err)
+            await abort(context, err)
 
     async def Exec(
         self, request_iterator: AsyncIterator[api_pb2.ExecFrame], context: grpc.aio.ServicerContext
@@ -136,7 +140,7 @@ class ApiServicer(api_pb2_grpc.ClusterApiServicer):
             async for reply in self.execs.run(str(key_id), request_iterator):
                 yield reply
         except ApiError as err:
-            await _abort(context, err)
+            await abort(context, err)
 
 
 @dataclass(frozen=True)

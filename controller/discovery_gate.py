@@ -23,6 +23,7 @@ import logging
 from collections.abc import Callable, Iterable
 
 from controller.model import Task
+from dockyard.arns import last_part
 from dockyard.v1 import agent_pb2
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class StopGate:
         return now
 
     def _waits(self, task: Task) -> bool:
-        return self.registered(task) or task.arn.rsplit("/", 1)[-1] in self.published
+        return self.registered(task) or last_part(task.arn) in self.published
 
     def pushed(self, snapshot: agent_pb2.DnsSnapshot) -> None:
         """A snapshot was queued on every agent's stream: release who it no longer names."""

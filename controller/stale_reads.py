@@ -37,10 +37,11 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from controller import etcd_client as ec
+from controller.api_grpc import abort, parse_body
 from controller.ecs_http import _Endpoint, metrics_for
 from controller.ops.table import OPERATIONS
 from controller.security.apiauth import authorize, sigv4_middleware, verify_native
-from dockyard.client import ERROR_TYPE_KEY, STALE_KEY
+from dockyard.client import STALE_KEY
 from dockyard.errors import ApiError
 from dockyard.v1 import api_pb2
 
@@ -205,14 +206,10 @@ class StaleReader:
                     k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)
                 }
                 authorize(verify_native(ctl.security.keys, method, metadata, request), operation)
-            body = json.loads(parsed.body) if parsed.body else {}
+            body = parse_body(parsed.body) if parsed.body else {}
             result = await _ReadsOnly(ctl).call(operation, body)
         except ApiError as err:
-            context.set_trailing_metadata(
-                ((STALE_KEY, self.quorum.since), (ERROR_TYPE_KEY, err.name))
-            )
-            code = grpc.StatusCode.UNAVAILABLE if err.status == 503 else _code(err)
-            await context.abort(code, err.message)
+            await abort(context, err, (STALE_KEY, self.quorum.since))
             raise
         reply: bytes = api_pb2.JsonReply(body=json.dumps(result or {})).SerializeToString()
         return reply
@@ -221,14 +218,6 @@ class StaleReader:
 def _unwatch_built(building: asyncio.Task[Controller]) -> None:
     if not building.cancelled() and building.exception() is None:
         building.result().record._unwatch()
-
-
-def _code(err: ApiError) -> grpc.StatusCode:
-    if err.name.endswith("NotFoundException"):
-        return grpc.StatusCode.NOT_FOUND
-    if err.status == 403:
-        return grpc.StatusCode.PERMISSION_DENIED
-    return grpc.StatusCode.INVALID_ARGUMENT
 
 
 def _json_error(err: ApiError, more: str = "") -> web.Response:
